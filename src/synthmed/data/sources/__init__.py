@@ -1,0 +1,45 @@
+"""Data sources: each turns a user's data into ``Record``s (image loader, labels, group, path).
+
+``load_source(name, root, **options)`` is the one entry point; the options are the keyword
+arguments of that source's ``load`` function, and unknown ones are refused by name.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from synthmed.data.errors import DataError
+from synthmed.data.records import SourceData
+from synthmed.data.sources import br35h
+
+SOURCES: dict[str, Callable[..., SourceData]] = {
+    "br35h": br35h.load,
+}
+
+
+def source_options(name: str) -> list[str]:
+    """The options a source accepts (besides ``root``)."""
+    return [p for p in inspect.signature(_source(name)).parameters if p != "root"]
+
+
+def _source(name: str) -> Callable[..., SourceData]:
+    if name not in SOURCES:
+        raise DataError(f"unknown source {name!r}: expected one of {sorted(SOURCES)}", field="source")
+    return SOURCES[name]
+
+
+def load_source(name: str, root: str | Path | None = None, **options: Any) -> SourceData:
+    load = _source(name)
+    unknown = sorted(set(options) - set(source_options(name)))
+    if unknown:
+        raise DataError(
+            f"source {name!r} has no option(s) {unknown}; it accepts {source_options(name)}", field=unknown[0]
+        )
+    if root is None and "root" in inspect.signature(load).parameters:
+        default = inspect.signature(load).parameters["root"].default
+        if default is inspect.Parameter.empty:
+            raise DataError(f"source {name!r} needs --root, the folder that holds the data", field="root")
+    return load(root, **options) if root is not None else load(**options)
