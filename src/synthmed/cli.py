@@ -1,0 +1,164 @@
+"""The ``synthmed`` command line. Each command is a thin wrapper over the Python API."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated, Any, Optional
+
+import typer
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from synthmed import __version__
+
+app = typer.Typer(help="synthmed: synthetic medical imaging data sets and how far they can be trusted.",
+                  no_args_is_help=True, pretty_exceptions_enable=False)
+data_app = typer.Typer(help="Prepare data sources into stores, inspect them, build benchmark settings.",
+                       no_args_is_help=True)
+app.add_typer(data_app, name="data")
+console = Console()
+# Options that take several values after one flag (``--resolution 32 64``); click wants the
+# flag repeated, so the command line is rewritten before click sees it.
+MULTI_VALUE_OPTIONS = {"--resolution", "-r"}
+
+
+def _parse_options(pairs: list[str], config: Optional[Path]) -> dict[str, Any]:
+    from synthmed.data.errors import DataError
+
+    options: dict[str, Any] = {}
+    if config is not None:
+        if not config.is_file():
+            raise DataError("config file not found", file=config)
+        loaded = yaml.safe_load(config.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise DataError("a source config must be a mapping of option: value", file=config)
+        options.update(loaded)
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise DataError(f"--option {pair!r} is not KEY=VALUE", field="option")
+        options[key.replace("-", "_")] = yaml.safe_load(value)
+    return options
+
+
+@data_app.command("prepare")
+def prepare_command(
+    source: Annotated[str, typer.Argument(help="br35h, chexpert, rsna-ich, medmnist or folder")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="store directory to write")],
+    root: Annotated[Optional[Path], typer.Option(help="folder (or file) holding the data; br35h needs none")] = None,
+    resolution: Annotated[list[int], typer.Option("--resolution", "-r", help="one or more powers of two")] = [32],
+    option: Annotated[list[str], typer.Option("--option", help="source option KEY=VALUE (repeatable)")] = [],
+    config: Annotated[Optional[Path], typer.Option(help="YAML file of source options")] = None,
+    scaling: Annotated[str, typer.Option(help="max (x/max*255, the paper), minmax or none")] = "max",
+    max_bad_fraction: Annotated[float, typer.Option(help="fail if more of the images are unreadable")] = 0.01,
+    seed: Annotated[int, typer.Option(help="seed of the grouped train/val/test split")] = 0,
+    workers: Annotated[Optional[int], typer.Option(help="decoding processes (default: all cores)")] = None,
+    overwrite: Annotated[bool, typer.Option(help="replace a store prepared from other inputs")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Decode a data source into a memory-mappable store with a grouped 80/10/10 split."""
+    from synthmed.data import describe, load_source, prepare
+
+    data = load_source(source, root, **_parse_options(option, config))
+    console.print(f"{source}: {len(data.records)} images, labels {data.label_names}")
+    store = prepare(data, out, resolutions=resolution, scaling=scaling, max_bad_fraction=max_bad_fraction,
+                    seed=seed, workers=workers, overwrite=overwrite, progress=progress, log=console.print)
+    _print_overview(describe(store))
+    console.print(f"store: {store.path}")
+
+
+@data_app.command("info")
+def info_command(
+    store: Annotated[Path, typer.Argument(help="a prepared store directory")],
+    grids: Annotated[Optional[Path], typer.Option(help="where to write the grid PNGs (default STORE/info)")] = None,
+) -> None:
+    """Counts per fold and label combination, group counts, and a sample grid per combination."""
+    from synthmed.data import Store, describe, write_grids
+
+    opened = Store(store)
+    _print_overview(describe(opened))
+    paths = write_grids(opened, grids or opened.path / "info")
+    console.print(f"{len(paths)} sample grid(s) in {paths[0].parent if paths else grids}")
+
+
+@data_app.command("settings")
+def settings_command(
+    preset: Annotated[str, typer.Option(help="chest, brain, br35h, or a YAML file")],
+    store: Annotated[Path, typer.Option(help="a prepared store directory")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for the settings")],
+    seed: Annotated[int, typer.Option(help="seed for drawing the rows")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="replace settings built from other inputs")] = False,
+) -> None:
+    """Build the benchmark settings of a preset (paper Table S1) from a store."""
+    from synthmed.data import build_settings
+
+    summaries = build_settings(preset, store, out, seed=seed, overwrite=overwrite, log=console.print)
+    table = Table(title=f"settings of preset {preset!r} in {out}")
+    for column in ("dimension", "name", "resolution", "labels", "combinations", "train", "val", "test"):
+        table.add_column(column, justify="left" if column in ("dimension", "name") else "right")
+    for s in summaries:
+        table.add_row(*(str(s[c]) for c in ("dimension", "name", "resolution", "labels", "combinations",
+                                           "train", "val", "test")))
+    console.print(table)
+
+
+def _print_overview(overview: dict[str, Any]) -> None:
+    folds = overview["folds"]
+    groups = overview["groups"]
+    console.print(f"[bold]{overview['source']}[/]: {overview['images']} images "
+                  f"({overview['skipped']} skipped), resolutions {overview['resolutions']}, "
+                  f"{overview['channels']} channel(s)")
+    console.print(f"folds: train {folds['train']}, val {folds['val']}, test {folds['test']} "
+                  f"({overview['split_method']})")
+    console.print(f"groups: {groups['count']} ({groups['method']}); per fold {groups['per_fold']}; "
+                  f"{groups['multi_image_groups']} groups hold {groups['images_in_multi_image_groups']} images, "
+                  f"largest {groups['largest']}")
+    table = Table(title="label combinations")
+    for column in ("combination", "train", "val", "test", "total"):
+        table.add_column(column, justify="left" if column == "combination" else "right")
+    shown = overview["combinations"][:30]
+    for c in shown:
+        table.add_row(c["name"], str(c["train"]), str(c["val"]), str(c["test"]), str(c["total"]))
+    console.print(table)
+    if len(overview["combinations"]) > len(shown):
+        console.print(f"... and {len(overview['combinations']) - len(shown)} rarer combinations")
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        console.print(f"synthmed {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: Annotated[bool, typer.Option("--version", callback=_version_callback, is_eager=True)] = False) -> None:
+    """synthmed command line."""
+
+
+def expand_multi_value_options(argv: list[str]) -> list[str]:
+    """``--resolution 32 64`` -> ``--resolution 32 --resolution 64``."""
+    out: list[str] = []
+    flag = None
+    for token in argv:
+        if token in MULTI_VALUE_OPTIONS:
+            flag = token
+        elif flag is not None and token.isdigit():
+            if out[-1] != flag:
+                out.append(flag)  # a further value: repeat the flag before it
+        else:
+            flag = None
+        out.append(token)
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    from synthmed.data.errors import DataError
+
+    args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
+    try:
+        app(args=args, prog_name="synthmed", standalone_mode=True)
+    except DataError as error:
+        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
+        raise SystemExit(2) from None

@@ -1,0 +1,345 @@
+"""Benchmark settings (paper Table S1): which store rows form the train / val / test folds.
+
+A preset (YAML, ``configs/settings/``) lists benchmark dimensions; each dimension has
+``defaults`` and a list of ``settings`` that override them. One setting is::
+
+    combinations: 20 | all       # the k most frequent label combinations (by training count)
+    min_train_per_combination: 257   # only combinations with at least this many training rows
+    train_per_combination: 1450 | all
+    oversample: true             # fill a short combination by drawing its rows again
+    val_per_combination / test_per_combination: 190   # or
+    val_total / test_total: 4000 # rows drawn from all kept combinations; null = all
+    resolution: 32
+    drop_empty_labels: true      # delete label columns with no positive in the setting
+
+Rows are drawn with one seeded permutation per (dimension, combination, fold), and each
+setting takes a prefix of it, so smaller training sets are subsets of larger ones and the
+validation and test rows stay fixed along a dimension. A setting that asks for more rows
+than exist (and may not oversample) is an error that names the combination and the gap.
+
+Output: ``OUT/settings.json`` (index) and per setting ``OUT/<dimension>/<name>/``
+with ``setting.json`` (label names, combinations, counts) and ``rows.parquet`` (fold,
+store_index; a store index repeats where a combination was oversampled).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+import zlib
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from synthmed._io import read_json, write_json_atomic
+from synthmed.data.errors import DataError
+from synthmed.data.records import SPLITS, combination_key, combination_name
+from synthmed.data.store import Store
+
+SETTING_KEYS = {
+    "name", "combinations", "min_train_per_combination", "train_per_combination", "oversample",
+    "val_per_combination", "test_per_combination", "val_total", "test_total", "resolution", "drop_empty_labels",
+}
+DEFAULTS: dict[str, Any] = {
+    "combinations": "all", "min_train_per_combination": 1, "train_per_combination": "all", "oversample": False,
+    "val_per_combination": None, "test_per_combination": None, "val_total": None, "test_total": None,
+    "resolution": 32, "drop_empty_labels": True,
+}
+_NAME_PARTS = (("combinations", "k"), ("train_per_combination", "n"), ("resolution", "r"))
+
+
+# ---- presets ------------------------------------------------------------------------------------
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("synthmed") / "configs" / "settings"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name_or_path: str | os.PathLike) -> dict[str, Any]:
+    """A shipped preset by name (``chest``, ``brain``, ``br35h``...) or a YAML file by path."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise DataError("preset file not found", file=path)
+        text, where = path.read_text(), path
+    else:
+        if str(name_or_path) not in preset_names():
+            raise DataError(f"unknown preset {str(name_or_path)!r}: expected one of {preset_names()} or a .yaml path",
+                            field="preset")
+        where = f"preset {name_or_path}"
+        text = (resources.files("synthmed") / "configs" / "settings" / f"{name_or_path}.yaml").read_text()
+    preset = yaml.safe_load(text)
+    _validate_preset(preset, where)
+    return preset
+
+
+def _validate_preset(preset: Any, where: object) -> None:
+    if not isinstance(preset, dict) or not isinstance(preset.get("dimensions"), dict) or not preset["dimensions"]:
+        raise DataError("a preset needs a 'dimensions' mapping", file=where, field="dimensions")
+    for dimension, spec in preset["dimensions"].items():
+        if not isinstance(spec, dict) or not isinstance(spec.get("settings"), list) or not spec["settings"]:
+            raise DataError("needs a non-empty 'settings' list", file=where, field=f"dimensions.{dimension}")
+        for i, setting in enumerate([spec.get("defaults") or {}] + spec["settings"]):
+            unknown = sorted(set(setting) - SETTING_KEYS)
+            if unknown:
+                label = "defaults" if i == 0 else f"settings[{i - 1}]"
+                raise DataError(f"unknown key(s) {unknown}; allowed: {sorted(SETTING_KEYS)}",
+                                file=where, field=f"dimensions.{dimension}.{label}")
+
+
+def expand_preset(preset: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
+    """(dimension, setting name, full setting spec) for every setting of the preset."""
+    out = []
+    for dimension, spec in preset["dimensions"].items():
+        for override in spec["settings"]:
+            setting = {**DEFAULTS, **(spec.get("defaults") or {}), **override}
+            name = setting.pop("name", None) or "_".join(
+                f"{short}{override[key]}" for key, short in _NAME_PARTS if key in override
+            )
+            out.append((dimension, name, setting))
+    names = [f"{d}/{n}" for d, n, _ in out]
+    duplicates = sorted({n for n in names if names.count(n) > 1})
+    if duplicates:
+        raise DataError(f"setting names repeat: {duplicates}; give each setting a 'name'", field="settings")
+    return out
+
+
+# ---- building one setting -------------------------------------------------------------------
+
+
+@dataclass
+class _Pool:
+    """The store's rows grouped by (combination, fold), each in one seeded order."""
+
+    keys: np.ndarray
+    splits: np.ndarray
+    label_names: list[str]
+    seed: int
+
+    def train_counts(self) -> pd.Series:
+        train = self.keys[self.splits == "train"]
+        return pd.Series(train).value_counts().sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+
+    def ordered(self, dimension: str, key: str, fold: str) -> np.ndarray:
+        rows = np.flatnonzero((self.keys == key) & (self.splits == fold))
+        return _rng(self.seed, dimension, key, fold).permutation(rows)
+
+
+def _rng(seed: int, *parts: str) -> np.random.Generator:
+    return np.random.default_rng([seed] + [zlib.crc32(p.encode()) for p in parts])
+
+
+def _combination_label(pool: _Pool, key: str) -> str:
+    return f"{combination_name(key, pool.label_names)!r} ({key})"
+
+
+def build_setting(pool: _Pool, dimension: str, name: str, spec: dict[str, Any]) -> tuple[dict, pd.DataFrame]:
+    where = f"setting {dimension}/{name}"
+    counts = pool.train_counts()
+    eligible = counts[counts >= spec["min_train_per_combination"]]
+    k = spec["combinations"]
+    if k == "all":
+        chosen = list(eligible.index)
+    else:
+        if len(eligible) < k:
+            raise DataError(
+                f"asks for {k} label combinations with at least {spec['min_train_per_combination']} training "
+                f"images; the store has {len(eligible)}", field=where)
+        chosen = list(eligible.index[:k])
+    if not chosen:
+        raise DataError("no label combination qualifies", field=where)
+
+    rows: list[tuple[str, int]] = []
+    summary = []
+    for key in chosen:
+        entry = {"key": key, "name": combination_name(key, pool.label_names)}
+        for fold in SPLITS:
+            picked = _pick(pool, dimension, where, key, fold, spec)
+            rows.extend((fold, int(i)) for i in picked)
+            entry[fold] = len(picked)
+            if fold == "train":
+                entry["train_unique"] = len(np.unique(picked))
+        summary.append(entry)
+    table = pd.DataFrame(rows, columns=["fold", "store_index"])
+    for fold in ("val", "test"):
+        total = spec[f"{fold}_total"]
+        if total is not None:
+            table = _limit_fold(table, pool, dimension, where, fold, int(total))
+    per_fold = pd.crosstab(pool.keys[table.store_index.to_numpy()], table.fold.to_numpy())
+    for entry in summary:
+        for fold in ("val", "test"):
+            entry[fold] = int(per_fold.at[entry["key"], fold]) if fold in per_fold else 0
+
+    label_columns = list(range(len(pool.label_names)))
+    if spec["drop_empty_labels"]:
+        bits = np.array([[c == "1" for c in key] for key in chosen])
+        label_columns = [j for j in label_columns if bits[:, j].any()]
+    for entry in summary:
+        entry["key"] = "".join(entry["key"][j] for j in label_columns)
+    meta = {
+        "dimension": dimension,
+        "name": name,
+        "resolution": int(spec["resolution"]),
+        "label_names": [pool.label_names[j] for j in label_columns],
+        "label_columns": label_columns,
+        "combinations": summary,
+        "counts": {fold: int((table.fold == fold).sum()) for fold in SPLITS},
+        "spec": spec,
+    }
+    return meta, table
+
+
+def _pick(pool: _Pool, dimension: str, where: str, key: str, fold: str, spec: dict[str, Any]) -> np.ndarray:
+    ordered = pool.ordered(dimension, key, fold)
+    wanted = spec["train_per_combination"] if fold == "train" else spec[f"{fold}_per_combination"]
+    if wanted in (None, "all"):
+        return ordered
+    wanted = int(wanted)
+    if len(ordered) >= wanted:
+        return ordered[:wanted]
+    if fold == "train" and spec["oversample"] and len(ordered):
+        extra = _rng(pool.seed, dimension, where, key).choice(ordered, wanted - len(ordered), replace=True)
+        return np.concatenate([ordered, extra])
+    raise DataError(
+        f"combination {_combination_label(pool, key)} has {len(ordered)} {fold} images, "
+        f"{wanted - len(ordered)} short of the {wanted} asked for", field=where)
+
+
+def _limit_fold(table: pd.DataFrame, pool: _Pool, dimension: str, where: str, fold: str, total: int) -> pd.DataFrame:
+    in_fold = table[table.fold == fold]
+    if len(in_fold) < total:
+        raise DataError(f"asks for {total} {fold} images; the kept combinations have {len(in_fold)}, "
+                        f"{total - len(in_fold)} short", field=where)
+    keep = _rng(pool.seed, dimension, fold, "total").permutation(in_fold.index.to_numpy())[:total]
+    return pd.concat([table[table.fold != fold], table.loc[np.sort(keep)]], ignore_index=True)
+
+
+# ---- the whole preset -----------------------------------------------------------------------
+
+
+def plan_settings(
+    preset: dict[str, Any], labels: np.ndarray, splits: np.ndarray, label_names: list[str], seed: int = 0
+) -> list[tuple[str, str, dict[str, Any], pd.DataFrame]]:
+    """Every setting of a loaded preset, in memory: (dimension, name, metadata, rows).
+
+    Needs only labels and folds, so a preset can be checked against a label table
+    (e.g. CheXpert's train.csv) before any image is decoded.
+    """
+    pool = _Pool(combination_key(labels), np.asarray(splits, dtype=object), list(label_names), seed)
+    return [(d, n, *build_setting(pool, d, n, s)) for d, n, s in expand_preset(preset)]
+
+
+def build_settings(
+    preset: str | os.PathLike,
+    store: str | os.PathLike | Store,
+    out: str | os.PathLike,
+    *,
+    seed: int = 0,
+    overwrite: bool = False,
+    log: Callable[[str], None] = print,
+) -> list[dict[str, Any]]:
+    """Write every setting of ``preset`` for ``store`` under ``out``; returns their summaries."""
+    store = store if isinstance(store, Store) else Store(store)
+    spec = load_preset(preset)
+    identity = {
+        "preset": spec.get("name", str(preset)),
+        "preset_hash": hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest(),
+        "store": str(Path(store.path).resolve()),
+        "store_content_hash": store.manifest["content_hash"],
+        "seed": seed,
+    }
+    out = Path(out)
+    index_file = out / "settings.json"
+    if index_file.is_file():
+        previous = read_json(index_file)
+        if {k: previous.get(k) for k in identity} == identity:
+            log(f"{out} already holds these settings; nothing to do")
+            return previous["settings"]
+        if not overwrite:
+            raise DataError("already holds settings built from another preset, store or seed; pass --overwrite",
+                            file=out)
+    elif out.exists() and any(out.iterdir()):
+        raise DataError("exists, is not empty and holds no settings.json; choose another --out", file=out)
+
+    built = plan_settings(spec, store.labels, store.splits, store.label_names, seed)  # all checks before any write
+    for dimension, name, meta, _ in built:
+        if meta["resolution"] not in store.resolutions:
+            log(f"note: {dimension}/{name} is at {meta['resolution']}x{meta['resolution']}, which the store "
+                f"does not hold yet (it has {store.resolutions}); prepare it with --resolution "
+                f"{meta['resolution']} before training this setting")
+    _write_settings(out, identity, built)
+    return read_json(index_file)["settings"]
+
+
+def _write_settings(out: Path, identity: dict[str, Any], built: list) -> None:
+    """Write into a temporary sibling directory, then swap it in: ``out`` is never half-written."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        summaries = []
+        for dimension, name, meta, table in built:
+            folder = tmp / dimension / name
+            folder.mkdir(parents=True)
+            table.to_parquet(folder / "rows.parquet", index=False)
+            write_json_atomic(folder / "setting.json", {**identity, **meta})
+            summaries.append({"dimension": dimension, "name": name, "path": f"{dimension}/{name}",
+                              "resolution": meta["resolution"], "labels": len(meta["label_names"]),
+                              "combinations": len(meta["combinations"]), **meta["counts"]})
+        write_json_atomic(tmp / "settings.json", {**identity, "settings": summaries})
+        if out.exists():
+            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+            os.replace(out, retired / "old")
+            os.replace(tmp, out)
+            shutil.rmtree(retired)
+        else:
+            os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+# ---- reading a setting back (what a training run points at) ---------------------------------------
+
+
+class BenchmarkSetting:
+    """One setting directory: its rows, labels (kept columns only) and images from the store."""
+
+    def __init__(self, path: str | os.PathLike, store: Store | None = None):
+        self.path = Path(path)
+        if not (self.path / "setting.json").is_file():
+            raise DataError("not a benchmark setting (no setting.json)", file=self.path)
+        self.meta = read_json(self.path / "setting.json")
+        self.store = store or Store(self.meta["store"])
+        if self.store.manifest["content_hash"] != self.meta["store_content_hash"]:
+            raise DataError(f"was built from another version of the store {self.store.path}; rebuild the settings",
+                            file=self.path)
+        self.table = pd.read_parquet(self.path / "rows.parquet")
+
+    @property
+    def label_names(self) -> list[str]:
+        return list(self.meta["label_names"])
+
+    @property
+    def resolution(self) -> int:
+        return int(self.meta["resolution"])
+
+    def rows(self, fold: str) -> np.ndarray:
+        if fold not in SPLITS:
+            raise DataError(f"unknown fold {fold!r}: expected one of {SPLITS}", field="fold")
+        return self.table.loc[self.table.fold == fold, "store_index"].to_numpy()
+
+    def labels(self, fold: str) -> np.ndarray:
+        return self.store.labels[self.rows(fold)][:, self.meta["label_columns"]]
+
+    def images(self, fold: str) -> np.ndarray:
+        """uint8 (n, C, R, R), read from the memory-mapped store (loads only these rows)."""
+        return self.store.images(self.resolution)[self.rows(fold)]
