@@ -8,6 +8,8 @@ the paper's code did.
 
 from __future__ import annotations
 
+import hashlib
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +29,11 @@ class Window:
 
     center: float
     width: float
+
+    def __post_init__(self) -> None:
+        # A zero or negative width (seen in broken headers) would divide by zero or flip the image.
+        if not (np.isfinite(self.center) and np.isfinite(self.width) and self.width > 0):
+            raise ValueError(f"invalid window: level {self.center}, width {self.width} (width must be > 0)")
 
     def apply(self, values: np.ndarray) -> np.ndarray:
         low = self.center - self.width / 2
@@ -50,10 +57,13 @@ def parse_windows(spec: str | list | tuple | None) -> tuple[Window, ...] | None:
             return tuple(NAMED_WINDOWS.values())
         if spec in NAMED_WINDOWS:
             return (NAMED_WINDOWS[spec],)
-        parts = spec.split(",")
-        if len(parts) == 2:
-            return (Window(float(parts[0]), float(parts[1])),)
-        raise ValueError(f"unknown window {spec!r}: use one of {sorted(NAMED_WINDOWS)}, 'multi' or 'LEVEL,WIDTH'")
+        try:
+            center, width = (float(part) for part in spec.split(","))
+        except ValueError:
+            raise ValueError(
+                f"unknown window {spec!r}: use one of {sorted(NAMED_WINDOWS)}, 'multi' or 'LEVEL,WIDTH'"
+            ) from None
+        return (Window(center, width),)
     if isinstance(spec, (list, tuple)) and len(spec) == 2 and all(isinstance(v, (int, float)) for v in spec):
         return (Window(float(spec[0]), float(spec[1])),)
     windows: list[Window] = []
@@ -95,12 +105,12 @@ def read_dicom(path: str | Path, windows: tuple[Window, ...] | None = None) -> t
     dataset = pydicom.dcmread(path)
     if "PixelData" not in dataset:
         raise ValueError("DICOM file has no pixel data")
-    pixels = dataset.pixel_array.astype(np.float32)
-    samples = int(dataset.get("SamplesPerPixel", 1))
     frames = int(dataset.get("NumberOfFrames", 1) or 1)
-    if frames > 1:
+    if frames > 1:  # checked before decoding, which would read every frame
         raise ValueError(f"multi-frame DICOM ({frames} frames) is not a 2D image")
-    if samples == 3:
+    # Raises on truncated or undecodable pixel data; the store reports it per file.
+    pixels = dataset.pixel_array.astype(np.float32)
+    if int(dataset.get("SamplesPerPixel", 1)) == 3:
         pixels = _gray(pixels)
     slope = float(dataset.get("RescaleSlope", 1) or 1)
     intercept = float(dataset.get("RescaleIntercept", 0) or 0)
@@ -165,6 +175,11 @@ class ImageFile:
     windows: tuple[Window, ...] | None = None
     slice_index: int | None = None
 
+    def fingerprint(self) -> str:
+        """Path, options, size and modification time: a replaced file is decoded again."""
+        stat = os.stat(self.path) if os.path.exists(self.path) else None
+        return f"{self!r}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}"
+
     def load(self) -> tuple[np.ndarray, str | None]:
         kind = image_kind(self.path)
         if kind == "raster":
@@ -179,6 +194,12 @@ class ArrayImage:
     """Pixels already in memory (MedMNIST): uint8 (H, W) or (H, W, 3)."""
 
     pixels: np.ndarray
+
+    def __repr__(self) -> str:
+        return f"ArrayImage(shape={self.pixels.shape}, dtype={self.pixels.dtype})"
+
+    def fingerprint(self) -> str:
+        return hashlib.sha256(np.ascontiguousarray(self.pixels).tobytes()).hexdigest()
 
     def load(self) -> tuple[np.ndarray, str | None]:
         pixels = self.pixels.astype(np.float32)

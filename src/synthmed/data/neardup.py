@@ -19,7 +19,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 DEFAULT_THRESHOLD = 3
-_BLOCK = 4096  # rows per block: keeps the pairwise distance matrix at 4096 x N bytes
+_BLOCK = 512  # rows per block: the block's XOR matrix is 512 x N uint64, i.e. 4096 x N bytes
 
 
 def hamming_pairs(hashes: np.ndarray, threshold: int) -> tuple[np.ndarray, np.ndarray]:

@@ -13,11 +13,15 @@ SPLITS = ("train", "val", "test")
 class ImageLoader(Protocol):
     """Something a worker process can call to get the pixels of one image.
 
-    Must be picklable. ``load`` returns float32 pixels shaped (channels, height, width)
+    Must be picklable and cheap to fingerprint. ``load`` returns float32 pixels shaped (channels, height, width)
     in 0..255 and, where the file carries one, the patient id from its header.
     """
 
     def load(self) -> tuple[np.ndarray, str | None]: ...
+
+    def fingerprint(self) -> str:
+        """Changes whenever the pixels may have changed (the store re-decodes then)."""
+        ...
 
 
 @dataclass(frozen=True)

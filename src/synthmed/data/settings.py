@@ -3,8 +3,9 @@
 A preset (YAML, ``configs/settings/``) lists benchmark dimensions; each dimension has
 ``defaults`` and a list of ``settings`` that override them. One setting is::
 
-    combinations: 20 | all       # the k most frequent label combinations (by training count)
-    min_train_per_combination: 257   # only combinations with at least this many training rows
+    combinations: 20 | all       # the k most frequent label combinations
+    min_images_per_combination: 257  # only combinations with at least this many images
+                                     # (all folds: the data pool, as the paper's code counted)
     train_per_combination: 1450 | all
     oversample: true             # fill a short combination by drawing its rows again
     val_per_combination / test_per_combination: 190   # or
@@ -45,11 +46,11 @@ from synthmed.data.records import SPLITS, combination_key, combination_name
 from synthmed.data.store import Store
 
 SETTING_KEYS = {
-    "name", "combinations", "min_train_per_combination", "train_per_combination", "oversample",
+    "name", "combinations", "min_images_per_combination", "train_per_combination", "oversample",
     "val_per_combination", "test_per_combination", "val_total", "test_total", "resolution", "drop_empty_labels",
 }
 DEFAULTS: dict[str, Any] = {
-    "combinations": "all", "min_train_per_combination": 1, "train_per_combination": "all", "oversample": False,
+    "combinations": "all", "min_images_per_combination": 1, "train_per_combination": "all", "oversample": False,
     "val_per_combination": None, "test_per_combination": None, "val_total": None, "test_total": None,
     "resolution": 32, "drop_empty_labels": True,
 }
@@ -98,6 +99,7 @@ def _validate_preset(preset: Any, where: object) -> None:
 
 def expand_preset(preset: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(dimension, setting name, full setting spec) for every setting of the preset."""
+    _validate_preset(preset, f"preset {preset.get('name', '')}".strip() if isinstance(preset, dict) else "preset")
     out = []
     for dimension, spec in preset["dimensions"].items():
         for override in spec["settings"]:
@@ -125,12 +127,16 @@ class _Pool:
     label_names: list[str]
     seed: int
 
-    def train_counts(self) -> pd.Series:
-        train = self.keys[self.splits == "train"]
-        return pd.Series(train).value_counts().sort_index(kind="stable").sort_values(ascending=False, kind="stable")
+    def __post_init__(self) -> None:
+        table = pd.DataFrame({"key": self.keys, "fold": self.splits})
+        self._rows = table.groupby(["key", "fold"]).indices  # (key, fold) -> row positions
+
+    def counts(self) -> pd.Series:
+        """Images per combination over all folds, most frequent first (ties by key)."""
+        return pd.Series(self.keys).value_counts().sort_index(kind="stable").sort_values(ascending=False, kind="stable")
 
     def ordered(self, dimension: str, key: str, fold: str) -> np.ndarray:
-        rows = np.flatnonzero((self.keys == key) & (self.splits == fold))
+        rows = self._rows.get((key, fold), np.empty(0, dtype=np.int64))
         return _rng(self.seed, dimension, key, fold).permutation(rows)
 
 
@@ -144,15 +150,15 @@ def _combination_label(pool: _Pool, key: str) -> str:
 
 def build_setting(pool: _Pool, dimension: str, name: str, spec: dict[str, Any]) -> tuple[dict, pd.DataFrame]:
     where = f"setting {dimension}/{name}"
-    counts = pool.train_counts()
-    eligible = counts[counts >= spec["min_train_per_combination"]]
+    counts = pool.counts()
+    eligible = counts[counts >= spec["min_images_per_combination"]]
     k = spec["combinations"]
     if k == "all":
         chosen = list(eligible.index)
     else:
         if len(eligible) < k:
             raise DataError(
-                f"asks for {k} label combinations with at least {spec['min_train_per_combination']} training "
+                f"asks for {k} label combinations with at least {spec['min_images_per_combination']} "
                 f"images; the store has {len(eligible)}", field=where)
         chosen = list(eligible.index[:k])
     if not chosen:

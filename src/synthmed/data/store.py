@@ -150,7 +150,11 @@ def prepare(
     if state["done"]:
         log(f"resuming: {state['done']} of {len(records)} images were already decoded")
     _decode_all(records, partial, state, resolutions, scaling, workers, batch_size, progress)
-    _finalize(source, partial, state, params, fingerprint, max_bad_fraction, log)
+    try:
+        _finalize(source, partial, state, params, fingerprint, max_bad_fraction, log)
+    except DataError:
+        shutil.rmtree(partial)  # the inputs must change before a rerun; keep nothing half-made
+        raise
     _move_into_place(partial, out)
     return Store(out)
 
@@ -169,7 +173,7 @@ def _fingerprint(source: SourceData, params: dict[str, Any]) -> str:
               "labels": source.label_names, "prepare": params}
     digest.update(json.dumps(header, sort_keys=True, default=str).encode())
     for r in source.records:
-        digest.update(f"{r.key}\0{r.path}\0{r.labels}\0{r.group}\0{r.split}\0{r.loader!r}\n".encode())
+        digest.update(f"{r.key}\0{r.path}\0{r.labels}\0{r.group}\0{r.split}\0{r.loader.fingerprint()}\n".encode())
     return digest.hexdigest()
 
 
@@ -291,7 +295,6 @@ def _finalize(source, partial, state, params, fingerprint, max_bad_fraction, log
         if len(bad) > 20:
             log(f"  ... and {len(bad) - 20} more (all listed in skipped.csv)")
     if len(bad) > max_bad_fraction * len(records) or not ok:
-        shutil.rmtree(partial)
         listing = "; ".join(f"{path}: {reason}" for path, reason in bad[:10])
         raise DataError(
             f"{len(bad)} of {len(records)} images could not be read, more than the allowed "
@@ -342,9 +345,11 @@ def _finalize(source, partial, state, params, fingerprint, max_bad_fraction, log
         "content_hash": _content_hash(partial, params["resolutions"]),
     }
     write_json_atomic(partial / "manifest.json", manifest)
+    # The checkpoint goes first: a run killed after this starts afresh, whereas a checkpoint
+    # without its raw files would be "resumed" from zero-filled files.
+    (partial / "progress.json").unlink()
     for path in _raw_files(partial, params["resolutions"]).values():
         path.unlink()
-    (partial / "progress.json").unlink()
 
 
 def _assign_groups(kept: list[Record], ok: list[dict], threshold: int) -> tuple[np.ndarray, str]:

@@ -13,10 +13,15 @@ from typing import Any
 
 from synthmed.data.errors import DataError
 from synthmed.data.records import SourceData
-from synthmed.data.sources import br35h
+from synthmed.data.sources import br35h, chexpert, folder, medmnist
+from synthmed.data.sources import rsna_ich
 
 SOURCES: dict[str, Callable[..., SourceData]] = {
     "br35h": br35h.load,
+    "chexpert": chexpert.load,
+    "medmnist": medmnist.load,
+    "folder": folder.load,
+    "rsna-ich": rsna_ich.load,
 }
 
 
