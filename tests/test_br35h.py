@@ -12,7 +12,6 @@ images of 300, which the tighter second check (+-10) pins down.
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
 from synthmed.data.sources import load_source

@@ -8,10 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from conftest import write_br35h_tree
 from synthmed.cli import expand_multi_value_options, main
 from synthmed.data import Store
-
-from conftest import write_br35h_tree
 
 
 def run(args: list[str]) -> int:

@@ -12,7 +12,14 @@ import pydicom
 import pytest
 from pydicom.data import get_testdata_file
 
-from synthmed.data.imaging import NAMED_WINDOWS, ImageFile, Window, parse_windows, read_dicom, read_nifti
+from synthmed.data.imaging import (
+    NAMED_WINDOWS,
+    ImageFile,
+    Window,
+    parse_windows,
+    read_dicom,
+    read_nifti,
+)
 
 
 def data_file(name: str) -> str:

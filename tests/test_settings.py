@@ -8,7 +8,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from synthmed.data import BenchmarkSetting, DataError, build_settings, load_preset, plan_settings
+from synthmed.data import (
+    BenchmarkSetting,
+    DataError,
+    build_settings,
+    load_preset,
+    plan_settings,
+)
 from synthmed.data.records import combination_key
 
 LABELS = ["A", "B", "C", "D"]

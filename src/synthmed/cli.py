@@ -104,6 +104,59 @@ def settings_command(
     console.print(table)
 
 
+def _parse_sets(pairs: list[str]) -> dict[str, Any]:
+    from synthmed.training.config import ConfigError
+
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set {pair!r} is not KEY=VALUE")
+        values[key.replace("-", "_")] = yaml.safe_load(value)
+    return values
+
+
+@app.command("train")
+def train_command(
+    config: Annotated[Optional[str], typer.Option(help="cpdgan-cpu, proggan-cpu, cpdgan-paper, proggan-paper or a YAML file")] = None,
+    data: Annotated[Optional[Path], typer.Option(help="a benchmark setting directory (synthmed data settings)")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run directory to create")] = None,
+    resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory")] = None,
+    set_: Annotated[list[str], typer.Option("--set", help="override a config key: KEY=VALUE (repeatable)")] = [],
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Train a conditional GAN on a benchmark setting (or resume a run exactly where it stopped)."""
+    from synthmed.training.config import ConfigError, load_config
+    from synthmed.training.loop import start_run, train
+
+    if resume is not None:
+        if config or data or out or set_:
+            raise ConfigError("--resume takes the run directory only; its config is in RUN/config.yaml")
+        run = resume
+    else:
+        if not (config and data and out):
+            raise ConfigError("a new run needs --config, --data and --out (or --resume RUN)")
+        run = start_run(load_config(config, _parse_sets(set_)), data, out)
+    summary = train(run, progress=progress, log=console.print)
+    console.print(f"generator: {run / summary['generator']}  (best FD {summary['best_fid']}, "
+                  f"{summary['fid_extractor']}; stopped: {summary['stop_reason']})")
+
+
+@app.command("generate")
+def generate_command(
+    run: Annotated[Path, typer.Argument(help="a finished training run")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output directory (default RUN/synthetic)")] = None,
+    seed: Annotated[Optional[int], typer.Option(help="generation seed (default: the run's seed)")] = None,
+    png: Annotated[bool, typer.Option(help="also export PNG files and CheXpert-style CSVs")] = True,
+    overwrite: Annotated[bool, typer.Option(help="replace another synthetic set in --out")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Make the synthetic train/val/test folds: one image per real row, with its label vector."""
+    from synthmed.synthesis import generate
+
+    generate(run, out, seed=seed, export_png=png, overwrite=overwrite, progress=progress, log=console.print)
+
+
 def _print_overview(overview: dict[str, Any]) -> None:
     folds = overview["folds"]
     groups = overview["groups"]
@@ -155,10 +208,15 @@ def expand_multi_value_options(argv: list[str]) -> list[str]:
 
 def main(argv: list[str] | None = None) -> None:
     from synthmed.data.errors import DataError
+    from synthmed.training.config import ConfigError
 
     args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
     try:
         app(args=args, prog_name="synthmed", standalone_mode=True)
-    except DataError as error:
+    except (DataError, ConfigError) as error:
         Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
         raise SystemExit(2) from None
+
+
+if __name__ == "__main__":  # python -m synthmed.cli (e.g. under torchrun)
+    main()

@@ -16,7 +16,13 @@ from typing import Any
 
 from synthmed.data.errors import DataError
 from synthmed.data.overview import describe, write_grids
-from synthmed.data.settings import BenchmarkSetting, build_settings, load_preset, plan_settings, preset_names
+from synthmed.data.settings import (
+    BenchmarkSetting,
+    build_settings,
+    load_preset,
+    plan_settings,
+    preset_names,
+)
 from synthmed.data.sources import SOURCES, load_source, source_options
 from synthmed.data.store import Store, prepare
 

@@ -324,7 +324,8 @@ class BenchmarkSetting:
         if not (self.path / "setting.json").is_file():
             raise DataError("not a benchmark setting (no setting.json)", file=self.path)
         self.meta = read_json(self.path / "setting.json")
-        self.store = store or Store(self.meta["store"])
+        store_path = Path(self.meta["store"])  # relative paths are relative to the setting
+        self.store = store or Store(store_path if store_path.is_absolute() else self.path / store_path)
         if self.store.manifest["content_hash"] != self.meta["store_content_hash"]:
             raise DataError(f"was built from another version of the store {self.store.path}; rebuild the settings",
                             file=self.path)

@@ -155,7 +155,7 @@ def prepare(
     except DataError:
         shutil.rmtree(partial)  # the inputs must change before a rerun; keep nothing half-made
         raise
-    _move_into_place(partial, out)
+    move_into_place(partial, out)
     return Store(out)
 
 
@@ -342,7 +342,7 @@ def _finalize(source, partial, state, params, fingerprint, max_bad_fraction, log
         "split_method": split_method,
         "split_counts": {s: int((splits == s).sum()) for s in SPLITS},
         "fingerprint": fingerprint,
-        "content_hash": _content_hash(partial, params["resolutions"]),
+        "content_hash": content_hash(partial, params["resolutions"]),
     }
     write_json_atomic(partial / "manifest.json", manifest)
     # The checkpoint goes first: a run killed after this starts afresh, whereas a checkpoint
@@ -396,7 +396,7 @@ def _raw_to_npy(raw: Path, target: Path, shape: tuple[int, ...]) -> None:
     write_with_atomic(target, write, suffix=".npy")
 
 
-def _content_hash(directory: Path, resolutions: list[int]) -> str:
+def content_hash(directory: Path, resolutions: list[int]) -> str:
     digest = hashlib.sha256()
     for name in [f"images_{r}.npy" for r in resolutions] + ["labels.npy", "records.parquet"]:
         with open(directory / name, "rb") as f:
@@ -405,7 +405,7 @@ def _content_hash(directory: Path, resolutions: list[int]) -> str:
     return digest.hexdigest()
 
 
-def _move_into_place(partial: Path, out: Path) -> None:
+def move_into_place(partial: Path, out: Path) -> None:
     """Swap the finished store in; an old store at ``out`` is removed only after the swap."""
     if out.exists():
         retired = out.with_name(out.name + ".old")

@@ -13,8 +13,7 @@ from typing import Any
 
 from synthmed.data.errors import DataError
 from synthmed.data.records import SourceData
-from synthmed.data.sources import br35h, chexpert, folder, medmnist
-from synthmed.data.sources import rsna_ich
+from synthmed.data.sources import br35h, chexpert, folder, medmnist, rsna_ich
 
 SOURCES: dict[str, Callable[..., SourceData]] = {
     "br35h": br35h.load,

@@ -27,7 +27,13 @@ import pandas as pd
 from synthmed.data.errors import DataError
 from synthmed.data.imaging import ImageFile
 from synthmed.data.records import Record, SourceData
-from synthmed.data.sources._tables import BINARY, check_unique, parse_labels, read_table, resolve_in_root
+from synthmed.data.sources._tables import (
+    BINARY,
+    check_unique,
+    parse_labels,
+    read_table,
+    resolve_in_root,
+)
 
 FINDINGS = [
     "No Finding",

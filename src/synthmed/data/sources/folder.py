@@ -26,7 +26,12 @@ import pandas as pd
 from synthmed.data.errors import DataError
 from synthmed.data.imaging import ImageFile, image_kind, parse_windows
 from synthmed.data.records import Record, SourceData
-from synthmed.data.sources._tables import check_unique, parse_labels, read_table, resolve_in_root
+from synthmed.data.sources._tables import (
+    check_unique,
+    parse_labels,
+    read_table,
+    resolve_in_root,
+)
 
 
 def _column_list(columns: str | Sequence[str]) -> list[str]:

@@ -15,7 +15,6 @@ is kept as published (the only split that results can be compared on).
 
 from __future__ import annotations
 
-import hashlib
 import re
 import zipfile
 from collections.abc import Sequence
@@ -23,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthmed._io import sha256_file
 from synthmed.data.errors import DataError
 from synthmed.data.imaging import ArrayImage
 from synthmed.data.records import SPLITS, Record, SourceData
@@ -120,14 +120,6 @@ def _label_matrix(labels: dict[str, np.ndarray], multi_label: bool, path: Path) 
     return {split: np.eye(n_classes, dtype=np.uint8)[y[:, 0]] for split, y in labels.items()}
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def load(root: str | Path, label_names: str | Sequence[str] | None = None, size: int | None = None) -> SourceData:
     """Records for every image of the file, in split order, with ``split`` set.
 
@@ -164,5 +156,5 @@ def load(root: str | Path, label_names: str | Sequence[str] | None = None, size:
             )
     # The store fingerprints records by their loaders' repr, which numpy abbreviates for
     # large images: the file's hash makes a changed file prepare again.
-    params = {"file": str(path), "sha256": _sha256(path), "size": int(images[SPLITS[0]].shape[1])}
+    params = {"file": str(path), "sha256": sha256_file(path), "size": int(images[SPLITS[0]].shape[1])}
     return SourceData("medmnist", names, records, params=params)

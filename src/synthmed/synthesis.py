@@ -1,0 +1,230 @@
+"""Synthetic folds: one synthetic image per real row of the setting, with that row's labels.
+
+``generate(run)`` writes, under ``OUT`` (default ``RUN/synthetic``)::
+
+    store/      a store in the real store's format (images_<R>.npy, labels.npy, records.parquet,
+                manifest.json): the synthetic train, val and test folds
+    setting/    setting.json + rows.parquet pointing at that store, so the synthetic set is
+                used exactly like a real benchmark setting
+    export/     PNG files per fold and a CheXpert-style CSV per fold (Path + label columns)
+    card.md, card.json   the dataset card
+
+Nothing of the real images is copied: keys are ``syn-<fold>-<n>``, there are no real file
+names, patient ids or paths; the card names the setting and the real store's content hash
+(for provenance, not identification).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import tempfile
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from PIL import Image
+
+from synthmed import __version__
+from synthmed._io import read_json, sha256_file, write_json_atomic, write_text_atomic
+from synthmed.data.errors import DataError
+from synthmed.data.records import SPLITS, combination_key
+from synthmed.data.settings import BenchmarkSetting
+from synthmed.data.store import FORMAT_VERSION, Store, content_hash, move_into_place
+from synthmed.progress import progress_bar
+from synthmed.training.config import config_from_dict
+from synthmed.training.loop import build_generator_pair
+from synthmed.training.samples import to_uint8
+
+BATCH = 256
+
+
+def load_generator(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
+    """The run's final (best-FID EMA) generator, ready to sample, and its snapshot metadata."""
+    path = Path(run_dir) / "generator.pt"
+    if not path.is_file():
+        raise DataError("has no generator.pt: the run has not finished; continue it with "
+                        f"`synthmed train --resume {run_dir}`", file=run_dir)
+    snapshot = torch.load(path, map_location=device, weights_only=False)
+    config = config_from_dict(snapshot["config"])
+    generator, _ = build_generator_pair(config, snapshot["resolution"], len(snapshot["label_names"]),
+                                        snapshot["image_channels"])
+    generator.load_state_dict(snapshot["state_dict"])
+    if config.model == "proggan":
+        generator.set_growth(*snapshot["growth"])
+    return generator.to(device).eval().requires_grad_(False), snapshot
+
+
+def _fold_seed(seed: int, fold: str) -> int:
+    return seed * 1_000_003 + zlib.crc32(fold.encode())
+
+
+@torch.no_grad()
+def synthesize(generator: torch.nn.Module, labels: np.ndarray, seed: int, device="cpu") -> np.ndarray:
+    """uint8 images (N, C, R, R), row i made from ``labels[i]``; the same seed gives the same images."""
+    noise = torch.Generator().manual_seed(seed)
+    out = []
+    for start in range(0, len(labels), BATCH):
+        y = torch.from_numpy(labels[start : start + BATCH].astype(np.float32)).to(device)
+        z = torch.randn(len(y), generator.latent_dim, generator=noise).to(device)
+        out.append(to_uint8(generator(z, y)).cpu().numpy())
+    return np.concatenate(out) if out else np.zeros((0,), np.uint8)
+
+
+def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
+             export_png: bool = True, overwrite: bool = False, progress: bool = True,
+             log: Callable[[str], None] = print) -> Path:
+    run_dir = Path(run_dir)
+    out = Path(out) if out is not None else run_dir / "synthetic"
+    generator, snapshot = load_generator(run_dir)
+    info, summary = read_json(run_dir / "run.json"), read_json(run_dir / "summary.json")
+    setting = BenchmarkSetting(info["setting"])
+    if setting.label_names != snapshot["label_names"]:
+        raise DataError(f"the generator was trained on labels {snapshot['label_names']}, the setting now has "
+                        f"{setting.label_names}", file=info["setting"])
+    seed = int(snapshot["config"]["seed"] if seed is None else seed)
+    if (out / "card.json").is_file():
+        card = read_json(out / "card.json")
+        if card["generation_seed"] == seed and card["generator_sha256"] == sha256_file(run_dir / "generator.pt"):
+            log(f"{out} already holds this synthetic set; nothing to do")
+            return out
+        if not overwrite:
+            raise DataError("already holds another synthetic set; pass --overwrite", file=out)
+    elif out.exists() and any(out.iterdir()):
+        raise DataError("exists and is not empty; choose another --out", file=out)
+
+    folds = {fold: setting.labels(fold) for fold in SPLITS}
+    resolution = int(snapshot["resolution"])
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_parent(out)))
+    try:
+        images = {}
+        with progress_bar(sum(len(v) for v in folds.values()), "generating", progress) as bar:
+            for fold, labels in folds.items():
+                images[fold] = synthesize(generator, labels, _fold_seed(seed, fold))
+                bar.advance(len(labels))
+        store_dir = tmp / "store"
+        _write_store(store_dir, images, folds, setting.label_names, resolution, snapshot, seed)
+        store = Store(store_dir)
+        _write_setting(tmp / "setting", store, setting, folds)
+        if export_png:
+            _export(tmp / "export", images, folds, setting.label_names)
+        card = _card(run_dir, info, summary, snapshot, setting, folds, seed, store)
+        write_json_atomic(tmp / "card.json", card)
+        write_text_atomic(tmp / "card.md", _card_markdown(card))
+        move_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log(f"synthetic set: {sum(len(v) for v in folds.values())} images in {out}")
+    return out
+
+
+def _parent(out: Path) -> Path:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    return out.parent
+
+
+def _write_store(folder: Path, images: dict, folds: dict, label_names: list[str], resolution: int,
+                 snapshot: dict, seed: int) -> None:
+    folder.mkdir(parents=True)
+    all_images = np.concatenate([images[f] for f in SPLITS])
+    labels = np.concatenate([folds[f] for f in SPLITS]).astype(np.uint8)
+    np.save(folder / f"images_{resolution}.npy", all_images)
+    np.save(folder / "labels.npy", labels)
+    keys = [f"syn-{fold}-{i:06d}" for fold in SPLITS for i in range(len(folds[fold]))]
+    pd.DataFrame({"key": keys, "path": keys, "group": np.arange(len(keys)),
+                  "split": [fold for fold in SPLITS for _ in range(len(folds[fold]))],
+                  "combination": combination_key(labels)}).to_parquet(folder / "records.parquet", index=False)
+    (folder / "skipped.csv").write_text("path,reason\n")
+    write_json_atomic(folder / "manifest.json", {
+        "format_version": FORMAT_VERSION, "synthmed_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": f"synthetic:{snapshot['config']['model']}", "source_params": {"seed": seed},
+        "source_versions": {"torch": torch.__version__}, "label_names": label_names,
+        "n_images": len(keys), "n_skipped": 0, "n_groups": len(keys), "channels": int(all_images.shape[1]),
+        "resolutions": [resolution], "base_size": resolution, "scaling": "generator output",
+        "seed": seed, "near_duplicate_threshold": None, "group_method": "one group per synthetic image",
+        "split_method": "the folds of the real setting", "split_counts": {f: len(folds[f]) for f in SPLITS},
+        "fingerprint": None, "content_hash": content_hash(folder, [resolution]),
+    })
+
+
+def _write_setting(folder: Path, store: Store, real: BenchmarkSetting, folds: dict) -> None:
+    """A setting over the synthetic store with the same folds and labels as the real one."""
+    folder.mkdir(parents=True, exist_ok=True)
+    table = pd.DataFrame({"fold": store.splits, "store_index": np.arange(len(store))})
+    table.to_parquet(folder / "rows.parquet", index=False)
+    meta = {key: real.meta[key] for key in ("dimension", "name", "resolution", "combinations", "counts", "spec")}
+    write_json_atomic(folder / "setting.json", {
+        **meta, "preset": "synthetic", "store": "../store",  # relative: the set can be moved whole
+        "store_content_hash": store.manifest["content_hash"], "seed": store.manifest["seed"],
+        "label_names": store.label_names, "label_columns": list(range(len(store.label_names))),
+    })
+
+
+def _export(folder: Path, images: dict, folds: dict, label_names: list[str]) -> None:
+    """PNG per image (first channel) and a CheXpert-style CSV per fold: Path, then 1.0/0.0 labels."""
+    for fold in SPLITS:
+        (folder / fold).mkdir(parents=True)
+        paths = []
+        for i, pixels in enumerate(images[fold]):
+            name = f"{fold}/syn-{fold}-{i:06d}.png"
+            Image.fromarray(pixels[0]).save(folder / name)  # Pillow writes no metadata we did not give
+            paths.append(name)
+        table = pd.DataFrame(folds[fold].astype(float), columns=label_names)
+        table.insert(0, "Path", paths)
+        table.to_csv(folder / f"{fold}.csv", index=False)
+
+
+def _card(run_dir, info, summary, snapshot, setting, folds, seed, store) -> dict[str, Any]:
+    label_counts = {fold: dict(zip(setting.label_names, folds[fold].sum(axis=0).astype(int).tolist())) for fold in SPLITS}
+    return {
+        "model": snapshot["config"]["model"],
+        "config_digest": info["config_digest"],
+        "config": snapshot["config"],
+        "images_seen_by_generator": snapshot["images_seen"],
+        "training_images_seen": summary["images_seen"],
+        "stop_reason": summary["stop_reason"],
+        "best_fid": summary["best_fid"],
+        "fid_extractor": summary["fid_extractor"],
+        "resolution": snapshot["resolution"],
+        "label_names": setting.label_names,
+        "setting": info["setting_name"],
+        "real_store_content_hash": info["store_content_hash"],
+        "synthetic_store_content_hash": store.manifest["content_hash"],
+        "generator_sha256": sha256_file(Path(run_dir) / "generator.pt"),
+        "generation_seed": seed,
+        "images_per_fold": {fold: int(len(folds[fold])) for fold in SPLITS},
+        "label_counts": label_counts,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "software": {"synthmed": __version__, "torch": torch.__version__, "numpy": np.__version__,
+                     "python": platform.python_version()},
+    }
+
+
+def _card_markdown(card: dict[str, Any]) -> str:
+    lines = [
+        f"# Synthetic data set: {card['setting']} ({card['model']}, {card['resolution']}x{card['resolution']})",
+        "",
+        "Every image is generated; none is a real patient's image. Each real row of the setting's",
+        "train, val and test folds has exactly one synthetic counterpart with the same label vector.",
+        "",
+        f"- model: {card['model']} (config digest `{card['config_digest']}`)",
+        f"- generator: best-FID EMA snapshot after {card['images_seen_by_generator']:,} real images "
+        f"(training stopped at {card['training_images_seen']:,}: {card['stop_reason']})",
+        f"- best FD during training: {card['best_fid']} ({card['fid_extractor']})",
+        f"- generation seed: {card['generation_seed']}",
+        f"- created: {card['created']}; software: "
+        + ", ".join(f"{k} {v}" for k, v in card["software"].items()),
+        "",
+        "| fold | images | " + " | ".join(card["label_names"]) + " |",
+        "|---|---|" + "---|" * len(card["label_names"]),
+    ]
+    for fold, count in card["images_per_fold"].items():
+        lines.append(f"| {fold} | {count} | " + " | ".join(str(card["label_counts"][fold][n]) for n in card["label_names"]) + " |")
+    return "\n".join(lines) + "\n"

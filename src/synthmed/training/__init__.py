@@ -1,0 +1,1 @@
+"""GAN training: configuration, the training loop and its FID stopping rule."""

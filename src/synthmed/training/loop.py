@@ -1,0 +1,460 @@
+"""The GAN training loop: one function, ``train``, readable top to bottom.
+
+Progress is counted in real images seen. Every few images the loop logs, writes a sample
+grid, checkpoints, and (after ``min_images``) evaluates FID against the training fold; it
+stops after ``patience`` evaluations without improvement or at ``max_images`` and keeps the
+best-FID EMA generator. A checkpoint holds everything (networks, EMA, optimisers, images
+seen, FID history, the data order and every random generator), so a killed run resumed
+with ``train(resume=True)`` continues exactly as if it had never stopped.
+
+Run directory::
+
+    config.yaml  run.json        resolved config; setting, store hash, labels, seed
+    checkpoint.pt                latest full state (atomic)
+    best_generator.pt            EMA generator at the best FID so far
+    generator.pt  summary.json   written at the end: the generator to sample from
+    log.csv  tb/  samples/       losses, images/s and FID; TensorBoard; sample grids
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import os
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+import yaml
+
+from synthmed import __version__
+from synthmed._io import (
+    read_json,
+    write_json_atomic,
+    write_text_atomic,
+    write_with_atomic,
+)
+from synthmed.data.settings import BenchmarkSetting
+from synthmed.models import build_models
+from synthmed.progress import progress_bar
+from synthmed.training import distributed
+from synthmed.training.config import (
+    ConfigError,
+    TrainConfig,
+    config_from_dict,
+    growth_at,
+    growth_images,
+    validate_resolution,
+)
+from synthmed.training.features import make_extractor
+from synthmed.training.fid import RunningStats, frechet_distance
+from synthmed.training.losses import (
+    discriminator_loss,
+    gradient_penalty,
+    label_cross_entropy,
+)
+from synthmed.training.samples import sample_grid, to_uint8
+
+LOG_COLUMNS = ["images_seen", "step", "resolution", "alpha", "d_loss", "g_loss", "gp", "images_per_s", "fid"]
+
+
+@dataclass
+class RunState:
+    """Everything besides network and optimiser weights that a resumed run needs."""
+
+    images_seen: int = 0
+    step: int = 0
+    epoch: int = 0
+    cursor: int = 0
+    order: torch.Tensor | None = None  # permutation of the training rows for this epoch
+    fid_history: list[tuple[int, float]] = field(default_factory=list)
+    best_fid: float = math.inf
+    best_images: int = 0
+    evaluations_without_improvement: int = 0
+
+
+def _model_widths(config: TrainConfig) -> dict[str, Any]:
+    widths = {"latent_dim": config.latent_dim, "channels_base": config.channels_base,
+              "channels_max": config.channels_max, "mbstd_group": config.mbstd_group}
+    if config.model == "proggan":
+        widths["start_resolution"] = config.start_resolution
+    return widths
+
+
+def build_generator_pair(config: TrainConfig, resolution: int, label_dim: int, channels: int):
+    return build_models(config.model, resolution, label_dim, channels, **_model_widths(config))
+
+
+def _device(config: TrainConfig, env: distributed.Dist) -> torch.device:
+    if config.device == "auto":
+        return torch.device(f"cuda:{env.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
+    return torch.device(config.device)
+
+
+def _next_indices(state: RunState, n_rows: int, count: int, data_gen: torch.Generator) -> torch.Tensor:
+    """The next ``count`` training rows in the seeded epoch order (a new permutation per epoch)."""
+    taken = []
+    while count > 0:
+        if state.order is None or state.cursor >= n_rows:
+            if state.order is not None:
+                state.epoch += 1
+            state.order = torch.randperm(n_rows, generator=data_gen)
+            state.cursor = 0
+        chunk = state.order[state.cursor : state.cursor + count]
+        state.cursor += len(chunk)
+        count -= len(chunk)
+        taken.append(chunk)
+    return torch.cat(taken)
+
+
+def _real_at(images: torch.Tensor, resolution: int, alpha: float) -> torch.Tensor:
+    """Reals at the growth resolution; during a fade-in blended with their 2x coarser version (ProGAN)."""
+    if images.shape[-1] != resolution:
+        images = F.avg_pool2d(images, images.shape[-1] // resolution)
+    if alpha < 1:
+        coarse = F.interpolate(F.avg_pool2d(images, 2), scale_factor=2, mode="nearest")
+        images = torch.lerp(coarse, images, alpha)
+    return images
+
+
+def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
+    with torch.no_grad():
+        for e, p in zip(ema.parameters(), model.parameters()):
+            e.lerp_(p, 1.0 - decay)
+        for e, b in zip(ema.buffers(), model.buffers()):
+            e.copy_(b)
+
+
+class _Run:
+    """Files of a run directory."""
+
+    def __init__(self, path: Path):
+        self.path = path
+
+    def real_stats(self, extractor_name: str) -> Path:
+        """Cached feature statistics of the real rows, one file per extractor."""
+        slug = "".join(c if c.isalnum() else "-" for c in extractor_name).strip("-")
+        return self.path / f"fid_real_stats_{slug}.npz"
+
+    def __getattr__(self, name: str) -> Path:
+        files = {"config": "config.yaml", "info": "run.json", "checkpoint": "checkpoint.pt",
+                 "best": "best_generator.pt", "generator": "generator.pt", "summary": "summary.json",
+                 "log": "log.csv", "tb": "tb", "samples": "samples"}
+        if name not in files:
+            raise AttributeError(name)
+        return self.path / files[name]
+
+
+def _save(obj: Any, target: Path) -> None:
+    write_with_atomic(target, lambda tmp: torch.save(obj, tmp), suffix=".pt")
+
+
+def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
+    """Create the run directory for a new run (refuses a directory that holds another run)."""
+    setting = BenchmarkSetting(setting_dir)
+    validate_resolution(setting.resolution, config)
+    config = config.for_resolution(setting.resolution)
+    if config.model == "proggan" and config.min_images < growth_images(setting.resolution, config):
+        raise ConfigError(f"min_images {config.min_images} ends before prog-GAN has grown to "
+                          f"{setting.resolution}x{setting.resolution} ({growth_images(setting.resolution, config)} images)")
+    run = _Run(Path(out))
+    if run.info.exists():
+        raise ConfigError(f"{run.path} already holds a run; continue it with `synthmed train --resume {run.path}`")
+    if run.path.exists() and any(run.path.iterdir()):
+        raise ConfigError(f"{run.path} exists and is not empty; choose another --out")
+    run.path.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(run.config, yaml.safe_dump(config.to_dict(), sort_keys=False))
+    write_json_atomic(run.info, {
+        "setting": str(Path(setting_dir).resolve()),
+        "setting_name": f"{setting.meta['dimension']}/{setting.meta['name']}",
+        "store_content_hash": setting.meta["store_content_hash"],
+        "resolution": setting.resolution,
+        "label_names": setting.label_names,
+        "image_channels": int(setting.store.manifest["channels"]),
+        "train_rows": int(len(setting.rows("train"))),
+        "model": config.model,
+        "config_digest": config.digest(),
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "synthmed_version": __version__,
+        "torch_version": torch.__version__,
+    })
+    return run.path
+
+
+def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
+    return config_from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()), f"{run_dir}/config.yaml")
+
+
+def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train (or continue) the run in ``run_dir`` until FID stops improving or ``max_images``."""
+    run = _Run(Path(run_dir))
+    if run.summary.exists():
+        log(f"{run.path} is complete; nothing to do")
+        return read_json(run.summary)
+    config = load_run_config(run.path)
+    info = read_json(run.info)
+    env = distributed.init_from_env("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
+    device = _device(config, env)
+    if config.threads:
+        torch.set_num_threads(config.threads)
+    say = log if env.is_main else (lambda message: None)
+
+    # ---- data: the setting's training fold, in memory as uint8 --------------------------------------
+    setting = BenchmarkSetting(info["setting"])
+    if setting.meta["store_content_hash"] != info["store_content_hash"] or setting.label_names != info["label_names"]:
+        raise ConfigError(f"the setting {info['setting']} changed since the run started (store or labels)")
+    reals = torch.from_numpy(np.ascontiguousarray(setting.images("train"))).to(device)
+    labels = torch.from_numpy(setting.labels("train").astype(np.float32)).to(device)
+    resolution, label_dim, n_rows = info["resolution"], labels.shape[1], reals.shape[0]
+
+    # ---- networks, EMA, optimisers ----------------------------------------------------------------
+    torch.manual_seed(config.seed)  # weight initialisation (the same on every rank)
+    generator, discriminator = build_generator_pair(config, resolution, label_dim, reals.shape[1])
+    generator, discriminator = generator.to(device), discriminator.to(device)
+    memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+    discriminator = discriminator.to(memory_format=memory_format)
+    ema = copy.deepcopy(generator).eval().requires_grad_(False)
+    adam = dict(lr=config.learning_rate, betas=config.betas, eps=config.eps)
+    opt_g = torch.optim.Adam(generator.parameters(), **adam)
+    opt_d = torch.optim.Adam(discriminator.parameters(), **adam)
+    data_gen = torch.Generator().manual_seed(config.seed)  # data order: shared by all ranks
+    noise_gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + 1 + env.rank)
+
+    state = RunState()
+    if run.checkpoint.exists():
+        checkpoint = torch.load(run.checkpoint, map_location=device, weights_only=False)
+        generator.load_state_dict(checkpoint["generator"])
+        discriminator.load_state_dict(checkpoint["discriminator"])
+        ema.load_state_dict(checkpoint["ema"])
+        opt_g.load_state_dict(checkpoint["opt_g"])
+        opt_d.load_state_dict(checkpoint["opt_d"])
+        data_gen.set_state(checkpoint["data_gen"])
+        noise_gen.set_state(checkpoint["noise_gen"][env.rank])
+        state = checkpoint["state"]
+        say(f"resuming {run.path} at {state.images_seen:,} images")
+    if env.is_main:
+        _truncate_log(run.log, state.images_seen)
+    writer = _tensorboard(run.tb, state.images_seen) if env.is_main else None
+
+    extractor = make_extractor(config.fid_extractor, device=device)
+    real_stats = _real_stats(run, extractor, reals, config, env) if env.is_main else None
+    grid_z, grid_y = _grid_inputs(labels, generator.latent_dim, config.seed, device)
+
+    def checkpoint_now() -> None:
+        noise_states = [noise_gen.get_state().cpu()]
+        if env.enabled:  # every rank draws its own noise: keep all their states
+            gathered: list = [None] * env.world_size
+            torch.distributed.all_gather_object(gathered, noise_states[0])
+            noise_states = gathered
+        if env.is_main:
+            _save({"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
+                   "ema": ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
+                   "data_gen": data_gen.get_state(), "noise_gen": noise_states,
+                   "state": state}, run.checkpoint)
+
+    def crossed(every: int, before: int) -> bool:
+        return state.images_seen // every > before // every
+
+    # ---- the loop ---------------------------------------------------------------------------------
+    stop_reason = "max_images"
+    tick_time, tick_images = time.perf_counter(), state.images_seen
+    with progress_bar(config.max_images, f"{config.model} {resolution}px", progress and env.is_main,
+                      completed=state.images_seen) as bar:
+        while state.images_seen < config.max_images:
+            if config.model == "proggan":
+                res, alpha = growth_at(state.images_seen, config.start_resolution, resolution, config.phase_images)
+                for net in (generator, discriminator, ema):
+                    net.set_growth(res, alpha)
+            else:
+                res, alpha = resolution, 1.0
+            batch = config.batch_at(res) if config.model == "proggan" else config.batch_size
+            index = _next_indices(state, n_rows, batch, data_gen)[env.rank :: env.world_size]
+            x_real = _real_at(reals[index].float() / 127.5 - 1.0, res, alpha).contiguous(memory_format=memory_format)
+            y = labels[index]
+
+            # discriminator step
+            z = torch.randn(len(index), generator.latent_dim, device=device, generator=noise_gen)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                with torch.no_grad():
+                    x_fake = generator(z, y).float()
+                d_real, c_real = discriminator(x_real, y)
+                d_fake, c_fake = discriminator(x_fake, y)
+            gp = gradient_penalty(discriminator, x_real, x_fake, y, noise_gen)
+            d_loss = discriminator_loss(d_real.float(), d_fake.float(), gp, config.gp_weight, config.drift_weight)
+            if c_real is not None:
+                d_loss = d_loss + config.ac_weight * (label_cross_entropy(c_real, y) + label_cross_entropy(c_fake, y))
+            opt_d.zero_grad(set_to_none=True)
+            d_loss.backward()
+            distributed.average_gradients(discriminator, env)
+            opt_d.step()
+
+            # generator step (the same label vectors, fresh noise)
+            z = torch.randn(len(index), generator.latent_dim, device=device, generator=noise_gen)
+            discriminator.requires_grad_(False)
+            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+                g_score, g_logits = discriminator(generator(z, y), y)
+            g_loss = -g_score.float().mean()
+            if g_logits is not None:
+                g_loss = g_loss + config.ac_weight * label_cross_entropy(g_logits, y)
+            opt_g.zero_grad(set_to_none=True)
+            g_loss.backward()
+            discriminator.requires_grad_(True)
+            distributed.average_gradients(generator, env)
+            opt_g.step()
+            _update_ema(ema, generator, config.ema_decay)
+
+            before = state.images_seen
+            state.images_seen += batch
+            state.step += 1
+            bar.advance(batch)
+
+            fid = math.nan
+            if state.images_seen >= config.min_images and crossed(config.fid_every, before):
+                fid = _evaluate_fid(ema, extractor, real_stats, labels, config, device) if env.is_main else 0.0
+                fid = distributed.broadcast_float(fid, env, device)
+                state.fid_history.append((state.images_seen, fid))
+                if fid < state.best_fid:
+                    state.best_fid, state.best_images, state.evaluations_without_improvement = fid, state.images_seen, 0
+                    if env.is_main:
+                        _save(_generator_snapshot(ema, info, config, state), run.best)
+                else:
+                    state.evaluations_without_improvement += 1
+                say(f"{state.images_seen:,} images: {extractor.name} FD {fid:.2f} (best {state.best_fid:.2f} "
+                    f"at {state.best_images:,})")
+            if env.is_main and (crossed(config.log_every, before) or not math.isnan(fid)):
+                now = time.perf_counter()
+                rate = (state.images_seen - tick_images) / max(now - tick_time, 1e-9)
+                tick_time, tick_images = now, state.images_seen
+                row = [state.images_seen, state.step, res, round(alpha, 4), d_loss.item(), g_loss.item(), gp.item(),
+                       round(rate, 1), "" if math.isnan(fid) else round(fid, 4)]
+                _append_log(run.log, row)
+                for name, value in zip(LOG_COLUMNS[3:], row[3:]):
+                    if value != "":
+                        writer.add_scalar(f"train/{name}", value, state.images_seen)
+            if env.is_main and crossed(config.sample_every, before):
+                grid = sample_grid(ema, grid_z, grid_y)
+                write_with_atomic(run.samples / f"images_{state.images_seen:010d}.png",
+                                  lambda tmp: grid.save(tmp, format="PNG"), suffix=".png")
+                writer.add_image("samples", np.asarray(grid)[None], state.images_seen)
+            if state.evaluations_without_improvement >= config.patience:
+                stop_reason = f"no FID improvement in {config.patience} evaluations"
+            if crossed(config.checkpoint_every, before) or stop_reason != "max_images":
+                checkpoint_now()
+            if stop_reason != "max_images":
+                break
+    checkpoint_now()
+    distributed.check_in_sync(generator, env, device)
+    summary = _finish(run, ema, info, config, state, stop_reason, extractor.name) if env.is_main else {}
+    if writer is not None:
+        writer.close()
+    distributed.barrier(env)  # rank 0 has written the summary
+    say(f"done ({stop_reason}): {state.images_seen:,} images, best {extractor.name} FD {state.best_fid:.2f}")
+    distributed.shutdown(env)
+    return summary or read_json(run.summary)
+
+
+# ---- helpers of the loop ----------------------------------------------------------------------------
+
+
+def _tensorboard(folder: Path, images_seen: int):
+    from torch.utils.tensorboard import SummaryWriter
+
+    # purge_step drops events a killed run logged after its last checkpoint
+    return SummaryWriter(str(folder), purge_step=images_seen if images_seen else None)
+
+
+def _append_log(path: Path, row: list) -> None:
+    new = not path.exists()
+    with open(path, "a", newline="") as f:
+        writer = csv.writer(f)
+        if new:
+            writer.writerow(LOG_COLUMNS)
+        writer.writerow(row)
+
+
+def _truncate_log(path: Path, images_seen: int) -> None:
+    """Drop rows a killed run wrote after its last checkpoint, so a resumed log has no duplicates."""
+    if not path.exists():
+        return
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    kept = [rows[0]] + [r for r in rows[1:] if int(r[0]) <= images_seen]
+    if len(kept) != len(rows):
+        write_text_atomic(path, "".join(",".join(r) + "\n" for r in kept))
+
+
+def _fid_rows(n_rows: int, config: TrainConfig) -> torch.Tensor:
+    """Which training rows FID compares with: ``fid_samples`` of them, cycling through a smaller set."""
+    order = torch.randperm(n_rows, generator=torch.Generator().manual_seed(config.seed + 17))
+    return order[torch.arange(config.fid_samples) % n_rows]
+
+
+def _real_stats(run: _Run, extractor, reals: torch.Tensor, config: TrainConfig, env) -> RunningStats:
+    """Feature statistics of the real training rows, computed once per run and cached."""
+    cache = run.real_stats(extractor.name)
+    if cache.exists():
+        return RunningStats.load(cache)
+    rows = _fid_rows(reals.shape[0], config)
+    unique, inverse = torch.unique(rows, return_inverse=True)
+    features = extractor(reals[unique.to(reals.device)].cpu())
+    stats = RunningStats(features.shape[1])
+    stats.update(features[inverse])
+    stats.save(cache)
+    return stats
+
+
+@torch.no_grad()
+def _evaluate_fid(ema, extractor, real_stats: RunningStats, labels: torch.Tensor, config: TrainConfig,
+                  device: torch.device) -> float:
+    """FD between EMA fakes and the real rows, the fakes made from the same label vectors."""
+    rows = _fid_rows(labels.shape[0], config)
+    noise = torch.Generator(device=device).manual_seed(config.seed + 29)  # the same z at every evaluation
+    stats = RunningStats(extractor.dim)
+    for start in range(0, len(rows), 250):
+        y = labels[rows[start : start + 250].to(labels.device)]
+        z = torch.randn(len(y), ema.latent_dim, device=device, generator=noise)
+        stats.update(extractor(to_uint8(ema(z, y)).cpu()))
+    return frechet_distance(stats.mean, stats.cov, real_stats.mean, real_stats.cov)
+
+
+def _grid_inputs(labels: torch.Tensor, latent_dim: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed noise and label vectors for the sample grids: 8 samples of up to 12 frequent combinations."""
+    combos, counts = torch.unique(labels.cpu(), dim=0, return_counts=True)
+    combos = combos[torch.argsort(counts, descending=True, stable=True)][:12]
+    y = combos.repeat_interleave(8, dim=0).to(device)
+    z = torch.randn(len(y), latent_dim, generator=torch.Generator().manual_seed(seed + 31)).to(device)
+    return z, y
+
+
+def _generator_snapshot(ema, info: dict, config: TrainConfig, state: RunState) -> dict[str, Any]:
+    growth = {"growth": (ema.current_resolution, 1.0)} if config.model == "proggan" else {}
+    return {"state_dict": ema.state_dict(), "config": config.to_dict(), "resolution": info["resolution"],
+            "label_names": info["label_names"], "image_channels": info["image_channels"],
+            "images_seen": state.images_seen, "fid": state.best_fid, **growth}
+
+
+def _finish(run: _Run, ema, info, config, state: RunState, reason: str, extractor_name: str) -> dict[str, Any]:
+    if run.best.exists():
+        snapshot = torch.load(run.best, map_location="cpu", weights_only=False)
+    else:  # no FID evaluation happened (max_images below min_images): the final EMA generator
+        snapshot = _generator_snapshot(ema, info, config, state)
+    _save(snapshot, run.generator)
+    summary = {
+        "status": "complete",
+        "stop_reason": reason,
+        "images_seen": state.images_seen,
+        "steps": state.step,
+        "best_fid": None if math.isinf(state.best_fid) else state.best_fid,
+        "best_images": state.best_images if run.best.exists() else state.images_seen,
+        "fid_extractor": extractor_name,
+        "fid_history": [{"images_seen": i, "fid": f} for i, f in state.fid_history],
+        "generator": "generator.pt",
+    }
+    write_json_atomic(run.summary, summary)
+    return summary

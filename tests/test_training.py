@@ -1,0 +1,165 @@
+"""GAN training: config checks, schedules, a tiny run of each model, exact resume, synthesis."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from synthmed.data import BenchmarkSetting, build_settings
+from synthmed.data.records import SPLITS
+from synthmed.synthesis import generate
+from synthmed.training.config import (
+    ConfigError,
+    config_from_dict,
+    growth_at,
+    load_config,
+    preset_names,
+)
+from synthmed.training.loop import start_run, train
+
+TINY = {"latent_dim": 8, "channels_base": 128, "channels_max": 16, "batch_size": 8, "learning_rate": 0.002,
+        "min_images": 160, "max_images": 480, "fid_every": 80, "fid_samples": 24, "fid_extractor": "pixels",
+        "patience": 50, "sample_every": 160, "checkpoint_every": 40, "log_every": 40, "threads": 1}
+
+
+@pytest.fixture
+def tiny_setting(tiny_store, tmp_path) -> Path:
+    preset = tmp_path / "p.yaml"
+    preset.write_text("dimensions:\n  all:\n    settings:\n      - {name: r16, resolution: 16}\n")
+    build_settings(preset, tiny_store, tmp_path / "settings", log=lambda m: None)
+    return tmp_path / "settings" / "all" / "r16"
+
+
+def quiet_train(run: Path) -> dict:
+    return train(run, progress=False, log=lambda m: None)
+
+
+def test_presets_load_and_resolve_per_resolution():
+    assert set(preset_names()) >= {"cpdgan-cpu", "cpdgan-paper", "proggan-cpu", "proggan-paper"}
+    paper = load_config("proggan-paper")
+    assert paper.for_resolution(32).min_images == 7_000_000
+    assert paper.for_resolution(64).phase_images == 1_000_000
+    assert paper.for_resolution(128).min_images == 9_000_000
+    assert paper.batch_at(8) == 256 and paper.batch_at(128) == 16
+    assert load_config("cpdgan-paper").learning_rate == 0.005
+
+
+def test_growth_schedule_matches_the_paper():
+    # 1.4M images per phase at 32x32: stabilise 8; fade in + stabilise 16; fade in + stabilise 32 = 7M
+    assert growth_at(0, 8, 32, 1_400_000) == (8, 1.0)
+    assert growth_at(1_400_000, 8, 32, 1_400_000) == (16, 0.0)
+    assert growth_at(2_100_000, 8, 32, 1_400_000) == (16, 0.5)
+    assert growth_at(4_900_000, 8, 32, 1_400_000) == (32, 0.5)
+    assert growth_at(7_000_000, 8, 32, 1_400_000) == (32, 1.0)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"modle": "cpdgan"}, r"unknown key\(s\) \['modle'\]"),
+    ({"model": "stylegan"}, "model = 'stylegan' is not one of"),
+    ({"batch_size": 0}, "batch_size = 0 must be a positive integer"),
+    ({"min_images": 10, "max_images": 5}, "max_images = 5 is below min_images"),
+    ({"start_resolution": 12}, "start_resolution = 12 must be a power of two"),
+])
+def test_bad_configs_are_refused_by_name(values, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(values)
+
+
+def test_run_directory_refuses_reuse_and_bad_resolution(tiny_setting, tmp_path):
+    config = config_from_dict({**TINY, "model": "proggan", "start_resolution": 32})
+    with pytest.raises(ConfigError, match="below start_resolution"):
+        start_run(config, tiny_setting, tmp_path / "run0")
+    start_run(config_from_dict(TINY), tiny_setting, tmp_path / "run")
+    with pytest.raises(ConfigError, match="--resume"):
+        start_run(config_from_dict(TINY), tiny_setting, tmp_path / "run")
+
+
+@pytest.mark.parametrize("model", ["cpdgan", "proggan"])
+def test_tiny_run_trains_logs_and_generates(model, tiny_setting, tmp_path):
+    extra = {"model": model}
+    if model == "proggan":
+        extra.update(start_resolution=8, phase_images=40, batch_by_resolution={8: 8, 16: 8})
+    run = start_run(config_from_dict({**TINY, **extra}), tiny_setting, tmp_path / "run")
+    summary = quiet_train(run)
+    assert summary["status"] == "complete" and summary["images_seen"] == 480
+    assert [h["images_seen"] for h in summary["fid_history"]] == [160, 240, 320, 400, 480]
+    assert all(np.isfinite(h["fid"]) for h in summary["fid_history"])
+    log = (run / "log.csv").read_text().splitlines()
+    assert log[0].startswith("images_seen,step,resolution")
+    assert len(log) - 1 == 480 // 40
+    assert sorted(p.name for p in (run / "samples").iterdir()) == [f"images_{n:010d}.png" for n in (160, 320, 480)]
+    assert any((run / "tb").iterdir())
+    if model == "proggan":  # grew from 8 to 16 and ends there
+        resolutions = [line.split(",")[2] for line in log[1:]]
+        assert resolutions[0] == "8" and resolutions[-1] == "16"
+
+    out = generate(run, progress=False, log=lambda m: None)
+    setting = BenchmarkSetting(tiny_setting)
+    synthetic = BenchmarkSetting(out / "setting")
+    for fold in SPLITS:
+        np.testing.assert_array_equal(synthetic.labels(fold), setting.labels(fold))  # row for row
+        assert synthetic.images(fold).shape == (len(setting.rows(fold)), 1, 16, 16)
+    card = json.loads((out / "card.json").read_text())
+    assert card["images_per_fold"] == {fold: len(setting.rows(fold)) for fold in SPLITS}
+    assert (out / "card.md").read_text().startswith("# Synthetic data set")
+    assert sorted(p.name for p in (out / "export").iterdir()) == ["test", "test.csv", "train", "train.csv", "val", "val.csv"]
+
+
+def test_generation_is_seeded_and_leaks_no_real_identifier(tiny_setting, tiny_store, tmp_path):
+    run = start_run(config_from_dict({**TINY, "max_images": 160, "min_images": 160}), tiny_setting, tmp_path / "run")
+    quiet_train(run)
+    a = generate(run, tmp_path / "a", progress=False, log=lambda m: None)
+    b = generate(run, tmp_path / "b", progress=False, log=lambda m: None)
+    c = generate(run, tmp_path / "c", seed=7, progress=False, log=lambda m: None)
+    images = lambda d: np.load(d / "store" / "images_16.npy")  # noqa: E731
+    np.testing.assert_array_equal(images(a), images(b))
+    assert not np.array_equal(images(a), images(c))
+    real_keys = list(tiny_store.records["key"]) + list(tiny_store.records["path"])
+    for path in a.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            leaked = [k for k in real_keys if k.encode() in content]
+            assert not leaked, f"{path} contains real identifiers {leaked[:3]}"
+
+
+def _state_dict(path: Path) -> dict[str, torch.Tensor]:
+    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+
+
+def test_killed_run_resumes_to_identical_weights(tiny_setting, tmp_path):
+    """A real SIGKILL in the middle of training, then --resume: the final generator equals an
+    uninterrupted run's bit for bit."""
+    config = config_from_dict({**TINY, "max_images": 960, "patience": 2})
+    reference = start_run(config, tiny_setting, tmp_path / "reference")
+    expected = quiet_train(reference)
+
+    run = start_run(config, tiny_setting, tmp_path / "killed")
+    child = subprocess.Popen(
+        [sys.executable, "-c", f"from synthmed.training.loop import train; train({str(run)!r}, progress=False)"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    )
+    deadline = time.time() + 120
+    while not (run / "checkpoint.pt").exists() or torch.load(run / "checkpoint.pt", weights_only=False)["state"].images_seen < 200:
+        assert child.poll() is None, f"training ended before it could be killed: {child.stderr.read().decode()[-2000:]}"
+        assert time.time() < deadline
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert not (run / "summary.json").exists()
+
+    resumed = quiet_train(run)
+    assert resumed["images_seen"] == expected["images_seen"]
+    assert resumed["fid_history"] == expected["fid_history"]
+    for name, value in _state_dict(reference / "generator.pt").items():
+        assert torch.equal(value, _state_dict(run / "generator.pt")[name]), name
+    logs = [(d / "log.csv").read_text().splitlines() for d in (reference, run)]
+    assert [r.split(",")[0] for r in logs[0]] == [r.split(",")[0] for r in logs[1]]  # no duplicated rows
