@@ -83,7 +83,8 @@ class ProgGenerator(_Growth, nn.Module):
             x = self._block(x, 2 ** k)
         image = self.to_image[str(r)](self._block(x, r))
         if self.alpha < 1.0:
-            image = torch.lerp(upsample(self.to_image[str(r // 2)](x)), image, self.alpha)
+            coarse = upsample(self.to_image[str(r // 2)](x))
+            image = torch.lerp(coarse.to(image.dtype), image, self.alpha)  # dtypes differ under autocast
         return image
 
 
@@ -112,7 +113,8 @@ class ProgDiscriminator(_Growth, nn.Module):
         r = self._current
         h = self._block(lrelu(self.from_image[str(r)](x)), r)
         if self.alpha < 1.0:
-            h = torch.lerp(lrelu(self.from_image[str(r // 2)](downsample(x))), h, self.alpha)
+            coarse = lrelu(self.from_image[str(r // 2)](downsample(x)))
+            h = torch.lerp(coarse.to(h.dtype), h, self.alpha)  # dtypes differ under autocast
         while r > 8:
             r //= 2
             h = self._block(h, r)

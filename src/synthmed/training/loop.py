@@ -131,6 +131,40 @@ def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> N
             e.copy_(b)
 
 
+def gan_step(generator, discriminator, opt_g, opt_d, x_real: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+             noise_gen: torch.Generator, env: distributed.Dist = distributed.Dist()):
+    """One critic step (WGAN-GP + drift [+ AC]) and one generator step on the same label vectors."""
+    device = x_real.device
+    z = torch.randn(len(y), generator.latent_dim, device=device, generator=noise_gen)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        with torch.no_grad():
+            x_fake = generator(z, y).float()
+        d_real, c_real = discriminator(x_real, y)
+        d_fake, c_fake = discriminator(x_fake, y)
+    gp = gradient_penalty(discriminator, x_real, x_fake, y, noise_gen)
+    d_loss = discriminator_loss(d_real.float(), d_fake.float(), gp, config.gp_weight, config.drift_weight)
+    if c_real is not None:
+        d_loss = d_loss + config.ac_weight * (label_cross_entropy(c_real, y) + label_cross_entropy(c_fake, y))
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    distributed.average_gradients(discriminator, env)
+    opt_d.step()
+
+    z = torch.randn(len(y), generator.latent_dim, device=device, generator=noise_gen)
+    discriminator.requires_grad_(False)  # the generator step needs no critic gradients
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        g_score, g_logits = discriminator(generator(z, y), y)
+    g_loss = -g_score.float().mean()
+    if g_logits is not None:
+        g_loss = g_loss + config.ac_weight * label_cross_entropy(g_logits, y)
+    opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    discriminator.requires_grad_(True)
+    distributed.average_gradients(generator, env)
+    opt_g.step()
+    return d_loss.detach(), g_loss.detach(), gp.detach()
+
+
 class _Run:
     """Files of a run directory."""
 
@@ -278,35 +312,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
             x_real = _real_at(reals[index].float() / 127.5 - 1.0, res, alpha).contiguous(memory_format=memory_format)
             y = labels[index]
 
-            # discriminator step
-            z = torch.randn(len(index), generator.latent_dim, device=device, generator=noise_gen)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                with torch.no_grad():
-                    x_fake = generator(z, y).float()
-                d_real, c_real = discriminator(x_real, y)
-                d_fake, c_fake = discriminator(x_fake, y)
-            gp = gradient_penalty(discriminator, x_real, x_fake, y, noise_gen)
-            d_loss = discriminator_loss(d_real.float(), d_fake.float(), gp, config.gp_weight, config.drift_weight)
-            if c_real is not None:
-                d_loss = d_loss + config.ac_weight * (label_cross_entropy(c_real, y) + label_cross_entropy(c_fake, y))
-            opt_d.zero_grad(set_to_none=True)
-            d_loss.backward()
-            distributed.average_gradients(discriminator, env)
-            opt_d.step()
-
-            # generator step (the same label vectors, fresh noise)
-            z = torch.randn(len(index), generator.latent_dim, device=device, generator=noise_gen)
-            discriminator.requires_grad_(False)
-            with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-                g_score, g_logits = discriminator(generator(z, y), y)
-            g_loss = -g_score.float().mean()
-            if g_logits is not None:
-                g_loss = g_loss + config.ac_weight * label_cross_entropy(g_logits, y)
-            opt_g.zero_grad(set_to_none=True)
-            g_loss.backward()
-            discriminator.requires_grad_(True)
-            distributed.average_gradients(generator, env)
-            opt_g.step()
+            d_loss, g_loss, gp = gan_step(generator, discriminator, opt_g, opt_d, x_real, y, config, noise_gen, env)
             _update_ema(ema, generator, config.ema_decay)
 
             before = state.images_seen

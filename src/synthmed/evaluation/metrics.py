@@ -1,0 +1,58 @@
+"""Per-label AUROC without the two scoring flaws of the paper's release.
+
+The release replaced a test AUROC below 0.5 with 1 - AUROC (which flatters weak
+synthetic-data models) and scored a validation label without positives as 0. Here
+an AUROC below 0.5 is reported as it is, and a label whose fold lacks positives or
+negatives is *undefined*: reported as None with the reason, left out of the mean,
+and named in a warning.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+from sklearn.metrics import roc_auc_score
+
+
+def undefined_labels(labels: np.ndarray, label_names: Sequence[str]) -> dict[str, str]:
+    """Label name -> why its AUROC cannot be computed on this fold (only those labels)."""
+    labels = np.asarray(labels)
+    reasons = {}
+    for j, name in enumerate(label_names):
+        positives = int((labels[:, j] == 1).sum())
+        if positives == 0:
+            reasons[name] = "no positives in the fold"
+        elif positives == len(labels):
+            reasons[name] = "no negatives in the fold"
+    return reasons
+
+
+def auroc_per_label(labels: np.ndarray, scores: np.ndarray, label_names: Sequence[str]) -> dict[str, Any]:
+    """AUROC of every label and their mean over the defined ones.
+
+    Returns ``{"per_label": {name: float | None}, "mean": float | None,
+    "undefined": [names], "reasons": {name: reason}}``; ``mean`` is None only when
+    no label is defined.
+    """
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=np.float64)
+    if labels.ndim != 2 or labels.shape != scores.shape or labels.shape[1] != len(label_names):
+        raise ValueError(f"labels {labels.shape} and scores {scores.shape} must both be (N, {len(label_names)})")
+    reasons = undefined_labels(labels, label_names)
+    per_label: dict[str, float | None] = {}
+    for j, name in enumerate(label_names):
+        if name in reasons:
+            warnings.warn(f"AUROC of label {name!r} is undefined ({reasons[name]}); left out of the mean",
+                          stacklevel=2)
+            per_label[name] = None
+        else:
+            per_label[name] = float(roc_auc_score(labels[:, j], scores[:, j]))
+    defined = [v for v in per_label.values() if v is not None]
+    return {
+        "per_label": per_label,
+        "mean": float(np.mean(defined)) if defined else None,
+        "undefined": list(reasons),
+        "reasons": reasons,
+    }

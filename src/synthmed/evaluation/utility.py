@@ -1,0 +1,113 @@
+"""Utility of a synthetic set (paper 3.1, 3.3, S.4): how well does a classifier trained on it do on real data?
+
+Two classifiers with the same config: one trained and validated on the real setting's
+train and val folds, one on the synthetic set's. Both are tested on the *real* test fold;
+``auc_real - auc_syn`` is the difference of their mean AUROCs. The label-overfitting
+check of paper 3.3 is ``delta_syn = AUC_syn(X_syn test) - AUC_syn(X_real test)``: the
+synthetic classifier on the synthetic test fold minus on the real one; near 0 when the
+generator shows labels the way real images do, large when it encodes them in ways that
+do not carry over to real images.
+
+``out_dir`` receives ``utility.json``, ``real_classifier.pt`` and ``synthetic_classifier.pt``.
+An existing ``real_classifier.pt`` trained on the same setting with the same config is
+reused, so several generative models of one setting can share the real classifier.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from synthmed._io import sha256_file, write_json_atomic
+from synthmed.data.errors import DataError
+from synthmed.data.records import SPLITS
+from synthmed.data.settings import BenchmarkSetting
+from synthmed.evaluation.classifier import Classifier, ClassifierConfig, load_classifier, train_classifier
+from synthmed.evaluation.metrics import auroc_per_label
+
+
+def setting_identity(setting: BenchmarkSetting) -> dict[str, Any]:
+    """What makes two settings the same data: store content, rows, labels, resolution (not the path)."""
+    return {"store_content_hash": setting.meta["store_content_hash"],
+            "rows_sha256": sha256_file(setting.path / "rows.parquet"),
+            "label_names": setting.label_names, "resolution": setting.resolution}
+
+
+def _check_pair(real: BenchmarkSetting, synthetic: BenchmarkSetting) -> None:
+    """The synthetic set must mirror the real setting: same labels, resolution and label rows per fold."""
+    if synthetic.label_names != real.label_names or synthetic.resolution != real.resolution:
+        raise DataError(f"has labels {synthetic.label_names} at {synthetic.resolution} px; the real setting has "
+                        f"{real.label_names} at {real.resolution} px", file=synthetic.path)
+    for fold in SPLITS:
+        a, b = real.labels(fold), synthetic.labels(fold)
+        if a.shape != b.shape or (a != b).any():
+            raise DataError(f"its {fold} labels do not match the real setting's row for row: it was not "
+                            f"generated for {real.path}", file=synthetic.path)
+
+
+def _train_on(setting: BenchmarkSetting, config: ClassifierConfig, log: Callable[[str], None],
+              progress: bool) -> tuple[Classifier, dict[str, Any]]:
+    return train_classifier(setting.images("train"), setting.labels("train"), setting.images("val"),
+                            setting.labels("val"), config, log=log, progress=progress,
+                            label_names=setting.label_names)
+
+
+def _real_classifier(real: BenchmarkSetting, config: ClassifierConfig, path: Path, log: Callable[[str], None],
+                     progress: bool) -> tuple[Classifier, dict[str, Any], bool]:
+    """The saved real-data classifier when it matches this setting and config, else a newly trained one."""
+    meta = {"setting": setting_identity(real), "config": config.identity()}
+    if path.is_file():
+        model, checkpoint = load_classifier(path, device=config.device)
+        if checkpoint["meta"] == meta:
+            log(f"reusing the real-data classifier {path}")
+            return model, checkpoint["history"], True
+        log(f"{path} was trained on another setting or config: training it again")
+    log(f"training the classifier on the real setting {real.path}")
+    model, history = _train_on(real, config, log, progress)
+    model.save(path, history, meta)
+    return model, history, False
+
+
+def _difference(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _fmt(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.4f}"
+
+
+def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir: str | os.PathLike,
+                     config: ClassifierConfig, out_dir: str | os.PathLike, log: Callable[[str], None] = print,
+                     progress: bool = True) -> dict[str, Any]:
+    real, synthetic = BenchmarkSetting(real_setting_dir), BenchmarkSetting(synthetic_setting_dir)
+    _check_pair(real, synthetic)
+    out_dir = Path(out_dir)
+    names = real.label_names
+    real_model, real_history, reused = _real_classifier(real, config, out_dir / "real_classifier.pt", log, progress)
+    log(f"training the classifier on the synthetic set {synthetic.path}")
+    syn_model, syn_history = _train_on(synthetic, config, log, progress)
+    syn_model.save(out_dir / "synthetic_classifier.pt", syn_history,
+                   {"setting": setting_identity(synthetic), "config": config.identity()})
+
+    test_images, test_labels = real.images("test"), real.labels("test")
+    auc_real = auroc_per_label(test_labels, real_model.predict(test_images), names)
+    auc_syn = auroc_per_label(test_labels, syn_model.predict(test_images), names)
+    auc_syn_on_syn = auroc_per_label(synthetic.labels("test"), syn_model.predict(synthetic.images("test")), names)
+    result = {
+        "real_setting": str(real.path), "synthetic_setting": str(synthetic.path),
+        "label_names": names, "test_images": int(len(test_labels)),
+        "auc_real": auc_real,  # real classifier, real test fold
+        "auc_syn": auc_syn,  # synthetic classifier, real test fold
+        "auc_syn_on_syn": auc_syn_on_syn,  # synthetic classifier, synthetic test fold
+        "auc_real_minus_auc_syn": _difference(auc_real["mean"], auc_syn["mean"]),
+        "delta_syn": _difference(auc_syn_on_syn["mean"], auc_syn["mean"]),
+        "config": config.to_dict(),
+        "real_classifier": {"file": "real_classifier.pt", "reused": reused, "history": real_history},
+        "synthetic_classifier": {"file": "synthetic_classifier.pt", "history": syn_history},
+    }
+    write_json_atomic(out_dir / "utility.json", result)
+    log(f"mean AUROC on the real test fold: real {_fmt(auc_real['mean'])}, synthetic {_fmt(auc_syn['mean'])}; "
+        f"AUC_real - AUC_syn = {_fmt(result['auc_real_minus_auc_syn'])}, delta_syn = {_fmt(result['delta_syn'])}")
+    return result

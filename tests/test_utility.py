@@ -1,0 +1,192 @@
+"""Utility evaluation: AUROC scoring, the downstream classifier, its schedule, and utility.json."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+import torch
+from sklearn.metrics import roc_auc_score
+
+from synthmed.data import build_settings, prepare
+from synthmed.data.imaging import ArrayImage
+from synthmed.data.records import Record, SourceData
+from synthmed.evaluation.classifier import (
+    Classifier,
+    ClassifierConfig,
+    class_pos_weight,
+    load_classifier,
+    load_pretrained,
+    plateau_step,
+    train_classifier,
+)
+from synthmed.evaluation.metrics import auroc_per_label
+from synthmed.evaluation.utility import evaluate_utility
+
+NAMES = ["square", "bar"]
+# small and fast: one thread leaves the other core to whatever else runs; lr 1e-3 learns in few epochs
+FAST = dict(batch_size=16, lr=1e-3, threads=1)
+
+
+def finding_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """uint8 (n, 1, size, size): label 0 = a bright square, label 1 = a bright horizontal bar."""
+    rng = np.random.default_rng(seed)
+    labels = np.array([[0, 0], [1, 0], [0, 1], [1, 1]] * (n // 4 + 1), np.uint8)[:n]
+    images = rng.integers(40, 100, (n, 1, size, size)).astype(np.uint8)
+    for image, (square, bar) in zip(images, labels):
+        if square:
+            y, x = rng.integers(1, size - size // 4, 2)
+            image[0, y:y + size // 4, x:x + size // 4] = 250
+        if bar:
+            row = rng.integers(0, size - 2)
+            image[0, row:row + 2, 2:-2] = 250
+    return images, labels
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _restore_threads():
+    """train_classifier sets torch's thread count (threads=1 here); give the other tests theirs back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+# ---- metrics ------------------------------------------------------------------------------------
+
+
+def test_auroc_per_label_matches_sklearn_never_flips_and_leaves_undefined_out():
+    rng = np.random.default_rng(0)
+    labels = np.stack([rng.integers(0, 2, 40), rng.integers(0, 2, 40), np.zeros(40), np.ones(40)], 1)
+    scores = rng.random((40, 4))
+    scores[:, 1] = 1 - labels[:, 1] + 0.3 * rng.random(40)  # a label the model gets backwards
+    with pytest.warns(UserWarning) as caught:
+        result = auroc_per_label(labels, scores, ["a", "b", "none", "all"])
+    assert {re.search(r"label '(\w+)'", str(w.message)).group(1) for w in caught} == {"none", "all"}
+    expected = [roc_auc_score(labels[:, j], scores[:, j]) for j in range(2)]
+    assert result["per_label"]["a"] == pytest.approx(expected[0])
+    assert result["per_label"]["b"] == pytest.approx(expected[1]) and result["per_label"]["b"] < 0.5  # not 1 - AUROC
+    assert result["per_label"]["none"] is None and result["per_label"]["all"] is None  # not scored 0
+    assert result["undefined"] == ["none", "all"]
+    assert result["reasons"] == {"none": "no positives in the fold", "all": "no negatives in the fold"}
+    assert result["mean"] == pytest.approx(np.mean(expected))
+
+
+# ---- schedule and weighting (pure functions) ---------------------------------------------------------
+
+
+def schedule(means: list[float], lr_patience: int = 2, stop_patience: int = 3) -> tuple[list[int], int | None]:
+    """Epochs (1-based) after which the lr drops, and the epoch training stops at (None: never)."""
+    reductions = []
+    for epoch in range(1, len(means) + 1):
+        reduce, stop = plateau_step(means[:epoch], lr_patience, stop_patience)
+        if stop:
+            return reductions, epoch
+        if reduce:
+            reductions.append(epoch)
+    return reductions, None
+
+
+def test_lr_reduction_and_early_stopping_follow_the_patience_rules():
+    assert schedule([0.6, 0.7, 0.8, 0.9]) == ([], None)
+    assert schedule([0.6, 0.7, 0.7, 0.65, 0.69, 0.99]) == ([4], 5)  # a tie is no gain
+    assert schedule([0.6, 0.7, 0.68, 0.66, 0.75, 0.74, 0.73, 0.72]) == ([4, 7], 8)  # a gain resets the count
+    assert schedule([0.5, 0.4, 0.4, 0.4, 0.4, 0.4], stop_patience=5) == ([3, 5], 6)  # every 2 epochs
+
+
+def test_pos_weight_is_negatives_over_positives():
+    labels = np.array([[1, 0, 1], [0, 0, 1], [0, 0, 1], [1, 0, 0]], np.uint8)
+    assert class_pos_weight(labels).tolist() == [1.0, 4.0, pytest.approx(1 / 3)]
+
+
+# ---- the classifier ---------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    train, val = finding_images(80, 16, seed=0), finding_images(40, 16, seed=1)
+    out = tmp_path_factory.mktemp("classifier")
+    config = ClassifierConfig(input_size=32, max_epochs=3, **FAST)
+    logs: list[str] = []
+    model, history = train_classifier(*train, *val, config, out_dir=out, log=logs.append, progress=False,
+                                      label_names=NAMES)
+    return model, history, val, out, logs
+
+
+def test_classifier_learns_an_easy_task_and_saves_the_best_epoch(trained):
+    model, history, (val_images, val_labels), out, logs = trained
+    assert history["best_val_mean_auroc"] > 0.9
+    assert "from scratch" in logs[0]
+    assert [e["epoch"] for e in history["epochs"]] == list(range(1, len(history["epochs"]) + 1))
+    assert set(history["epochs"][0]["val_auroc"]) == set(NAMES) and history["epochs"][0]["lr"] == 1e-3
+    probabilities = model.predict(val_images)
+    assert probabilities.shape == (40, 2) and ((probabilities >= 0) & (probabilities <= 1)).all()
+    assert auroc_per_label(val_labels, probabilities, NAMES)["mean"] == pytest.approx(history["best_val_mean_auroc"])
+    assert model.features(val_images[:5]).shape == (5, 1024)
+    loaded, checkpoint = load_classifier(out / "classifier.pt")
+    np.testing.assert_array_equal(loaded.predict(val_images), probabilities)
+    assert checkpoint["history"]["best_epoch"] == history["best_epoch"]
+
+
+def test_same_seed_gives_identical_history_and_predictions():
+    train, val = finding_images(32, 16, seed=2), finding_images(16, 16, seed=3)
+    config = ClassifierConfig(input_size=32, max_epochs=1, seed=7, **FAST)
+    runs = [train_classifier(*train, *val, config, log=lambda m: None, progress=False) for _ in range(2)]
+    assert runs[0][1] == runs[1][1]
+    np.testing.assert_array_equal(runs[0][0].predict(val[0]), runs[1][0].predict(val[0]))
+
+
+def test_pretrained_weights_load_from_torchvision_names(tmp_path):
+    source = Classifier(ClassifierConfig(input_size=32, seed=1), 1, NAMES).net.state_dict()
+    torchvision_names = {re.sub(r"\.layers\.(norm|relu|conv)([12])", r".\1\2", k): v for k, v in source.items()}
+    torch.save(torchvision_names, tmp_path / "densenet121.pt")
+    target = Classifier(ClassifierConfig(input_size=32, seed=2), 1, NAMES).net
+    head = target.class_layers.out.weight.clone()
+    load_pretrained(target, tmp_path / "densenet121.pt")
+    assert torch.equal(target.state_dict()["features.denseblock4.denselayer16.layers.conv2.weight"],
+                       source["features.denseblock4.denselayer16.layers.conv2.weight"])
+    assert torch.equal(target.class_layers.out.weight, head)  # the classification layer stays random
+    grey_native = Classifier(ClassifierConfig(seed=2), 1, NAMES).net  # 1 input channel: conv0 does not fit
+    with pytest.raises(ValueError, match="another shape"):
+        load_pretrained(grey_native, tmp_path / "densenet121.pt")
+
+
+# ---- utility on two tiny settings -------------------------------------------------------------------
+
+
+def tiny_setting(tmp_path, name: str, seed: int):
+    """A 32 px setting of 100 images with fixed folds; the same labels row for row for every seed."""
+    images, labels = finding_images(100, 32, seed)
+    folds = ["train"] * 60 + ["val"] * 20 + ["test"] * 20
+    records = [Record(key=f"img{i:03d}", loader=ArrayImage(images[i, 0]), labels=tuple(int(v) for v in labels[i]),
+                      path=f"img{i:03d}.png", group=f"patient{i}", split=folds[i]) for i in range(100)]
+    store = prepare(SourceData(name, NAMES, records, params={"seed": seed}), tmp_path / name / "store",
+                    resolutions=[32], workers=1, progress=False, log=lambda m: None)
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text("name: tiny\ndimensions:\n  samples:\n    defaults: {resolution: 32}\n"
+                      "    settings:\n      - {name: all}\n")
+    build_settings(preset, store, tmp_path / name / "settings", log=lambda m: None)
+    return tmp_path / name / "settings" / "samples" / "all"
+
+
+def test_evaluate_utility_writes_all_numbers_and_reuses_the_real_classifier(tmp_path):
+    real, synthetic = tiny_setting(tmp_path, "real", seed=4), tiny_setting(tmp_path, "synthetic", seed=5)
+    config = ClassifierConfig(max_epochs=1, **FAST)
+    out = tmp_path / "utility"
+    result = evaluate_utility(real, synthetic, config, out, log=lambda m: None, progress=False)
+    saved = json.loads((out / "utility.json").read_text())
+    assert set(saved) == {
+        "real_setting", "synthetic_setting", "label_names", "test_images", "auc_real", "auc_syn", "auc_syn_on_syn",
+        "auc_real_minus_auc_syn", "delta_syn", "config", "real_classifier", "synthetic_classifier"}
+    assert saved["test_images"] == 20 and saved["label_names"] == NAMES and saved["config"] == config.to_dict()
+    assert set(saved["auc_real"]["per_label"]) == set(NAMES)
+    assert saved["auc_real_minus_auc_syn"] == pytest.approx(saved["auc_real"]["mean"] - saved["auc_syn"]["mean"])
+    assert saved["delta_syn"] == pytest.approx(saved["auc_syn_on_syn"]["mean"] - saved["auc_syn"]["mean"])
+    assert saved["real_classifier"]["reused"] is False and len(saved["synthetic_classifier"]["history"]["epochs"]) == 1
+    assert (out / "real_classifier.pt").is_file() and (out / "synthetic_classifier.pt").is_file()
+
+    logs: list[str] = []
+    again = evaluate_utility(real, synthetic, config, out, log=logs.append, progress=False)
+    assert again["real_classifier"]["reused"] is True and any("reusing" in m for m in logs)
+    assert again["auc_real"] == result["auc_real"]
