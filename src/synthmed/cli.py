@@ -18,6 +18,9 @@ app = typer.Typer(help="synthmed: synthetic medical imaging data sets and how fa
 data_app = typer.Typer(help="Prepare data sources into stores, inspect them, build benchmark settings.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
+evaluate_app = typer.Typer(help="Measure a synthetic set: utility (more metrics arrive with the evaluation suite).",
+                           no_args_is_help=True)
+app.add_typer(evaluate_app, name="evaluate")
 console = Console()
 # Options that take several values after one flag (``--resolution 32 64``); click wants the
 # flag repeated, so the command line is rewritten before click sees it.
@@ -155,6 +158,28 @@ def generate_command(
     from synthmed.synthesis import generate
 
     generate(run, out, seed=seed, export_png=png, overwrite=overwrite, progress=progress, log=console.print)
+
+
+@evaluate_app.command("utility")
+def evaluate_utility_command(
+    real: Annotated[Path, typer.Option(help="the real benchmark setting directory")],
+    synthetic: Annotated[Path, typer.Option(help="the synthetic setting (RUN/synthetic/setting)")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for utility.json and the classifiers")],
+    set_: Annotated[list[str], typer.Option("--set", help="classifier setting KEY=VALUE, e.g. input_size=224")] = [],
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Train DenseNet-121 on real and on synthetic data; AUROC of both on the real test fold (paper S.4)."""
+    import dataclasses
+
+    from synthmed.evaluation.classifier import ClassifierConfig
+    from synthmed.evaluation.utility import evaluate_utility
+    from synthmed.training.config import ConfigError
+
+    values = _parse_sets(set_)
+    known = {f.name for f in dataclasses.fields(ClassifierConfig)}
+    if set(values) - known:
+        raise ConfigError(f"unknown classifier key(s) {sorted(set(values) - known)}; known keys: {sorted(known)}")
+    evaluate_utility(real, synthetic, ClassifierConfig(**values), out, log=console.print, progress=progress)
 
 
 def _print_overview(overview: dict[str, Any]) -> None:

@@ -94,13 +94,17 @@ def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir:
     test_images, test_labels = real.images("test"), real.labels("test")
     auc_real = auroc_per_label(test_labels, real_model.predict(test_images), names)
     auc_syn = auroc_per_label(test_labels, syn_model.predict(test_images), names)
-    auc_syn_on_syn = auroc_per_label(synthetic.labels("test"), syn_model.predict(synthetic.images("test")), names)
+    synthetic_test = synthetic.images("test")
+    auc_syn_on_syn = auroc_per_label(synthetic.labels("test"), syn_model.predict(synthetic_test), names)
+    # "GAN-test" (Shmelkov et al. 2018): do the synthetic images look like their labels to a model of real data?
+    auc_real_on_syn = auroc_per_label(synthetic.labels("test"), real_model.predict(synthetic_test), names)
     result = {
         "real_setting": str(real.path), "synthetic_setting": str(synthetic.path),
         "label_names": names, "test_images": int(len(test_labels)),
         "auc_real": auc_real,  # real classifier, real test fold
         "auc_syn": auc_syn,  # synthetic classifier, real test fold
         "auc_syn_on_syn": auc_syn_on_syn,  # synthetic classifier, synthetic test fold
+        "auc_real_on_syn": auc_real_on_syn,  # real classifier, synthetic test fold
         "auc_real_minus_auc_syn": _difference(auc_real["mean"], auc_syn["mean"]),
         "delta_syn": _difference(auc_syn_on_syn["mean"], auc_syn["mean"]),
         "config": config.to_dict(),
@@ -109,5 +113,6 @@ def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir:
     }
     write_json_atomic(out_dir / "utility.json", result)
     log(f"mean AUROC on the real test fold: real {_fmt(auc_real['mean'])}, synthetic {_fmt(auc_syn['mean'])}; "
-        f"AUC_real - AUC_syn = {_fmt(result['auc_real_minus_auc_syn'])}, delta_syn = {_fmt(result['delta_syn'])}")
+        f"AUC_real - AUC_syn = {_fmt(result['auc_real_minus_auc_syn'])}, delta_syn = {_fmt(result['delta_syn'])}; "
+        f"real classifier on the synthetic test fold {_fmt(auc_real_on_syn['mean'])}")
     return result
