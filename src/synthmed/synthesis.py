@@ -217,7 +217,8 @@ def _card_markdown(card: dict[str, Any]) -> str:
         f"- model: {card['model']} (config digest `{card['config_digest']}`)",
         f"- generator: best-FID EMA snapshot after {card['images_seen_by_generator']:,} real images "
         f"(training stopped at {card['training_images_seen']:,}: {card['stop_reason']})",
-        f"- best FD during training: {card['best_fid']} ({card['fid_extractor']})",
+        f"- best FD during training: {'none' if card['best_fid'] is None else format(card['best_fid'], '.2f')} "
+        f"({card['fid_extractor']})",
         f"- generation seed: {card['generation_seed']}",
         f"- created: {card['created']}; software: "
         + ", ".join(f"{k} {v}" for k, v in card["software"].items()),
