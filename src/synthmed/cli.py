@@ -18,7 +18,7 @@ app = typer.Typer(help="synthmed: synthetic medical imaging data sets and how fa
 data_app = typer.Typer(help="Prepare data sources into stores, inspect them, build benchmark settings.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
-evaluate_app = typer.Typer(help="Measure a synthetic set: utility (more metrics arrive with the evaluation suite).",
+evaluate_app = typer.Typer(help="Measure a synthetic set: utility, fidelity, privacy.",
                            no_args_is_help=True)
 app.add_typer(evaluate_app, name="evaluate")
 console = Console()
@@ -180,6 +180,35 @@ def evaluate_utility_command(
     if set(values) - known:
         raise ConfigError(f"unknown classifier key(s) {sorted(set(values) - known)}; known keys: {sorted(known)}")
     evaluate_utility(real, synthetic, ClassifierConfig(**values), out, log=console.print, progress=progress)
+
+
+@evaluate_app.command("fidelity")
+def evaluate_fidelity_command(
+    real: Annotated[Path, typer.Option(help="the real benchmark setting directory")],
+    synthetic: Annotated[Path, typer.Option(help="the synthetic setting (RUN/synthetic/setting)")],
+    classifier: Annotated[Path, typer.Option(help="real_classifier.pt from `evaluate utility`")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for fidelity.json")],
+    extractor: Annotated[list[str], typer.Option(help="inception (standard FID), inception-96, pixels")] = ["inception"],
+    max_images: Annotated[Optional[int], typer.Option(help="compare a seeded sample of this many images")] = None,
+) -> None:
+    """FD, KID, precision/recall and density/coverage; also in the real classifier's feature space."""
+    from synthmed.evaluation.suite import evaluate_fidelity_run
+
+    evaluate_fidelity_run(real, synthetic, classifier, out, tuple(extractor), max_images, log=console.print)
+
+
+@evaluate_app.command("privacy")
+def evaluate_privacy_command(
+    real: Annotated[Path, typer.Option(help="the real benchmark setting directory")],
+    synthetic: Annotated[Path, typer.Option(help="the synthetic setting (RUN/synthetic/setting)")],
+    classifier: Annotated[Path, typer.Option(help="real_classifier.pt from `evaluate utility`")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for privacy.json and the NN grid")],
+    copy_quantile: Annotated[float, typer.Option(help="holdout DCR quantile below which an image counts as a copy")] = 0.01,
+) -> None:
+    """Nearest real training image of every synthetic image; DCR, copy rate, MIA AUC and a verdict."""
+    from synthmed.evaluation.suite import evaluate_privacy_run
+
+    evaluate_privacy_run(real, synthetic, classifier, out, copy_quantile, log=console.print)
 
 
 def _print_overview(overview: dict[str, Any]) -> None:
