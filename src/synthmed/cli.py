@@ -27,6 +27,17 @@ console = Console()
 MULTI_VALUE_OPTIONS = {"--resolution", "-r"}
 
 
+def _key_values(pairs: list[str], flag: str, error: type[ValueError]) -> dict[str, Any]:
+    """``["a=1", "b-c=x"]`` -> ``{"a": 1, "b_c": "x"}``; values are read as YAML scalars."""
+    values: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise error(f"{flag} {pair!r} is not KEY=VALUE")
+        values[key.replace("-", "_")] = yaml.safe_load(value)
+    return values
+
+
 def _parse_options(pairs: list[str], config: Optional[Path]) -> dict[str, Any]:
     from synthmed.data.errors import DataError
 
@@ -38,12 +49,7 @@ def _parse_options(pairs: list[str], config: Optional[Path]) -> dict[str, Any]:
         if not isinstance(loaded, dict):
             raise DataError("a source config must be a mapping of option: value", file=config)
         options.update(loaded)
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise DataError(f"--option {pair!r} is not KEY=VALUE", field="option")
-        options[key.replace("-", "_")] = yaml.safe_load(value)
-    return options
+    return {**options, **_key_values(pairs, "--option", DataError)}
 
 
 @data_app.command("prepare")
@@ -110,13 +116,7 @@ def settings_command(
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
     from synthmed.training.config import ConfigError
 
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"--set {pair!r} is not KEY=VALUE")
-        values[key.replace("-", "_")] = yaml.safe_load(value)
-    return values
+    return _key_values(pairs, "--set", ConfigError)
 
 
 @app.command("train")

@@ -110,7 +110,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         store_dir = tmp / "store"
         _write_store(store_dir, images, folds, setting.label_names, resolution, snapshot, seed)
         store = Store(store_dir)
-        _write_setting(tmp / "setting", store, setting, folds)
+        _write_setting(tmp / "setting", store, setting)
         if export_png:
             _export(tmp / "export", images, folds, setting.label_names)
         card = _card(run_dir, info, summary, snapshot, setting, folds, seed, store)
@@ -154,7 +154,7 @@ def _write_store(folder: Path, images: dict, folds: dict, label_names: list[str]
     })
 
 
-def _write_setting(folder: Path, store: Store, real: BenchmarkSetting, folds: dict) -> None:
+def _write_setting(folder: Path, store: Store, real: BenchmarkSetting) -> None:
     """A setting over the synthetic store with the same folds and labels as the real one."""
     folder.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"fold": store.splits, "store_index": np.arange(len(store))})

@@ -43,7 +43,7 @@ import yaml
 from synthmed._io import read_json, write_json_atomic
 from synthmed.data.errors import DataError
 from synthmed.data.records import SPLITS, combination_key, combination_name
-from synthmed.data.store import Store
+from synthmed.data.store import Store, move_into_place
 
 SETTING_KEYS = {
     "name", "combinations", "min_images_per_combination", "train_per_combination", "oversample",
@@ -301,13 +301,7 @@ def _write_settings(out: Path, identity: dict[str, Any], built: list) -> None:
                               "resolution": meta["resolution"], "labels": len(meta["label_names"]),
                               "combinations": len(meta["combinations"]), **meta["counts"]})
         write_json_atomic(tmp / "settings.json", {**identity, "settings": summaries})
-        if out.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-            os.replace(out, retired / "old")
-            os.replace(tmp, out)
-            shutil.rmtree(retired)
-        else:
-            os.replace(tmp, out)
+        move_into_place(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)

@@ -38,6 +38,7 @@ from torch import nn
 from synthmed._io import sha256_file, write_with_atomic
 from synthmed.evaluation.metrics import auroc_per_label, undefined_labels
 from synthmed.progress import progress_bar
+from synthmed.training.distributed import resolve_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -79,12 +80,6 @@ class ClassifierConfig:
         return {k: v for k, v in self.to_dict().items() if k not in ("device", "threads")}
 
 
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
-
-
 class Classifier:
     """A DenseNet-121 and its input pipeline; ``predict`` and ``features`` take uint8 (N, C, R, R)."""
 
@@ -92,7 +87,7 @@ class Classifier:
         if config.input_size is not None and image_channels not in (1, 3):
             raise ValueError(f"input_size needs 1- or 3-channel images, got {image_channels} channels")
         self.config, self.image_channels, self.label_names = config, image_channels, list(label_names)
-        self.device = _device(config.device)
+        self.device = resolve_device(config.device)
         with torch.random.fork_rng(devices=[]):  # seeded init without disturbing the caller's global RNG
             torch.manual_seed(config.seed)
             self.net = DenseNet121(spatial_dims=2, in_channels=3 if config.input_size else image_channels,

@@ -91,12 +91,6 @@ def build_generator_pair(config: TrainConfig, resolution: int, label_dim: int, c
     return build_models(config.model, resolution, label_dim, channels, **_model_widths(config))
 
 
-def _device(config: TrainConfig, env: distributed.Dist) -> torch.device:
-    if config.device == "auto":
-        return torch.device(f"cuda:{env.local_rank}") if torch.cuda.is_available() else torch.device("cpu")
-    return torch.device(config.device)
-
-
 def _next_indices(state: RunState, n_rows: int, count: int, data_gen: torch.Generator) -> torch.Tensor:
     """The next ``count`` training rows in the seeded epoch order (a new permutation per epoch)."""
     taken = []
@@ -234,7 +228,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     config = load_run_config(run.path)
     info = read_json(run.info)
     env = distributed.init_from_env("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
-    device = _device(config, env)
+    device = distributed.resolve_device(config.device, env.local_rank)
     if config.threads:
         torch.set_num_threads(config.threads)
     say = log if env.is_main else (lambda message: None)
@@ -277,7 +271,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     writer = _tensorboard(run.tb, state.images_seen) if env.is_main else None
 
     extractor = make_extractor(config.fid_extractor, device=device)
-    real_stats = _real_stats(run, extractor, reals, config, env) if env.is_main else None
+    real_stats = _real_stats(run, extractor, reals, config) if env.is_main else None
     grid_z, grid_y = _grid_inputs(labels, generator.latent_dim, config.seed, device)
 
     def checkpoint_now() -> None:
@@ -401,7 +395,7 @@ def _fid_rows(n_rows: int, config: TrainConfig) -> torch.Tensor:
     return order[torch.arange(config.fid_samples) % n_rows]
 
 
-def _real_stats(run: _Run, extractor, reals: torch.Tensor, config: TrainConfig, env) -> RunningStats:
+def _real_stats(run: _Run, extractor, reals: torch.Tensor, config: TrainConfig) -> RunningStats:
     """Feature statistics of the real training rows, computed once per run and cached."""
     cache = run.real_stats(extractor.name)
     if cache.exists():
