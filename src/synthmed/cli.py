@@ -12,6 +12,8 @@ from rich.console import Console
 from rich.table import Table
 
 from synthmed import __version__
+from synthmed.benchmark.cli import benchmark_app, demo_command, report_command
+from synthmed.reader_study.cli import reader_study_app
 
 app = typer.Typer(help="synthmed: synthetic medical imaging data sets and how far they can be trusted.",
                   no_args_is_help=True, pretty_exceptions_enable=False)
@@ -21,6 +23,10 @@ app.add_typer(data_app, name="data")
 evaluate_app = typer.Typer(help="Measure a synthetic set: utility, fidelity, privacy.",
                            no_args_is_help=True)
 app.add_typer(evaluate_app, name="evaluate")
+app.add_typer(reader_study_app, name="reader-study")
+app.add_typer(benchmark_app, name="benchmark")
+app.command("report")(report_command)
+app.command("demo")(demo_command)
 console = Console()
 # Options that take several values after one flag (``--resolution 32 64``); click wants the
 # flag repeated, so the command line is rewritten before click sees it.
@@ -209,6 +215,22 @@ def evaluate_privacy_command(
     from synthmed.evaluation.suite import evaluate_privacy_run
 
     evaluate_privacy_run(real, synthetic, classifier, out, copy_quantile, log=console.print)
+
+
+@evaluate_app.command("importance")
+def evaluate_importance_command(
+    real: Annotated[Path, typer.Option(help="the real benchmark setting directory")],
+    real_classifier: Annotated[Path, typer.Option(help="real_classifier.pt from `evaluate utility`")],
+    synthetic_classifier: Annotated[Path, typer.Option(help="synthetic_classifier.pt from `evaluate utility`")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for importance.json and importance.png")],
+    images: Annotated[int, typer.Option(help="real test images to explain, spread over label combinations")] = 8,
+    patch: Annotated[int, typer.Option(help="side of the zeroed square, in classifier input pixels")] = 2,
+    stride: Annotated[int, typer.Option(help="step between patch positions, in classifier input pixels")] = 2,
+) -> None:
+    """Occlusion maps of the real- and the synthetic-data classifier on real test images; Pearson and SSIM (S.7)."""
+    from synthmed.evaluation.suite import evaluate_importance_run
+
+    evaluate_importance_run(real, real_classifier, synthetic_classifier, out, images, patch, stride, log=console.print)
 
 
 def _print_overview(overview: dict[str, Any]) -> None:

@@ -1,9 +1,10 @@
-"""Fidelity and privacy of a synthetic set against its real setting, written as JSON + figures.
+"""Fidelity, privacy and attribution of a synthetic set against its real setting, written as JSON + figures.
 
-Both read the real-data classifier that ``evaluate utility`` saved (``real_classifier.pt``):
-its 1024-d pooled features give the in-domain Fréchet distance and the nearest-neighbour
-space of the paper (S.6). The synthetic train fold is compared with the real train fold; the
-real test fold serves as the holdout for the privacy baselines.
+Fidelity and privacy read the real-data classifier that ``evaluate utility`` saved
+(``real_classifier.pt``): its 1024-d pooled features give the in-domain Fréchet distance and
+the nearest-neighbour space of the paper (S.6). The synthetic train fold is compared with the
+real train fold; the real test fold serves as the holdout for the privacy baselines.
+Attribution (S.7) reads both classifiers and compares their occlusion maps on real test images.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from synthmed._io import write_json_atomic
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.evaluation.classifier import load_classifier
 from synthmed.evaluation.fidelity import ClassifierFeatures, FeatureCache, evaluate_fidelity, extract_features
+from synthmed.evaluation.importance import classifier_maps, importance_figure, map_similarity, spread_sample, summary
 from synthmed.evaluation.privacy import nearest_neighbours, nn_grid, privacy_report
 from synthmed.training.features import make_extractor
 
@@ -29,8 +31,13 @@ def _pair(real_setting_dir, synthetic_setting_dir) -> tuple[BenchmarkSetting, Be
 def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting_dir: str | os.PathLike,
                           classifier_path: str | os.PathLike, out_dir: str | os.PathLike,
                           extractors: tuple[str, ...] = ("inception",), max_images: int | None = None,
-                          log: Callable[[str], None] = print) -> dict[str, Any]:
-    """FD/KID/PRDC on each named extractor plus the in-domain classifier features."""
+                          log: Callable[[str], None] = print,
+                          cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
+    """FD/KID/PRDC on each named extractor plus the in-domain classifier features.
+
+    Real features are cached in ``cache_dir`` (default ``out_dir/feature_cache``): point
+    several runs of one setting at one folder and the real set is read once.
+    """
     real, synthetic = _pair(real_setting_dir, synthetic_setting_dir)
     classifier, _ = load_classifier(classifier_path)
     chosen = {name: make_extractor(name) for name in extractors}
@@ -42,7 +49,8 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
         fake_images = fake_images[np.sort(rng.permutation(len(fake_images))[:max_images])]
     out_dir = Path(out_dir)
     log(f"fidelity on {len(real_images)} real and {len(fake_images)} synthetic training images: {list(chosen)}")
-    metrics = evaluate_fidelity(real_images, fake_images, chosen, cache=FeatureCache(out_dir / "feature_cache"),
+    cache = FeatureCache(cache_dir or out_dir / "feature_cache")
+    metrics = evaluate_fidelity(real_images, fake_images, chosen, cache=cache,
                                 real_key=f"{real.meta['store_content_hash']}:{real.path.name}:train:{max_images}",
                                 kid_subset_size=min(1000, len(real_images), len(fake_images)))
     result = {"real_setting": str(real.path), "synthetic_setting": str(synthetic.path), "metrics": metrics}
@@ -76,3 +84,64 @@ def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_
         f"(threshold = holdout DCR {copy_quantile:.0%} quantile {report['copy']['threshold']:.4f}); "
         f"MIA AUC {report['mia']['auc']:.3f}; median DCR synthetic/holdout {report['dcr']['median_ratio']}")
     return result
+
+
+def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier_path: str | os.PathLike,
+                            synthetic_classifier_path: str | os.PathLike, out_dir: str | os.PathLike,
+                            n_images: int = 8, patch: int = 2, stride: int = 2, seed: int = 0,
+                            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Occlusion maps of the real- and the synthetic-data classifier on real test images, and their similarity.
+
+    The images are a seeded sample of the real test fold, taken in turn from each label
+    combination. Writes ``importance.json`` (per image: test-fold row, active labels, Pearson,
+    SSIM; mean/std of both) and ``importance.png`` (image, real-model map, synthetic-model map).
+    """
+    real = BenchmarkSetting(real_setting_dir)
+    models = {role: load_classifier(path)[0] for role, path in
+              (("real", real_classifier_path), ("synthetic", synthetic_classifier_path))}
+    sizes = {role: model.config.input_size for role, model in models.items()}
+    if sizes["real"] != sizes["synthetic"]:
+        raise ValueError(f"the classifiers see inputs of different sizes ({sizes}); their maps cannot be compared")
+    for role, model in models.items():
+        if model.label_names != real.label_names:
+            raise ValueError(f"the {role} classifier predicts {model.label_names}, the setting has {real.label_names}")
+    labels = real.labels("test")
+    rows = spread_sample(labels, n_images, seed)
+    if len(rows) == 0:
+        raise ValueError(f"need at least one real test image, got n_images={n_images} and {len(labels)} test rows")
+    images = real.images("test")[rows]
+    active = [[name for name, on in zip(real.label_names, labels[row]) if on] for row in rows]
+    log(f"occlusion maps of {len(rows)} real test images, patch {patch}, stride {stride}, input size "
+        f"{sizes['real'] or 'native'}")
+    maps: dict[str, list[np.ndarray]] = {"real": [], "synthetic": []}
+    scores = []
+    for i, row in enumerate(rows):  # one image at a time, so that a long run shows its progress
+        for role, model in models.items():
+            maps[role].append(classifier_maps(model, images[i:i + 1], labels[row:row + 1], patch, stride)[0])
+        scores.append(map_similarity(maps["real"][-1], maps["synthetic"][-1]))
+        log(f"image {i + 1}/{len(rows)} (test row {row}, {', '.join(active[i]) or 'no label'}): "
+            f"Pearson {_number(scores[-1]['pearson'])}, SSIM {_number(scores[-1]['ssim'])}")
+    out_dir = Path(out_dir)
+    importance_figure(images, maps["real"], maps["synthetic"], [", ".join(names) or "no label" for names in active],
+                      out_dir / "importance.png", scores)
+    result = {
+        "real_setting": str(real.path), "real_classifier": str(real_classifier_path),
+        "synthetic_classifier": str(synthetic_classifier_path), "input_size": sizes["real"],
+        "map_size": list(maps["real"][0].shape), "patch": patch, "stride": stride, "seed": seed,
+        "mask": "zero in the classifier's normalised input", "loss": "BCE with logits summed over labels, true labels",
+        "images": [{"test_row": int(row), "labels": names, **score} for row, names, score in zip(rows, active, scores)],
+        "pearson": summary([score["pearson"] for score in scores]),
+        "ssim": summary([score["ssim"] for score in scores]), "figure": "importance.png",
+    }
+    write_json_atomic(out_dir / "importance.json", result)
+    log(f"attribution maps real vs synthetic classifier: Pearson {_mean_std(result['pearson'])}, "
+        f"SSIM {_mean_std(result['ssim'])}")
+    return result
+
+
+def _number(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
+def _mean_std(stats: dict[str, Any]) -> str:
+    return "undefined" if stats["mean"] is None else f"{stats['mean']:.3f} ± {stats['std']:.3f}"

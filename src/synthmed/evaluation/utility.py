@@ -54,7 +54,7 @@ def _train_on(setting: BenchmarkSetting, config: ClassifierConfig, log: Callable
                             label_names=setting.label_names)
 
 
-def _real_classifier(real: BenchmarkSetting, config: ClassifierConfig, path: Path, log: Callable[[str], None],
+def real_classifier(real: BenchmarkSetting, config: ClassifierConfig, path: Path, log: Callable[[str], None],
                      progress: bool) -> tuple[Classifier, dict[str, Any], bool]:
     """The saved real-data classifier when it matches this setting and config, else a newly trained one."""
     meta = {"setting": setting_identity(real), "config": config.identity()}
@@ -80,12 +80,15 @@ def _fmt(value: float | None) -> str:
 
 def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir: str | os.PathLike,
                      config: ClassifierConfig, out_dir: str | os.PathLike, log: Callable[[str], None] = print,
-                     progress: bool = True) -> dict[str, Any]:
+                     progress: bool = True, real_classifier_path: str | os.PathLike | None = None) -> dict[str, Any]:
+    """Both classifiers, tested on the real test fold; ``real_classifier_path`` (default
+    ``out_dir/real_classifier.pt``) is reused when it was trained on this setting and config."""
     real, synthetic = BenchmarkSetting(real_setting_dir), BenchmarkSetting(synthetic_setting_dir)
     _check_pair(real, synthetic)
     out_dir = Path(out_dir)
     names = real.label_names
-    real_model, real_history, reused = _real_classifier(real, config, out_dir / "real_classifier.pt", log, progress)
+    real_path = Path(real_classifier_path) if real_classifier_path else out_dir / "real_classifier.pt"
+    real_model, real_history, reused = real_classifier(real, config, real_path, log, progress)
     log(f"training the classifier on the synthetic set {synthetic.path}")
     syn_model, syn_history = _train_on(synthetic, config, log, progress)
     syn_model.save(out_dir / "synthetic_classifier.pt", syn_history,
@@ -108,7 +111,8 @@ def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir:
         "auc_real_minus_auc_syn": _difference(auc_real["mean"], auc_syn["mean"]),
         "delta_syn": _difference(auc_syn_on_syn["mean"], auc_syn["mean"]),
         "config": config.to_dict(),
-        "real_classifier": {"file": "real_classifier.pt", "reused": reused, "history": real_history},
+        "real_classifier": {"file": str(real_path) if real_classifier_path else real_path.name, "reused": reused,
+                            "history": real_history},
         "synthetic_classifier": {"file": "synthetic_classifier.pt", "history": syn_history},
     }
     write_json_atomic(out_dir / "utility.json", result)

@@ -1,0 +1,93 @@
+"""``synthmed benchmark``, ``synthmed report`` and ``synthmed demo``."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+console = Console()
+benchmark_app = typer.Typer(help="Run a benchmark preset (data x settings x models x seeds) as resumable jobs.",
+                            invoke_without_command=True, no_args_is_help=True)
+
+
+@benchmark_app.callback()
+def benchmark_command(
+    ctx: typer.Context,
+    preset: Annotated[Optional[str], typer.Option(help="br35h-samples, br35h-resolution, chest, brain, demo "
+                                                       "or a YAML file")] = None,
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="benchmark directory")] = None,
+    seeds: Annotated[Optional[int], typer.Option(help="seeds per setting (replaces the preset's counts)")] = None,
+    root: Annotated[Optional[Path], typer.Option(help="the data source's folder (CheXpert, RSNA, ...)")] = None,
+    executor: Annotated[str, typer.Option(help="local, slurm, or submitit-local (the Slurm path, here)")] = "local",
+    jobs: Annotated[int, typer.Option("--jobs", "-j", help="local: jobs run at once (one GPU each)")] = 1,
+    dry_run: Annotated[bool, typer.Option(help="only count the jobs per dimension and stage")] = False,
+) -> None:
+    """Run every job of PRESET that is not done yet into OUT; rerun the same command to resume."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from synthmed.benchmark.jobs import expand
+    from synthmed.benchmark.presets import load_preset
+    from synthmed.benchmark.runner import count_jobs, run_benchmark
+    from synthmed.training.config import ConfigError
+
+    if preset is None or (out is None and not dry_run):
+        raise ConfigError("give --preset and --out (or --dry-run)")
+    loaded = load_preset(preset, seeds=seeds, root=root)
+    if dry_run:
+        _print_counts(loaded.name, count_jobs(expand(loaded)))
+        return
+    run_benchmark(loaded, out, executor=executor, workers=jobs, log=console.print)
+
+
+def _print_counts(name: str, counts: dict[str, dict[str, int]]) -> None:
+    stages = sorted({s for c in counts.values() for s in c})
+    table = Table(title=f"{name}: jobs per dimension and stage")
+    for column in ["dimension", *stages, "total"]:
+        table.add_column(column, justify="left" if column == "dimension" else "right")
+    for dimension, c in counts.items():
+        table.add_row(dimension, *(str(c.get(s, 0)) for s in stages), str(sum(c.values())))
+    table.add_row("all", *(str(sum(c.get(s, 0) for c in counts.values())) for s in stages),
+                  str(sum(sum(c.values()) for c in counts.values())))
+    console.print(table)
+
+
+@benchmark_app.command("status")
+def status_command(out: Annotated[Path, typer.Argument(help="a benchmark directory")]) -> None:
+    """Jobs done / running / failed / pending, per stage, and the errors of failed jobs."""
+    from synthmed.benchmark.runner import benchmark_status
+
+    status = benchmark_status(out)
+    table = Table(title=f"{out}")
+    table.add_column("stage")
+    for state in status["order"]:
+        table.add_column(state, justify="right")
+    for stage, counts in status["per_stage"].items():
+        table.add_row(stage, *(str(counts.get(s, 0)) for s in status["order"]))
+    table.add_row("all", *(str(status["total"].get(s, 0)) for s in status["order"]))
+    console.print(table)
+    for job, error in status["failed"].items():
+        console.print(f"[red]failed[/] {job}: {error} (log: {out / 'jobs' / job / 'log.txt'})")
+
+
+def report_command(
+    directory: Annotated[Path, typer.Argument(help="a benchmark directory")],
+    out: Annotated[Optional[Path], typer.Option("--out", "-o", help="HTML file (default DIR/report.html)")] = None,
+) -> None:
+    """Write a self-contained HTML report of a benchmark directory."""
+    from synthmed.report import build_report
+
+    path = build_report(directory, out)
+    console.print(f"report: {path}")
+
+
+def demo_command(
+    out: Annotated[Path, typer.Option("--out", "-o", help="demo directory")] = Path("runs/demo"),
+) -> None:
+    """The main job: br35h at 32x32, both GANs, utility, FID, privacy, attribution maps, report."""
+    from synthmed.benchmark.demo import run_demo
+
+    run_demo(out, log=console.print)

@@ -1,0 +1,143 @@
+"""Benchmark presets: which data, settings, models, seeds and evaluations make up a study.
+
+A preset is a YAML file (shipped ones live in ``configs/benchmark/``)::
+
+    name: br35h-samples
+    data: {source: br35h, root: null, options: {}, resolutions: [32]}
+    settings: br35h              # a settings preset: name, .yaml path or an inline mapping
+    dimensions: [samples]        # dimensions (or dimension/setting) to run; default: all
+    models: {cpdgan: {config: cpdgan-cpu, set: {}}, proggan: {config: proggan-cpu}}
+    seeds: 2                     # or per dimension, e.g. {samples: 20, classes: {default: 4, c20: 10}}
+    classifier: {input_size: null}
+    fidelity: {extractors: [inception], max_images: 500}
+    privacy: {copy_quantile: 0.01}
+    importance: {images: 8, patch: 2, stride: 2}
+    slurm: {gpus_per_task: 1, cpus_per_task: 8, timeout_min: 1440}
+
+Everything a job computes comes from here, so the preset (with the code version) decides
+every job's key: change a number and only the jobs it reaches run again.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from dataclasses import dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from synthmed.data.settings import expand_preset
+from synthmed.data.settings import load_preset as load_settings_preset
+from synthmed.training.config import ConfigError
+
+KEYS = {"name", "data", "settings", "dimensions", "models", "seeds", "classifier", "fidelity", "privacy",
+        "importance", "slurm"}
+DEFAULTS: dict[str, Any] = {
+    "classifier": {}, "fidelity": {"extractors": ["inception"], "max_images": None},
+    "privacy": {"copy_quantile": 0.01}, "importance": {"images": 8, "patch": 2, "stride": 2},
+    "slurm": {"gpus_per_task": 1, "cpus_per_task": 8, "timeout_min": 24 * 60},
+}
+
+
+@dataclass(frozen=True)
+class SettingRef:
+    """One benchmark setting: a dimension of the settings preset and a setting name on it."""
+
+    dimension: str
+    name: str
+    seeds: int
+
+
+@dataclass
+class BenchmarkPreset:
+    name: str
+    values: dict[str, Any]  # the whole preset, defaults filled in (part of every job's key)
+    settings: list[SettingRef]
+
+    @property
+    def models(self) -> dict[str, dict[str, Any]]:
+        return self.values["models"]
+
+
+def preset_names() -> list[str]:
+    folder = resources.files("synthmed") / "configs" / "benchmark"
+    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+
+
+def load_preset(name_or_path: str | os.PathLike, seeds: int | None = None,
+                root: str | os.PathLike | None = None) -> BenchmarkPreset:
+    """A shipped preset by name or a YAML file by path; ``seeds`` replaces every seed count,
+    ``root`` the data source's folder."""
+    path = Path(name_or_path)
+    if path.suffix in (".yaml", ".yml"):
+        if not path.is_file():
+            raise ConfigError(f"benchmark preset file {path} not found")
+        text, where = path.read_text(), str(path)
+    elif str(name_or_path) in preset_names():
+        text = (resources.files("synthmed") / "configs" / "benchmark" / f"{name_or_path}.yaml").read_text()
+        where = f"benchmark preset {name_or_path}"
+    else:
+        raise ConfigError(f"unknown benchmark preset {str(name_or_path)!r}: expected one of {preset_names()} "
+                          "or a .yaml path")
+    values = yaml.safe_load(text)
+    if not isinstance(values, dict):
+        raise ConfigError(f"{where}: a benchmark preset is a mapping")
+    if seeds is not None:
+        values["seeds"] = seeds
+    if root is not None and isinstance(values.get("data"), dict):
+        values["data"]["root"] = str(root)
+    return resolve_preset(values, where, base=path.parent if path.suffix in (".yaml", ".yml") else None)
+
+
+def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
+                   base: Path | None = None) -> BenchmarkPreset:
+    """Check a preset mapping, fill in defaults and list its settings with their seed counts."""
+    unknown = sorted(set(values) - KEYS)
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(KEYS)}")
+    for key in ("name", "data", "settings", "models"):
+        if key not in values:
+            raise ConfigError(f"{where}: '{key}' is missing")
+    values = copy.deepcopy(values)
+    for key, default in DEFAULTS.items():
+        values[key] = {**default, **(values.get(key) or {})}
+    data = values["data"]
+    if not isinstance(data, dict) or "source" not in data:
+        raise ConfigError(f"{where}: 'data' needs a 'source' (br35h, chexpert, rsna-ich, medmnist, folder)")
+    data.setdefault("root", None)
+    data.setdefault("options", {})
+    data.setdefault("resolutions", [32])
+    settings_preset = values["settings"]
+    if isinstance(settings_preset, str) and settings_preset.endswith((".yaml", ".yml")) and base is not None:
+        settings_preset = values["settings"] = str((base / settings_preset).resolve())
+    spec = settings_preset if isinstance(settings_preset, dict) else load_settings_preset(settings_preset)
+    expanded = expand_preset(spec)
+    wanted = values.get("dimensions") or list(dict.fromkeys(d for d, _, _ in expanded))
+    known = {d for d, _, _ in expanded} | {f"{d}/{n}" for d, n, _ in expanded}
+    missing = [w for w in wanted if w not in known]
+    if missing:
+        raise ConfigError(f"{where}: dimensions {missing} are not in the settings preset; it has "
+                          f"{sorted(known)} (a dimension, or dimension/setting)")
+    values["dimensions"] = list(wanted)
+    for model, entry in values["models"].items():
+        if not isinstance(entry, dict) or "config" not in entry:
+            raise ConfigError(f"{where}: models.{model} needs a 'config' (a training preset or YAML path)")
+        entry.setdefault("set", {})
+        if str(entry["config"]).endswith((".yaml", ".yml")) and base is not None:
+            entry["config"] = str((base / entry["config"]).resolve())
+    refs = [SettingRef(d, n, _seed_count(values["seeds"], d, n, where)) for d, n, _ in expanded
+            if d in wanted or f"{d}/{n}" in wanted]
+    return BenchmarkPreset(str(values["name"]), values, refs)
+
+
+def _seed_count(seeds: Any, dimension: str, name: str, where: str) -> int:
+    """``seeds`` is a number, or per dimension a number or {setting: n, default: n}."""
+    value = seeds.get(dimension) if isinstance(seeds, dict) else seeds
+    if isinstance(value, dict):
+        value = value.get(name, value.get("default"))
+    if not isinstance(value, int) or value < 1:
+        raise ConfigError(f"{where}: seeds for {dimension}/{name} must be a whole number >= 1, got {value!r}")
+    return value

@@ -1,0 +1,86 @@
+"""The tidy results table: one row per (dataset, dimension, setting, model, seed, metric, value).
+
+Collected from the JSON files of the jobs that are done, so it can be rebuilt at any time
+and never holds a row twice. Metric names:
+
+* ``auc_real`` (model ``real``), ``auc_syn``, ``auc_real_minus_auc_syn``, ``delta_syn``,
+  ``auc_syn_on_syn``, ``auc_real_on_syn``, and ``auc_syn/<label>`` per label;
+* ``fd/<extractor>``, ``kid/<extractor>``, ``precision/...``, ``recall/...``, ``density/...``,
+  ``coverage/...`` (``fd/inception`` is the standard FID, ``in-domain`` the real classifier);
+* ``copy_rate``, ``mia_auc``, ``dcr_median_ratio``, ``privacy_fail`` (1 fail, 0.5 warn, 0 pass);
+* ``map_pearson``, ``map_ssim`` (mean similarity of real- and synthetic-model attribution maps);
+* ``images_seen``, ``train_seconds``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from synthmed._io import read_json, write_with_atomic
+from synthmed.benchmark.jobs import Job, job_dir, job_state
+
+COLUMNS = ["dataset", "dimension", "setting", "model", "seed", "metric", "value"]
+VERDICT_SCORE = {"pass": 0.0, "warn": 0.5, "fail": 1.0}
+
+
+def _metrics(job: Job, folder: Path) -> Iterator[tuple[str, float | None]]:
+    if job.stage == "real-classifier":
+        yield "auc_real", read_json(folder / "real.json")["auc_real"]["mean"]
+    elif job.stage == "train":
+        summary = read_json(folder / "run" / "summary.json")
+        yield "images_seen", summary["images_seen"]
+        yield "train_seconds", read_json(folder / "done.json")["seconds"]
+    elif job.stage == "utility":
+        u = read_json(folder / "utility.json")
+        for key in ("auc_syn", "auc_syn_on_syn", "auc_real_on_syn"):
+            yield key, u[key]["mean"]
+        yield "auc_real_minus_auc_syn", u["auc_real_minus_auc_syn"]
+        yield "delta_syn", u["delta_syn"]
+        for label, value in u["auc_syn"]["per_label"].items():
+            yield f"auc_syn/{label}", value
+    elif job.stage == "fidelity":
+        for name, row in read_json(folder / "fidelity.json")["metrics"].items():
+            for key, metric in (("fd", "fd"), ("kid_mean", "kid"), ("precision", "precision"), ("recall", "recall"),
+                                ("density", "density"), ("coverage", "coverage")):
+                yield f"{metric}/{name}", row[key]
+    elif job.stage == "privacy":
+        p = read_json(folder / "privacy.json")
+        yield "copy_rate", p["copy"]["rate"]
+        yield "mia_auc", p["mia"]["auc"]
+        yield "dcr_median_ratio", p["dcr"]["median_ratio"]
+        yield "privacy_fail", VERDICT_SCORE[p["verdict"]]
+    elif job.stage == "importance":
+        maps = read_json(folder / "importance.json")
+        yield "map_pearson", maps["pearson"]["mean"]
+        yield "map_ssim", maps["ssim"]["mean"]
+
+
+def collect_results(jobs: list[Job], root: str | Path) -> pd.DataFrame:
+    """Rows from every done job; undefined values (a label without positives) are left out."""
+    rows: list[dict[str, Any]] = []
+    for job in jobs:
+        if job_state(root, job.id) != "done":
+            continue
+        for metric, value in _metrics(job, job_dir(root, job.id)):
+            if value is None or (isinstance(value, float) and math.isnan(value)):
+                continue
+            labels = job.labels
+            rows.append({"dataset": labels["dataset"], "dimension": labels["dimension"],
+                         "setting": labels["setting"], "model": labels["model"], "seed": int(labels["seed"]),
+                         "metric": metric, "value": float(value)})
+    return pd.DataFrame(rows, columns=COLUMNS)
+
+
+def write_results(table: pd.DataFrame, root: str | Path) -> None:
+    root = Path(root)
+    write_with_atomic(root / "results.parquet", lambda tmp: table.to_parquet(tmp, index=False), suffix=".parquet")
+    write_with_atomic(root / "results.csv", lambda tmp: table.to_csv(tmp, index=False), suffix=".csv")
+
+
+def read_results(root: str | Path) -> pd.DataFrame:
+    return pd.read_parquet(Path(root) / "results.parquet")

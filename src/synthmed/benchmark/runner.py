@@ -1,0 +1,80 @@
+"""Run a benchmark preset into a directory, resumably, and report where it stands.
+
+``OUT/benchmark.json`` records the resolved preset and the job list of the latest run;
+``OUT/jobs/<id>/`` holds each job; ``OUT/results.parquet`` / ``.csv`` the tidy table.
+Running the same command again runs only the jobs that are not done: after a crash or a
+kill, or for the jobs a changed preset reaches (new keys, new directories).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from synthmed import __version__
+from synthmed._io import read_json, write_json_atomic
+from synthmed.benchmark.executors import run_local, run_submitit
+from synthmed.benchmark.jobs import STATES, Job, expand, job_state
+from synthmed.benchmark.presets import BenchmarkPreset
+from synthmed.benchmark.results import collect_results, write_results
+from synthmed.training.config import ConfigError
+
+EXECUTORS = ("local", "slurm", "submitit-local")
+
+
+def count_jobs(jobs: list[Job]) -> dict[str, dict[str, int]]:
+    """Jobs per dimension and stage (prepare and settings are counted once, under "data")."""
+    counts: dict[str, Counter] = {}
+    for job in jobs:
+        counts.setdefault(job.labels.get("dimension", "data"), Counter())[job.stage] += 1
+    return {dimension: dict(c) for dimension, c in counts.items()}
+
+
+def run_benchmark(preset: BenchmarkPreset, out: str | os.PathLike, executor: str = "local", workers: int = 1,
+                  log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Run every job of ``preset`` that is not done; returns the job states and the results path."""
+    if executor not in EXECUTORS:
+        raise ConfigError(f"unknown executor {executor!r}: expected one of {EXECUTORS}")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = expand(preset)
+    manifest = {"preset": preset.values, "synthmed_version": __version__, "executor": executor,
+                "started": time.time(), "jobs": [j.to_dict() for j in jobs]}
+    write_json_atomic(out / "benchmark.json", manifest)
+    log(f"{preset.name}: {len(jobs)} jobs, {sum(job_state(out, j.id) == 'done' for j in jobs)} already done")
+    if executor == "local":
+        states = run_local(jobs, out, workers, log)
+    else:
+        states = run_submitit(jobs, out, preset.values["slurm"], "slurm" if executor == "slurm" else "local", log)
+    table = collect_results(jobs, out)
+    write_results(table, out)
+    manifest["finished"] = time.time()
+    write_json_atomic(out / "benchmark.json", manifest)
+    summary = Counter(states.values())
+    log(f"done {summary['done']}, failed {summary['failed']}, not run {len(jobs) - summary['done'] - summary['failed']}"
+        f"; {len(table)} result rows in {out / 'results.parquet'}")
+    return {"states": states, "results": out / "results.parquet", "rows": len(table)}
+
+
+def load_jobs(out: str | os.PathLike) -> list[Job]:
+    path = Path(out) / "benchmark.json"
+    if not path.is_file():
+        raise ConfigError(f"{out} holds no benchmark (no benchmark.json); start one with `synthmed benchmark`")
+    return [Job(**j) for j in read_json(path)["jobs"]]
+
+
+def benchmark_status(out: str | os.PathLike) -> dict[str, Any]:
+    """Jobs per state, overall and per stage, and the failed jobs with their errors."""
+    jobs = load_jobs(out)
+    states = {j.id: job_state(out, j.id) for j in jobs}
+    per_stage: dict[str, Counter] = {}
+    for job in jobs:
+        per_stage.setdefault(job.stage, Counter())[states[job.id]] += 1
+    failed = {j: read_json(Path(out) / "jobs" / j / "failed.json")["error"] for j, s in states.items()
+              if s == "failed"}
+    return {"total": dict(Counter(states.values())), "per_stage": {k: dict(v) for k, v in per_stage.items()},
+            "states": states, "failed": failed, "order": list(STATES)}

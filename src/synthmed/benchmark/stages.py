@@ -1,0 +1,136 @@
+"""What each job stage does: thin calls into the data, training, synthesis and evaluation APIs.
+
+A stage function gets the job, its own directory and the directories of the jobs it reads,
+plus ``runtime`` (threads, device: where it runs, never what it computes). It writes its
+outputs under its directory and returns a small summary for ``done.json``.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from synthmed._io import write_json_atomic, write_text_atomic
+from synthmed.benchmark.jobs import Job
+
+Log = Callable[[str], None]
+
+
+def setting_dir(settings_job: Path, job: Job) -> Path:
+    return settings_job / "settings" / job.params["dimension"] / job.params["setting"]
+
+
+def _classifier_config(job: Job, runtime: dict[str, Any]):
+    from synthmed.evaluation.classifier import ClassifierConfig
+
+    return ClassifierConfig(**{**job.params["config"], **{k: runtime[k] for k in ("device", "threads") if k in runtime}})
+
+
+def prepare(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
+    from synthmed.data import prepare_source
+
+    p = job.params
+    prepare_source(p["source"], out / "store", root=p["root"], options=p["options"],
+                   resolutions=p["resolutions"], progress=False, log=log)
+    return {"store": "store"}
+
+
+def settings(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
+    from synthmed.data import build_settings
+
+    preset_file = out / "settings-preset.yaml"
+    write_text_atomic(preset_file, yaml.safe_dump(job.params["preset"], sort_keys=False))
+    built = build_settings(preset_file, inputs["store"] / "store", out / "settings", overwrite=True, log=log)
+    return {"settings": len(built)}
+
+
+def train(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
+    from synthmed.training.config import config_from_dict
+    from synthmed.training.loop import start_run
+    from synthmed.training.loop import train as train_run
+
+    run = out / "run"
+    if not (run / "run.json").is_file():  # a new run (a kill before run.json left at most an empty folder)
+        shutil.rmtree(run, ignore_errors=True)
+        config = config_from_dict({**job.params["config"], **{k: v for k, v in runtime.items()
+                                                              if k in ("device", "threads")}})
+        start_run(config, setting_dir(inputs["settings"], job), run)
+    summary = train_run(run, progress=False, log=log)  # continues from the last checkpoint after a kill
+    return {"images_seen": summary.get("images_seen"), "best_fd": summary.get("best_fid")}
+
+
+def generate(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
+    from synthmed.synthesis import generate as generate_set
+
+    generate_set(inputs["run"] / "run", out / "synthetic", export_png=False, overwrite=True, progress=False, log=log)
+    return {"synthetic": "synthetic"}
+
+
+def _pair(job: Job, inputs: dict[str, Path]) -> tuple[Path, Path, Path]:
+    """(real setting, synthetic setting, real classifier) of an evaluation job."""
+    return (setting_dir(inputs["settings"], job), inputs["synthetic"] / "synthetic" / "setting",
+            inputs["real_classifier"] / "real_classifier.pt")
+
+
+def real_classifier(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict:
+    """The real-data classifier of one setting and seed, shared by every model's evaluation."""
+    from synthmed.data.settings import BenchmarkSetting
+    from synthmed.evaluation.metrics import auroc_per_label
+    from synthmed.evaluation.utility import real_classifier as train_real
+
+    real = BenchmarkSetting(setting_dir(inputs["settings"], job))
+    model, history, _ = train_real(real, _classifier_config(job, runtime), out / "real_classifier.pt", log,
+                                   progress=False)
+    auc = auroc_per_label(real.labels("test"), model.predict(real.images("test")), real.label_names)
+    write_json_atomic(out / "real.json", {"auc_real": auc, "history": history})
+    return {"auc_real": auc["mean"]}
+
+
+def utility(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
+    from synthmed.evaluation.utility import evaluate_utility
+
+    real, synthetic, classifier = _pair(job, inputs)
+    result = evaluate_utility(real, synthetic, _classifier_config(job, runtime), out, log=log, progress=False,
+                              real_classifier_path=classifier)
+    return {"auc_real": result["auc_real"]["mean"], "auc_syn": result["auc_syn"]["mean"]}
+
+
+def fidelity(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
+    from synthmed.evaluation.suite import evaluate_fidelity_run
+
+    real, synthetic, classifier = _pair(job, inputs)
+    # the real set's features are shared by every model and seed of the setting
+    cache = inputs["real_classifier"] / "feature_cache"
+    evaluate_fidelity_run(real, synthetic, classifier, out, tuple(job.params["extractors"]),
+                          job.params["max_images"], log=log, cache_dir=cache)
+    return {"fidelity": "fidelity.json"}
+
+
+def privacy(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
+    from synthmed.evaluation.suite import evaluate_privacy_run
+
+    real, synthetic, classifier = _pair(job, inputs)
+    result = evaluate_privacy_run(real, synthetic, classifier, out, job.params["copy_quantile"], log=log)
+    return {"verdict": result["verdict"]}
+
+
+def importance(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
+    from synthmed.evaluation.suite import evaluate_importance_run
+
+    p = job.params
+    evaluate_importance_run(setting_dir(inputs["settings"], job), inputs["real_classifier"] / "real_classifier.pt",
+                            inputs["utility"] / "synthetic_classifier.pt", out, n_images=p["images"],
+                            patch=p["patch"], stride=p["stride"], seed=p["seed"], log=log)
+    return {"importance": "importance.json"}
+
+
+STAGES: dict[str, Callable[..., dict[str, Any]]] = {
+    "prepare": prepare, "settings": settings, "train": train, "generate": generate,
+    "real-classifier": real_classifier, "utility": utility, "fidelity": fidelity, "privacy": privacy,
+    "importance": importance,
+}
+

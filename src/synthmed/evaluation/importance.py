@@ -1,0 +1,398 @@
+"""Occlusion attribution maps (paper S.7, after Schwab and Karlen) and how alike two of them are.
+
+A square patch is set to zero, the loss of the masked image is computed, and the increase over
+the loss of the unmasked image is that patch's importance. The loss is binary cross-entropy on
+the logits, summed over the labels, against the image's true label vector (no learning: the
+test labels are known). Increases are floored at 0 (a patch whose removal helps carries no
+importance), a pixel covered by several patches (stride < patch) gets their mean, and each map
+is divided by its maximum (an all-zero map stays zero).
+
+Where the zero goes: the paper zero-masks the image. Here the patch is zeroed in the network's
+input, i.e. after the classifier's resize and ImageNet normalisation (a zero there is the
+ImageNet mean colour, a mid grey) and at the classifier's input resolution, so a 2x2 patch at
+224x224 is the paper's 2x2 patch and the maps come out at the input resolution.
+
+Speed, without changing what is computed: masked copies go through the network in batches
+under ``torch.inference_mode``, the unmasked image's forward is computed once and reused, and
+for the layers a mask cannot reach everywhere yet only the part it can reach is recomputed.
+A copy differs from the unmasked image only inside the patch; after a k x k convolution only
+inside the patch grown by the kernel, and so on. Until that region covers the whole feature
+map (in DenseNet-121 at 224 px: through the first dense block and part of the second), each
+convolution or pooling layer is evaluated on a window around the region, the rest of its
+input taken from the unmasked forward; windows are gathered channels-last. Convolutions
+(zero padding, no dilation), max/average pooling, batch norm in eval mode, ReLU, sequential
+containers and MONAI's dense layers are handled this way; any other module gets the masked
+copies in full, so every network works (the window only saves time).
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from monai.metrics.regression import compute_ssim_and_cs
+from monai.networks.nets import DenseNet
+from monai.networks.nets.densenet import _DenseLayer
+from torch import Tensor, nn
+
+from synthmed._io import write_with_atomic
+
+if TYPE_CHECKING:
+    from synthmed.evaluation.classifier import Classifier
+
+SSIM_WINDOW = 11  # Gaussian SSIM window (sigma 1.5, k1 0.01, k2 0.03, data range 1): the usual settings
+SSIM_SIGMA = 1.5
+_POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.Identity, nn.Dropout)  # in eval mode: position by position
+
+
+# ---- geometry ----------------------------------------------------------------------------------
+
+
+def mask_positions(size: int, patch: int, stride: int) -> np.ndarray:
+    """Top (or left) edges of the patches along one axis: every ``stride`` px, the last flush with the edge."""
+    if not 1 <= patch <= size or stride < 1:
+        raise ValueError(f"need 1 <= patch <= {size} and stride >= 1, got patch {patch}, stride {stride}")
+    starts = list(range(0, size - patch + 1, stride))
+    if starts[-1] != size - patch:  # as MONAI's sliding window: the image is covered to its last pixel
+        starts.append(size - patch)
+    return np.asarray(starts)
+
+
+def _cover(starts: np.ndarray, patch: int, size: int) -> np.ndarray:
+    """(n_positions, size) 0/1: which pixels each patch covers along one axis."""
+    pixels = np.arange(size)
+    return ((pixels >= starts[:, None]) & (pixels < starts[:, None] + patch)).astype(np.float64)
+
+
+def losses_to_map(losses: np.ndarray, base_loss: float, shape: tuple[int, int], patch: int,
+                  stride: int) -> np.ndarray:
+    """Loss per patch position (rows x columns) -> the normalised (H, W) map.
+
+    The floored increase is spread over the patch's pixels; separable, so the sum over
+    positions is ``R.T @ increase @ C`` with R, C the row and column cover matrices.
+    """
+    rows = _cover(mask_positions(shape[0], patch, stride), patch, shape[0])
+    cols = _cover(mask_positions(shape[1], patch, stride), patch, shape[1])
+    increase = np.maximum(np.asarray(losses, np.float64) - base_loss, 0.0)
+    total = rows.T @ increase @ cols
+    count = rows.T @ np.ones_like(increase) @ cols
+    spread = np.divide(total, count, out=np.zeros_like(total), where=count > 0)
+    peak = spread.max()
+    return (spread / peak if peak > 0 else spread).astype(np.float32)
+
+
+# ---- windowed forward --------------------------------------------------------------------------
+
+
+@dataclass
+class _Window:
+    """A batch of masked copies that differ from the unmasked activation only inside a box each.
+
+    ``base`` (1, C, H, W) is the unmasked activation, ``values`` (B, C, h, w) the copies inside
+    their box, whose top-left corners are ``top``/``left`` (B,). All boxes share one size.
+    """
+
+    base: Tensor
+    values: Tensor
+    top: Tensor
+    left: Tensor
+
+
+class _Memo:
+    """The unmasked image's activations, computed once per image and reused by every batch of masks."""
+
+    def __init__(self) -> None:
+        self._store: dict[str, Tensor] = {}
+
+    def get(self, key: str, compute: Callable[[], Tensor]) -> Tensor:
+        if key not in self._store:
+            self._store[key] = compute()
+        return self._store[key]
+
+
+def _overlay(base_hwc: Tensor, window: _Window, rows: Tensor, cols: Tensor, offset: tuple[int, int] = (0, 0)) -> Tensor:
+    """Gather the (B, C, len(rows), len(cols)) region at ``rows``/``cols`` of each copy: its box, else the base.
+
+    ``base_hwc`` is the unmasked map as (H, W, C), padded by ``offset`` (rows, columns) on each
+    side; rows and columns are in its coordinates. The result is channels-last, which convolutions like.
+    """
+    height, width = window.values.shape[-2:]
+    dr, dc = rows - (window.top + offset[0])[:, None], cols - (window.left + offset[1])[:, None]
+    inside = ((dr >= 0) & (dr < height))[:, :, None] & ((dc >= 0) & (dc < width))[:, None, :]
+    batch = torch.arange(len(rows), device=rows.device)[:, None, None]
+    mine = window.values.permute(0, 2, 3, 1)[batch, dr.clamp(0, height - 1)[:, :, None],
+                                             dc.clamp(0, width - 1)[:, None, :]]
+    theirs = base_hwc[rows[:, :, None], cols[:, None, :]]
+    return torch.where(inside[..., None], mine, theirs).permute(0, 3, 1, 2)
+
+
+def _full(window: _Window) -> Tensor:
+    """The masked copies in full, (B, C, H, W)."""
+    height, width = window.base.shape[-2:]
+    count, device = len(window.values), window.values.device
+    rows = torch.arange(height, device=device).expand(count, height)
+    cols = torch.arange(width, device=device).expand(count, width)
+    return _overlay(window.base[0].permute(1, 2, 0), window, rows, cols)
+
+
+def _span(first_in: Tensor, size: int, kernel: int, stride: int, pad: int, n_out: int) -> tuple[Tensor, int]:
+    """Along one axis: the output box (start per copy, common length) holding every output a box can change.
+
+    Output ``o`` reads inputs ``o*stride - pad .. o*stride - pad + kernel - 1``.
+    """
+    first = torch.div(first_in + pad - kernel + stride, stride, rounding_mode="floor").clamp(min=0)
+    last = torch.div(first_in + size - 1 + pad, stride, rounding_mode="floor").clamp(max=n_out - 1)
+    length = min(max(int((last - first + 1).max()), 1), n_out)
+    return first.clamp(max=n_out - length), length
+
+
+def _pairs(value: int | Sequence[int]) -> tuple[int, int]:
+    return (value, value) if isinstance(value, int) else (int(value[0]), int(value[1]))
+
+
+def _local_geometry(module: nn.Module) -> tuple[tuple[int, int], tuple[int, int], tuple[int, int], float] | None:
+    """(kernel, stride, padding, padding value) of a layer that can run on a window, else None."""
+    if isinstance(module, nn.Conv2d):
+        if module.padding_mode != "zeros" or isinstance(module.padding, str) or _pairs(module.dilation) != (1, 1):
+            return None
+        return _pairs(module.kernel_size), _pairs(module.stride), _pairs(module.padding), 0.0
+    if isinstance(module, nn.MaxPool2d):
+        if module.ceil_mode or module.return_indices or _pairs(module.dilation) != (1, 1):
+            return None
+        return _pairs(module.kernel_size), _pairs(module.stride), _pairs(module.padding), float("-inf")
+    if isinstance(module, nn.AvgPool2d) and not module.ceil_mode and _pairs(module.padding) == (0, 0):
+        return _pairs(module.kernel_size), _pairs(module.stride), (0, 0), 0.0
+    return None
+
+
+def _unpadded(module: nn.Module) -> Callable[[Tensor], Tensor]:
+    """The layer's operation with its padding left out (the window brings its own)."""
+    if isinstance(module, nn.Conv2d):
+        return lambda x: F.conv2d(x, module.weight, module.bias, module.stride, 0, 1, module.groups)
+    if isinstance(module, nn.MaxPool2d):
+        return lambda x: F.max_pool2d(x, module.kernel_size, module.stride, 0)
+    return module  # average pooling without padding
+
+
+def _windowed_layer(module: nn.Module, window: _Window, path: str, memo: _Memo,
+                    geometry: tuple[tuple[int, int], tuple[int, int], tuple[int, int], float]) -> _Window | Tensor:
+    """A convolution or pooling evaluated only on the box of outputs the copies' boxes can change."""
+    kernel, stride, pad, fill = geometry
+    base_out = memo.get(path, lambda: module(window.base))
+    starts, lengths = [], []
+    for axis, first_in in ((0, window.top), (1, window.left)):
+        start, length = _span(first_in, window.values.shape[2 + axis], kernel[axis], stride[axis], pad[axis],
+                              base_out.shape[2 + axis])
+        starts.append(start)
+        lengths.append(length)
+    padded = memo.get(f"{path}:padded", lambda: F.pad(window.base, (pad[1], pad[1], pad[0], pad[0]),
+                                                       value=fill)[0].permute(1, 2, 0))
+    device = window.values.device
+    rows = starts[0][:, None] * stride[0] + torch.arange((lengths[0] - 1) * stride[0] + kernel[0], device=device)
+    cols = starts[1][:, None] * stride[1] + torch.arange((lengths[1] - 1) * stride[1] + kernel[1], device=device)
+    values = _unpadded(module)(_overlay(padded, window, rows, cols, offset=pad))
+    if tuple(lengths) == tuple(base_out.shape[-2:]):
+        return values  # the box is the whole map: from here on the copies run in full
+    return _Window(base_out, values, starts[0], starts[1])
+
+
+def _dense_layer(layer: _DenseLayer, window: _Window, path: str, memo: _Memo) -> _Window | Tensor:
+    """MONAI's dense layer: ``cat([x, layers(x)])``, the input re-gathered onto the (larger) box of the new part."""
+    new = _forward(layer.layers, window, f"{path}.layers", memo)
+    if isinstance(new, Tensor):
+        return torch.cat([_full(window), new], 1)
+    height, width = new.values.shape[-2:]
+    device = new.values.device
+    rows = new.top[:, None] + torch.arange(height, device=device)
+    cols = new.left[:, None] + torch.arange(width, device=device)
+    grown = _overlay(window.base[0].permute(1, 2, 0), window, rows, cols)
+    base = memo.get(path, lambda: torch.cat([window.base, new.base], 1))
+    return _Window(base, torch.cat([grown, new.values], 1), new.top, new.left)
+
+
+def _children(module: nn.Module) -> list[tuple[str, nn.Module]] | None:
+    """The modules a container runs one after the other, or None for a module with its own forward."""
+    if isinstance(module, nn.Sequential):
+        return list(module.named_children())
+    if isinstance(module, DenseNet):  # forward: features, then class_layers
+        return [("features", module.features), ("class_layers", module.class_layers)]
+    return None
+
+
+def _forward(module: nn.Module, x: _Window | Tensor, path: str, memo: _Memo) -> _Window | Tensor:
+    """The module's output for the masked copies, as a window while the differences are local."""
+    if isinstance(x, Tensor):
+        return module(x)
+    children = _children(module)
+    if children is not None:
+        for name, child in children:
+            x = _forward(child, x, f"{path}.{name}", memo)
+        return x
+    if isinstance(module, _DenseLayer):
+        return _dense_layer(module, x, path, memo)
+    if isinstance(module, _POINTWISE):  # on a copy: in-place activations must not touch the memo
+        return _Window(memo.get(path, lambda: module(x.base.clone())), module(x.values), x.top, x.left)
+    geometry = _local_geometry(module)
+    if geometry is not None:
+        return _windowed_layer(module, x, path, memo, geometry)
+    return module(_full(x))
+
+
+# ---- occlusion ---------------------------------------------------------------------------------
+
+
+def _loss(logits: Tensor, target: Tensor) -> Tensor:
+    """BCE on the logits summed over labels, one value per row (float64 for the small differences)."""
+    return F.binary_cross_entropy_with_logits(logits.double(), target.double().expand_as(logits),
+                                              reduction="none").sum(1)
+
+
+def masked_losses(net: nn.Module, image: Tensor, target: Tensor, patch: int = 2, stride: int = 2,
+                  batch_size: int = 64) -> tuple[np.ndarray, float]:
+    """Loss of the image with each patch zeroed, (rows x columns of positions), and the unmasked loss.
+
+    ``image`` is one network input (C, H, W) on the network's device, ``target`` its label
+    vector (L,). At most ``batch_size`` masked copies are in flight at once.
+    """
+    if net.training:
+        raise ValueError("put the network in eval mode first (batch norm must use its running statistics)")
+    _, height, width = image.shape
+    row_starts, col_starts = mask_positions(height, patch, stride), mask_positions(width, patch, stride)
+    grid = torch.cartesian_prod(torch.as_tensor(row_starts), torch.as_tensor(col_starts)).to(image.device)
+    base = image[None]
+    target = target.to(image.device)
+    memo = _Memo()
+    out = []
+    with torch.inference_mode():
+        base_loss = float(_loss(net(base), target)[0])
+        for begin in range(0, len(grid), batch_size):
+            corners = grid[begin:begin + batch_size]
+            zeros = base.new_zeros((len(corners), base.shape[1], patch, patch))
+            logits = _forward(net, _Window(base, zeros, corners[:, 0], corners[:, 1]), "", memo)
+            out.append(_loss(logits, target).cpu())
+    return torch.cat(out).numpy().reshape(len(row_starts), len(col_starts)), base_loss
+
+
+def occlusion_map(net: nn.Module, inputs: Tensor, targets: Tensor, patch: int = 2, stride: int = 2,
+                  batch_size: int = 64, channels_last: bool = True) -> np.ndarray:
+    """Normalised occlusion maps (N, H, W) of network inputs (N, C, H, W) against labels (N, L).
+
+    ``channels_last`` runs a channels-last copy of the network (the caller's is left as it is):
+    the windows are gathered channels-last, and weights in the same layout spare a reorder per call.
+    """
+    if channels_last:
+        net = copy.deepcopy(net).to(memory_format=torch.channels_last)
+    maps = []
+    for image, target in zip(inputs, targets):
+        losses, base_loss = masked_losses(net, image, torch.as_tensor(target, dtype=torch.float32), patch, stride,
+                                          batch_size)
+        maps.append(losses_to_map(losses, base_loss, tuple(image.shape[-2:]), patch, stride))
+    return np.stack(maps) if maps else np.zeros((0, *inputs.shape[-2:]), np.float32)
+
+
+def classifier_maps(classifier: Classifier, images: np.ndarray, labels: np.ndarray, patch: int = 2, stride: int = 2,
+                    batch_size: int = 64) -> np.ndarray:
+    """Occlusion maps of a classifier for uint8 images (N, C, R, R), at its input resolution."""
+    classifier.check_images(images)
+    classifier.net.eval()
+    maps = []
+    for image, label in zip(images, labels):  # one image at a time: only its input is resized at once
+        inputs = classifier.inputs(torch.from_numpy(np.ascontiguousarray(image[None])))
+        maps.append(occlusion_map(classifier.net, inputs, torch.from_numpy(label[None].astype(np.float32)), patch,
+                                  stride, batch_size)[0])
+    return np.stack(maps)
+
+
+# ---- similarity --------------------------------------------------------------------------------
+
+
+def pearson(a: np.ndarray, b: np.ndarray) -> float | None:
+    """Pearson correlation of two maps' pixels; None when either map is constant (undefined, not 0)."""
+    x, y = np.asarray(a, np.float64).ravel(), np.asarray(b, np.float64).ravel()
+    x, y = x - x.mean(), y - y.mean()
+    norm = np.sqrt((x * x).sum() * (y * y).sum())
+    return float(np.clip((x * y).sum() / norm, -1.0, 1.0)) if norm > 0 else None
+
+
+def ssim(a: np.ndarray, b: np.ndarray) -> float:
+    """SSIM of two maps in [0, 1]: MONAI's, Gaussian window 11, sigma 1.5, k1 0.01, k2 0.03, data range 1.
+
+    The mean runs over the windows that lie inside the map (no padding invents border values).
+    """
+    x, y = (torch.as_tensor(np.asarray(m, np.float32))[None, None] for m in (a, b))
+    if min(x.shape[-2:]) < SSIM_WINDOW:
+        raise ValueError(f"maps need at least {SSIM_WINDOW} px per side for SSIM, got {tuple(x.shape[-2:])}")
+    value, _ = compute_ssim_and_cs(x, y, spatial_dims=2, kernel_size=[SSIM_WINDOW] * 2,
+                                   kernel_sigma=[SSIM_SIGMA] * 2, data_range=1.0)
+    return float(value.mean())
+
+
+def map_similarity(a: np.ndarray, b: np.ndarray) -> dict[str, float | None]:
+    """How alike two attribution maps of one image are: Pearson correlation and SSIM."""
+    if np.shape(a) != np.shape(b):
+        raise ValueError(f"maps differ in shape: {np.shape(a)} vs {np.shape(b)}")
+    return {"pearson": pearson(a, b), "ssim": ssim(a, b)}
+
+
+def summary(values: Sequence[float | None]) -> dict[str, Any]:
+    """Mean and standard deviation over the defined values, and how many were defined."""
+    defined = np.asarray([v for v in values if v is not None], np.float64)
+    if len(defined) == 0:
+        return {"mean": None, "std": None, "n_defined": 0}
+    return {"mean": float(defined.mean()), "std": float(defined.std()), "n_defined": int(len(defined))}
+
+
+# ---- choosing images and drawing them ---------------------------------------------------------------
+
+
+def spread_sample(labels: np.ndarray, n: int, seed: int = 0) -> np.ndarray:
+    """Row indices of ``n`` images, taken in turn from each label combination (seeded order within each)."""
+    rng = np.random.default_rng(seed)
+    combos, inverse = np.unique(np.asarray(labels), axis=0, return_inverse=True)
+    queues = [list(rng.permutation(np.flatnonzero(inverse.ravel() == k))) for k in range(len(combos))]
+    chosen: list[int] = []
+    while len(chosen) < n and any(queues):
+        chosen += [int(queue.pop(0)) for queue in queues if queue][: n - len(chosen)]
+    return np.asarray(chosen, dtype=np.int64)
+
+
+def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
+    """(C, H, W) uint8 -> what imshow takes, and the colour map for grey images."""
+    return (image[0], "gray") if image.shape[0] == 1 else (np.moveaxis(image[:3], 0, -1), None)
+
+
+def importance_figure(images: np.ndarray, real_maps: np.ndarray, synthetic_maps: np.ndarray, titles: Sequence[str],
+                      path: str | os.PathLike, scores: Sequence[dict[str, float | None]] | None = None) -> None:
+    """PNG with one row per image: the image (titled, e.g. with its labels), the real-data and the
+    synthetic-data classifier's map (as the paper's Figures 6-7); written atomically.
+
+    Uses Matplotlib's object API (Agg canvas), so no global pyplot state is touched.
+    """
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(7.5, 2.5 * len(images)), layout="constrained")
+    axes = figure.subplots(len(images), 3, squeeze=False)
+    for i, image in enumerate(images):
+        picture, cmap = _display(np.asarray(image))
+        axes[i, 0].imshow(picture, cmap=cmap, vmin=0, vmax=255)
+        axes[i, 0].set_title(titles[i], fontsize=9)
+        axes[i, 1].imshow(real_maps[i], cmap="inferno", vmin=0, vmax=1)
+        axes[i, 1].set_title("real-data classifier", fontsize=9)
+        shown = axes[i, 2].imshow(synthetic_maps[i], cmap="inferno", vmin=0, vmax=1)
+        score = scores[i] if scores is not None else None
+        detail = "" if score is None else (f"\nPearson {_number(score['pearson'])}, SSIM {_number(score['ssim'])}")
+        axes[i, 2].set_title(f"synthetic-data classifier{detail}", fontsize=9)
+        for axis in axes[i]:
+            axis.set_axis_off()
+    figure.colorbar(shown, ax=axes[:, 1:].ravel().tolist(), shrink=0.6, label="importance (normalised)")
+    write_with_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100), suffix=".png")
+
+
+def _number(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.2f}"

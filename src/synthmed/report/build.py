@@ -1,0 +1,178 @@
+"""Build ``report.html`` from a benchmark directory: results, figures, grids, cards, environment.
+
+Everything is read from the job directories (the results table is collected afresh), so
+the report can be rebuilt at any time, also while a sweep still runs. Images are embedded
+as data URIs: the file can be mailed or archived alone. Grids, maps and cards are shown for
+the first seed of each setting (and only the extreme settings of an axis with many), so the
+report of a 2,000-job sweep stays readable.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import platform
+import time
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import jinja2
+import pandas as pd
+
+from synthmed._io import read_json, write_text_atomic
+from synthmed.benchmark.jobs import Job, job_dir, job_state
+from synthmed.benchmark.results import collect_results
+from synthmed.evaluation.stats import mann_whitney
+from synthmed.report.figures import axis_figure, extremes_figure
+
+# Which extreme the paper expects to be harder (larger AUC_real - AUC_syn): the one-sided
+# Mann-Whitney U tests that side; other axes get a two-sided test.
+HARDER_EXTREME = {"classes": "first", "samples": "last"}
+SUMMARY_METRICS = [("auc_real", "AUC_real"), ("auc_syn", "AUC_syn"), ("auc_real_minus_auc_syn", "AUC_real − AUC_syn"),
+                   ("delta_syn", "Δ_syn"), ("fd/inception", "FID"), ("fd/in-domain", "FD in-domain"),
+                   ("copy_rate", "copy rate"), ("mia_auc", "MIA AUC"), ("map_pearson", "map r")]
+PACKAGES = ("synthmed", "torch", "monai", "numpy", "scipy", "scikit-learn", "pandas")
+
+
+def _uri(data: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(data).decode()
+
+
+def _file_uri(path: Path) -> str | None:
+    return _uri(path.read_bytes()) if path.is_file() else None
+
+
+def _settings_order(jobs: list[Job]) -> dict[str, list[str]]:
+    order: dict[str, list[str]] = {}
+    for job in jobs:
+        if job.stage == "real-classifier" and job.labels["setting"] not in order.setdefault(job.labels["dimension"], []):
+            order[job.labels["dimension"]].append(job.labels["setting"])
+    return order
+
+
+def _summary_rows(table: pd.DataFrame, order: dict[str, list[str]]) -> list[dict[str, Any]]:
+    """Mean ± std over seeds per (dimension, setting, model)."""
+    stats = table.groupby(["dimension", "setting", "model", "metric"]).value.agg(["mean", "std", "count"])
+    rows = []
+    for dimension, settings in order.items():
+        for setting in settings:
+            models = sorted(set(table[(table.dimension == dimension) & (table.setting == setting)].model) - {"real"})
+            for model in models:
+                cells = []
+                for metric, _ in SUMMARY_METRICS:
+                    key = (dimension, setting, "real" if metric == "auc_real" else model, metric)
+                    cells.append(_cell(stats.loc[key]) if key in stats.index else "")
+                rows.append({"dimension": dimension, "setting": setting, "model": model, "cells": cells})
+    return rows
+
+
+def _cell(stat: pd.Series) -> str:
+    if stat["count"] > 1:
+        return f"{stat['mean']:.3f} ± {stat['std']:.3f}"
+    return f"{stat['mean']:.3f}"
+
+
+def _tests(table: pd.DataFrame, dimension: str, settings: list[str]) -> list[dict[str, Any]]:
+    """Mann-Whitney U on AUC_real − AUC_syn between the extreme settings, per model (paper S.5)."""
+    first, last = settings[0], settings[-1]
+    side = HARDER_EXTREME.get(dimension)
+    harder, easier = (first, last) if side == "first" else (last, first)
+    out = []
+    rows = table[(table.dimension == dimension) & (table.metric == "auc_real_minus_auc_syn")]
+    for model in sorted(set(rows.model)):
+        a = rows[(rows.model == model) & (rows.setting == harder)].value.to_numpy()
+        b = rows[(rows.model == model) & (rows.setting == easier)].value.to_numpy()
+        if len(a) and len(b):
+            result = mann_whitney(a, b, alternative="greater" if side else "two-sided")
+            out.append({"model": model, "a": harder, "b": easier, **result})
+    return out
+
+
+def _shown(jobs: list[Job], stage: str, order: dict[str, list[str]]) -> list[Job]:
+    """Jobs of ``stage`` worth a picture: seed 0, and only the extreme settings of long axes."""
+    picked = []
+    for job in jobs:
+        settings = order.get(job.labels.get("dimension"), [])
+        if job.stage == stage and job.labels.get("seed") == 0 and (
+                len(settings) <= 3 or job.labels["setting"] in (settings[0], settings[-1])):
+            picked.append(job)
+    return picked
+
+
+def _latest_png(folder: Path) -> Path | None:
+    pngs = sorted(folder.glob("*.png"))
+    return pngs[-1] if pngs else None
+
+
+def _galleries(root: Path, jobs: list[Job], order: dict[str, list[str]]) -> dict[str, list[dict[str, Any]]]:
+    def done(stage: str) -> list[tuple[Job, Path]]:
+        return [(j, job_dir(root, j.id)) for j in _shown(jobs, stage, order) if job_state(root, j.id) == "done"]
+
+    samples = [{"job": j, "image": _file_uri(p) if (p := _latest_png(d / "run" / "samples")) else None}
+               for j, d in done("train")]
+    privacy = [{"job": j, "image": _file_uri(d / "nearest_neighbours.png"), "report": read_json(d / "privacy.json")}
+               for j, d in done("privacy")]
+    maps = [{"job": j, "image": _file_uri(d / "importance.png"), "summary": read_json(d / "importance.json")}
+            for j, d in done("importance")]
+    cards = [{"job": j, "markdown": (d / "synthetic" / "card.md").read_text()} for j, d in done("generate")]
+    return {"samples": samples, "privacy": privacy, "maps": maps, "cards": cards}
+
+
+def _reader_studies(root: Path) -> list[dict[str, Any]]:
+    studies = []
+    for path in sorted(root.glob("**/reader_study.json")):
+        figure = next(iter(sorted(path.parent.glob("reader_study*.png"))), None)
+        studies.append({"path": str(path.parent.relative_to(root)), "result": read_json(path),
+                        "image": _file_uri(figure) if figure else None})
+    return studies
+
+
+def _environment(root: Path, jobs: list[Job], manifest: dict[str, Any]) -> dict[str, Any]:
+    versions = {}
+    for package in PACKAGES:
+        try:
+            versions[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            continue
+    seconds = [read_json(job_dir(root, j.id) / "done.json")["seconds"] for j in jobs if job_state(root, j.id) == "done"]
+    import torch
+
+    gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
+    wall = manifest.get("finished", time.time()) - manifest["started"]
+    return {"versions": versions, "python": platform.python_version(), "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
+            "gpus": ", ".join(gpus) or "none", "job_seconds": sum(seconds), "jobs_done": len(seconds),
+            "jobs": len(jobs), "wall_seconds": wall, "executor": manifest.get("executor")}
+
+
+def build_report(directory: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+    root = Path(directory)
+    manifest = read_json(root / "benchmark.json")
+    jobs = [Job(**j) for j in manifest["jobs"]]
+    table = collect_results(jobs, root)
+    order = _settings_order(jobs)
+    axes = []
+    for dimension, settings in order.items():
+        axis = {"dimension": dimension, "settings": settings, "tests": [], "extremes": []}
+        if len(table):
+            axis["figure"] = _uri(axis_figure(table, dimension, settings))
+            if len(settings) > 1:
+                extremes = (settings[0], settings[-1])
+                axis["extremes"] = [_uri(extremes_figure(table, dimension, extremes, metric, title))
+                                    for metric, title in (("fd/inception", "FID (standard Inception)"),
+                                                          ("delta_syn", "Δ_syn"))
+                                    if (table.metric == metric).any()]
+                axis["tests"] = _tests(table, dimension, settings)
+        axes.append(axis)
+    template = jinja2.Environment(loader=jinja2.PackageLoader("synthmed", "report/templates"),
+                                  autoescape=jinja2.select_autoescape(["html"]))
+    html = template.get_template("report.html").render(
+        name=manifest["preset"]["name"], preset=json.dumps(manifest["preset"], indent=1),
+        generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), headers=[h for _, h in SUMMARY_METRICS],
+        summary=_summary_rows(table, order), axes=axes, rows=len(table), **_galleries(root, jobs, order),
+        readers=_reader_studies(root), env=_environment(root, jobs, manifest))
+    target = Path(out) if out is not None else root / "report.html"
+    write_text_atomic(target, html)
+    return target

@@ -1,0 +1,145 @@
+"""The sweep runner: job expansion and keys, a real kill and resume, results, report, submitit."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import write_br35h_tree
+from synthmed.benchmark.jobs import expand, job_state
+from synthmed.benchmark.presets import load_preset, resolve_preset
+from synthmed.benchmark.results import read_results
+from synthmed.benchmark.runner import benchmark_status, count_jobs, load_jobs, run_benchmark
+from synthmed.report import build_report
+from synthmed.training.config import ConfigError
+
+GAN = {"latent_dim": 8, "channels_base": 128, "channels_max": 16, "batch_size": 8, "fid_every": 64,
+       "fid_samples": 16, "fid_extractor": "pixels", "sample_every": 64, "checkpoint_every": 32, "log_every": 32}
+
+
+def tiny_preset(tmp_path: Path, settings: int = 2, seeds: int = 1) -> Path:
+    """Two GANs, ``settings`` settings of a br35h-like tree at 32 px, a few hundred images seen."""
+    root = write_br35h_tree(tmp_path / "br35h", per_class=60)
+    preset = {
+        "name": "tiny",
+        "data": {"source": "br35h", "root": str(root), "resolutions": [32]},
+        "settings": {"dimensions": {"samples": {
+            "defaults": {"resolution": 32, "combinations": 2, "val_per_combination": 2, "test_per_combination": 2},
+            "settings": [{"train_per_combination": 24}, {"train_per_combination": 12}][:settings]}}},
+        "models": {
+            "cpdgan": {"config": "cpdgan-cpu", "set": {**GAN, "min_images": 128, "max_images": 128}},
+            "proggan": {"config": "proggan-cpu", "set": {**GAN, "phase_images": 16, "min_images": 128,
+                                                         "max_images": 128}}},
+        "seeds": seeds,
+        "classifier": {"max_epochs": 1, "batch_size": 16, "threads": 1},
+        "fidelity": {"extractors": ["pixels"]},
+        "privacy": {"copy_quantile": 0.05},
+        "importance": {"images": 2, "patch": 8, "stride": 8},
+    }
+    path = tmp_path / "tiny.yaml"
+    path.write_text(yaml.safe_dump(preset))
+    return path
+
+
+def test_paper_presets_expand_into_the_papers_seed_counts():
+    chest = count_jobs(expand(load_preset("chest")))
+    # classes: 2 extremes x 10 seeds + 4 settings x 4 seeds = 36 (setting, seed) pairs; two models each
+    assert chest["classes"]["real-classifier"] == 36 and chest["classes"]["train"] == 72
+    assert chest["samples"]["train"] == 8 * 20 * 2 and chest["resolution"]["train"] == 5 * 4 * 2
+    assert chest["data"] == {"prepare": 1, "settings": 1}
+    brain = count_jobs(expand(load_preset("brain")))
+    assert brain["classes"]["train"] == (2 * 10 + 3 * 4) * 2 and brain["samples"]["train"] == 8 * 20 * 2
+    assert count_jobs(expand(load_preset("br35h-samples", seeds=3)))["samples"]["utility"] == 5 * 3 * 2
+
+
+def test_a_changed_number_reaches_only_the_jobs_downstream_of_it(tmp_path):
+    path = tiny_preset(tmp_path)
+    before = {j.id for j in expand(load_preset(path))}
+    values = yaml.safe_load(path.read_text())
+    values["models"]["proggan"]["set"]["max_images"] = 160
+    after = {j.id: j for j in expand(resolve_preset(values))}
+    changed = [j for i, j in after.items() if i not in before]
+    assert changed and all(j.labels["model"] == "proggan" for j in changed)
+    assert {j.stage for j in changed} == {"train", "generate", "utility", "fidelity", "privacy", "importance"}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"colour": 1}, "unknown key"),
+    ({"dimensions": ["classes"]}, "not in the settings preset"),
+    ({"seeds": 0}, "seeds for samples"),
+    ({"models": {"cpdgan": {}}}, "needs a 'config'"),
+])
+def test_bad_presets_are_refused_with_the_field_named(tmp_path, change, message):
+    values = {**yaml.safe_load(tiny_preset(tmp_path).read_text()), **change}
+    with pytest.raises(ConfigError, match=message):
+        resolve_preset(values)
+
+
+def _run_cli(args: list[str], cwd: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "synthmed.cli", *args], cwd=cwd, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+
+
+@pytest.mark.slow
+def test_a_killed_sweep_resumes_runs_every_job_once_and_reports(tmp_path):
+    preset, out = tiny_preset(tmp_path), tmp_path / "bench"
+    jobs = expand(load_preset(preset))
+    process = _run_cli(["benchmark", "--preset", str(preset), "--out", str(out)], tmp_path)
+    deadline = time.time() + 600
+    while sum((out / "jobs" / j.id / "done.json").is_file() for j in jobs) < 8:  # mid-way: kill it for real
+        assert process.poll() is None and time.time() < deadline, process.stdout.read()
+        time.sleep(0.2)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    done_before = {j.id for j in jobs if job_state(out, j.id) == "done"}
+    assert 8 <= len(done_before) < len(jobs)
+    assert benchmark_status(out)["total"].get("pending", 0) > 0  # the killed job's marker is not believed
+
+    rerun = subprocess.run([sys.executable, "-m", "synthmed.cli", "benchmark", "--preset", str(preset), "--out",
+                            str(out)], cwd=tmp_path, capture_output=True, text=True)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    status = benchmark_status(out)
+    assert status["total"] == {"done": len(jobs)}, status["failed"]
+    for job in jobs:  # a job done before the kill never ran again
+        attempts = (out / "jobs" / job.id / "attempts.log").read_text().splitlines()
+        assert len(attempts) == 1 or job.id not in done_before
+
+    table = read_results(out)
+    key = ["dimension", "setting", "model", "seed", "metric"]
+    assert not table.duplicated(key).any()
+    assert set(table.setting) == {"n24", "n12"} and set(table.model) == {"real", "cpdgan", "proggan"}
+    for model in ("cpdgan", "proggan"):
+        for metric in ("auc_syn", "auc_real_minus_auc_syn", "delta_syn", "fd/pixels", "fd/in-domain", "copy_rate",
+                       "mia_auc", "map_pearson", "images_seen"):
+            assert len(table[(table.model == model) & (table.metric == metric)]) == 2, (model, metric)
+    assert len(table[table.metric == "auc_real"]) == 2  # one shared real classifier per setting
+    assert pd.read_csv(out / "results.csv").shape == table.shape
+
+    report = build_report(out)
+    html = report.read_text()
+    for section in ("Summary", "Benchmark axes", "Synthetic samples", "Privacy", "Attribution maps", "Dataset cards",
+                    "Environment", "Mann-Whitney"):
+        assert section in html
+    assert html.count("data:image/png;base64,") >= 2 + 2 + 2 + 2  # axis + extremes, samples, NN grids, maps
+    assert str(tmp_path / "br35h") not in html.split("<h3>Preset</h3>")[0]  # no real file paths in the figures
+
+
+@pytest.mark.slow
+def test_the_submitit_path_runs_the_same_jobs(tmp_path):
+    preset = load_preset(tiny_preset(tmp_path, settings=1))
+    out = tmp_path / "bench"
+    result = run_benchmark(preset, out, executor="submitit-local", log=lambda m: None)
+    assert set(result["states"].values()) == {"done"}
+    assert [j.id for j in load_jobs(out)] == [j.id for j in expand(preset)]
+    assert (out / "submitit").is_dir() and len(read_results(out))
+    summary = json.loads((out / "benchmark.json").read_text())
+    assert summary["executor"] == "submitit-local"
