@@ -29,9 +29,7 @@ $(STAMP): pyproject.toml Makefile
 	touch $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/synthmed data prepare br35h --resolution 32 64 --out $(RUNS)/br35h/store
-	$(BIN)/synthmed data info $(RUNS)/br35h/store
-	$(BIN)/synthmed data settings --preset br35h --store $(RUNS)/br35h/store --out $(RUNS)/br35h/settings
+	$(BIN)/synthmed demo --out $(RUNS)/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

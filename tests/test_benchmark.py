@@ -142,4 +142,4 @@ def test_the_submitit_path_runs_the_same_jobs(tmp_path):
     assert [j.id for j in load_jobs(out)] == [j.id for j in expand(preset)]
     assert (out / "submitit").is_dir() and len(read_results(out))
     summary = json.loads((out / "benchmark.json").read_text())
-    assert summary["executor"] == "submitit-local"
+    assert [r["executor"] for r in summary["runs"]] == ["submitit-local"]

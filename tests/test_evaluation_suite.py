@@ -31,3 +31,21 @@ def test_fidelity_and_privacy_runs_write_their_outputs(tmp_path):
     assert saved["verdict"] in ("pass", "warn", "fail") and saved["verdict"] == privacy["verdict"]
     assert 0 <= saved["copy"]["rate"] <= 1 and 0 <= saved["mia"]["auc"] <= 1
     assert Image.open(out / "nearest_neighbours.png").size[1] == 2 * 32 + 2
+
+
+def test_evaluate_all_writes_every_output_from_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from synthmed.cli import app
+
+    real, synthetic = tiny_setting(tmp_path, "real", seed=4), tiny_setting(tmp_path, "synthetic", seed=5)
+    out = tmp_path / "all"
+    result = CliRunner().invoke(app, ["evaluate", "all", "--real", str(real), "--synthetic", str(synthetic),
+                                      "--out", str(out), "--set", "max_epochs=1", "--set", "batch_size=16",
+                                      "--set", "threads=1", "--extractor", "pixels", "--images", "2",
+                                      "--patch", "8", "--no-progress"])
+    assert result.exit_code == 0, result.output
+    for name in ("utility.json", "fidelity.json", "privacy.json", "importance.json", "nearest_neighbours.png",
+                 "importance.png", "real_classifier.pt", "synthetic_classifier.pt"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "importance.json").read_text())["patch"] == 8

@@ -20,7 +20,7 @@ app = typer.Typer(help="synthmed: synthetic medical imaging data sets and how fa
 data_app = typer.Typer(help="Prepare data sources into stores, inspect them, build benchmark settings.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
-evaluate_app = typer.Typer(help="Measure a synthetic set: utility, fidelity, privacy.",
+evaluate_app = typer.Typer(help="Measure a synthetic set: utility, fidelity, privacy, attribution maps.",
                            no_args_is_help=True)
 app.add_typer(evaluate_app, name="evaluate")
 app.add_typer(reader_study_app, name="reader-study")
@@ -166,12 +166,18 @@ def generate_command(
     generate(run, out, seed=seed, export_png=png, overwrite=overwrite, progress=progress, log=console.print)
 
 
+RealSetting = Annotated[Path, typer.Option(help="the real benchmark setting directory")]
+SyntheticSetting = Annotated[Path, typer.Option(help="the synthetic setting (RUN/synthetic/setting)")]
+ClassifierSets = Annotated[list[str], typer.Option("--set", help="classifier setting KEY=VALUE, e.g. input_size=224")]
+Extractors = Annotated[list[str], typer.Option(help="inception (standard FID), inception-96, pixels")]
+
+
 @evaluate_app.command("utility")
 def evaluate_utility_command(
-    real: Annotated[Path, typer.Option(help="the real benchmark setting directory")],
-    synthetic: Annotated[Path, typer.Option(help="the synthetic setting (RUN/synthetic/setting)")],
+    real: RealSetting,
+    synthetic: SyntheticSetting,
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for utility.json and the classifiers")],
-    set_: Annotated[list[str], typer.Option("--set", help="classifier setting KEY=VALUE, e.g. input_size=224")] = [],
+    set_: ClassifierSets = [],
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train DenseNet-121 on real and on synthetic data; AUROC of both on the real test fold (paper S.4)."""
@@ -190,11 +196,11 @@ def evaluate_utility_command(
 
 @evaluate_app.command("fidelity")
 def evaluate_fidelity_command(
-    real: Annotated[Path, typer.Option(help="the real benchmark setting directory")],
-    synthetic: Annotated[Path, typer.Option(help="the synthetic setting (RUN/synthetic/setting)")],
+    real: RealSetting,
+    synthetic: SyntheticSetting,
     classifier: Annotated[Path, typer.Option(help="real_classifier.pt from `evaluate utility`")],
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for fidelity.json")],
-    extractor: Annotated[list[str], typer.Option(help="inception (standard FID), inception-96, pixels")] = ["inception"],
+    extractor: Extractors = ["inception"],
     max_images: Annotated[Optional[int], typer.Option(help="compare a seeded sample of this many images")] = None,
 ) -> None:
     """FD, KID, precision/recall and density/coverage; also in the real classifier's feature space."""
@@ -205,8 +211,8 @@ def evaluate_fidelity_command(
 
 @evaluate_app.command("privacy")
 def evaluate_privacy_command(
-    real: Annotated[Path, typer.Option(help="the real benchmark setting directory")],
-    synthetic: Annotated[Path, typer.Option(help="the synthetic setting (RUN/synthetic/setting)")],
+    real: RealSetting,
+    synthetic: SyntheticSetting,
     classifier: Annotated[Path, typer.Option(help="real_classifier.pt from `evaluate utility`")],
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for privacy.json and the NN grid")],
     copy_quantile: Annotated[float, typer.Option(help="holdout DCR quantile below which an image counts as a copy")] = 0.01,
@@ -219,7 +225,7 @@ def evaluate_privacy_command(
 
 @evaluate_app.command("importance")
 def evaluate_importance_command(
-    real: Annotated[Path, typer.Option(help="the real benchmark setting directory")],
+    real: RealSetting,
     real_classifier: Annotated[Path, typer.Option(help="real_classifier.pt from `evaluate utility`")],
     synthetic_classifier: Annotated[Path, typer.Option(help="synthetic_classifier.pt from `evaluate utility`")],
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for importance.json and importance.png")],
@@ -231,6 +237,28 @@ def evaluate_importance_command(
     from synthmed.evaluation.suite import evaluate_importance_run
 
     evaluate_importance_run(real, real_classifier, synthetic_classifier, out, images, patch, stride, log=console.print)
+
+
+@evaluate_app.command("all")
+def evaluate_all_command(
+    real: RealSetting,
+    synthetic: SyntheticSetting,
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for every JSON, figure and classifier")],
+    set_: ClassifierSets = [],
+    extractor: Extractors = ["inception"],
+    max_images: Annotated[Optional[int], typer.Option(help="fidelity on a seeded sample of this many images")] = None,
+    images: Annotated[int, typer.Option(help="real test images for the attribution maps")] = 8,
+    patch: Annotated[int, typer.Option(help="occlusion patch side, in classifier input pixels")] = 2,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Utility, fidelity, privacy and attribution maps in one go, sharing the two classifiers."""
+    from synthmed.evaluation.suite import evaluate_fidelity_run, evaluate_importance_run, evaluate_privacy_run
+
+    evaluate_utility_command(real, synthetic, out, set_, progress)
+    real_classifier, synthetic_classifier = out / "real_classifier.pt", out / "synthetic_classifier.pt"
+    evaluate_fidelity_run(real, synthetic, real_classifier, out, tuple(extractor), max_images, log=console.print)
+    evaluate_privacy_run(real, synthetic, real_classifier, out, log=console.print)
+    evaluate_importance_run(real, real_classifier, synthetic_classifier, out, images, patch, patch, log=console.print)
 
 
 def _print_overview(overview: dict[str, Any]) -> None:

@@ -82,7 +82,8 @@ def _announce(log: Log, job: Job, state: str, states: dict[str, str]) -> None:
 
 def run_local(jobs: list[Job], root: Path, workers: int = 1, log: Log = print) -> dict[str, str]:
     """Run every runnable job here; ``workers`` > 1 runs that many jobs at once in worker processes,
-    each with one GPU when there are GPUs, else an equal share of the CPU cores."""
+    each with one GPU when there are GPUs (shared round-robin when fewer) and an equal share of
+    the CPU cores."""
     states = initial_states(jobs, root)
     if workers <= 1:
         for job in jobs:  # in dependency order
@@ -93,8 +94,9 @@ def run_local(jobs: list[Job], root: Path, workers: int = 1, log: Log = print) -
         return states
     context = multiprocessing.get_context("spawn")
     devices = context.Queue()
-    for device in _gpu_ids() or [None] * workers:
-        devices.put(device)
+    gpus = _gpu_ids()
+    for i in range(workers):  # more workers than GPUs share them round-robin
+        devices.put(gpus[i % len(gpus)] if gpus else None)
     threads = max(1, (os.cpu_count() or 1) // workers)
     with futures.ProcessPoolExecutor(workers, mp_context=context, initializer=_init_worker,
                                      initargs=(devices,)) as pool:

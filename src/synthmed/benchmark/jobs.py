@@ -72,20 +72,24 @@ def expand(preset: BenchmarkPreset) -> list[Job]:
     for ref in preset.settings:
         where = {"dataset": dataset, "dimension": ref.dimension, "setting": ref.name}
         for seed in range(ref.seeds):
+            setting = {"dimension": ref.dimension, "setting": ref.name}
             classifier = _without_hardware(ClassifierConfig(**{**values["classifier"], "seed": seed}).to_dict())
-            real = _make("real-classifier", {"dimension": ref.dimension, "setting": ref.name, "config": classifier},
-                         {"settings": settings.id}, {**where, "model": "real", "seed": seed})
-            jobs.append(real)
-            for model, entry in preset.models.items():
+            real = _make("real-classifier", {**setting, "config": classifier}, {"settings": settings.id},
+                         {**where, "model": "real", "seed": seed})
+            generated = {}
+            for model, entry in preset.models.items():  # trainings first: the longest jobs start earliest
                 labels = {**where, "model": model, "seed": seed}
                 config = load_config(entry["config"], {**entry["set"], "seed": seed}).to_dict()
-                train = _make("train", {"dimension": ref.dimension, "setting": ref.name,
-                                        "config": _without_hardware(config)}, {"settings": settings.id}, labels)
-                generate = _make("generate", {}, {"run": train.id}, labels)
+                train = _make("train", {**setting, "config": _without_hardware(config)}, {"settings": settings.id},
+                              labels)
+                generated[model] = _make("generate", {}, {"run": train.id}, labels)
+                jobs += [train, generated[model]]
+            jobs.append(real)
+            for model, generate in generated.items():
+                labels = {**where, "model": model, "seed": seed}
                 pair = {"settings": settings.id, "synthetic": generate.id, "real_classifier": real.id}
-                setting = {"dimension": ref.dimension, "setting": ref.name}
                 utility = _make("utility", {**setting, "config": classifier}, pair, labels)
-                jobs += [train, generate, utility,
+                jobs += [utility,
                          _make("fidelity", {**setting, **values["fidelity"]}, pair, labels),
                          _make("privacy", {**setting, **values["privacy"]}, pair, labels),
                          _make("importance", {**setting, **values["importance"], "seed": seed},

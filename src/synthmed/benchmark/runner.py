@@ -1,6 +1,7 @@
 """Run a benchmark preset into a directory, resumably, and report where it stands.
 
-``OUT/benchmark.json`` records the resolved preset and the job list of the latest run;
+``OUT/benchmark.json`` records the resolved preset, the job list of the latest run and the
+start and end of every run;
 ``OUT/jobs/<id>/`` holds each job; ``OUT/results.parquet`` / ``.csv`` the tidy table.
 Running the same command again runs only the jobs that are not done: after a crash or a
 kill, or for the jobs a changed preset reaches (new keys, new directories).
@@ -42,8 +43,10 @@ def run_benchmark(preset: BenchmarkPreset, out: str | os.PathLike, executor: str
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     jobs = expand(preset)
-    manifest = {"preset": preset.values, "synthmed_version": __version__, "executor": executor,
-                "started": time.time(), "jobs": [j.to_dict() for j in jobs]}
+    previous = read_json(out / "benchmark.json").get("runs", []) if (out / "benchmark.json").is_file() else []
+    run = {"started": time.time(), "executor": executor, "workers": workers}
+    manifest = {"preset": preset.values, "synthmed_version": __version__, "runs": [*previous, run],
+                "jobs": [j.to_dict() for j in jobs]}
     write_json_atomic(out / "benchmark.json", manifest)
     log(f"{preset.name}: {len(jobs)} jobs, {sum(job_state(out, j.id) == 'done' for j in jobs)} already done")
     if executor == "local":
@@ -52,7 +55,7 @@ def run_benchmark(preset: BenchmarkPreset, out: str | os.PathLike, executor: str
         states = run_submitit(jobs, out, preset.values["slurm"], "slurm" if executor == "slurm" else "local", log)
     table = collect_results(jobs, out)
     write_results(table, out)
-    manifest["finished"] = time.time()
+    run.update(finished=time.time(), jobs_done=sum(v == "done" for v in states.values()))
     write_json_atomic(out / "benchmark.json", manifest)
     summary = Counter(states.values())
     log(f"done {summary['done']}, failed {summary['failed']}, not run {len(jobs) - summary['done'] - summary['failed']}"

@@ -140,11 +140,11 @@ def _environment(root: Path, jobs: list[Job], manifest: dict[str, Any]) -> dict[
     import torch
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]
-    wall = manifest.get("finished", time.time()) - manifest["started"]
+    runs = [{**r, "seconds": r.get("finished", time.time()) - r["started"]} for r in manifest["runs"]]
     return {"versions": versions, "python": platform.python_version(), "platform": platform.platform(),
             "processor": platform.processor() or platform.machine(), "cpus": os.cpu_count(),
             "gpus": ", ".join(gpus) or "none", "job_seconds": sum(seconds), "jobs_done": len(seconds),
-            "jobs": len(jobs), "wall_seconds": wall, "executor": manifest.get("executor")}
+            "jobs": len(jobs), "runs": runs}
 
 
 def build_report(directory: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
