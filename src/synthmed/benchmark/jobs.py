@@ -76,15 +76,15 @@ def expand(preset: BenchmarkPreset) -> list[Job]:
             classifier = _without_hardware(ClassifierConfig(**{**values["classifier"], "seed": seed}).to_dict())
             real = _make("real-classifier", {**setting, "config": classifier}, {"settings": settings.id},
                          {**where, "model": "real", "seed": seed})
+            jobs.append(real)  # first: every evaluation waits for it, so it runs beside the trainings
             generated = {}
-            for model, entry in preset.models.items():  # trainings first: the longest jobs start earliest
+            for model, entry in preset.models.items():
                 labels = {**where, "model": model, "seed": seed}
                 config = load_config(entry["config"], {**entry["set"], "seed": seed}).to_dict()
                 train = _make("train", {**setting, "config": _without_hardware(config)}, {"settings": settings.id},
                               labels)
                 generated[model] = _make("generate", {}, {"run": train.id}, labels)
                 jobs += [train, generated[model]]
-            jobs.append(real)
             for model, generate in generated.items():
                 labels = {**where, "model": model, "seed": seed}
                 pair = {"settings": settings.id, "synthetic": generate.id, "real_classifier": real.id}
