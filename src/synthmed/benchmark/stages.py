@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from synthmed._io import write_json_atomic, write_text_atomic
-from synthmed.benchmark.jobs import Job
+from synthmed.benchmark.jobs import HARDWARE_KEYS, Job
 
 Log = Callable[[str], None]
 
@@ -24,10 +24,15 @@ def setting_dir(settings_job: Path, job: Job) -> Path:
     return settings_job / "settings" / job.params["dimension"] / job.params["setting"]
 
 
+def _hardware(runtime: dict[str, Any]) -> dict[str, Any]:
+    """The runtime's say on where a job runs: the keys its key leaves out (jobs.HARDWARE_KEYS)."""
+    return {k: runtime[k] for k in HARDWARE_KEYS if k in runtime}
+
+
 def _classifier_config(job: Job, runtime: dict[str, Any]):
     from synthmed.evaluation.classifier import ClassifierConfig
 
-    return ClassifierConfig(**{**job.params["config"], **{k: runtime[k] for k in ("device", "threads") if k in runtime}})
+    return ClassifierConfig(**{**job.params["config"], **_hardware(runtime)})
 
 
 def prepare(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
@@ -56,8 +61,7 @@ def train(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any],
     run = out / "run"
     if not (run / "run.json").is_file():  # a new run (a kill before run.json left at most an empty folder)
         shutil.rmtree(run, ignore_errors=True)
-        config = config_from_dict({**job.params["config"], **{k: v for k, v in runtime.items()
-                                                              if k in ("device", "threads")}})
+        config = config_from_dict({**job.params["config"], **_hardware(runtime)})
         start_run(config, setting_dir(inputs["settings"], job), run)
     summary = train_run(run, progress=False, log=log)  # continues from the last checkpoint after a kill
     return {"images_seen": summary.get("images_seen"), "best_fd": summary.get("best_fid")}
