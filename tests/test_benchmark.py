@@ -16,11 +16,12 @@ import yaml
 
 from conftest import write_br35h_tree
 from synthmed.benchmark.jobs import expand, job_state
-from synthmed.benchmark.presets import load_preset, resolve_preset
+from synthmed.benchmark.presets import load_preset, preset_names, resolve_preset
 from synthmed.benchmark.results import read_results
 from synthmed.benchmark.runner import benchmark_status, count_jobs, load_jobs, run_benchmark
+from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.report import build_report
-from synthmed.training.config import ConfigError
+from synthmed.training.config import ConfigError, config_from_dict
 
 GAN = {"latent_dim": 8, "channels_base": 128, "channels_max": 16, "batch_size": 8, "fid_every": 64,
        "fid_samples": 16, "fid_extractor": "pixels", "sample_every": 64, "checkpoint_every": 32, "log_every": 32}
@@ -59,6 +60,30 @@ def test_paper_presets_expand_into_the_papers_seed_counts():
     brain = count_jobs(expand(load_preset("brain")))
     assert brain["classes"]["train"] == (2 * 10 + 3 * 4) * 2 and brain["samples"]["train"] == 8 * 20 * 2
     assert count_jobs(expand(load_preset("br35h-samples", seeds=3)))["samples"]["utility"] == 5 * 3 * 2
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_every_shipped_preset_builds_valid_training_and_classifier_configs(name):
+    jobs = expand(load_preset(name))
+    for job in jobs:
+        if job.stage == "train":
+            config_from_dict(job.params["config"])
+        if job.stage == "real-classifier":
+            ClassifierConfig(**job.params["config"])
+    assert {"train", "real-classifier", "utility"} <= {job.stage for job in jobs}
+
+
+def test_the_cpu_samples_preset_gives_every_setting_the_same_smaller_gan_budget():
+    def budgets(name: str) -> dict[str, set[int]]:
+        found: dict[str, set[int]] = {}
+        for job in expand(load_preset(name)):
+            if job.stage == "train":
+                found.setdefault(job.labels["model"], set()).add(job.params["config"]["max_images"])
+        return found
+
+    quick, full = budgets("br35h-samples"), budgets("br35h-samples-full")
+    assert quick == {"cpdgan": {12000}, "proggan": {22000}}
+    assert all(len(full[m]) == 1 and min(full[m]) > min(quick[m]) for m in quick)
 
 
 def test_a_changed_number_reaches_only_the_jobs_downstream_of_it(tmp_path):

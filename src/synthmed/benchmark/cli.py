@@ -17,8 +17,8 @@ benchmark_app = typer.Typer(help="Run a benchmark preset (data x settings x mode
 @benchmark_app.callback()
 def benchmark_command(
     ctx: typer.Context,
-    preset: Annotated[Optional[str], typer.Option(help="br35h-samples, br35h-resolution, chest, brain, demo "
-                                                       "or a YAML file")] = None,
+    preset: Annotated[Optional[str], typer.Option(help="br35h-samples(-full), br35h-resolution, chest, "
+                                                       "brain, demo or a YAML file")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="benchmark directory")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="seeds per setting (replaces the preset's counts)")] = None,
     root: Annotated[Optional[Path], typer.Option(help="the data source's folder (CheXpert, RSNA, ...)")] = None,
