@@ -101,6 +101,13 @@ def test_frechet_distance_equals_torchmetrics():
     assert abs(ours - reference) / reference <= 1e-3
 
 
+def test_too_few_images_for_the_feature_dimensions_gives_a_warning_that_says_why():
+    real, fake = random_features(20, 64, seed=4), random_features(20, 64, seed=5, shift=0.3)
+    with pytest.warns(RuntimeWarning, match="FID from 20 images in 64 feature dimensions"):
+        ours = fid_from_features(fake, real)
+    assert np.isfinite(ours) and ours > 0
+
+
 def test_frechet_distance_closed_form_for_diagonal_covariances():
     rng = np.random.default_rng(4)
     mu1, mu2 = rng.normal(size=10), rng.normal(size=10)

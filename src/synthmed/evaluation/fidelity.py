@@ -28,7 +28,7 @@ import torch
 from synthmed._io import write_with_atomic
 from synthmed.evaluation.classifier import FEATURE_DIM, Classifier
 from synthmed.training.features import FeatureExtractor, check_uint8_images
-from synthmed.training.fid import Features, RunningStats, _batches, frechet_distance
+from synthmed.training.fid import Features, RunningStats, _batches, frechet_from_stats
 
 # Distances are computed a block of rows at a time; a block holds at most this many float64 values (128 MiB).
 _BLOCK_VALUES = 1 << 24
@@ -47,8 +47,7 @@ def frechet(real: Features | RunningStats, fake: Features | RunningStats) -> flo
     """Fréchet distance between two feature matrices or ``RunningStats`` (either may be either)."""
     def stats(x: Features | RunningStats) -> RunningStats:
         return x if isinstance(x, RunningStats) else RunningStats(x.shape[1]).update(x)
-    a, b = stats(real), stats(fake)
-    return frechet_distance(a.mean, a.cov, b.mean, b.cov)
+    return frechet_from_stats(stats(real), stats(fake))
 
 
 def _poly_mmd2(x: np.ndarray, y: np.ndarray, degree: int, gamma: float, coef0: float) -> float:

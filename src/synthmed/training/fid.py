@@ -94,7 +94,10 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
         raise ValueError(f"mismatched statistics: means {mu1.shape} vs {mu2.shape}, "
                          f"covariances {sigma1.shape} vs {sigma2.shape}")
     diff = mu1 - mu2
-    covmean = linalg.sqrtm(sigma1.dot(sigma2))
+    with warnings.catch_warnings():
+        # scipy's "Matrix is singular" names no cause; frechet_from_stats warns with the cause
+        warnings.simplefilter("ignore", linalg.LinAlgWarning)
+        covmean = linalg.sqrtm(sigma1.dot(sigma2))
     if not np.isfinite(covmean).all():
         # Near-singular product (fewer samples than dimensions): offset both diagonals.
         warnings.warn(f"FID calculation produces a singular product; adding {eps} to the diagonal of the "
@@ -127,8 +130,19 @@ def feature_stats(extractor: FeatureExtractor, images: Features | Iterable[Featu
     return stats
 
 
+def frechet_from_stats(a: RunningStats, b: RunningStats) -> float:
+    """Fréchet distance between two sets' statistics; warns when a set has no more images than
+    feature dimensions, where its covariance is singular and the distance biased upward."""
+    fewest, dim = min(a.count, b.count), len(a.mean)
+    if fewest <= dim:
+        warnings.warn(f"FID from {fewest} images in {dim} feature dimensions: the covariance is singular and "
+                      "the value biased upward, so compare FIDs only at equal image counts",
+                      RuntimeWarning, stacklevel=2)
+    return frechet_distance(a.mean, a.cov, b.mean, b.cov)
+
+
 def fid_from_features(feats_a: Features, feats_b: Features) -> float:
     """Fréchet distance between two ``(n, dim)`` feature matrices."""
     a = RunningStats(feats_a.shape[1]).update(feats_a)
     b = RunningStats(feats_b.shape[1]).update(feats_b)
-    return frechet_distance(a.mean, a.cov, b.mean, b.cov)
+    return frechet_from_stats(a, b)
