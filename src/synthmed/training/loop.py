@@ -53,7 +53,7 @@ from synthmed.training.config import (
     validate_resolution,
 )
 from synthmed.training.features import make_extractor
-from synthmed.training.fid import RunningStats, frechet_distance
+from synthmed.training.fid import RunningStats, frechet_from_stats
 from synthmed.training.losses import (
     discriminator_loss,
     gradient_penalty,
@@ -420,7 +420,7 @@ def _evaluate_fid(ema, extractor, real_stats: RunningStats, labels: torch.Tensor
         y = labels[rows[start : start + 250].to(labels.device)]
         z = torch.randn(len(y), ema.latent_dim, device=device, generator=noise)
         stats.update(extractor(to_uint8(ema(z, y)).cpu()))
-    return frechet_distance(stats.mean, stats.cov, real_stats.mean, real_stats.cov)
+    return frechet_from_stats(stats, real_stats)
 
 
 def _grid_inputs(labels: torch.Tensor, latent_dim: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
