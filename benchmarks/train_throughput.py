@@ -22,7 +22,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
 from synthmed.training.config import load_config
-from synthmed.training.loop import build_generator_pair, gan_step
+from synthmed.training.gan import build_generator_pair, gan_step
 
 
 class FlopCount(TorchDispatchMode):

@@ -156,6 +156,9 @@ def generate_command(
     run: Annotated[Path, typer.Argument(help="a finished training run")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output directory (default RUN/synthetic)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="generation seed (default: the run's seed)")] = None,
+    steps: Annotated[Optional[int], typer.Option(help="diffusion: sampler steps (default: the run's sample_steps)")] = None,
+    guidance_scale: Annotated[Optional[float], typer.Option(
+        help="diffusion: classifier-free guidance scale, 1 = none (default: the run's guidance_scale)")] = None,
     png: Annotated[bool, typer.Option(help="also export PNG files and CheXpert-style CSVs")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace another synthetic set in --out")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -163,7 +166,8 @@ def generate_command(
     """Make the synthetic train/val/test folds: one image per real row, with its label vector."""
     from synthmed.synthesis import generate
 
-    generate(run, out, seed=seed, export_png=png, overwrite=overwrite, progress=progress, log=console.print)
+    generate(run, out, seed=seed, steps=steps, guidance_scale=guidance_scale, export_png=png, overwrite=overwrite,
+             progress=progress, log=console.print)
 
 
 RealSetting = Annotated[Path, typer.Option(help="the real benchmark setting directory")]

@@ -16,6 +16,7 @@ names, patient ids or paths; the card names the setting and the real store's con
 
 from __future__ import annotations
 
+import inspect
 import os
 import platform
 import shutil
@@ -37,27 +38,34 @@ from synthmed.data.records import SPLITS, combination_key
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.data.store import FORMAT_VERSION, Store, content_hash, move_into_place
 from synthmed.progress import progress_bar
-from synthmed.training.config import config_from_dict
-from synthmed.training.loop import build_generator_pair
+from synthmed.training.config import ConfigError, config_from_dict
+from synthmed.training.methods import load_sampler
 from synthmed.training.samples import to_uint8
 
 BATCH = 256
 
 
 def load_generator(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The run's final (best-FID EMA) generator, ready to sample, and its snapshot metadata."""
+    """The run's final (best-FID EMA) sampler, ready for ``sample(labels, noise)``, and its snapshot."""
     path = Path(run_dir) / "generator.pt"
     if not path.is_file():
         raise DataError("has no generator.pt: the run has not finished; continue it with "
                         f"`synthmed train --resume {run_dir}`", file=run_dir)
     snapshot = torch.load(path, map_location=device, weights_only=False)
-    config = config_from_dict(snapshot["config"])
-    generator, _ = build_generator_pair(config, snapshot["resolution"], len(snapshot["label_names"]),
-                                        snapshot["image_channels"])
-    generator.load_state_dict(snapshot["state_dict"])
-    if config.model == "proggan":
-        generator.set_growth(*snapshot["growth"])
-    return generator.to(device).eval().requires_grad_(False), snapshot
+    sampler = load_sampler(snapshot, config_from_dict(snapshot["config"]))
+    return sampler.to(device), snapshot
+
+
+def sampling_options(sampler: torch.nn.Module, options: dict[str, Any], model: str) -> dict[str, Any]:
+    """The options given (None = the run's own setting) that this model's sampler takes; an
+    option it does not take (a guidance scale for a GAN) is an error that names it."""
+    given = {k: v for k, v in options.items() if v is not None}
+    accepted = inspect.signature(sampler.sample).parameters
+    for name in given:
+        if name not in accepted:
+            raise ConfigError(f"--{name.replace('_', '-')} does not apply to a {model} run: its sampler takes "
+                              f"{sorted(set(accepted) - {'labels', 'noise'}) or 'no options'}")
+    return given
 
 
 def _fold_seed(seed: int, fold: str) -> int:
@@ -65,23 +73,33 @@ def _fold_seed(seed: int, fold: str) -> int:
 
 
 @torch.no_grad()
-def synthesize(generator: torch.nn.Module, labels: np.ndarray, seed: int, device="cpu") -> np.ndarray:
-    """uint8 images (N, C, R, R), row i made from ``labels[i]``; the same seed gives the same images."""
+def synthesize(sampler: torch.nn.Module, labels: np.ndarray, seed: int, device="cpu",
+               options: dict[str, Any] | None = None, on_batch: Callable[[int], Any] = lambda n: None) -> np.ndarray:
+    """uint8 images (N, C, R, R), row i made from ``labels[i]``; the same seed gives the same images.
+    ``options`` go to the sampler (a diffusion model's ``steps`` and ``guidance_scale``)."""
     noise = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, len(labels), BATCH):
         y = torch.from_numpy(labels[start : start + BATCH].astype(np.float32)).to(device)
-        z = torch.randn(len(y), generator.latent_dim, generator=noise).to(device)
-        out.append(to_uint8(generator(z, y)).cpu().numpy())
+        out.append(to_uint8(sampler.sample(y, noise, **(options or {}))).cpu().numpy())
+        on_batch(len(y))
     return np.concatenate(out) if out else np.zeros((0,), np.uint8)
 
 
 def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
-             export_png: bool = True, overwrite: bool = False, progress: bool = True,
-             log: Callable[[str], None] = print) -> Path:
+             steps: int | None = None, guidance_scale: float | None = None, export_png: bool = True,
+             overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> Path:
+    """Write the synthetic set of a finished run (see the module docstring). ``steps`` and
+    ``guidance_scale`` override a diffusion model's sampler settings; None keeps the run's."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "synthetic"
-    generator, snapshot = load_generator(run_dir)
+    sampler, snapshot = load_generator(run_dir)
+    options = sampling_options(sampler, {"steps": steps, "guidance_scale": guidance_scale},
+                               snapshot["config"]["model"])
+    if steps is not None and not 1 <= steps <= 1000:
+        raise ConfigError(f"--steps {steps} must be in [1, 1000]")
+    if guidance_scale is not None and guidance_scale < 0:
+        raise ConfigError(f"--guidance-scale {guidance_scale} must be >= 0 (1 = no guidance)")
     info, summary = read_json(run_dir / "run.json"), read_json(run_dir / "summary.json")
     setting = BenchmarkSetting(info["setting"])
     if setting.label_names != snapshot["label_names"]:
@@ -90,7 +108,9 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     seed = int(snapshot["config"]["seed"] if seed is None else seed)
     if (out / "card.json").is_file():
         card = read_json(out / "card.json")
-        if card["generation_seed"] == seed and card["generator_sha256"] == sha256_file(run_dir / "generator.pt"):
+        same = (card["generation_seed"] == seed and card.get("sampling_options", {}) == options
+                and card["generator_sha256"] == sha256_file(run_dir / "generator.pt"))
+        if same:
             log(f"{out} already holds this synthetic set; nothing to do")
             return out
         if not overwrite:
@@ -105,15 +125,15 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         images = {}
         with progress_bar(sum(len(v) for v in folds.values()), "generating", progress) as bar:
             for fold, labels in folds.items():
-                images[fold] = synthesize(generator, labels, _fold_seed(seed, fold))
-                bar.advance(len(labels))
+                images[fold] = synthesize(sampler, labels, _fold_seed(seed, fold), options=options,
+                                          on_batch=bar.advance)
         store_dir = tmp / "store"
         _write_store(store_dir, images, folds, setting.label_names, resolution, snapshot, seed)
         store = Store(store_dir)
         _write_setting(tmp / "setting", store, setting)
         if export_png:
             _export(tmp / "export", images, folds, setting.label_names)
-        card = _card(run_dir, info, summary, snapshot, setting, folds, seed, store)
+        card = _card(run_dir, info, summary, snapshot, setting, folds, seed, options, store)
         write_json_atomic(tmp / "card.json", card)
         write_text_atomic(tmp / "card.md", _card_markdown(card))
         move_into_place(tmp, out)
@@ -181,7 +201,7 @@ def _export(folder: Path, images: dict, folds: dict, label_names: list[str]) -> 
         table.to_csv(folder / f"{fold}.csv", index=False)
 
 
-def _card(run_dir, info, summary, snapshot, setting, folds, seed, store) -> dict[str, Any]:
+def _card(run_dir, info, summary, snapshot, setting, folds, seed, options, store) -> dict[str, Any]:
     label_counts = {fold: dict(zip(setting.label_names, folds[fold].sum(axis=0).astype(int).tolist())) for fold in SPLITS}
     return {
         "model": snapshot["config"]["model"],
@@ -199,6 +219,7 @@ def _card(run_dir, info, summary, snapshot, setting, folds, seed, store) -> dict
         "synthetic_store_content_hash": store.manifest["content_hash"],
         "generator_sha256": sha256_file(Path(run_dir) / "generator.pt"),
         "generation_seed": seed,
+        "sampling_options": options,
         "images_per_fold": {fold: int(len(folds[fold])) for fold in SPLITS},
         "label_counts": label_counts,
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -219,7 +240,8 @@ def _card_markdown(card: dict[str, Any]) -> str:
         f"(training stopped at {card['training_images_seen']:,}: {card['stop_reason']})",
         f"- best FD during training: {'none' if card['best_fid'] is None else format(card['best_fid'], '.2f')} "
         f"({card['fid_extractor']})",
-        f"- generation seed: {card['generation_seed']}",
+        f"- generation seed: {card['generation_seed']}"
+        + "".join(f", {k.replace('_', ' ')} {v}" for k, v in card["sampling_options"].items()),
         f"- created: {card['created']}; software: "
         + ", ".join(f"{k} {v}" for k, v in card["software"].items()),
         "",

@@ -14,6 +14,7 @@ from synthmed.models.layers import (
     DiscriminatorEpilogue,
     EqualizedConv2d,
     EqualizedLinear,
+    LatentSampler,
     PixelNorm,
     channels_at,
     downsample,
@@ -37,7 +38,7 @@ class _GeneratorBlock(nn.Module):
         return lrelu(self.norm1(self.conv1(x), c))
 
 
-class CpdGenerator(nn.Module):
+class CpdGenerator(LatentSampler, nn.Module):
     def __init__(self, resolution: int, label_dim: int, latent_dim: int = 512, channels_base: int = 16384,
                  channels_max: int = 512, image_channels: int = 1) -> None:
         super().__init__()

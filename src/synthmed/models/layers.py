@@ -28,6 +28,21 @@ def downsample(x: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(x, 2)
 
 
+class LatentSampler:
+    """``sample(labels, noise)`` for a GAN generator: draw z from the seeded ``noise`` and map it.
+
+    z is drawn on ``noise``'s device and then moved, so a CPU generator gives the same images
+    on any device. Every generator of synthmed has this method (the diffusion model runs its
+    sampler instead), so training, synthesis and evaluation never ask which model they hold.
+    """
+
+    latent_dim: int
+
+    def sample(self, labels: torch.Tensor, noise: torch.Generator) -> torch.Tensor:
+        z = torch.randn(len(labels), self.latent_dim, device=noise.device, generator=noise).to(labels.device)
+        return self(z, labels)
+
+
 def channels_at(resolution: int, base: int, maximum: int) -> int:
     """Feature maps at a resolution: ``base / resolution``, capped (512 up to 32x32 at paper widths)."""
     return min(base // resolution, maximum)

@@ -20,6 +20,7 @@ from synthmed.models.layers import (
     DiscriminatorEpilogue,
     EqualizedConv2d,
     EqualizedLinear,
+    LatentSampler,
     PixelNorm,
     channels_at,
     downsample,
@@ -50,7 +51,7 @@ class _Growth:
         self._current, self.alpha = resolution, float(alpha)
 
 
-class ProgGenerator(_Growth, nn.Module):
+class ProgGenerator(_Growth, LatentSampler, nn.Module):
     def __init__(self, resolution: int, label_dim: int, latent_dim: int = 512, channels_base: int = 16384,
                  channels_max: int = 512, image_channels: int = 1, start_resolution: int = 8) -> None:
         super().__init__()

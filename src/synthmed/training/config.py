@@ -13,11 +13,11 @@ import json
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-MODELS = ("cpdgan", "proggan")
+MODELS = ("cpdgan", "proggan", "diffusion")
 
 
 class ConfigError(ValueError):
@@ -41,6 +41,20 @@ class TrainConfig:
     drift_weight: float = 0.001  # epsilon_drift * E[D(x)^2]
     ac_weight: float = 1.0  # prog-GAN auxiliary-classifier loss weight
     ema_decay: float = 0.999
+    ema_warmup: bool = False  # decay min(ema_decay, (1 + step) / (10 + step)): short runs forget their start
+    augment: str = ""  # GANs: DiffAugment policy before the critic, e.g. "color,translation,cutout"
+    # conditional diffusion (model: diffusion): UNet widths per level (each level halves the size),
+    # the noise process, the share of label-free steps (classifier-free guidance) and the sampler
+    unet_channels: tuple[int, ...] = (32, 64, 64)
+    layers_per_block: int = 1
+    attention: bool = True  # self-attention at the lowest resolution
+    prediction: str = "epsilon"  # or "v_prediction"
+    noise_schedule: str = "squaredcos_cap_v2"
+    train_timesteps: int = 1000
+    label_dropout: float = 0.1
+    sampler: str = "dpm-solver++"  # or "ddim"
+    sample_steps: int = 20
+    guidance_scale: float = 2.0  # 1 = conditional branch only, no guidance
     # prog-GAN growth: each fade-in and stabilisation phase lasts phase_images real images
     start_resolution: int = 8
     phase_images: int | dict[int, int] = 1_400_000  # a number, or one per final resolution
@@ -80,6 +94,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["betas"] = list(self.betas)
+        data["unet_channels"] = list(self.unet_channels)
         return data
 
     def digest(self) -> str:
@@ -119,6 +134,8 @@ def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConf
     values = dict(values)
     if "betas" in values:
         values["betas"] = tuple(float(b) for b in values["betas"])
+    if isinstance(values.get("unet_channels"), (list, tuple)):
+        values["unet_channels"] = tuple(values["unet_channels"])
     for key in ("batch_by_resolution", "min_images", "phase_images"):
         if isinstance(values.get(key), dict):
             values[key] = {int(r): int(v) for r, v in values[key].items()}
@@ -146,6 +163,22 @@ def _validate(c: TrainConfig, where: str) -> None:
         fail("learning_rate", "must be in (0, 1)")
     if not 0 <= c.ema_decay < 1:
         fail("ema_decay", "must be in [0, 1)")
+    if not isinstance(c.augment, str):
+        fail("augment", "must be a comma-separated string of augmentations")
+    if c.augment:
+        if c.model == "diffusion":
+            fail("augment", "applies to the GANs only (the diffusion model has no discriminator)")
+        from synthmed.training.augment import parse_policy  # imports torch: only when augmenting
+
+        try:
+            parse_policy(c.augment)
+        except ValueError as error:
+            fail("augment", str(error))
+    for key in ("ema_warmup", "attention"):
+        if not isinstance(getattr(c, key), bool):
+            fail(key, "must be true or false")
+    if c.model == "diffusion":
+        _validate_diffusion(c, fail)
     if c.patience < 1:
         fail("patience", "must be at least 1")
     if any(c.max_images < m for m in (c.min_images.values() if isinstance(c.min_images, dict) else [c.min_images])):
@@ -155,6 +188,24 @@ def _validate(c: TrainConfig, where: str) -> None:
     for resolution, batch in c.batch_by_resolution.items():
         if not _is_power_of_two(resolution) or batch < 1:
             fail("batch_by_resolution", f"has an invalid entry {resolution}: {batch}")
+
+
+def _validate_diffusion(c: TrainConfig, fail: Callable[[str, str], None]) -> None:
+    from synthmed.models.diffusion import NOISE_SCHEDULES, PREDICTIONS, SAMPLERS  # imports torch: only here
+
+    for key, allowed in (("prediction", PREDICTIONS), ("sampler", SAMPLERS), ("noise_schedule", NOISE_SCHEDULES)):
+        if getattr(c, key) not in allowed:
+            fail(key, f"is not one of {allowed}")
+    if not c.unet_channels or any(not isinstance(v, int) or v < 8 or v % 8 for v in c.unet_channels):
+        fail("unet_channels", "must be a list of positive multiples of 8 (one width per UNet level)")
+    for key, low, high in (("layers_per_block", 1, 8), ("train_timesteps", 2, 100_000), ("sample_steps", 1, 1000)):
+        value = getattr(c, key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            fail(key, f"must be an integer in [{low}, {high}]")
+    if not 0 <= c.label_dropout < 1:
+        fail("label_dropout", "must be in [0, 1)")
+    if c.guidance_scale < 0:
+        fail("guidance_scale", "must be >= 0 (1 = no guidance)")
 
 
 def growth_at(images_seen: int, start: int, final: int, phase_images: int) -> tuple[int, float]:

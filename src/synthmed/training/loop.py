@@ -1,6 +1,8 @@
-"""The GAN training loop: one function, ``train``, readable top to bottom.
+"""The training loop of every generator: one function, ``train``, readable top to bottom.
 
-Progress is counted in real images seen. Every few images the loop logs, writes a sample
+What differs between models (networks, losses, prog-GAN's growth) lives in their training
+method (``methods.py``: ``gan.py``, ``diffusion.py``); this loop feeds it real batches and
+keeps the schedule, the EMA sampler, FID stopping, logs and checkpoints. Progress is counted in real images seen. Every few images the loop logs, writes a sample
 grid, checkpoints, and (after ``min_images``) evaluates FID against the training fold; it
 stops after ``patience`` evaluations without improvement or at ``max_images`` and keeps the
 best-FID EMA generator. A checkpoint holds everything (networks, EMA, optimisers, images
@@ -18,7 +20,6 @@ Run directory::
 
 from __future__ import annotations
 
-import copy
 import csv
 import math
 import os
@@ -32,6 +33,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 import yaml
+from torch import nn
 
 from synthmed import __version__
 from synthmed._io import (
@@ -41,27 +43,23 @@ from synthmed._io import (
     write_with_atomic,
 )
 from synthmed.data.settings import BenchmarkSetting
-from synthmed.models import build_models
 from synthmed.progress import progress_bar
 from synthmed.training import distributed
 from synthmed.training.config import (
     ConfigError,
     TrainConfig,
     config_from_dict,
-    growth_at,
     growth_images,
     validate_resolution,
 )
 from synthmed.training.features import make_extractor
 from synthmed.training.fid import RunningStats, frechet_from_stats
-from synthmed.training.losses import (
-    discriminator_loss,
-    gradient_penalty,
-    label_cross_entropy,
-)
+from synthmed.training.methods import TrainingMethod, build_method, update_ema
 from synthmed.training.samples import sample_grid, to_uint8
 
-LOG_COLUMNS = ["images_seen", "step", "resolution", "alpha", "d_loss", "g_loss", "gp", "images_per_s", "fid"]
+
+def log_columns(method: TrainingMethod) -> list[str]:
+    return ["images_seen", "step", "resolution", "alpha", *method.loss_names, "images_per_s", "fid"]
 
 
 @dataclass
@@ -77,18 +75,6 @@ class RunState:
     best_fid: float = math.inf
     best_images: int = 0
     evaluations_without_improvement: int = 0
-
-
-def _model_widths(config: TrainConfig) -> dict[str, Any]:
-    widths = {"latent_dim": config.latent_dim, "channels_base": config.channels_base,
-              "channels_max": config.channels_max, "mbstd_group": config.mbstd_group}
-    if config.model == "proggan":
-        widths["start_resolution"] = config.start_resolution
-    return widths
-
-
-def build_generator_pair(config: TrainConfig, resolution: int, label_dim: int, channels: int):
-    return build_models(config.model, resolution, label_dim, channels, **_model_widths(config))
 
 
 def _next_indices(state: RunState, n_rows: int, count: int, data_gen: torch.Generator) -> torch.Tensor:
@@ -115,48 +101,6 @@ def _real_at(images: torch.Tensor, resolution: int, alpha: float) -> torch.Tenso
         coarse = F.interpolate(F.avg_pool2d(images, 2), scale_factor=2, mode="nearest")
         images = torch.lerp(coarse, images, alpha)
     return images
-
-
-def _update_ema(ema: torch.nn.Module, model: torch.nn.Module, decay: float) -> None:
-    with torch.no_grad():
-        for e, p in zip(ema.parameters(), model.parameters()):
-            e.lerp_(p, 1.0 - decay)
-        for e, b in zip(ema.buffers(), model.buffers()):
-            e.copy_(b)
-
-
-def gan_step(generator, discriminator, opt_g, opt_d, x_real: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-             noise_gen: torch.Generator, env: distributed.Dist = distributed.Dist()):
-    """One critic step (WGAN-GP + drift [+ AC]) and one generator step on the same label vectors."""
-    device = x_real.device
-    z = torch.randn(len(y), generator.latent_dim, device=device, generator=noise_gen)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-        with torch.no_grad():
-            x_fake = generator(z, y).float()
-        d_real, c_real = discriminator(x_real, y)
-        d_fake, c_fake = discriminator(x_fake, y)
-    gp = gradient_penalty(discriminator, x_real, x_fake, y, noise_gen)
-    d_loss = discriminator_loss(d_real.float(), d_fake.float(), gp, config.gp_weight, config.drift_weight)
-    if c_real is not None:
-        d_loss = d_loss + config.ac_weight * (label_cross_entropy(c_real, y) + label_cross_entropy(c_fake, y))
-    opt_d.zero_grad(set_to_none=True)
-    d_loss.backward()
-    distributed.average_gradients(discriminator, env)
-    opt_d.step()
-
-    z = torch.randn(len(y), generator.latent_dim, device=device, generator=noise_gen)
-    discriminator.requires_grad_(False)  # the generator step needs no critic gradients
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
-        g_score, g_logits = discriminator(generator(z, y), y)
-    g_loss = -g_score.float().mean()
-    if g_logits is not None:
-        g_loss = g_loss + config.ac_weight * label_cross_entropy(g_logits, y)
-    opt_g.zero_grad(set_to_none=True)
-    g_loss.backward()
-    discriminator.requires_grad_(True)
-    distributed.average_gradients(generator, env)
-    opt_g.step()
-    return d_loss.detach(), g_loss.detach(), gp.detach()
 
 
 class _Run:
@@ -241,27 +185,18 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     labels = torch.from_numpy(setting.labels("train").astype(np.float32)).to(device)
     resolution, label_dim, n_rows = info["resolution"], labels.shape[1], reals.shape[0]
 
-    # ---- networks, EMA, optimisers ----------------------------------------------------------------
+    # ---- networks, EMA sampler, optimisers --------------------------------------------------------
     torch.manual_seed(config.seed)  # weight initialisation (the same on every rank)
-    generator, discriminator = build_generator_pair(config, resolution, label_dim, reals.shape[1])
-    generator, discriminator = generator.to(device), discriminator.to(device)
+    method = build_method(config, resolution, label_dim, reals.shape[1], device)
     memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
-    discriminator = discriminator.to(memory_format=memory_format)
-    ema = copy.deepcopy(generator).eval().requires_grad_(False)
-    adam = dict(lr=config.learning_rate, betas=config.betas, eps=config.eps)
-    opt_g = torch.optim.Adam(generator.parameters(), **adam)
-    opt_d = torch.optim.Adam(discriminator.parameters(), **adam)
     data_gen = torch.Generator().manual_seed(config.seed)  # data order: shared by all ranks
     noise_gen = torch.Generator(device=device).manual_seed(config.seed * 1000 + 1 + env.rank)
 
     state = RunState()
     if run.checkpoint.exists():
         checkpoint = torch.load(run.checkpoint, map_location=device, weights_only=False)
-        generator.load_state_dict(checkpoint["generator"])
-        discriminator.load_state_dict(checkpoint["discriminator"])
-        ema.load_state_dict(checkpoint["ema"])
-        opt_g.load_state_dict(checkpoint["opt_g"])
-        opt_d.load_state_dict(checkpoint["opt_d"])
+        for name, part in {**method.networks(), **method.optimizers()}.items():
+            part.load_state_dict(checkpoint[name])
         data_gen.set_state(checkpoint["data_gen"])
         noise_gen.set_state(checkpoint["noise_gen"][env.rank])
         state = checkpoint["state"]
@@ -269,10 +204,11 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     if env.is_main:
         _truncate_log(run.log, state.images_seen)
     writer = _tensorboard(run.tb, state.images_seen) if env.is_main else None
+    columns = log_columns(method)
 
     extractor = make_extractor(config.fid_extractor, device=device)
     real_stats = _real_stats(run, extractor, reals, config) if env.is_main else None
-    grid_z, grid_y = _grid_inputs(labels, generator.latent_dim, config.seed, device)
+    grid_labels = _grid_labels(labels)
 
     def checkpoint_now() -> None:
         noise_states = [noise_gen.get_state().cpu()]
@@ -281,10 +217,9 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
             torch.distributed.all_gather_object(gathered, noise_states[0])
             noise_states = gathered
         if env.is_main:
-            _save({"generator": generator.state_dict(), "discriminator": discriminator.state_dict(),
-                   "ema": ema.state_dict(), "opt_g": opt_g.state_dict(), "opt_d": opt_d.state_dict(),
-                   "data_gen": data_gen.get_state(), "noise_gen": noise_states,
-                   "state": state}, run.checkpoint)
+            parts = {name: part.state_dict() for name, part in {**method.networks(), **method.optimizers()}.items()}
+            _save({**parts, "data_gen": data_gen.get_state(), "noise_gen": noise_states, "state": state},
+                  run.checkpoint)
 
     def crossed(every: int, before: int) -> bool:
         return state.images_seen // every > before // every
@@ -295,19 +230,13 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     with progress_bar(config.max_images, f"{config.model} {resolution}px", progress and env.is_main,
                       completed=state.images_seen) as bar:
         while state.images_seen < config.max_images:
-            if config.model == "proggan":
-                res, alpha = growth_at(state.images_seen, config.start_resolution, resolution, config.phase_images)
-                for net in (generator, discriminator, ema):
-                    net.set_growth(res, alpha)
-            else:
-                res, alpha = resolution, 1.0
-            batch = config.batch_at(res) if config.model == "proggan" else config.batch_size
+            res, alpha, batch = method.schedule(state.images_seen)
             index = _next_indices(state, n_rows, batch, data_gen)[env.rank :: env.world_size]
             x_real = _real_at(reals[index].float() / 127.5 - 1.0, res, alpha).contiguous(memory_format=memory_format)
             y = labels[index]
 
-            d_loss, g_loss, gp = gan_step(generator, discriminator, opt_g, opt_d, x_real, y, config, noise_gen, env)
-            _update_ema(ema, generator, config.ema_decay)
+            losses = method.step(x_real, y, noise_gen, env)
+            update_ema(method.sampler, method.model, config, state.step)
 
             before = state.images_seen
             state.images_seen += batch
@@ -316,13 +245,13 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
 
             fid = math.nan
             if state.images_seen >= config.min_images and crossed(config.fid_every, before):
-                fid = _evaluate_fid(ema, extractor, real_stats, labels, config, device) if env.is_main else 0.0
+                fid = _evaluate_fid(method.sampler, extractor, real_stats, labels, config, device) if env.is_main else 0.0
                 fid = distributed.broadcast_float(fid, env, device)
                 state.fid_history.append((state.images_seen, fid))
                 if fid < state.best_fid:
                     state.best_fid, state.best_images, state.evaluations_without_improvement = fid, state.images_seen, 0
                     if env.is_main:
-                        _save(_generator_snapshot(ema, info, config, state), run.best)
+                        _save(_generator_snapshot(method, info, config, state), run.best)
                 else:
                     state.evaluations_without_improvement += 1
                 say(f"{state.images_seen:,} images: {extractor.name} FD {fid:.2f} (best {state.best_fid:.2f} "
@@ -331,14 +260,14 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
                 now = time.perf_counter()
                 rate = (state.images_seen - tick_images) / max(now - tick_time, 1e-9)
                 tick_time, tick_images = now, state.images_seen
-                row = [state.images_seen, state.step, res, round(alpha, 4), d_loss.item(), g_loss.item(), gp.item(),
+                row = [state.images_seen, state.step, res, round(alpha, 4), *(v.item() for v in losses.values()),
                        round(rate, 1), "" if math.isnan(fid) else round(fid, 4)]
-                _append_log(run.log, row)
-                for name, value in zip(LOG_COLUMNS[3:], row[3:]):
+                _append_log(run.log, columns, row)
+                for name, value in zip(columns[3:], row[3:]):
                     if value != "":
                         writer.add_scalar(f"train/{name}", value, state.images_seen)
             if env.is_main and crossed(config.sample_every, before):
-                grid = sample_grid(ema, grid_z, grid_y)
+                grid = sample_grid(method.sampler, grid_labels, config.seed + 31)
                 write_with_atomic(run.samples / f"images_{state.images_seen:010d}.png",
                                   lambda tmp: grid.save(tmp, format="PNG"), suffix=".png")
                 writer.add_image("samples", np.asarray(grid)[None], state.images_seen)
@@ -349,8 +278,8 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
             if stop_reason != "max_images":
                 break
     checkpoint_now()
-    distributed.check_in_sync(generator, env, device)
-    summary = _finish(run, ema, info, config, state, stop_reason, extractor.name) if env.is_main else {}
+    distributed.check_in_sync(method.model, env, device)
+    summary = _finish(run, method, info, config, state, stop_reason, extractor.name) if env.is_main else {}
     if writer is not None:
         writer.close()
     distributed.barrier(env)  # rank 0 has written the summary
@@ -369,12 +298,12 @@ def _tensorboard(folder: Path, images_seen: int):
     return SummaryWriter(str(folder), purge_step=images_seen if images_seen else None)
 
 
-def _append_log(path: Path, row: list) -> None:
+def _append_log(path: Path, columns: list[str], row: list) -> None:
     new = not path.exists()
     with open(path, "a", newline="") as f:
         writer = csv.writer(f)
         if new:
-            writer.writerow(LOG_COLUMNS)
+            writer.writerow(columns)
         writer.writerow(row)
 
 
@@ -410,40 +339,36 @@ def _real_stats(run: _Run, extractor, reals: torch.Tensor, config: TrainConfig) 
 
 
 @torch.no_grad()
-def _evaluate_fid(ema, extractor, real_stats: RunningStats, labels: torch.Tensor, config: TrainConfig,
-                  device: torch.device) -> float:
+def _evaluate_fid(sampler: nn.Module, extractor, real_stats: RunningStats, labels: torch.Tensor,
+                  config: TrainConfig, device: torch.device) -> float:
     """FD between EMA fakes and the real rows, the fakes made from the same label vectors."""
     rows = _fid_rows(labels.shape[0], config)
-    noise = torch.Generator(device=device).manual_seed(config.seed + 29)  # the same z at every evaluation
+    noise = torch.Generator(device=device).manual_seed(config.seed + 29)  # the same noise at every evaluation
     stats = RunningStats(extractor.dim)
     for start in range(0, len(rows), 250):
         y = labels[rows[start : start + 250].to(labels.device)]
-        z = torch.randn(len(y), ema.latent_dim, device=device, generator=noise)
-        stats.update(extractor(to_uint8(ema(z, y)).cpu()))
+        stats.update(extractor(to_uint8(sampler.sample(y, noise)).cpu()))
     return frechet_from_stats(stats, real_stats)
 
 
-def _grid_inputs(labels: torch.Tensor, latent_dim: int, seed: int, device) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fixed noise and label vectors for the sample grids: 8 samples of up to 12 frequent combinations."""
+def _grid_labels(labels: torch.Tensor) -> torch.Tensor:
+    """Label vectors of the sample grids: 8 samples of each of up to 12 frequent combinations."""
     combos, counts = torch.unique(labels.cpu(), dim=0, return_counts=True)
     combos = combos[torch.argsort(counts, descending=True, stable=True)][:12]
-    y = combos.repeat_interleave(8, dim=0).to(device)
-    z = torch.randn(len(y), latent_dim, generator=torch.Generator().manual_seed(seed + 31)).to(device)
-    return z, y
+    return combos.repeat_interleave(8, dim=0).to(labels.device)
 
 
-def _generator_snapshot(ema, info: dict, config: TrainConfig, state: RunState) -> dict[str, Any]:
-    growth = {"growth": (ema.current_resolution, 1.0)} if config.model == "proggan" else {}
-    return {"state_dict": ema.state_dict(), "config": config.to_dict(), "resolution": info["resolution"],
+def _generator_snapshot(method: TrainingMethod, info: dict, config: TrainConfig, state: RunState) -> dict[str, Any]:
+    return {"state_dict": method.sampler.state_dict(), "config": config.to_dict(), "resolution": info["resolution"],
             "label_names": info["label_names"], "image_channels": info["image_channels"],
-            "images_seen": state.images_seen, "fid": state.best_fid, **growth}
+            "images_seen": state.images_seen, "fid": state.best_fid, **method.snapshot_extras()}
 
 
-def _finish(run: _Run, ema, info, config, state: RunState, reason: str, extractor_name: str) -> dict[str, Any]:
+def _finish(run: _Run, method: TrainingMethod, info, config, state: RunState, reason: str, extractor_name: str) -> dict[str, Any]:
     if run.best.exists():
         snapshot = torch.load(run.best, map_location="cpu", weights_only=False)
     else:  # no FID evaluation happened (max_images below min_images): the final EMA generator
-        snapshot = _generator_snapshot(ema, info, config, state)
+        snapshot = _generator_snapshot(method, info, config, state)
     _save(snapshot, run.generator)
     summary = {
         "status": "complete",

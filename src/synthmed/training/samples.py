@@ -13,9 +13,10 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
 
 
 @torch.no_grad()
-def sample_grid(generator: torch.nn.Module, z: torch.Tensor, labels: torch.Tensor, per_row: int = 8) -> Image.Image:
-    """One row per label combination (``per_row`` samples each), first channel, grayscale PNG."""
-    images = to_uint8(generator(z, labels))[:, 0].cpu().numpy()
+def sample_grid(sampler: torch.nn.Module, labels: torch.Tensor, seed: int, per_row: int = 8) -> Image.Image:
+    """One row per label combination (``per_row`` samples each), first channel, grayscale PNG;
+    the same seed draws the same noise, so grids of one run show the same samples improving."""
+    images = to_uint8(sampler.sample(labels, torch.Generator().manual_seed(seed)))[:, 0].cpu().numpy()
     rows = len(images) // per_row
     size = images.shape[-1]
     tiles = images[: rows * per_row].reshape(rows, per_row, size, size)

@@ -1,0 +1,76 @@
+"""Training the conditional diffusion model: the denoising loss at a random timestep, with the
+label condition replaced by the null condition on a share of the rows (``label_dropout``) so
+that one network learns both branches of classifier-free guidance.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from synthmed.models.diffusion import ConditionalDiffusion
+from synthmed.training import distributed
+from synthmed.training.config import TrainConfig
+
+
+def build_diffusion(config: TrainConfig, resolution: int, label_dim: int, image_channels: int) -> ConditionalDiffusion:
+    return ConditionalDiffusion(
+        resolution, label_dim, image_channels, unet_channels=tuple(config.unet_channels),
+        layers_per_block=config.layers_per_block, attention=config.attention, prediction=config.prediction,
+        noise_schedule=config.noise_schedule, train_timesteps=config.train_timesteps, sampler=config.sampler,
+        sample_steps=config.sample_steps, guidance_scale=config.guidance_scale)
+
+
+class DiffusionTraining:
+    loss_names = ("loss",)
+
+    def __init__(self, config: TrainConfig, resolution: int, label_dim: int, image_channels: int,
+                 device: torch.device) -> None:
+        self.config, self.resolution = config, resolution
+        self.memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.model = build_diffusion(config, resolution, label_dim, image_channels).to(device)
+        self.model = self.model.to(memory_format=self.memory_format)
+        self.sampler = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.noising = self.model.training_schedule()
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate, betas=config.betas,
+                                          eps=config.eps)
+
+    @staticmethod
+    def load_sampler(snapshot: dict[str, Any], config: TrainConfig) -> torch.nn.Module:
+        model = build_diffusion(config, snapshot["resolution"], len(snapshot["label_names"]),
+                                snapshot["image_channels"])
+        model.load_state_dict(snapshot["state_dict"])
+        if config.channels_last:
+            model = model.to(memory_format=torch.channels_last)
+        return model.eval().requires_grad_(False)
+
+    def networks(self) -> dict[str, torch.nn.Module]:
+        return {"model": self.model, "ema": self.sampler}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"optimizer": self.optimizer}
+
+    def schedule(self, images_seen: int) -> tuple[int, float, int]:
+        return self.resolution, 1.0, self.config.batch_size
+
+    def step(self, x_real, labels, noise, env) -> dict[str, torch.Tensor]:
+        n, device = len(x_real), x_real.device
+        eps = torch.randn(x_real.shape, device=device, generator=noise)
+        timesteps = torch.randint(0, self.config.train_timesteps, (n,), device=device, generator=noise)
+        drop = torch.rand(n, device=device, generator=noise) < self.config.label_dropout
+        noisy = self.noising.add_noise(x_real, eps, timesteps).contiguous(memory_format=self.memory_format)
+        target = eps if self.config.prediction == "epsilon" else self.noising.get_velocity(x_real, eps, timesteps)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+            prediction = self.model(noisy, timesteps, labels, drop)
+        loss = F.mse_loss(prediction.float(), target.float())
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.average_gradients(self.model, env)
+        self.optimizer.step()
+        return {"loss": loss.detach()}
+
+    def snapshot_extras(self) -> dict[str, Any]:
+        return {}

@@ -1,0 +1,123 @@
+"""Training both GANs: one WGAN-GP critic step and one generator step per real batch, on the
+same label vectors, optionally through DiffAugment (``augment``), and prog-GAN's growth.
+
+With ``augment`` empty (the ``paper`` presets) the step draws exactly the random numbers it
+always did, so those runs are unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import torch
+
+from synthmed.models import build_models
+from synthmed.training import distributed
+from synthmed.training.augment import diff_augment, parse_policy
+from synthmed.training.config import TrainConfig, growth_at
+from synthmed.training.losses import discriminator_loss, gradient_penalty, label_cross_entropy
+
+
+def _model_widths(config: TrainConfig) -> dict[str, Any]:
+    widths = {"latent_dim": config.latent_dim, "channels_base": config.channels_base,
+              "channels_max": config.channels_max, "mbstd_group": config.mbstd_group}
+    if config.model == "proggan":
+        widths["start_resolution"] = config.start_resolution
+    return widths
+
+
+def build_generator_pair(config: TrainConfig, resolution: int, label_dim: int, channels: int):
+    return build_models(config.model, resolution, label_dim, channels, **_model_widths(config))
+
+
+def gan_step(generator, discriminator, opt_g, opt_d, x_real: torch.Tensor, y: torch.Tensor, config: TrainConfig,
+             noise_gen: torch.Generator, env: distributed.Dist = distributed.Dist()):
+    """One critic step (WGAN-GP + drift [+ AC]) and one generator step on the same label vectors."""
+    device = x_real.device
+    policy = parse_policy(config.augment)
+
+    def augment(x: torch.Tensor) -> torch.Tensor:  # the critic sees every image through the same policy
+        return diff_augment(x, policy, noise_gen) if policy else x
+
+    z = torch.randn(len(y), generator.latent_dim, device=device, generator=noise_gen)
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        with torch.no_grad():
+            x_fake = generator(z, y).float()
+        x_real, x_fake = augment(x_real), augment(x_fake)
+        d_real, c_real = discriminator(x_real, y)
+        d_fake, c_fake = discriminator(x_fake, y)
+    gp = gradient_penalty(discriminator, x_real, x_fake, y, noise_gen)
+    d_loss = discriminator_loss(d_real.float(), d_fake.float(), gp, config.gp_weight, config.drift_weight)
+    if c_real is not None:
+        d_loss = d_loss + config.ac_weight * (label_cross_entropy(c_real, y) + label_cross_entropy(c_fake, y))
+    opt_d.zero_grad(set_to_none=True)
+    d_loss.backward()
+    distributed.average_gradients(discriminator, env)
+    opt_d.step()
+
+    z = torch.randn(len(y), generator.latent_dim, device=device, generator=noise_gen)
+    discriminator.requires_grad_(False)  # the generator step needs no critic gradients
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+        g_score, g_logits = discriminator(augment(generator(z, y)), y)
+    g_loss = -g_score.float().mean()
+    if g_logits is not None:
+        g_loss = g_loss + config.ac_weight * label_cross_entropy(g_logits, y)
+    opt_g.zero_grad(set_to_none=True)
+    g_loss.backward()
+    discriminator.requires_grad_(True)
+    distributed.average_gradients(generator, env)
+    opt_g.step()
+    return d_loss.detach(), g_loss.detach(), gp.detach()
+
+
+class GanTraining:
+    """cpD-GAN and prog-GAN (``config.model``): generator, critic, their Adams and the EMA generator."""
+
+    loss_names = ("d_loss", "g_loss", "gp")
+
+    def __init__(self, config: TrainConfig, resolution: int, label_dim: int, image_channels: int,
+                 device: torch.device) -> None:
+        self.config, self.resolution = config, resolution
+        generator, discriminator = build_generator_pair(config, resolution, label_dim, image_channels)
+        memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
+        self.generator = generator.to(device)
+        self.discriminator = discriminator.to(device).to(memory_format=memory_format)
+        self.sampler = copy.deepcopy(self.generator).eval().requires_grad_(False)
+        self.model = self.generator
+        adam = dict(lr=config.learning_rate, betas=config.betas, eps=config.eps)
+        self.opt_g = torch.optim.Adam(self.generator.parameters(), **adam)
+        self.opt_d = torch.optim.Adam(self.discriminator.parameters(), **adam)
+        self.grows = hasattr(self.generator, "set_growth")  # prog-GAN
+
+    @staticmethod
+    def load_sampler(snapshot: dict[str, Any], config: TrainConfig) -> torch.nn.Module:
+        generator, _ = build_generator_pair(config, snapshot["resolution"], len(snapshot["label_names"]),
+                                            snapshot["image_channels"])
+        generator.load_state_dict(snapshot["state_dict"])
+        if "growth" in snapshot:
+            generator.set_growth(*snapshot["growth"])
+        return generator.eval().requires_grad_(False)
+
+    def networks(self) -> dict[str, torch.nn.Module]:
+        return {"generator": self.generator, "discriminator": self.discriminator, "ema": self.sampler}
+
+    def optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"opt_g": self.opt_g, "opt_d": self.opt_d}
+
+    def schedule(self, images_seen: int) -> tuple[int, float, int]:
+        if not self.grows:
+            return self.resolution, 1.0, self.config.batch_size
+        c = self.config
+        resolution, alpha = growth_at(images_seen, c.start_resolution, self.resolution, c.phase_images)
+        for net in (self.generator, self.discriminator, self.sampler):
+            net.set_growth(resolution, alpha)
+        return resolution, alpha, c.batch_at(resolution)
+
+    def step(self, x_real, labels, noise, env) -> dict[str, torch.Tensor]:
+        d_loss, g_loss, gp = gan_step(self.generator, self.discriminator, self.opt_g, self.opt_d, x_real, labels,
+                                      self.config, noise, env)
+        return {"d_loss": d_loss, "g_loss": g_loss, "gp": gp}
+
+    def snapshot_extras(self) -> dict[str, Any]:
+        return {"growth": (self.sampler.current_resolution, 1.0)} if self.grows else {}
