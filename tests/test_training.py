@@ -29,6 +29,9 @@ from synthmed.training.loop import start_run, train
 TINY = {"latent_dim": 8, "channels_base": 128, "channels_max": 16, "batch_size": 8, "learning_rate": 0.002,
         "min_images": 160, "max_images": 480, "fid_every": 80, "fid_samples": 24, "fid_extractor": "pixels",
         "patience": 50, "sample_every": 160, "checkpoint_every": 40, "log_every": 40, "threads": 1}
+# the same schedule for the diffusion model, with a two-level UNet and a 3-step sampler
+TINY_DIFFUSION = {**{k: v for k, v in TINY.items() if k not in ("latent_dim", "channels_base", "channels_max")},
+                  "model": "diffusion", "unet_channels": [8, 16], "sample_steps": 3, "betas": [0.9, 0.999]}
 
 
 @pytest.fixture
@@ -83,12 +86,14 @@ def test_run_directory_refuses_reuse_and_bad_resolution(tiny_setting, tmp_path):
         start_run(config_from_dict(TINY), tiny_setting, tmp_path / "run")
 
 
-@pytest.mark.parametrize("model", ["cpdgan", "proggan"])
+@pytest.mark.parametrize("model", ["cpdgan", "proggan", "diffusion"])
 def test_tiny_run_trains_logs_and_generates(model, tiny_setting, tmp_path):
-    extra = {"model": model}
+    values = {**TINY, "model": model}
     if model == "proggan":
-        extra.update(start_resolution=8, phase_images=40, batch_by_resolution={8: 8, 16: 8})
-    run = start_run(config_from_dict({**TINY, **extra}), tiny_setting, tmp_path / "run")
+        values.update(start_resolution=8, phase_images=40, batch_by_resolution={8: 8, 16: 8})
+    if model == "diffusion":
+        values = TINY_DIFFUSION
+    run = start_run(config_from_dict(values), tiny_setting, tmp_path / "run")
     summary = quiet_train(run)
     assert summary["status"] == "complete" and summary["images_seen"] == 480
     assert [h["images_seen"] for h in summary["fid_history"]] == [160, 240, 320, 400, 480]
@@ -135,10 +140,15 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
 
 
-def test_killed_run_resumes_to_identical_weights(tiny_setting, tmp_path):
+@pytest.mark.parametrize("values", [
+    TINY,
+    {**TINY, "augment": "color,translation,cutout", "ema_warmup": True},  # the augmentation draws are resumed too
+    TINY_DIFFUSION,
+], ids=["cpdgan", "cpdgan-augmented", "diffusion"])
+def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path):
     """A real SIGKILL in the middle of training, then --resume: the final generator equals an
     uninterrupted run's bit for bit."""
-    config = config_from_dict({**TINY, "max_images": 960, "patience": 2})
+    config = config_from_dict({**values, "max_images": 960, "patience": 2})
     reference = start_run(config, tiny_setting, tmp_path / "reference")
     expected = quiet_train(reference)
 
@@ -163,3 +173,23 @@ def test_killed_run_resumes_to_identical_weights(tiny_setting, tmp_path):
         assert torch.equal(value, _state_dict(run / "generator.pt")[name]), name
     logs = [(d / "log.csv").read_text().splitlines() for d in (reference, run)]
     assert [r.split(",")[0] for r in logs[0]] == [r.split(",")[0] for r in logs[1]]  # no duplicated rows
+
+
+def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_path, capsys):
+    from synthmed.cli import main
+
+    gan = start_run(config_from_dict({**TINY, "max_images": 160}), tiny_setting, tmp_path / "gan")
+    quiet_train(gan)
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", str(gan), "--guidance-scale", "2", "--no-progress"])
+    assert exit_.value.code == 2
+    assert "--guidance-scale does not apply to a cpdgan run" in capsys.readouterr().err
+    assert not (gan / "synthetic").exists()
+
+    diffusion = start_run(config_from_dict({**TINY_DIFFUSION, "max_images": 160}), tiny_setting, tmp_path / "dm")
+    quiet_train(diffusion)
+    plain = generate(diffusion, tmp_path / "plain", progress=False, log=lambda m: None)
+    guided = generate(diffusion, tmp_path / "guided", guidance_scale=4.0, steps=2, progress=False, log=lambda m: None)
+    assert json.loads((guided / "card.json").read_text())["sampling_options"] == {"steps": 2, "guidance_scale": 4.0}
+    assert "guidance scale 4.0" in (guided / "card.md").read_text()
+    assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(guided / "store" / "images_16.npy"))

@@ -1,0 +1,92 @@
+"""The conditional diffusion model: multi-hot conditioning, guidance, seeding, and its CLI options."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from synthmed.models.diffusion import ConditionalDiffusion, LabelEmbedding
+from synthmed.training.config import ConfigError, config_from_dict
+
+TINY_NET = {"unet_channels": (8, 16), "attention": True, "sample_steps": 3}
+
+
+def tiny_model(label_dim: int = 3, **kwargs) -> ConditionalDiffusion:
+    torch.manual_seed(0)
+    values = {**TINY_NET, **kwargs}
+    model = ConditionalDiffusion(8, label_dim, 1, **values).eval()
+    with torch.no_grad():  # a trained-looking label embedding (a fresh one starts near zero)
+        model.labels.per_label.weight.normal_(0, 1)
+        model.labels.null.normal_(0, 1)
+    return model
+
+
+def test_label_embedding_sums_one_vector_per_active_label_and_has_a_learned_null():
+    torch.manual_seed(0)
+    embedding = LabelEmbedding(4, 6)
+    with torch.no_grad():
+        embedding.null.normal_()
+    labels = torch.tensor([[1.0, 0, 1, 0], [0, 0, 0, 0], [1, 1, 1, 1]])
+    summed = embedding.per_label(labels)
+    weights = embedding.per_label.weight.T  # (labels, dim): one row per label
+    torch.testing.assert_close(summed[0], weights[0] + weights[2])
+    torch.testing.assert_close(summed[1], torch.zeros(6))  # no label is a condition of its own, not the null
+    torch.testing.assert_close(summed[2], weights.sum(0))
+    drop = torch.tensor([False, True, False])
+    out = embedding(labels, drop)
+    torch.testing.assert_close(out[1], embedding.mlp(embedding.null))
+    torch.testing.assert_close(out[[0, 2]], embedding.mlp(summed[[0, 2]]))
+
+
+@pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
+@pytest.mark.parametrize("sampler", ["dpm-solver++", "ddim"])
+def test_sampling_is_seeded_bounded_and_conditioned_on_several_labels(prediction, sampler):
+    model = tiny_model(prediction=prediction, sampler=sampler)
+    labels = torch.tensor([[1.0, 0, 0], [0, 1, 1], [1, 1, 1]])
+    a = model.sample(labels, torch.Generator().manual_seed(5))
+    assert a.shape == (3, 1, 8, 8) and a.min() >= -1 and a.max() <= 1
+    assert torch.equal(a, model.sample(labels, torch.Generator().manual_seed(5)))
+    assert not torch.equal(a, model.sample(labels, torch.Generator().manual_seed(6)))
+    other = torch.tensor([[0.0, 1, 0], [1, 0, 1], [0, 0, 0]])
+    assert not torch.allclose(a, model.sample(other, torch.Generator().manual_seed(5)))
+
+
+def test_guidance_scale_zero_ignores_labels_and_the_scale_changes_the_images():
+    model = tiny_model()
+    labels, other = torch.tensor([[1.0, 0, 1]]), torch.tensor([[0.0, 1, 0]])
+    noise = lambda: torch.Generator().manual_seed(1)  # noqa: E731
+    # scale 0: uncond + 0 * (cond - uncond): only the null branch, whatever the labels
+    torch.testing.assert_close(model.sample(labels, noise(), guidance_scale=0.0),
+                               model.sample(other, noise(), guidance_scale=0.0))
+    plain = model.sample(labels, noise(), guidance_scale=1.0)
+    guided = model.sample(labels, noise(), guidance_scale=3.0)
+    assert not torch.allclose(plain, guided)
+    # scale 1 is the conditional branch alone: the same as guidance with a null that equals the labels
+    model.labels.null.data = model.labels.per_label.weight @ labels[0]
+    torch.testing.assert_close(model.sample(labels, noise(), guidance_scale=3.0), plain, atol=1e-5, rtol=0)
+
+
+def test_guidance_combines_the_two_branches_linearly():
+    """One denoiser call on the doubled batch gives uncond + w * (cond - uncond)."""
+    model = tiny_model()
+    x, t, labels = torch.randn(2, 1, 8, 8), torch.tensor([500, 500]), torch.tensor([[1.0, 0, 0], [0, 1, 1]])
+    cond = model(x, t, labels)
+    uncond = model(x, t, labels, drop=torch.tensor([True, True]))
+    both = model(torch.cat([x, x]), torch.cat([t, t]), torch.cat([labels, labels]),
+                 torch.tensor([False, False, True, True])).chunk(2)
+    torch.testing.assert_close(both[0], cond, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(both[1], uncond, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("values, message", [
+    ({"model": "diffusion", "prediction": "x0"}, "prediction = 'x0' is not one of"),
+    ({"model": "diffusion", "sampler": "euler"}, "sampler = 'euler' is not one of"),
+    ({"model": "diffusion", "unet_channels": [32, 60]}, "unet_channels .* multiples of 8"),
+    ({"model": "diffusion", "sample_steps": 0}, r"sample_steps = 0 must be an integer in \[1, 1000\]"),
+    ({"model": "diffusion", "label_dropout": 1.0}, r"label_dropout = 1.0 must be in \[0, 1\)"),
+    ({"model": "diffusion", "augment": "color"}, "augment = 'color' applies to the GANs only"),
+    ({"model": "cpdgan", "augment": "color,flip"}, "augment = 'color,flip' unknown augmentation 'flip'"),
+])
+def test_bad_diffusion_and_augmentation_keys_are_refused_by_name(values, message):
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(values)
