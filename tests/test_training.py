@@ -54,6 +54,12 @@ def test_presets_load_and_resolve_per_resolution():
     assert paper.for_resolution(128).min_images == 9_000_000
     assert paper.batch_at(8) == 256 and paper.batch_at(128) == 16
     assert load_config("cpdgan-paper").learning_rate == 0.005
+    diffusion = load_config("diffusion-paper")
+    assert diffusion.for_resolution(32).unet_channels == (128, 256, 256, 256)
+    assert len(diffusion.for_resolution(256).unet_channels) == 6  # one UNet level per halving to 8x8
+    assert config_from_dict(diffusion.to_dict()) == diffusion  # per-resolution widths survive config.yaml
+    for name in ("cpdgan-paper", "proggan-paper"):  # the reproduction presets keep every switch off
+        assert load_config(name).augment == "" and not load_config(name).ema_warmup
 
 
 def test_growth_schedule_matches_the_paper():
@@ -186,9 +192,16 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
     assert "--guidance-scale does not apply to a cpdgan run" in capsys.readouterr().err
     assert not (gan / "synthetic").exists()
 
-    diffusion = start_run(config_from_dict({**TINY_DIFFUSION, "max_images": 160}), tiny_setting, tmp_path / "dm")
+    diffusion = start_run(config_from_dict({**TINY_DIFFUSION, "max_images": 160, "snapshot_every": 80}), tiny_setting,
+                          tmp_path / "dm")
     quiet_train(diffusion)
+    assert sorted(p.name for p in (diffusion / "snapshots").iterdir()) == [f"generator_{n:010d}.pt" for n in (80, 160)]
+    early = generate(diffusion, tmp_path / "early", snapshot_file="snapshots/generator_0000000080.pt",
+                     progress=False, log=lambda m: None)
+    card = json.loads((early / "card.json").read_text())
+    assert card["generator_file"] == "snapshots/generator_0000000080.pt" and card["images_seen_by_generator"] == 80
     plain = generate(diffusion, tmp_path / "plain", progress=False, log=lambda m: None)
+    assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(early / "store" / "images_16.npy"))
     guided = generate(diffusion, tmp_path / "guided", guidance_scale=4.0, steps=2, progress=False, log=lambda m: None)
     assert json.loads((guided / "card.json").read_text())["sampling_options"] == {"steps": 2, "guidance_scale": 4.0}
     assert "guidance scale 4.0" in (guided / "card.md").read_text()

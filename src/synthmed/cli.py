@@ -127,14 +127,15 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
 
 @app.command("train")
 def train_command(
-    config: Annotated[Optional[str], typer.Option(help="cpdgan-cpu, proggan-cpu, cpdgan-paper, proggan-paper or a YAML file")] = None,
+    config: Annotated[Optional[str], typer.Option(
+        help="a training preset (cpdgan-cpu, proggan-cpu, diffusion-cpu, or their -paper versions) or a YAML file")] = None,
     data: Annotated[Optional[Path], typer.Option(help="a benchmark setting directory (synthmed data settings)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run directory to create")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a config key: KEY=VALUE (repeatable)")] = [],
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """Train a conditional GAN on a benchmark setting (or resume a run exactly where it stopped)."""
+    """Train a conditional generator (GAN or diffusion model) on a benchmark setting, or resume a run exactly."""
     from synthmed.training.config import ConfigError, load_config
     from synthmed.training.loop import start_run, train
 
@@ -159,6 +160,8 @@ def generate_command(
     steps: Annotated[Optional[int], typer.Option(help="diffusion: sampler steps (default: the run's sample_steps)")] = None,
     guidance_scale: Annotated[Optional[float], typer.Option(
         help="diffusion: classifier-free guidance scale, 1 = none (default: the run's guidance_scale)")] = None,
+    snapshot: Annotated[Optional[str], typer.Option(
+        help="sample a snapshot of the run (e.g. snapshots/generator_0000020000.pt) instead of generator.pt")] = None,
     png: Annotated[bool, typer.Option(help="also export PNG files and CheXpert-style CSVs")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace another synthetic set in --out")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -166,8 +169,8 @@ def generate_command(
     """Make the synthetic train/val/test folds: one image per real row, with its label vector."""
     from synthmed.synthesis import generate
 
-    generate(run, out, seed=seed, steps=steps, guidance_scale=guidance_scale, export_png=png, overwrite=overwrite,
-             progress=progress, log=console.print)
+    generate(run, out, seed=seed, steps=steps, guidance_scale=guidance_scale, snapshot_file=snapshot, export_png=png,
+             overwrite=overwrite, progress=progress, log=console.print)
 
 
 RealSetting = Annotated[Path, typer.Option(help="the real benchmark setting directory")]

@@ -45,9 +45,13 @@ from synthmed.training.samples import to_uint8
 BATCH = 256
 
 
-def load_generator(run_dir: str | os.PathLike, device: str | torch.device = "cpu") -> tuple[torch.nn.Module, dict]:
-    """The run's final (best-FID EMA) sampler, ready for ``sample(labels, noise)``, and its snapshot."""
-    path = Path(run_dir) / "generator.pt"
+def load_generator(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
+                   snapshot: str | None = None) -> tuple[torch.nn.Module, dict]:
+    """The run's final (best-FID EMA) sampler, or the one in ``snapshot`` (a file of the run
+    such as ``snapshots/generator_0000020000.pt``), ready for ``sample(labels, noise)``."""
+    path = Path(run_dir) / (snapshot or "generator.pt")
+    if snapshot is not None and not path.is_file():
+        raise DataError(f"has no snapshot {snapshot}", file=run_dir)
     if not path.is_file():
         raise DataError("has no generator.pt: the run has not finished; continue it with "
                         f"`synthmed train --resume {run_dir}`", file=run_dir)
@@ -87,20 +91,26 @@ def synthesize(sampler: torch.nn.Module, labels: np.ndarray, seed: int, device="
 
 
 def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
-             steps: int | None = None, guidance_scale: float | None = None, export_png: bool = True,
-             overwrite: bool = False, progress: bool = True, log: Callable[[str], None] = print) -> Path:
+             steps: int | None = None, guidance_scale: float | None = None, snapshot_file: str | None = None,
+             export_png: bool = True, overwrite: bool = False, progress: bool = True,
+             log: Callable[[str], None] = print) -> Path:
     """Write the synthetic set of a finished run (see the module docstring). ``steps`` and
-    ``guidance_scale`` override a diffusion model's sampler settings; None keeps the run's."""
+    ``guidance_scale`` override a diffusion model's sampler settings; None keeps the run's.
+    ``snapshot_file`` samples an intermediate snapshot of the run instead of its final generator."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "synthetic"
-    sampler, snapshot = load_generator(run_dir)
+    sampler, snapshot = load_generator(run_dir, snapshot=snapshot_file)
+    generator_file = run_dir / (snapshot_file or "generator.pt")
     options = sampling_options(sampler, {"steps": steps, "guidance_scale": guidance_scale},
                                snapshot["config"]["model"])
     if steps is not None and not 1 <= steps <= 1000:
         raise ConfigError(f"--steps {steps} must be in [1, 1000]")
     if guidance_scale is not None and guidance_scale < 0:
         raise ConfigError(f"--guidance-scale {guidance_scale} must be >= 0 (1 = no guidance)")
-    info, summary = read_json(run_dir / "run.json"), read_json(run_dir / "summary.json")
+    info = read_json(run_dir / "run.json")
+    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {
+        "images_seen": snapshot["images_seen"], "stop_reason": "still training", "best_fid": None,
+        "fid_extractor": snapshot["config"]["fid_extractor"]}
     setting = BenchmarkSetting(info["setting"])
     if setting.label_names != snapshot["label_names"]:
         raise DataError(f"the generator was trained on labels {snapshot['label_names']}, the setting now has "
@@ -109,7 +119,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     if (out / "card.json").is_file():
         card = read_json(out / "card.json")
         same = (card["generation_seed"] == seed and card.get("sampling_options", {}) == options
-                and card["generator_sha256"] == sha256_file(run_dir / "generator.pt"))
+                and card["generator_sha256"] == sha256_file(generator_file))
         if same:
             log(f"{out} already holds this synthetic set; nothing to do")
             return out
@@ -133,7 +143,8 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         _write_setting(tmp / "setting", store, setting)
         if export_png:
             _export(tmp / "export", images, folds, setting.label_names)
-        card = _card(run_dir, info, summary, snapshot, setting, folds, seed, options, store)
+        card = _card(generator_file, snapshot_file or "generator.pt", info, summary, snapshot, setting, folds, seed,
+                     options, store)
         write_json_atomic(tmp / "card.json", card)
         write_text_atomic(tmp / "card.md", _card_markdown(card))
         move_into_place(tmp, out)
@@ -201,12 +212,14 @@ def _export(folder: Path, images: dict, folds: dict, label_names: list[str]) -> 
         table.to_csv(folder / f"{fold}.csv", index=False)
 
 
-def _card(run_dir, info, summary, snapshot, setting, folds, seed, options, store) -> dict[str, Any]:
+def _card(generator_file, generator_name, info, summary, snapshot, setting, folds, seed, options,
+          store) -> dict[str, Any]:
     label_counts = {fold: dict(zip(setting.label_names, folds[fold].sum(axis=0).astype(int).tolist())) for fold in SPLITS}
     return {
         "model": snapshot["config"]["model"],
         "config_digest": info["config_digest"],
         "config": snapshot["config"],
+        "generator_file": generator_name,
         "images_seen_by_generator": snapshot["images_seen"],
         "training_images_seen": summary["images_seen"],
         "stop_reason": summary["stop_reason"],
@@ -217,7 +230,7 @@ def _card(run_dir, info, summary, snapshot, setting, folds, seed, options, store
         "setting": info["setting_name"],
         "real_store_content_hash": info["store_content_hash"],
         "synthetic_store_content_hash": store.manifest["content_hash"],
-        "generator_sha256": sha256_file(Path(run_dir) / "generator.pt"),
+        "generator_sha256": sha256_file(generator_file),
         "generation_seed": seed,
         "sampling_options": options,
         "images_per_fold": {fold: int(len(folds[fold])) for fold in SPLITS},
@@ -236,7 +249,7 @@ def _card_markdown(card: dict[str, Any]) -> str:
         "train, val and test folds has exactly one synthetic counterpart with the same label vector.",
         "",
         f"- model: {card['model']} (config digest `{card['config_digest']}`)",
-        f"- generator: best-FID EMA snapshot after {card['images_seen_by_generator']:,} real images "
+        f"- generator: EMA weights ({card['generator_file']}) after {card['images_seen_by_generator']:,} real images "
         f"(training stopped at {card['training_images_seen']:,}: {card['stop_reason']})",
         f"- best FD during training: {'none' if card['best_fid'] is None else format(card['best_fid'], '.2f')} "
         f"({card['fid_extractor']})",

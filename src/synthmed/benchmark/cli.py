@@ -87,7 +87,7 @@ def report_command(
 def demo_command(
     out: Annotated[Path, typer.Option("--out", "-o", help="demo directory")] = Path("runs/demo"),
 ) -> None:
-    """The main job: br35h at 32x32, both GANs, utility, FID, privacy, attribution maps, report."""
+    """The main job: br35h at 32x32, both GANs and the diffusion model, utility, FID, privacy, maps, report."""
     from synthmed.benchmark.demo import run_demo
 
     run_demo(out, log=console.print)

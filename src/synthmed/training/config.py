@@ -45,13 +45,14 @@ class TrainConfig:
     augment: str = ""  # GANs: DiffAugment policy before the critic, e.g. "color,translation,cutout"
     # conditional diffusion (model: diffusion): UNet widths per level (each level halves the size),
     # the noise process, the share of label-free steps (classifier-free guidance) and the sampler
-    unet_channels: tuple[int, ...] = (32, 64, 64)
+    unet_channels: tuple[int, ...] | dict[int, tuple[int, ...]] = (32, 64, 64)  # or one list per resolution
     layers_per_block: int = 1
     attention: bool = True  # self-attention at the lowest resolution
     prediction: str = "epsilon"  # or "v_prediction"
     noise_schedule: str = "squaredcos_cap_v2"
     train_timesteps: int = 1000
     label_dropout: float = 0.1
+    snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weights (5 in the paper that proposed it)
     sampler: str = "dpm-solver++"  # or "ddim"
     sample_steps: int = 20
     guidance_scale: float = 2.0  # 1 = conditional branch only, no guidance
@@ -68,6 +69,7 @@ class TrainConfig:
     patience: int = 2
     sample_every: int = 400_000
     checkpoint_every: int = 100_000
+    snapshot_every: int = 0  # keep the EMA generator every N images in snapshots/ (0: none)
     log_every: int = 10_000
     seed: int = 0
     # hardware
@@ -80,21 +82,23 @@ class TrainConfig:
         return int(self.batch_by_resolution.get(resolution, self.batch_size))
 
     def for_resolution(self, resolution: int) -> "TrainConfig":
-        """A copy with the per-resolution numbers (min_images, phase_images) resolved."""
-        resolved = {}
-        for key in ("min_images", "phase_images"):
+        """A copy with the per-resolution values (min_images, phase_images, unet_channels) resolved."""
+        resolved: dict[str, Any] = {}
+        for key in ("min_images", "phase_images", "unet_channels"):
             value = getattr(self, key)
             if isinstance(value, dict):
                 if resolution not in value:
                     raise ConfigError(f"{key} has no entry for resolution {resolution} (it has {sorted(value)})")
                 value = value[resolution]
-            resolved[key] = int(value)
+            resolved[key] = tuple(value) if key == "unet_channels" else int(value)
         return dataclasses.replace(self, **resolved)
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
         data["betas"] = list(self.betas)
-        data["unet_channels"] = list(self.unet_channels)
+        channels = self.unet_channels
+        data["unet_channels"] = ({r: list(v) for r, v in channels.items()} if isinstance(channels, dict)
+                                 else list(channels))
         return data
 
     def digest(self) -> str:
@@ -136,6 +140,8 @@ def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConf
         values["betas"] = tuple(float(b) for b in values["betas"])
     if isinstance(values.get("unet_channels"), (list, tuple)):
         values["unet_channels"] = tuple(values["unet_channels"])
+    if isinstance(values.get("unet_channels"), dict):
+        values["unet_channels"] = {int(r): tuple(v) for r, v in values["unet_channels"].items()}
     for key in ("batch_by_resolution", "min_images", "phase_images"):
         if isinstance(values.get(key), dict):
             values[key] = {int(r): int(v) for r, v in values[key].items()}
@@ -159,6 +165,8 @@ def _validate(c: TrainConfig, where: str) -> None:
         value = getattr(c, key)
         if any(not isinstance(v, int) or v < 1 for v in (value.values() if isinstance(value, dict) else [value])):
             fail(key, "must be a positive integer (or a mapping resolution: positive integer)")
+    if isinstance(c.snapshot_every, bool) or not isinstance(c.snapshot_every, int) or c.snapshot_every < 0:
+        fail("snapshot_every", "must be a non-negative integer (0: no snapshots)")
     if not 0 < c.learning_rate < 1:
         fail("learning_rate", "must be in (0, 1)")
     if not 0 <= c.ema_decay < 1:
@@ -196,12 +204,16 @@ def _validate_diffusion(c: TrainConfig, fail: Callable[[str, str], None]) -> Non
     for key, allowed in (("prediction", PREDICTIONS), ("sampler", SAMPLERS), ("noise_schedule", NOISE_SCHEDULES)):
         if getattr(c, key) not in allowed:
             fail(key, f"is not one of {allowed}")
-    if not c.unet_channels or any(not isinstance(v, int) or v < 8 or v % 8 for v in c.unet_channels):
-        fail("unet_channels", "must be a list of positive multiples of 8 (one width per UNet level)")
+    per_resolution = c.unet_channels.values() if isinstance(c.unet_channels, dict) else [c.unet_channels]
+    if any(not widths or any(not isinstance(v, int) or v < 8 or v % 8 for v in widths) for widths in per_resolution):
+        fail("unet_channels", "must be a list of positive multiples of 8 (one width per UNet level), "
+             "or a mapping resolution: list")
     for key, low, high in (("layers_per_block", 1, 8), ("train_timesteps", 2, 100_000), ("sample_steps", 1, 1000)):
         value = getattr(c, key)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             fail(key, f"must be an integer in [{low}, {high}]")
+    if c.snr_gamma < 0:
+        fail("snr_gamma", "must be >= 0 (0: unweighted loss)")
     if not 0 <= c.label_dropout < 1:
         fail("label_dropout", "must be in [0, 1)")
     if c.guidance_scale < 0:

@@ -1,6 +1,10 @@
 """Training the conditional diffusion model: the denoising loss at a random timestep, with the
 label condition replaced by the null condition on a share of the rows (``label_dropout``) so
 that one network learns both branches of classifier-free guidance.
+
+``snr_gamma`` > 0 weights each row's loss by Min-SNR-gamma (Hang et al. 2023): timesteps whose
+signal-to-noise ratio exceeds gamma (the nearly clean ones, easy and numerous) count less, so
+the steps go where the images' structure is decided; reported to converge several times faster.
 """
 
 from __future__ import annotations
@@ -9,7 +13,6 @@ import copy
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 
 from synthmed.models.diffusion import ConditionalDiffusion
 from synthmed.training import distributed
@@ -65,7 +68,15 @@ class DiffusionTraining:
         target = eps if self.config.prediction == "epsilon" else self.noising.get_velocity(x_real, eps, timesteps)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
             prediction = self.model(noisy, timesteps, labels, drop)
-        loss = F.mse_loss(prediction.float(), target.float())
+        per_row = (prediction.float() - target.float()).square().mean(dim=(1, 2, 3))
+        if self.config.snr_gamma:
+            from diffusers.training_utils import compute_snr
+
+            snr = compute_snr(self.noising, timesteps)
+            # min(SNR, gamma) / SNR for noise targets; v targets carry an extra (SNR + 1) / SNR
+            weight = snr.clamp(max=self.config.snr_gamma) / (snr if self.config.prediction == "epsilon" else snr + 1)
+            per_row = per_row * weight
+        loss = per_row.mean()
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         distributed.average_gradients(self.model, env)

@@ -14,6 +14,7 @@ Run directory::
     config.yaml  run.json        resolved config; setting, store hash, labels, seed
     checkpoint.pt                latest full state (atomic)
     best_generator.pt            EMA generator at the best FID so far
+    snapshots/                   generator_<images>.pt every ``snapshot_every`` images (optional)
     generator.pt  summary.json   written at the end: the generator to sample from
     log.csv  tb/  samples/       losses, images/s and FID; TensorBoard; sample grids
 """
@@ -75,6 +76,7 @@ class RunState:
     best_fid: float = math.inf
     best_images: int = 0
     evaluations_without_improvement: int = 0
+    train_seconds: float = 0.0  # time spent in training steps (not FID, grids or checkpoints)
 
 
 def _next_indices(state: RunState, n_rows: int, count: int, data_gen: torch.Generator) -> torch.Tensor:
@@ -117,7 +119,7 @@ class _Run:
     def __getattr__(self, name: str) -> Path:
         files = {"config": "config.yaml", "info": "run.json", "checkpoint": "checkpoint.pt",
                  "best": "best_generator.pt", "generator": "generator.pt", "summary": "summary.json",
-                 "log": "log.csv", "tb": "tb", "samples": "samples"}
+                 "log": "log.csv", "tb": "tb", "samples": "samples", "snapshots": "snapshots"}
         if name not in files:
             raise AttributeError(name)
         return self.path / files[name]
@@ -230,6 +232,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     with progress_bar(config.max_images, f"{config.model} {resolution}px", progress and env.is_main,
                       completed=state.images_seen) as bar:
         while state.images_seen < config.max_images:
+            step_started = time.perf_counter()
             res, alpha, batch = method.schedule(state.images_seen)
             index = _next_indices(state, n_rows, batch, data_gen)[env.rank :: env.world_size]
             x_real = _real_at(reals[index].float() / 127.5 - 1.0, res, alpha).contiguous(memory_format=memory_format)
@@ -241,6 +244,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
             before = state.images_seen
             state.images_seen += batch
             state.step += 1
+            state.train_seconds += time.perf_counter() - step_started
             bar.advance(batch)
 
             fid = math.nan
@@ -266,6 +270,9 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
                 for name, value in zip(columns[3:], row[3:]):
                     if value != "":
                         writer.add_scalar(f"train/{name}", value, state.images_seen)
+            if env.is_main and config.snapshot_every and crossed(config.snapshot_every, before):
+                _save(_generator_snapshot(method, info, config, state),
+                      run.snapshots / f"generator_{state.images_seen:010d}.pt")
             if env.is_main and crossed(config.sample_every, before):
                 grid = sample_grid(method.sampler, grid_labels, config.seed + 31)
                 write_with_atomic(run.samples / f"images_{state.images_seen:010d}.png",
@@ -361,7 +368,8 @@ def _grid_labels(labels: torch.Tensor) -> torch.Tensor:
 def _generator_snapshot(method: TrainingMethod, info: dict, config: TrainConfig, state: RunState) -> dict[str, Any]:
     return {"state_dict": method.sampler.state_dict(), "config": config.to_dict(), "resolution": info["resolution"],
             "label_names": info["label_names"], "image_channels": info["image_channels"],
-            "images_seen": state.images_seen, "fid": state.best_fid, **method.snapshot_extras()}
+            "images_seen": state.images_seen, "train_seconds": state.train_seconds, "fid": state.best_fid,
+            **method.snapshot_extras()}
 
 
 def _finish(run: _Run, method: TrainingMethod, info, config, state: RunState, reason: str, extractor_name: str) -> dict[str, Any]:
@@ -375,6 +383,7 @@ def _finish(run: _Run, method: TrainingMethod, info, config, state: RunState, re
         "stop_reason": reason,
         "images_seen": state.images_seen,
         "steps": state.step,
+        "train_seconds": round(state.train_seconds, 1),
         "best_fid": None if math.isinf(state.best_fid) else state.best_fid,
         "best_images": state.best_images if run.best.exists() else state.images_seen,
         "fid_extractor": extractor_name,

@@ -1,0 +1,193 @@
+"""Sample efficiency: how useful each generator's images are after a given number of training
+images and training seconds, every model and training switch trained and scored in one run on
+this machine, so that they share its state.
+
+    python benchmarks/sample_efficiency.py                        # all variants, 36k images each
+    python benchmarks/sample_efficiency.py --variants diffusion cpdgan --budget 24000 --snapshots 2
+    python benchmarks/sample_efficiency.py --samples-n100         # plus cpD-GAN +/- DiffAugment at n100
+
+Setting: br35h at 32x32 (``resolution/r32`` of the ``br35h`` settings preset), prepared under
+``--work`` when missing. Every variant trains to ``--budget`` real images from its CPU preset
+with the overrides below and keeps its EMA generator every ``budget / snapshots`` images
+(``snapshot_every``). For each snapshot it generates the synthetic folds and measures:
+
+* ``gap`` = AUC_real - AUC_syn (DenseNet-121 on real vs synthetic training data, real test fold;
+  the real classifier is trained once and shared);
+* ``real_on_syn``: the real classifier's AUROC on the synthetic test fold ("GAN-test");
+* ``fd``: Fréchet distance on ``--fid-images`` images (one fixed draw of real training rows;
+  ``--fid-extractor``, by default Inception at 96 px, which ranks like FID at a tenth of its cost).
+
+``train_seconds`` is time spent in training steps (no FID, grids or checkpoints) on
+``--threads`` threads. Results go to ``WORK/sample_efficiency.csv`` and ``.png``; every
+finished piece is kept, so a rerun continues where it stopped.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synthmed.data import BenchmarkSetting, build_settings, prepare_source
+from synthmed.evaluation.classifier import ClassifierConfig
+from synthmed.evaluation.fidelity import frechet
+from synthmed.evaluation.utility import evaluate_utility, real_classifier
+from synthmed.synthesis import generate
+from synthmed.training.config import config_from_dict, load_config
+from synthmed.training.features import make_extractor
+from synthmed.training.loop import start_run, train
+
+AUGMENT = "color,translation,cutout"
+# name -> (training preset, overrides); prog-GAN's phases are cut so that it has grown to 32 px
+# by 17,500 images (the demo's schedule)
+VARIANTS = {
+    "cpdgan": ("cpdgan-cpu", {}),
+    "cpdgan+diffaug": ("cpdgan-cpu", {"augment": AUGMENT}),
+    "cpdgan+diffaug+ema-warmup": ("cpdgan-cpu", {"augment": AUGMENT, "ema_warmup": True}),
+    "proggan": ("proggan-cpu", {"phase_images": 3500}),
+    "proggan+diffaug": ("proggan-cpu", {"phase_images": 3500, "augment": AUGMENT}),
+    "diffusion": ("diffusion-cpu", {}),
+}
+COLUMNS = ["setting", "variant", "images_seen", "train_seconds", "auc_real", "auc_syn", "gap", "delta_syn",
+           "real_on_syn", "fd", "fd_extractor", "fd_images"]
+
+
+def quiet(message: str) -> None:
+    pass
+
+
+def prepare_data(work: Path) -> Path:
+    settings = work / "data" / "settings"
+    if not (settings / "settings.json").is_file():
+        store = work / "data" / "store"
+        if not (store / "manifest.json").is_file():
+            prepare_source("br35h", store, resolutions=[32], progress=False, log=quiet)
+        build_settings("br35h", store, settings, overwrite=True, log=quiet)
+    return settings
+
+
+def train_variant(name: str, setting: Path, out: Path, budget: int, snapshots: int, threads: int) -> Path:
+    preset, overrides = VARIANTS[name]
+    if not (out / "run.json").is_file():
+        values = {**load_config(preset).to_dict(), **overrides, "min_images": budget, "max_images": budget,
+                  "fid_every": budget, "sample_every": budget // snapshots, "snapshot_every": budget // snapshots,
+                  "checkpoint_every": budget // snapshots, "threads": threads}
+        start_run(config_from_dict(values, name), setting, out)
+    train(out, progress=False, log=quiet)
+    return out
+
+
+class FrechetScorer:
+    """FD of synthetic training images against one fixed draw of real training rows."""
+
+    def __init__(self, real: BenchmarkSetting, extractor: str, n: int) -> None:
+        self.extractor, self.n = make_extractor(extractor), n
+        rows = np.sort(np.random.default_rng(0).permutation(len(real.rows("train")))[:n])
+        self.real = self.extractor(torch.from_numpy(np.ascontiguousarray(real.images("train")[rows])))
+
+    def __call__(self, synthetic: BenchmarkSetting) -> float:
+        images = synthetic.images("train")
+        rows = np.sort(np.random.default_rng(1).permutation(len(images))[: self.n])
+        return frechet(self.real, self.extractor(torch.from_numpy(np.ascontiguousarray(images[rows]))))
+
+
+def score_snapshot(run: Path, snapshot: Path, real_dir: Path, classifier: ClassifierConfig, real_path: Path,
+                   fd: FrechetScorer) -> dict:
+    tag = snapshot.stem.split("_")[-1]
+    synthetic = generate(run, run / "scored" / tag / "synthetic", snapshot_file=f"snapshots/{snapshot.name}",
+                         export_png=False, overwrite=True, progress=False, log=quiet)
+    utility = evaluate_utility(real_dir, synthetic / "setting", classifier, run / "scored" / tag, log=quiet,
+                               progress=False, real_classifier_path=real_path)
+    meta = torch.load(snapshot, map_location="cpu", weights_only=False)
+    return {"images_seen": meta["images_seen"], "train_seconds": round(meta["train_seconds"], 1),
+            "auc_real": utility["auc_real"]["mean"], "auc_syn": utility["auc_syn"]["mean"],
+            "gap": utility["auc_real_minus_auc_syn"], "delta_syn": utility["delta_syn"],
+            "real_on_syn": utility["auc_real_on_syn"]["mean"], "fd": fd(BenchmarkSetting(synthetic / "setting")),
+            "fd_extractor": fd.extractor.name, "fd_images": fd.n}
+
+
+def run_setting(label: str, real_dir: Path, variants: list[str], work: Path, args, rows: list[dict]) -> None:
+    classifier = ClassifierConfig(input_size=None, max_epochs=args.classifier_epochs, threads=args.threads)
+    real = BenchmarkSetting(real_dir)
+    real_path = work / label / "real_classifier.pt"
+    real_classifier(real, classifier, real_path, quiet, progress=False)
+    fd = FrechetScorer(real, args.fid_extractor, args.fid_images)
+    for name in variants:
+        started = time.time()
+        run = train_variant(name, real_dir, work / label / name, args.budget, args.snapshots, args.threads)
+        for snapshot in sorted((run / "snapshots").glob("generator_*.pt")):
+            row = {"setting": label, "variant": name, **score_snapshot(run, snapshot, real_dir, classifier,
+                                                                       real_path, fd)}
+            rows.append(row)
+            print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
+                  flush=True)
+        print(f"{label} {name}: {time.time() - started:.0f} s", flush=True)
+
+
+def images_to_reach(rows: list[dict], variant: str, gap: float) -> float | None:
+    """First images-seen where the gap is at or below ``gap``, linearly interpolated (None: never)."""
+    points = sorted((r["images_seen"], r["gap"]) for r in rows if r["variant"] == variant and r["setting"] == "r32")
+    for (x0, y0), (x1, y1) in zip([(0, 1.0)] + points, points):
+        if y1 <= gap:
+            return x1 if y0 == y1 else x0 + (x1 - x0) * (y0 - gap) / (y0 - y1)
+    return None
+
+
+def plot(rows: list[dict], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    panels = [("images_seen", "gap"), ("train_seconds", "gap"), ("images_seen", "real_on_syn"), ("images_seen", "fd")]
+    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    for ax, (x, y) in zip(axes, panels):
+        for name in dict.fromkeys(r["variant"] for r in rows if r["setting"] == "r32"):
+            points = sorted((r[x], r[y]) for r in rows if r["variant"] == name and r["setting"] == "r32")
+            ax.plot(*zip(*points), marker="o", label=name)
+        ax.set_xlabel(x.replace("_", " "))
+        ax.set_ylabel(y.replace("_", " "))
+        ax.grid(alpha=0.3)
+    axes[0].legend(fontsize=8)
+    fig.suptitle("br35h 32x32: AUC_real - AUC_syn, real classifier on synthetic test, FD")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/sample-efficiency"))
+    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--budget", type=int, default=36_000, help="real images per variant")
+    parser.add_argument("--snapshots", type=int, default=3, help="scored snapshots per variant")
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--classifier-epochs", type=int, default=4)
+    parser.add_argument("--fid-extractor", default="inception-96")
+    parser.add_argument("--fid-images", type=int, default=500)
+    parser.add_argument("--samples-n100", action="store_true",
+                        help="also cpD-GAN with and without DiffAugment on the samples axis' n100 setting")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    settings = prepare_data(args.work)
+    rows: list[dict] = []
+    run_setting("r32", settings / "resolution" / "r32", args.variants, args.work, args, rows)
+    if args.samples_n100:
+        run_setting("n100", settings / "samples" / "n100", ["cpdgan", "cpdgan+diffaug"], args.work, args, rows)
+    out = args.work / "sample_efficiency.csv"
+    with open(out, "w", newline="") as f:
+        writer = csv.DictWriter(f, COLUMNS)
+        writer.writeheader()
+        writer.writerows(rows)
+    plot(rows, out.with_suffix(".png"))
+    for name in args.variants:
+        reached = images_to_reach(rows, name, 0.063)
+        print(f"{name}: gap 0.063 reached at {'not within the budget' if reached is None else f'{reached:,.0f} images'}")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+if __name__ == "__main__":
+    main()
