@@ -2,8 +2,8 @@
 images and training seconds, every model and training switch trained and scored in one run on
 this machine, so that they share its state.
 
-    python benchmarks/sample_efficiency.py                        # all variants, 36k images each
-    python benchmarks/sample_efficiency.py --variants diffusion cpdgan --budget 24000 --snapshots 2
+    python benchmarks/sample_efficiency.py                        # all variants, 24k images each
+    python benchmarks/sample_efficiency.py --variants diffusion cpdgan --budget 12000 --snapshots 2
     python benchmarks/sample_efficiency.py --samples-n100         # plus cpD-GAN +/- DiffAugment at n100
 
 Setting: br35h at 32x32 (``resolution/r32`` of the ``br35h`` settings preset), prepared under
@@ -51,6 +51,7 @@ VARIANTS = {
     "proggan": ("proggan-cpu", {"phase_images": 3500}),
     "proggan+diffaug": ("proggan-cpu", {"phase_images": 3500, "augment": AUGMENT}),
     "diffusion": ("diffusion-cpu", {}),
+    "diffusion+min-snr": ("diffusion-cpu", {"snr_gamma": 5.0}),
 }
 COLUMNS = ["setting", "variant", "images_seen", "train_seconds", "auc_real", "auc_syn", "gap", "delta_syn",
            "real_on_syn", "fd", "fd_extractor", "fd_images"]
@@ -162,7 +163,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/sample-efficiency"))
     parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
-    parser.add_argument("--budget", type=int, default=36_000, help="real images per variant")
+    parser.add_argument("--budget", type=int, default=24_000, help="real images per variant")
     parser.add_argument("--snapshots", type=int, default=3, help="scored snapshots per variant")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--classifier-epochs", type=int, default=4)

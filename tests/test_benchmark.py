@@ -59,7 +59,7 @@ def test_paper_presets_expand_into_the_papers_seed_counts():
     assert chest["data"] == {"prepare": 1, "settings": 1}
     brain = count_jobs(expand(load_preset("brain")))
     assert brain["classes"]["train"] == (2 * 10 + 3 * 4) * 2 and brain["samples"]["train"] == 8 * 20 * 2
-    assert count_jobs(expand(load_preset("br35h-samples", seeds=3)))["samples"]["utility"] == 5 * 3 * 2
+    assert count_jobs(expand(load_preset("br35h-samples", seeds=3)))["samples"]["utility"] == 5 * 3 * 3  # 3 models
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -73,7 +73,7 @@ def test_every_shipped_preset_builds_valid_training_and_classifier_configs(name)
     assert {"train", "real-classifier", "utility"} <= {job.stage for job in jobs}
 
 
-def test_the_cpu_samples_preset_gives_every_setting_the_same_smaller_gan_budget():
+def test_the_cpu_samples_preset_gives_every_setting_the_same_smaller_budget():
     def budgets(name: str) -> dict[str, set[int]]:
         found: dict[str, set[int]] = {}
         for job in expand(load_preset(name)):
@@ -82,7 +82,7 @@ def test_the_cpu_samples_preset_gives_every_setting_the_same_smaller_gan_budget(
         return found
 
     quick, full = budgets("br35h-samples"), budgets("br35h-samples-full")
-    assert quick == {"cpdgan": {12000}, "proggan": {22000}}
+    assert quick == {"diffusion": {30000}, "cpdgan": {12000}, "proggan": {22000}}
     assert all(len(full[m]) == 1 and min(full[m]) > min(quick[m]) for m in quick)
 
 
