@@ -332,7 +332,9 @@ def test_counts_accuracy_and_wilcoxon_on_a_hand_made_table():
     assert summary["TR"]["std"] == pytest.approx(np.std([3, 4, 1], ddof=1))
     assert summary["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
     expected = stats.wilcoxon(np.array(accuracies) - 0.5, alternative="greater").pvalue
-    assert summary["wilcoxon"]["p_value"] == pytest.approx(expected)
+    assert summary["wilcoxon"]["readers_beat_chance"]["p_value"] == pytest.approx(expected)
+    less = stats.wilcoxon(np.array(accuracies) - 0.5, alternative="less").pvalue
+    assert summary["wilcoxon"]["paper_variant"]["p_value"] == pytest.approx(less)
 
 
 def test_analyze_cli_writes_the_tables_and_the_figure(tmp_path, capsys):

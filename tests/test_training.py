@@ -202,7 +202,12 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
     assert card["generator_file"] == "snapshots/generator_0000000080.pt" and card["images_seen_by_generator"] == 80
     plain = generate(diffusion, tmp_path / "plain", progress=False, log=lambda m: None)
     assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(early / "store" / "images_16.npy"))
-    guided = generate(diffusion, tmp_path / "guided", guidance_scale=4.0, steps=2, progress=False, log=lambda m: None)
-    assert json.loads((guided / "card.json").read_text())["sampling_options"] == {"steps": 2, "guidance_scale": 4.0}
+    guided = generate(diffusion, tmp_path / "guided", guidance_scale=4.0, sample_steps=2, progress=False,
+                      log=lambda m: None)
+    assert json.loads((guided / "card.json").read_text())["sampling_options"] == {"sample_steps": 2,
+                                                                                 "guidance_scale": 4.0}
     assert "guidance scale 4.0" in (guided / "card.md").read_text()
+    # the run's own settings are on the card too (TINY_DIFFUSION: 3 steps, the default guidance 2)
+    assert json.loads((plain / "card.json").read_text())["sampling_options"] == {"sample_steps": 3,
+                                                                                "guidance_scale": 2.0}
     assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(guided / "store" / "images_16.npy"))

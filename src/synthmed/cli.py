@@ -157,7 +157,8 @@ def generate_command(
     run: Annotated[Path, typer.Argument(help="a finished training run")],
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="output directory (default RUN/synthetic)")] = None,
     seed: Annotated[Optional[int], typer.Option(help="generation seed (default: the run's seed)")] = None,
-    steps: Annotated[Optional[int], typer.Option(help="diffusion: sampler steps (default: the run's sample_steps)")] = None,
+    sample_steps: Annotated[Optional[int], typer.Option(
+        help="diffusion: sampler steps (default: the run's sample_steps)")] = None,
     guidance_scale: Annotated[Optional[float], typer.Option(
         help="diffusion: classifier-free guidance scale, 1 = none (default: the run's guidance_scale)")] = None,
     snapshot: Annotated[Optional[str], typer.Option(
@@ -169,7 +170,7 @@ def generate_command(
     """Make the synthetic train/val/test folds: one image per real row, with its label vector."""
     from synthmed.synthesis import generate
 
-    generate(run, out, seed=seed, steps=steps, guidance_scale=guidance_scale, snapshot_file=snapshot, export_png=png,
+    generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale, snapshot_file=snapshot, export_png=png,
              overwrite=overwrite, progress=progress, log=console.print)
 
 

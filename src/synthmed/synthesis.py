@@ -61,15 +61,15 @@ def load_generator(run_dir: str | os.PathLike, device: str | torch.device = "cpu
 
 
 def sampling_options(sampler: torch.nn.Module, options: dict[str, Any], model: str) -> dict[str, Any]:
-    """The options given (None = the run's own setting) that this model's sampler takes; an
-    option it does not take (a guidance scale for a GAN) is an error that names it."""
-    given = {k: v for k, v in options.items() if v is not None}
-    accepted = inspect.signature(sampler.sample).parameters
-    for name in given:
-        if name not in accepted:
+    """Every option this model's sampler takes, with its value: the one given, else the run's own
+    (the sampler attribute of the same name). A given option that the sampler does not take (a
+    guidance scale for a GAN) is an error that names it."""
+    accepted = [name for name in inspect.signature(sampler.sample).parameters if name not in ("labels", "noise")]
+    for name, value in options.items():
+        if value is not None and name not in accepted:
             raise ConfigError(f"--{name.replace('_', '-')} does not apply to a {model} run: its sampler takes "
-                              f"{sorted(set(accepted) - {'labels', 'noise'}) or 'no options'}")
-    return given
+                              f"{accepted or 'no options'}")
+    return {name: getattr(sampler, name) if options.get(name) is None else options[name] for name in accepted}
 
 
 def _fold_seed(seed: int, fold: str) -> int:
@@ -80,7 +80,7 @@ def _fold_seed(seed: int, fold: str) -> int:
 def synthesize(sampler: torch.nn.Module, labels: np.ndarray, seed: int, device="cpu",
                options: dict[str, Any] | None = None, on_batch: Callable[[int], Any] = lambda n: None) -> np.ndarray:
     """uint8 images (N, C, R, R), row i made from ``labels[i]``; the same seed gives the same images.
-    ``options`` go to the sampler (a diffusion model's ``steps`` and ``guidance_scale``)."""
+    ``options`` go to the sampler (a diffusion model's ``sample_steps`` and ``guidance_scale``)."""
     noise = torch.Generator().manual_seed(seed)
     out = []
     for start in range(0, len(labels), BATCH):
@@ -91,22 +91,22 @@ def synthesize(sampler: torch.nn.Module, labels: np.ndarray, seed: int, device="
 
 
 def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
-             steps: int | None = None, guidance_scale: float | None = None, snapshot_file: str | None = None,
+             sample_steps: int | None = None, guidance_scale: float | None = None, snapshot_file: str | None = None,
              export_png: bool = True, overwrite: bool = False, progress: bool = True,
              log: Callable[[str], None] = print) -> Path:
-    """Write the synthetic set of a finished run (see the module docstring). ``steps`` and
+    """Write the synthetic set of a finished run (see the module docstring). ``sample_steps`` and
     ``guidance_scale`` override a diffusion model's sampler settings; None keeps the run's.
     ``snapshot_file`` samples an intermediate snapshot of the run instead of its final generator."""
     run_dir = Path(run_dir)
     out = Path(out) if out is not None else run_dir / "synthetic"
     sampler, snapshot = load_generator(run_dir, snapshot=snapshot_file)
     generator_file = run_dir / (snapshot_file or "generator.pt")
-    options = sampling_options(sampler, {"steps": steps, "guidance_scale": guidance_scale},
-                               snapshot["config"]["model"])
-    if steps is not None and not 1 <= steps <= 1000:
-        raise ConfigError(f"--steps {steps} must be in [1, 1000]")
+    if sample_steps is not None and not 1 <= sample_steps <= 1000:
+        raise ConfigError(f"--sample-steps {sample_steps} must be in [1, 1000]")
     if guidance_scale is not None and guidance_scale < 0:
         raise ConfigError(f"--guidance-scale {guidance_scale} must be >= 0 (1 = no guidance)")
+    options = sampling_options(sampler, {"sample_steps": sample_steps, "guidance_scale": guidance_scale},
+                               snapshot["config"]["model"])
     info = read_json(run_dir / "run.json")
     summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {
         "images_seen": snapshot["images_seen"], "stop_reason": "still training", "best_fid": None,
@@ -254,7 +254,7 @@ def _card_markdown(card: dict[str, Any]) -> str:
         f"- best FD during training: {'none' if card['best_fid'] is None else format(card['best_fid'], '.2f')} "
         f"({card['fid_extractor']})",
         f"- generation seed: {card['generation_seed']}"
-        + "".join(f", {k.replace('_', ' ')} {v}" for k, v in card["sampling_options"].items()),
+        + "".join(f"; {k.replace('_', ' ')} {v}" for k, v in card["sampling_options"].items()),
         f"- created: {card['created']}; software: "
         + ", ".join(f"{k} {v}" for k, v in card["software"].items()),
         "",

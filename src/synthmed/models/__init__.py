@@ -1,4 +1,6 @@
-"""The two conditional GANs of the paper: ``cpdgan`` (the paper's own) and ``proggan`` (ProGAN baseline)."""
+"""The generators' networks: the paper's two conditional GANs, ``cpdgan`` (the paper's own) and
+``proggan`` (ProGAN baseline), built here by ``build_models``; and the conditional diffusion
+model (``diffusion.py``, built by the training method in ``training/diffusion.py``)."""
 
 from __future__ import annotations
 

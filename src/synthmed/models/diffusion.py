@@ -102,24 +102,23 @@ class ConditionalDiffusion(nn.Module):
                                            timestep_spacing="trailing", thresholding=True, sample_max_value=1.0)
 
     @torch.no_grad()
-    def sample(self, labels: torch.Tensor, noise: torch.Generator, steps: int | None = None,
+    def sample(self, labels: torch.Tensor, noise: torch.Generator, sample_steps: int | None = None,
                guidance_scale: float | None = None) -> torch.Tensor:
-        """Images in [-1, 1] for ``labels``; the starting noise comes from ``noise`` (the samplers
-        are deterministic after it), drawn on ``noise``'s device, so a CPU generator gives the
-        same images on any device."""
-        steps = self.sample_steps if steps is None else int(steps)
+        """Images in [-1, 1] for ``labels``. The samplers are deterministic given the starting
+        noise, which is drawn from ``noise`` on its own device (a CPU generator gives the same
+        starting noise whatever device the model is on)."""
+        steps = self.sample_steps if sample_steps is None else int(sample_steps)
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         scheduler = self._sampling_schedule()
         scheduler.set_timesteps(steps, device=labels.device)
         n = len(labels)
         shape = (n, self.image_channels, self.resolution, self.resolution)
         x = torch.randn(shape, device=noise.device, generator=noise).to(labels.device) * scheduler.init_noise_sigma
-        memory_format = torch.channels_last if _is_channels_last(self.unet) else torch.contiguous_format
         if scale != 1.0:  # both branches in one batch: the second half gets the null condition
             both_labels = torch.cat([labels, labels])
             drop = torch.arange(2 * n, device=labels.device) >= n
         for t in scheduler.timesteps:
-            model_input = scheduler.scale_model_input(x, t).contiguous(memory_format=memory_format)
+            model_input = scheduler.scale_model_input(x, t)
             if scale == 1.0:
                 out = self(model_input, t.expand(n), labels)
             else:
@@ -127,8 +126,3 @@ class ConditionalDiffusion(nn.Module):
                 out = uncond + scale * (cond - uncond)
             x = scheduler.step(out, t, x).prev_sample
         return x.clamp(-1, 1)
-
-
-def _is_channels_last(module: nn.Module) -> bool:
-    weight = next(p for p in module.parameters() if p.dim() == 4)
-    return weight.is_contiguous(memory_format=torch.channels_last) and not weight.is_contiguous()

@@ -94,9 +94,10 @@ def analyze_command(
     accuracies = "  ".join(f"{a:.2f}" for a in summary["accuracy"]["per_reader"])
     console.print(f"accuracies: {accuracies}")
     console.print(f"accuracy {summary['accuracy']['mean']:.3f} ± {summary['accuracy']['std']:.3f}")
-    test = summary["wilcoxon"]
-    if test["p_value"] is None:
-        console.print(f"Wilcoxon signed-rank: not computed ({test['reason']})")
-    else:
-        console.print(f"Wilcoxon signed-rank against 0.5 (one-sided, greater): p = {test['p_value']:.4g}")
+    for test in summary["wilcoxon"].values():
+        if test["p_value"] is None:
+            console.print(f"Wilcoxon signed-rank: not computed ({test['reason']})")
+            break
+        console.print(f"Wilcoxon signed-rank against 0.5, one-sided {test['alternative']}: p = {test['p_value']:.4g}; "
+                      f"{test['hypothesis']}")
     console.print(f"results: {Path(out or study) / 'reader_study.json'}")

@@ -21,13 +21,15 @@ from synthmed.training.config import TrainConfig
 
 def build_diffusion(config: TrainConfig, resolution: int, label_dim: int, image_channels: int) -> ConditionalDiffusion:
     return ConditionalDiffusion(
-        resolution, label_dim, image_channels, unet_channels=tuple(config.unet_channels),
+        resolution, label_dim, image_channels, unet_channels=config.for_resolution(resolution).unet_channels,
         layers_per_block=config.layers_per_block, attention=config.attention, prediction=config.prediction,
         noise_schedule=config.noise_schedule, train_timesteps=config.train_timesteps, sampler=config.sampler,
         sample_steps=config.sample_steps, guidance_scale=config.guidance_scale)
 
 
 class DiffusionTraining:
+    """The denoiser, its Adam, the EMA sampler and the DDPM noising process (``model: diffusion``)."""
+
     loss_names = ("loss",)
 
     def __init__(self, config: TrainConfig, resolution: int, label_dim: int, image_channels: int,
