@@ -211,3 +211,18 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
     assert json.loads((plain / "card.json").read_text())["sampling_options"] == {"sample_steps": 3,
                                                                                 "guidance_scale": 2.0}
     assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(guided / "store" / "images_16.npy"))
+
+
+def test_a_snapshot_from_before_full_size_is_refused_by_name(tiny_setting, tmp_path):
+    from synthmed.data.errors import DataError
+
+    values = {**TINY, "model": "proggan", "start_resolution": 8, "phase_images": 40, "batch_by_resolution": {8: 8, 16: 8},
+              "max_images": 160, "snapshot_every": 40}
+    run = start_run(config_from_dict(values), tiny_setting, tmp_path / "run")
+    quiet_train(run)
+    with pytest.raises(DataError, match=r"generator_0000000040.pt: makes 8 px images, the setting is 16 px"):
+        generate(run, tmp_path / "early", snapshot_file="snapshots/generator_0000000040.pt", progress=False,
+                 log=lambda m: None)
+    assert not (tmp_path / "early").exists()
+    generate(run, tmp_path / "late", snapshot_file="snapshots/generator_0000000160.pt", progress=False,
+             log=lambda m: None)

@@ -130,6 +130,11 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
 
     folds = {fold: setting.labels(fold) for fold in SPLITS}
     resolution = int(snapshot["resolution"])
+    made = sampler.sample(torch.from_numpy(folds["train"][:1].astype(np.float32)), torch.Generator().manual_seed(0),
+                          **options).shape[-1]
+    if made != resolution:  # e.g. a prog-GAN snapshot from before it had grown to the setting's size
+        raise DataError(f"makes {made} px images, the setting is {resolution} px: choose a snapshot from after the "
+                        "generator reached full size", file=generator_file)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_parent(out)))
     try:
         images = {}

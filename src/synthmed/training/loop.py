@@ -2,7 +2,9 @@
 
 What differs between models (networks, losses, prog-GAN's growth) lives in their training
 method (``methods.py``: ``gan.py``, ``diffusion.py``); this loop feeds it real batches and
-keeps the schedule, the EMA sampler, FID stopping, logs and checkpoints. Progress is counted in real images seen. Every few images the loop logs, writes a sample
+keeps the schedule, the EMA sampler, FID stopping, logs and checkpoints.
+
+Progress is counted in real images seen. Every few images the loop logs, writes a sample
 grid, checkpoints, and (after ``min_images``) evaluates FID against the training fold; it
 stops after ``patience`` evaluations without improvement or at ``max_images`` and keeps the
 best-FID EMA generator. A checkpoint holds everything (networks, EMA, optimisers, images
