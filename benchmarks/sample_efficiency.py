@@ -35,10 +35,10 @@ import torch
 
 from synthmed.data import BenchmarkSetting, build_settings, prepare_source
 from synthmed.evaluation.classifier import ClassifierConfig
-from synthmed.evaluation.fidelity import frechet
+from synthmed.evaluation.fidelity import extract_features, frechet
 from synthmed.evaluation.utility import evaluate_utility, real_classifier
 from synthmed.synthesis import generate
-from synthmed.training.config import config_from_dict, load_config
+from synthmed.training.config import load_config
 from synthmed.training.features import make_extractor
 from synthmed.training.loop import start_run, train
 
@@ -76,10 +76,11 @@ def prepare_data(work: Path) -> Path:
 def train_variant(name: str, setting: Path, out: Path, budget: int, snapshots: int, threads: int) -> Path:
     preset, overrides = VARIANTS[name]
     if not (out / "run.json").is_file():
-        values = {**load_config(preset).to_dict(), **overrides, "min_images": budget, "max_images": budget,
-                  "fid_every": budget, "sample_every": budget // snapshots, "snapshot_every": budget // snapshots,
-                  "checkpoint_every": budget // snapshots, "threads": threads}
-        start_run(config_from_dict(values, name), setting, out)
+        every = budget // snapshots
+        config = load_config(preset, {**overrides, "min_images": budget, "max_images": budget, "fid_every": budget,
+                                      "sample_every": every, "snapshot_every": every, "checkpoint_every": every,
+                                      "threads": threads})
+        start_run(config, setting, out)
     train(out, progress=False, log=quiet)
     return out
 
@@ -90,12 +91,12 @@ class FrechetScorer:
     def __init__(self, real: BenchmarkSetting, extractor: str, n: int) -> None:
         self.extractor, self.n = make_extractor(extractor), n
         rows = np.sort(np.random.default_rng(0).permutation(len(real.rows("train")))[:n])
-        self.real = self.extractor(torch.from_numpy(np.ascontiguousarray(real.images("train")[rows])))
+        self.real = extract_features(self.extractor, real.images("train")[rows])
 
     def __call__(self, synthetic: BenchmarkSetting) -> float:
         images = synthetic.images("train")
         rows = np.sort(np.random.default_rng(1).permutation(len(images))[: self.n])
-        return frechet(self.real, self.extractor(torch.from_numpy(np.ascontiguousarray(images[rows]))))
+        return frechet(self.real, extract_features(self.extractor, images[rows]))
 
 
 def score_snapshot(run: Path, snapshot: Path, real_dir: Path, classifier: ClassifierConfig, real_path: Path,

@@ -170,8 +170,8 @@ def generate_command(
     """Make the synthetic train/val/test folds: one image per real row, with its label vector."""
     from synthmed.synthesis import generate
 
-    generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale, snapshot_file=snapshot, export_png=png,
-             overwrite=overwrite, progress=progress, log=console.print)
+    generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale, snapshot_file=snapshot,
+             export_png=png, overwrite=overwrite, progress=progress, log=console.print)
 
 
 RealSetting = Annotated[Path, typer.Option(help="the real benchmark setting directory")]
