@@ -24,7 +24,7 @@ from synthmed.training.config import (
     load_config,
     preset_names,
 )
-from synthmed.training.loop import start_run, train
+from synthmed.training.loop import fid_due, start_run, train
 
 TINY = {"latent_dim": 8, "channels_base": 128, "channels_max": 16, "batch_size": 8, "learning_rate": 0.002,
         "min_images": 160, "max_images": 480, "fid_every": 80, "fid_samples": 24, "fid_extractor": "pixels",
@@ -69,6 +69,14 @@ def test_growth_schedule_matches_the_paper():
     assert growth_at(2_100_000, 8, 32, 1_400_000) == (16, 0.5)
     assert growth_at(4_900_000, 8, 32, 1_400_000) == (32, 0.5)
     assert growth_at(7_000_000, 8, 32, 1_400_000) == (32, 1.0)
+
+
+def test_fid_grid_starts_at_the_minimum_as_in_the_paper():
+    # cpdgan-paper at 128 px: batch 256, minimum 9M; the paper evaluates at 9.0M, 9.4M, 9.8M
+    config = load_config("cpdgan-paper").for_resolution(128)
+    ends = range(256, 10_000_000, 256)
+    due = [now for now in ends if fid_due(now - 256, now, config)]
+    assert due == [9_000_192, 9_400_064, 9_800_192]  # the first step at or past each grid point
 
 
 @pytest.mark.parametrize("values, message", [
@@ -123,6 +131,12 @@ def test_tiny_run_trains_logs_and_generates(model, tiny_setting, tmp_path):
     assert card["images_per_fold"] == {fold: len(setting.rows(fold)) for fold in SPLITS}
     assert (out / "card.md").read_text().startswith("# Synthetic data set")
     assert sorted(p.name for p in (out / "export").iterdir()) == ["test", "test.csv", "train", "train.csv", "val", "val.csv"]
+
+
+def test_fid_runs_at_the_minimum_then_every_fid_every_after_it(tiny_setting, tmp_path):
+    run = start_run(config_from_dict({**TINY, "min_images": 200}), tiny_setting, tmp_path / "run")
+    summary = quiet_train(run)
+    assert [h["images_seen"] for h in summary["fid_history"]] == [200, 280, 360, 440]  # not 240, 320, 400, 480
 
 
 def test_generation_is_seeded_and_leaks_no_real_identifier(tiny_setting, tiny_store, tmp_path):

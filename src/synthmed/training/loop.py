@@ -5,11 +5,12 @@ method (``methods.py``: ``gan.py``, ``diffusion.py``); this loop feeds it real b
 keeps the schedule, the EMA sampler, FID stopping, logs and checkpoints.
 
 Progress is counted in real images seen. Every few images the loop logs, writes a sample
-grid, checkpoints, and (after ``min_images``) evaluates FID against the training fold; it
-stops after ``patience`` evaluations without improvement or at ``max_images`` and keeps the
-best-FID EMA generator. A checkpoint holds everything (networks, EMA, optimisers, images
-seen, FID history, the data order and every random generator), so a killed run resumed
-with ``train(resume=True)`` continues exactly as if it had never stopped.
+grid, checkpoints, and (at ``min_images`` and every ``fid_every`` after it: ``fid_due``)
+evaluates FID against the training fold; it stops after ``patience`` evaluations without
+improvement or at ``max_images`` and keeps the best-FID EMA generator. A checkpoint holds
+everything (networks, EMA, optimisers, images seen, FID history, the data order and every
+random generator), so a killed run resumed with ``train(resume=True)`` continues exactly as
+if it had never stopped.
 
 Run directory::
 
@@ -95,6 +96,13 @@ def _next_indices(state: RunState, n_rows: int, count: int, data_gen: torch.Gene
         count -= len(chunk)
         taken.append(chunk)
     return torch.cat(taken)
+
+
+def fid_due(before: int, now: int, config: TrainConfig) -> bool:
+    """Whether the step from ``before`` to ``now`` images ends on the FID grid: at ``min_images``,
+    then every ``fid_every`` images after it (the paper's 7.0M, 7.4M, ... rather than 7.2M, 7.6M)."""
+    low, every = config.min_images, config.fid_every
+    return now >= low and (before < low or (now - low) // every > (before - low) // every)
 
 
 def _real_at(images: torch.Tensor, resolution: int, alpha: float) -> torch.Tensor:
@@ -250,7 +258,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
             bar.advance(batch)
 
             fid = math.nan
-            if state.images_seen >= config.min_images and crossed(config.fid_every, before):
+            if fid_due(before, state.images_seen, config):
                 fid = _evaluate_fid(method.sampler, extractor, real_stats, labels, config, device) if env.is_main else 0.0
                 fid = distributed.broadcast_float(fid, env, device)
                 state.fid_history.append((state.images_seen, fid))
