@@ -77,6 +77,7 @@ def test_fid_grid_starts_at_the_minimum_as_in_the_paper():
     ends = range(256, 10_000_000, 256)
     due = [now for now in ends if fid_due(now - 256, now, config)]
     assert due == [9_000_192, 9_400_064, 9_800_192]  # the first step at or past each grid point
+    assert load_config("proggan-paper").reset_adam_per_phase and not load_config("proggan-cpu").reset_adam_per_phase
 
 
 @pytest.mark.parametrize("values, message", [
@@ -85,6 +86,8 @@ def test_fid_grid_starts_at_the_minimum_as_in_the_paper():
     ({"batch_size": 0}, "batch_size = 0 must be a positive integer"),
     ({"min_images": 10, "max_images": 5}, "max_images = 5 is below min_images"),
     ({"start_resolution": 12}, "start_resolution = 12 must be a power of two"),
+    ({"reset_adam_per_phase": True}, "reset_adam_per_phase = True applies to prog-GAN only"),
+    ({"model": "proggan", "reset_adam_per_phase": "yes"}, "reset_adam_per_phase = 'yes' must be true or false"),
 ])
 def test_bad_configs_are_refused_by_name(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -139,6 +142,22 @@ def test_fid_runs_at_the_minimum_then_every_fid_every_after_it(tiny_setting, tmp
     assert [h["images_seen"] for h in summary["fid_history"]] == [200, 280, 360, 440]  # not 240, 320, 400, 480
 
 
+PROGGAN_PHASES = {**TINY, "model": "proggan", "start_resolution": 8, "phase_images": 40,
+                  "batch_by_resolution": {8: 8, 16: 8}}  # stabilise 8 px to 40 images, fade in 16 px to 80
+
+
+@pytest.mark.parametrize("reset", [True, False])
+def test_proggan_resets_adam_at_each_phase_change(reset, tiny_setting, tmp_path):
+    run = start_run(config_from_dict({**PROGGAN_PHASES, "reset_adam_per_phase": reset}), tiny_setting, tmp_path / "run")
+    quiet_train(run)
+    checkpoint = torch.load(run / "checkpoint.pt", weights_only=False)
+    for name in ("opt_g", "opt_d"):
+        steps = {int(s["step"]) for s in checkpoint[name]["state"].values()}
+        # 60 steps of 8 images; the last phase began at 80 images, 50 steps before the end. Without
+        # the reset the layers that work throughout have counted all 60 steps (16 px ones: 55).
+        assert max(steps) == (50 if reset else 60), name
+
+
 def test_generation_is_seeded_and_leaks_no_real_identifier(tiny_setting, tiny_store, tmp_path):
     run = start_run(config_from_dict({**TINY, "max_images": 160, "min_images": 160}), tiny_setting, tmp_path / "run")
     quiet_train(run)
@@ -164,7 +183,9 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     TINY,
     {**TINY, "augment": "color,translation,cutout", "ema_warmup": True},  # the augmentation draws are resumed too
     TINY_DIFFUSION,
-], ids=["cpdgan", "cpdgan-augmented", "diffusion"])
+    # phases end at 240 and 480 images, after the kill: the resumed run resets Adam where the other did
+    {**PROGGAN_PHASES, "phase_images": 240, "min_images": 720, "reset_adam_per_phase": True},
+], ids=["cpdgan", "cpdgan-augmented", "diffusion", "proggan-adam-reset"])
 def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path):
     """A real SIGKILL in the middle of training, then --resume: the final generator equals an
     uninterrupted run's bit for bit."""

@@ -60,6 +60,7 @@ class TrainConfig:
     start_resolution: int = 8
     phase_images: int | dict[int, int] = 1_400_000  # a number, or one per final resolution
     batch_by_resolution: dict[int, int] = field(default_factory=dict)  # prog-GAN batch per resolution
+    reset_adam_per_phase: bool = False  # prog-GAN: fresh Adam state at each fade-in and stabilisation (as ProGAN)
     # schedule, all in real images seen
     min_images: int | dict[int, int] = 7_000_000  # a number, or one per final resolution
     max_images: int = 20_000_000
@@ -182,9 +183,11 @@ def _validate(c: TrainConfig, where: str) -> None:
             parse_policy(c.augment)
         except ValueError as error:
             fail("augment", str(error))
-    for key in ("ema_warmup", "attention"):
+    for key in ("ema_warmup", "attention", "reset_adam_per_phase"):
         if not isinstance(getattr(c, key), bool):
             fail(key, "must be true or false")
+    if c.reset_adam_per_phase and c.model != "proggan":
+        fail("reset_adam_per_phase", "applies to prog-GAN only (the only model that grows in phases)")
     if c.model == "diffusion":
         _validate_diffusion(c, fail)
     if c.patience < 1:
@@ -218,6 +221,13 @@ def _validate_diffusion(c: TrainConfig, fail: Callable[[str, str], None]) -> Non
         fail("label_dropout", "must be in [0, 1)")
     if c.guidance_scale < 0:
         fail("guidance_scale", "must be >= 0 (1 = no guidance)")
+
+
+def growth_phase(images_seen: int, start: int, final: int, phase_images: int) -> int:
+    """prog-GAN's phase after ``images_seen`` images: 0 = stabilising at ``start``, then a
+    fade-in and a stabilisation per doubling; the last phase lasts to the end of training."""
+    doublings = (final // start).bit_length() - 1
+    return min(images_seen // phase_images, 2 * doublings)
 
 
 def growth_at(images_seen: int, start: int, final: int, phase_images: int) -> tuple[int, float]:

@@ -85,5 +85,8 @@ class DiffusionTraining:
         self.optimizer.step()
         return {"loss": loss.detach()}
 
+    def after_step(self, images_before: int, images_after: int) -> None:
+        """Nothing changes along the way: one resolution, one optimiser state throughout."""
+
     def snapshot_extras(self) -> dict[str, Any]:
         return {}

@@ -15,7 +15,7 @@ import torch
 from synthmed.models import build_models
 from synthmed.training import distributed
 from synthmed.training.augment import diff_augment, parse_policy
-from synthmed.training.config import TrainConfig, growth_at
+from synthmed.training.config import TrainConfig, growth_at, growth_phase
 from synthmed.training.losses import discriminator_loss, gradient_penalty, label_cross_entropy
 
 
@@ -118,6 +118,19 @@ class GanTraining:
         d_loss, g_loss, gp = gan_step(self.generator, self.discriminator, self.opt_g, self.opt_d, x_real, labels,
                                       self.config, noise, env)
         return {"d_loss": d_loss, "g_loss": g_loss, "gp": gp}
+
+    def after_step(self, images_before: int, images_after: int) -> None:
+        """With ``reset_adam_per_phase``, a step that ends a growth phase clears both Adams' moments
+        and step counts, so each fade-in and stabilisation starts afresh, as ProGAN's training
+        (``reset_opt_for_new_lod``) does, from whose code the paper took prog-GAN's settings."""
+        c = self.config
+        if not (self.grows and c.reset_adam_per_phase):
+            return
+        before, after = (growth_phase(n, c.start_resolution, self.resolution, c.phase_images)
+                         for n in (images_before, images_after))
+        if before != after:
+            for optimizer in (self.opt_g, self.opt_d):
+                optimizer.state.clear()
 
     def snapshot_extras(self) -> dict[str, Any]:
         return {"growth": (self.sampler.current_resolution, 1.0)} if self.grows else {}

@@ -254,6 +254,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
             before = state.images_seen
             state.images_seen += batch
             state.step += 1
+            method.after_step(before, state.images_seen)
             state.train_seconds += time.perf_counter() - step_started
             bar.advance(batch)
 

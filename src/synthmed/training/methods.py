@@ -5,8 +5,9 @@ A training method owns its networks, optimisers and an EMA copy of the network t
 images (the *sampler*: every sampler has ``sample(labels, noise) -> images in [-1, 1]``).
 Per step the loop asks the method for the working resolution, fade-in and batch size at the
 current images seen (``schedule``), hands it a real batch (``step``) and logs the losses it
-returns. After each step the loop updates the sampler as an EMA of ``model``. Checkpoints hold
-``networks()`` and ``optimizers()`` by name.
+returns. After each step the loop updates the sampler as an EMA of ``model`` and tells the method
+how far the step took it (``after_step``). Checkpoints hold ``networks()`` and ``optimizers()`` by
+name.
 
 ``method_class`` maps the config's ``model`` key to the method class.
 """
@@ -37,6 +38,10 @@ class TrainingMethod(Protocol):
     def step(self, x_real: torch.Tensor, labels: torch.Tensor, noise: torch.Generator,
              env: Dist) -> dict[str, torch.Tensor]:
         """One optimisation step on a real batch (this rank's share of it); returns the detached losses."""
+
+    def after_step(self, images_before: int, images_after: int) -> None:
+        """The step took training from ``images_before`` to ``images_after`` real images (before any
+        checkpoint of it): prog-GAN resets its optimisers here when a growth phase ended."""
 
     def snapshot_extras(self) -> dict[str, Any]:
         """What a generator snapshot needs besides the sampler's weights (e.g. prog-GAN's growth)."""
