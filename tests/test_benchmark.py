@@ -15,6 +15,7 @@ import pytest
 import yaml
 
 from conftest import write_br35h_tree
+from synthmed.benchmark.executors import run_local
 from synthmed.benchmark.jobs import expand, job_state
 from synthmed.benchmark.presets import load_preset, preset_names, resolve_preset
 from synthmed.benchmark.results import read_results
@@ -55,11 +56,66 @@ def test_paper_presets_expand_into_the_papers_seed_counts():
     chest = count_jobs(expand(load_preset("chest")))
     # classes: 2 extremes x 10 seeds + 4 settings x 4 seeds = 36 (setting, seed) pairs; two models each
     assert chest["classes"]["real-classifier"] == 36 and chest["classes"]["train"] == 72
-    assert chest["samples"]["train"] == 8 * 20 * 2 and chest["resolution"]["train"] == 5 * 4 * 2
+    # samples: 20 seeds at the extremes, 4 on the 6 settings between (S.5)
+    assert chest["samples"]["train"] == (2 * 20 + 6 * 4) * 2
+    # resolution: both GANs at 32-128 px, the cpD-GAN alone at 256 (4 seeds) and 512 px (one run)
+    assert chest["resolution"]["train"] == 3 * 4 * 2 + 4 + 1 and chest["resolution"]["real-classifier"] == 4 * 4 + 1
     assert chest["data"] == {"prepare": 1, "settings": 1}
     brain = count_jobs(expand(load_preset("brain")))
-    assert brain["classes"]["train"] == (2 * 10 + 3 * 4) * 2 and brain["samples"]["train"] == 8 * 20 * 2
+    assert brain["classes"]["train"] == (2 * 10 + 3 * 4) * 2 and brain["samples"]["train"] == (2 * 20 + 6 * 4) * 2
+    assert brain["resolution"]["train"] == 3 * 4 * 2 + 4
     assert count_jobs(expand(load_preset("br35h-samples", seeds=3)))["samples"]["utility"] == 5 * 3 * 3  # 3 models
+
+
+@pytest.mark.parametrize("name", ["chest", "brain"])
+def test_paper_presets_train_only_the_cpdgan_above_128_px_and_share_seed_0s_stopping_step(name):
+    jobs = expand(load_preset(name))
+    trains = [j for j in jobs if j.stage == "train"]
+    plan = {(j.labels["setting"], j.labels["model"], j.labels["seed"]): j for j in trains}
+    high = {(s, m) for s, m, _ in plan if s in ("r256", "r512")}
+    assert high == {("r256", "cpdgan")} | ({("r512", "cpdgan")} if name == "chest" else set())
+    assert ("r512", "cpdgan", 1) not in plan and ("r128", "proggan", 3) in plan
+    position = {j.id: i for i, j in enumerate(jobs)}
+    for (setting, model, seed), job in plan.items():
+        if seed == 0:
+            assert "first_seed" not in job.inputs
+        else:  # waits for seed 0 of its own setting and model, which comes first in the list
+            first = plan[(setting, model, 0)]
+            assert job.inputs["first_seed"] == first.id and position[first.id] < position[job.id]
+
+
+def test_the_dry_run_shows_the_training_plan_and_the_shared_stop(capsys):
+    from synthmed.cli import main
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["benchmark", "--preset", "chest", "--dry-run"])
+    out = capsys.readouterr().out
+    assert exit_.value.code == 0, out
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in out.splitlines() if line.startswith("│") and "/" in line}
+    assert rows["resolution/r128"] == ["128", "4", "4", "at seed 0's step"]
+    assert rows["resolution/r256"] == ["256", "4", "-", "at seed 0's step"]
+    assert rows["resolution/r512"] == ["512", "1", "-", "one run"]
+    assert rows["samples/n5950"] == ["32", "20", "20", "at seed 0's step"]
+    assert "waits for train-classes-k20_n1450-cpdgan-s0-" in out
+
+
+def test_seeds_after_the_first_train_to_the_step_where_seed_0_kept_its_generator(tmp_path):
+    values = yaml.safe_load(tiny_preset(tmp_path, settings=1, seeds=2).read_text())
+    values["shared_stop"] = True
+    # seed 0 stops by FID (patience 1), well before max_images; only the cpD-GAN
+    values["models"] = {"cpdgan": {"config": "cpdgan-cpu", "set": {**GAN, "fid_every": 32, "min_images": 64,
+                                                                   "max_images": 4096, "patience": 1}}}
+    jobs = [j for j in expand(resolve_preset(values)) if j.stage in ("prepare", "settings", "train")]
+    out = tmp_path / "bench"
+    assert set(run_local(jobs, out, log=lambda m: None).values()) == {"done"}
+    first, second = (json.loads((out / "jobs" / j.id / "run" / "summary.json").read_text()) for j in jobs[2:])
+    assert first["stop_reason"].startswith("no FID improvement") and first["best_images"] < first["images_seen"]
+    run = yaml.safe_load((out / "jobs" / jobs[3].id / "run" / "config.yaml").read_text())
+    assert run["min_images"] == run["max_images"] == first["best_images"]
+    # one FID evaluation, at the step where its generator is kept: the same step as seed 0's generator
+    assert second["images_seen"] == second["best_images"] == first["best_images"]
+    assert [h["images_seen"] for h in second["fid_history"]] == [first["best_images"]]
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -102,6 +158,9 @@ def test_a_changed_number_reaches_only_the_jobs_downstream_of_it(tmp_path):
     ({"dimensions": ["classes"]}, "not in the settings preset"),
     ({"seeds": 0}, "seeds for samples"),
     ({"models": {"cpdgan": {}}}, "needs a 'config'"),
+    ({"models": {"cpdgan": {"config": "cpdgan-cpu", "max_res": 128}}}, r"models.cpdgan has unknown key\(s\) \['max_res'\]"),
+    ({"models": {"cpdgan": {"config": "cpdgan-cpu", "max_resolution": "128"}}}, "models.cpdgan.max_resolution must be"),
+    ({"shared_stop": "yes"}, "shared_stop must be true or false"),
 ])
 def test_bad_presets_are_refused_with_the_field_named(tmp_path, change, message):
     values = {**yaml.safe_load(tiny_preset(tmp_path).read_text()), **change}

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 from rich.console import Console
 from rich.table import Table
+
+if TYPE_CHECKING:
+    from synthmed.benchmark.jobs import Job
 
 console = Console()
 benchmark_app = typer.Typer(help="Run a benchmark preset (data x settings x models x seeds) as resumable jobs.",
@@ -24,21 +27,24 @@ def benchmark_command(
     root: Annotated[Optional[Path], typer.Option(help="the data source's folder (CheXpert, RSNA, ...)")] = None,
     executor: Annotated[str, typer.Option(help="local, slurm, or submitit-local (the Slurm path, here)")] = "local",
     jobs: Annotated[int, typer.Option("--jobs", "-j", help="local: jobs run at once (one GPU each)")] = 1,
-    dry_run: Annotated[bool, typer.Option(help="only count the jobs per dimension and stage")] = False,
+    dry_run: Annotated[bool, typer.Option(help="only show the jobs per dimension and stage, and the training "
+                                               "plan")] = False,
 ) -> None:
     """Run every job of PRESET that is not done yet into OUT; rerun the same command to resume."""
     if ctx.invoked_subcommand is not None:
         return
     from synthmed.benchmark.jobs import expand
     from synthmed.benchmark.presets import load_preset
-    from synthmed.benchmark.runner import count_jobs, run_benchmark
+    from synthmed.benchmark.runner import count_jobs, run_benchmark, training_plan
     from synthmed.training.config import ConfigError
 
     if preset is None or (out is None and not dry_run):
         raise ConfigError("give --preset and --out (or --dry-run)")
     loaded = load_preset(preset, seeds=seeds, root=root)
     if dry_run:
-        _print_counts(loaded.name, count_jobs(expand(loaded)))
+        jobs = expand(loaded)
+        _print_counts(loaded.name, count_jobs(jobs))
+        _print_plan(loaded.name, training_plan(loaded, jobs), jobs)
         return
     run_benchmark(loaded, out, executor=executor, workers=jobs, log=console.print)
 
@@ -53,6 +59,24 @@ def _print_counts(name: str, counts: dict[str, dict[str, int]]) -> None:
     table.add_row("all", *(str(sum(c.get(s, 0) for c in counts.values())) for s in stages),
                   str(sum(sum(c.values()) for c in counts.values())))
     console.print(table)
+
+
+def _print_plan(name: str, plan: list[dict[str, Any]], jobs: list[Job]) -> None:
+    models = list(plan[0]["seeds"]) if plan else []
+    table = Table(title=f"{name}: training runs (seeds) per setting and model")
+    for column in ["setting", "px", *models, "seeds 1.. stop"]:
+        table.add_column(column, justify="left" if column == "setting" else "right")
+    for row in plan:
+        trained = max(row["seeds"].values(), default=0)
+        stop = "at seed 0's step" if row["waiting"] else "by own FID" if trained > 1 else "one run"
+        table.add_row(f"{row['dimension']}/{row['setting']}", str(row["resolution"]),
+                      *(str(row["seeds"][m]) if row["seeds"][m] else "-" for m in models), stop)
+    console.print(table)
+    waiting = [j for j in jobs if "first_seed" in j.inputs]
+    if waiting:
+        console.print(f"shared stopping step (S.3): {len(waiting)} trainings wait for the seed-0 training of their "
+                      "setting and model, then train to the step where it kept its generator; e.g.\n"
+                      f"  {waiting[0].id}\n  waits for {waiting[0].inputs['first_seed']}", highlight=False)
 
 
 @benchmark_app.command("status")

@@ -6,6 +6,10 @@
                         -> real-classifier (per setting, seed; shared by the models)
     generate + real-classifier -> utility, fidelity, privacy;  utility -> importance
 
+With ``shared_stop`` the trainings of seeds 1..n also read seed 0's training of their setting
+and model (role ``first_seed``): they train to the step where it kept its generator (S.3).
+A model with ``max_resolution`` gets no jobs on settings above it.
+
 A job's key hashes its stage, its parameters and the ids of the jobs it reads (which hold
 their own keys), so a changed number reaches exactly the jobs downstream of it. A job
 lives in ``OUT/jobs/<id>/``; ``done.json`` is written last, after every output is in
@@ -71,6 +75,9 @@ def expand(preset: BenchmarkPreset) -> list[Job]:
     jobs = [prepare, settings]
     for ref in preset.settings:
         where = {"dataset": dataset, "dimension": ref.dimension, "setting": ref.name}
+        models = {m: e for m, e in preset.models.items()
+                  if e["max_resolution"] is None or ref.resolution <= e["max_resolution"]}
+        first_seed: dict[str, str] = {}  # model -> seed 0's training job of this setting
         for seed in range(ref.seeds):
             setting = {"dimension": ref.dimension, "setting": ref.name}
             classifier = _without_hardware(ClassifierConfig(**{**values["classifier"], "seed": seed}).to_dict())
@@ -78,11 +85,14 @@ def expand(preset: BenchmarkPreset) -> list[Job]:
                          {**where, "model": "real", "seed": seed})
             jobs.append(real)  # first: every evaluation waits for it, so it runs beside the trainings
             generated = {}
-            for model, entry in preset.models.items():
+            for model, entry in models.items():
                 labels = {**where, "model": model, "seed": seed}
                 config = load_config(entry["config"], {**entry["set"], "seed": seed}).to_dict()
-                train = _make("train", {**setting, "config": _without_hardware(config)}, {"settings": settings.id},
-                              labels)
+                reads = {"settings": settings.id}
+                if values["shared_stop"] and seed > 0:
+                    reads["first_seed"] = first_seed[model]
+                train = _make("train", {**setting, "config": _without_hardware(config)}, reads, labels)
+                first_seed.setdefault(model, train.id)
                 generated[model] = _make("generate", {}, {"run": train.id}, labels)
                 jobs += [train, generated[model]]
             for model, generate in generated.items():

@@ -6,8 +6,9 @@ A preset is a YAML file (shipped ones live in ``configs/benchmark/``)::
     data: {source: br35h, root: null, options: {}, resolutions: [32]}
     settings: br35h              # a settings preset: name, .yaml path or an inline mapping
     dimensions: [samples]        # dimensions (or dimension/setting) to run; default: all
-    models: {cpdgan: {config: cpdgan-cpu, set: {}}, proggan: {config: proggan-cpu}}
+    models: {cpdgan: {config: cpdgan-cpu, set: {}}, proggan: {config: proggan-cpu, max_resolution: 128}}
     seeds: 2                     # or per dimension, e.g. {samples: 20, classes: {default: 4, c20: 10}}
+    shared_stop: false           # true: seeds 1..n train to the step where seed 0 kept its generator
     classifier: {input_size: null}
     fidelity: {extractors: [inception], max_images: 500}
     privacy: {copy_quantile: 0.01}
@@ -33,8 +34,9 @@ from synthmed.data.settings import expand_preset
 from synthmed.data.settings import load_preset as load_settings_preset
 from synthmed.training.config import ConfigError
 
-KEYS = {"name", "data", "settings", "dimensions", "models", "seeds", "classifier", "fidelity", "privacy",
-        "importance", "slurm"}
+KEYS = {"name", "data", "settings", "dimensions", "models", "seeds", "shared_stop", "classifier", "fidelity",
+        "privacy", "importance", "slurm"}
+MODEL_KEYS = {"config", "set", "max_resolution"}
 DEFAULTS: dict[str, Any] = {
     "classifier": {}, "fidelity": {"extractors": ["inception"], "max_images": None},
     "privacy": {"copy_quantile": 0.01}, "importance": {"images": 8, "patch": 2, "stride": 2},
@@ -49,6 +51,7 @@ class SettingRef:
     dimension: str
     name: str
     seeds: int
+    resolution: int
 
 
 @dataclass
@@ -125,11 +128,20 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
     for model, entry in values["models"].items():
         if not isinstance(entry, dict) or "config" not in entry:
             raise ConfigError(f"{where}: models.{model} needs a 'config' (a training preset or YAML path)")
+        if unknown := sorted(set(entry) - MODEL_KEYS):
+            raise ConfigError(f"{where}: models.{model} has unknown key(s) {unknown}; known keys: {sorted(MODEL_KEYS)}")
         entry.setdefault("set", {})
+        limit = entry.setdefault("max_resolution", None)
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 8):
+            raise ConfigError(f"{where}: models.{model}.max_resolution must be a resolution in pixels (>= 8), "
+                              f"got {limit!r}")
         if str(entry["config"]).endswith((".yaml", ".yml")) and base is not None:
             entry["config"] = str((base / entry["config"]).resolve())
-    refs = [SettingRef(d, n, _seed_count(values["seeds"], d, n, where)) for d, n, _ in expanded
-            if d in wanted or f"{d}/{n}" in wanted]
+    shared_stop = values.setdefault("shared_stop", False)
+    if not isinstance(shared_stop, bool):
+        raise ConfigError(f"{where}: shared_stop must be true or false, got {shared_stop!r}")
+    refs = [SettingRef(d, n, _seed_count(values["seeds"], d, n, where), int(spec["resolution"]))
+            for d, n, spec in expanded if d in wanted or f"{d}/{n}" in wanted]
     return BenchmarkPreset(str(values["name"]), values, refs)
 
 

@@ -35,6 +35,19 @@ def count_jobs(jobs: list[Job]) -> dict[str, dict[str, int]]:
     return {dimension: dict(c) for dimension, c in counts.items()}
 
 
+def training_plan(preset: BenchmarkPreset, jobs: list[Job]) -> list[dict[str, Any]]:
+    """Per setting: its resolution, the seeds each model trains, and how many of those trainings
+    wait for seed 0's (shared_stop)."""
+    trains = [j for j in jobs if j.stage == "train"]
+    plan = []
+    for ref in preset.settings:
+        mine = [j for j in trains if (j.labels["dimension"], j.labels["setting"]) == (ref.dimension, ref.name)]
+        plan.append({"dimension": ref.dimension, "setting": ref.name, "resolution": ref.resolution,
+                     "seeds": {m: sum(j.labels["model"] == m for j in mine) for m in preset.models},
+                     "waiting": sum("first_seed" in j.inputs for j in mine)})
+    return plan
+
+
 def run_benchmark(preset: BenchmarkPreset, out: str | os.PathLike, executor: str = "local", workers: int = 1,
                   log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run every job of ``preset`` that is not done; returns the job states and the results path."""

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from synthmed._io import write_json_atomic, write_text_atomic
+from synthmed._io import read_json, write_json_atomic, write_text_atomic
 from synthmed.benchmark.jobs import HARDWARE_KEYS, Job
 
 Log = Callable[[str], None]
@@ -54,6 +54,8 @@ def settings(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, An
 
 
 def train(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
+    """Train one run; with a ``first_seed`` input (shared_stop) to the step where seed 0 kept its
+    generator, evaluating FID there once: every seed's generator then comes from the same step (S.3)."""
     from synthmed.training.config import config_from_dict
     from synthmed.training.loop import start_run
     from synthmed.training.loop import train as train_run
@@ -61,8 +63,12 @@ def train(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any],
     run = out / "run"
     if not (run / "run.json").is_file():  # a new run (a kill before run.json left at most an empty folder)
         shutil.rmtree(run, ignore_errors=True)
-        config = config_from_dict({**job.params["config"], **_hardware(runtime)})
-        start_run(config, setting_dir(inputs["settings"], job), run)
+        values = {**job.params["config"], **_hardware(runtime)}
+        if "first_seed" in inputs:
+            stop = read_json(inputs["first_seed"] / "run" / "summary.json")["best_images"]
+            values.update(min_images=stop, max_images=stop)
+            log(f"shared stopping step: training to {stop:,} images, where seed 0 kept its generator")
+        start_run(config_from_dict(values), setting_dir(inputs["settings"], job), run)
     summary = train_run(run, progress=False, log=log)  # continues from the last checkpoint after a kill
     return {"images_seen": summary.get("images_seen"), "best_fd": summary.get("best_fid")}
 
