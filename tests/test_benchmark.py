@@ -168,6 +168,34 @@ def test_bad_presets_are_refused_with_the_field_named(tmp_path, change, message)
         resolve_preset(values)
 
 
+def test_the_training_fid_at_n10000_is_a_metric_and_figure_3_uses_it(tmp_path):
+    from synthmed.benchmark.jobs import Job, job_dir
+    from synthmed.benchmark.results import TRAIN_FID, collect_results
+    from synthmed.report.build import figure3_fid
+
+    paper = {"images_seen": 9_800_192, "best_fid": 21.5, "fid_standard": True, "fid_images": 10_000}
+    runs = {"paper": (paper, "inception", 10_000),  # what the paper presets' runs write
+            "n5000": ({**paper, "fid_images": 5000}, "inception", 5000),
+            "cpu": ({**paper, "fid_standard": False, "fid_images": 500}, "inception-96", 500)}
+    jobs = []
+    for setting, (summary, extractor, images) in runs.items():
+        job = Job(f"train-{setting}", "train", {"config": {"fid_extractor": extractor, "fid_samples": images}}, {},
+                  {"dataset": "d", "dimension": "samples", "setting": setting, "model": "cpdgan", "seed": 0})
+        (job_dir(tmp_path, job.id) / "run").mkdir(parents=True)
+        (job_dir(tmp_path, job.id) / "run" / "summary.json").write_text(json.dumps(summary))
+        (job_dir(tmp_path, job.id) / "done.json").write_text(json.dumps({"seconds": 1.0}))
+        jobs.append(job)
+    table = collect_results(jobs, tmp_path)
+    fid = table[table.metric == TRAIN_FID]
+    assert list(fid.setting) == ["paper"] and list(fid.value) == [21.5]  # standard FID at exactly N = 10,000 only
+    preset = {"fidelity": {"max_images": 150}}
+    assert figure3_fid(table, jobs, "samples", preset) == (TRAIN_FID, "FID, N = 10,000 (training fold cycled, S.3)")
+    metric, title = figure3_fid(table[table.setting == "cpu"], jobs[2:], "samples", preset)
+    assert metric == "fd/inception"
+    assert "fidelity job: min(n_train, 150) images, not cycled" in title
+    assert "no FID at N = 10,000 (too costly for this preset): training used inception-96 on 500 images" in title
+
+
 def _run_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "synthmed.cli", *args], cwd=cwd, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

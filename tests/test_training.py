@@ -113,6 +113,7 @@ def test_tiny_run_trains_logs_and_generates(model, tiny_setting, tmp_path):
     run = start_run(config_from_dict(values), tiny_setting, tmp_path / "run")
     summary = quiet_train(run)
     assert summary["status"] == "complete" and summary["images_seen"] == 480
+    assert summary["fid_standard"] is False and summary["fid_images"] == 24  # pixels on 24 images: not the paper's
     assert [h["images_seen"] for h in summary["fid_history"]] == [160, 240, 320, 400, 480]
     assert all(np.isfinite(h["fid"]) for h in summary["fid_history"])
     log = (run / "log.csv").read_text().splitlines()

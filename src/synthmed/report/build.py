@@ -23,7 +23,7 @@ import pandas as pd
 
 from synthmed._io import read_json, write_text_atomic
 from synthmed.benchmark.jobs import Job, job_dir, job_state
-from synthmed.benchmark.results import collect_results
+from synthmed.benchmark.results import TRAIN_FID, collect_results
 from synthmed.evaluation.stats import mann_whitney
 from synthmed.report.figures import axis_figure, extremes_figure
 
@@ -33,7 +33,8 @@ from synthmed.report.figures import axis_figure, extremes_figure
 # result is the gap *shrinking* toward few samples per combination (first = most samples).
 PAPER_DIRECTION = {"classes": "greater", "samples": "greater"}
 SUMMARY_METRICS = [("auc_real", "AUC_real"), ("auc_syn", "AUC_syn"), ("auc_real_minus_auc_syn", "AUC_real − AUC_syn"),
-                   ("delta_syn", "Δ_syn"), ("fd/inception", "FID"), ("fd/in-domain", "FD in-domain"),
+                   ("delta_syn", "Δ_syn"), (TRAIN_FID, "FID N=10k (training)"), ("fd/inception", "FID (fidelity job)"),
+                   ("fd/in-domain", "FD in-domain"),
                    ("copy_rate", "copy rate"), ("mia_auc", "MIA AUC"), ("map_pearson", "map r")]
 PACKAGES = ("synthmed", "torch", "monai", "numpy", "scipy", "scikit-learn", "pandas")
 
@@ -97,6 +98,23 @@ def axis_tests(table: pd.DataFrame, dimension: str, settings: list[str]) -> list
             out.append({"model": model, "kind": kind, "hypothesis": words[alternative],
                         **mann_whitney(a, b, alternative=alternative)})
     return out
+
+
+def _fidelity_images(preset: dict[str, Any]) -> str:
+    """How many images of each set the fidelity job's FID compares."""
+    cap = preset["fidelity"].get("max_images")
+    return f"min(n_train, {cap:,})" if cap else "n_train"
+
+
+def figure3_fid(table: pd.DataFrame, jobs: list[Job], dimension: str, preset: dict[str, Any]) -> tuple[str, str]:
+    """(metric, title) of Figure 3's FID panels: the training's FID at N = 10,000 (the paper's) where the
+    runs computed it, else the fidelity job's, titled with its image count and why N = 10,000 is missing."""
+    if ((table.dimension == dimension) & (table.metric == TRAIN_FID)).any():
+        return TRAIN_FID, "FID, N = 10,000 (training fold cycled, S.3)"
+    used = sorted({f"{j.params['config']['fid_extractor']} on {j.params['config']['fid_samples']:,} images"
+                   for j in jobs if j.stage == "train" and j.labels.get("dimension") == dimension})
+    return "fd/inception", (f"FID, fidelity job: {_fidelity_images(preset)} images, not cycled\n"
+                            f"no FID at N = 10,000 (too costly for this preset): training used {', '.join(used)}")
 
 
 def _shown(jobs: list[Job], stage: str, order: dict[str, list[str]]) -> list[Job]:
@@ -169,10 +187,9 @@ def build_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
             axis["figure"] = _uri(axis_figure(table, dimension, settings))
             if len(settings) > 1:
                 extremes = (settings[0], settings[-1])
+                panels = (figure3_fid(table, jobs, dimension, manifest["preset"]), ("delta_syn", "Δ_syn"))
                 axis["extremes"] = [_uri(extremes_figure(table, dimension, extremes, metric, title))
-                                    for metric, title in (("fd/inception", "FID (standard Inception)"),
-                                                          ("delta_syn", "Δ_syn"))
-                                    if (table.metric == metric).any()]
+                                    for metric, title in panels if (table.metric == metric).any()]
                 axis["tests"] = axis_tests(table, dimension, settings)
         axes.append(axis)
     template = jinja2.Environment(loader=jinja2.PackageLoader("synthmed", "report/templates"),
@@ -180,6 +197,7 @@ def build_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
     html = template.get_template("report.html").render(
         name=manifest["preset"]["name"], preset=json.dumps(manifest["preset"], indent=1),
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), headers=[h for _, h in SUMMARY_METRICS],
+        fidelity_images=_fidelity_images(manifest["preset"]),
         summary=_summary_rows(table, order), axes=axes, rows=len(table), **_galleries(root, jobs, order),
         readers=_reader_studies(root), env=_environment(root, jobs, manifest))
     target = Path(out) if out is not None else root / "report.html"

@@ -56,7 +56,7 @@ from synthmed.training.config import (
     growth_images,
     validate_resolution,
 )
-from synthmed.training.features import make_extractor
+from synthmed.training.features import FeatureExtractor, make_extractor
 from synthmed.training.fid import RunningStats, frechet_from_stats
 from synthmed.training.methods import TrainingMethod, build_method, update_ema
 from synthmed.training.samples import sample_grid, to_uint8
@@ -297,7 +297,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
                 break
     checkpoint_now()
     distributed.check_in_sync(method.model, env, device)
-    summary = _finish(run, method, info, config, state, stop_reason, extractor.name) if env.is_main else {}
+    summary = _finish(run, method, info, config, state, stop_reason, extractor) if env.is_main else {}
     if writer is not None:
         writer.close()
     distributed.barrier(env)  # rank 0 has written the summary
@@ -383,10 +383,11 @@ def _generator_snapshot(method: TrainingMethod, info: dict, config: TrainConfig,
             **method.snapshot_extras()}
 
 
-def _finish(run: _Run, method: TrainingMethod, info, config, state: RunState, reason: str, extractor_name: str) -> dict[str, Any]:
+def _finish(run: _Run, method: TrainingMethod, info, config, state: RunState, reason: str,
+            extractor: FeatureExtractor) -> dict[str, Any]:
     if run.best.exists():
         snapshot = torch.load(run.best, map_location="cpu", weights_only=False)
-    else:  # no FID evaluation happened (max_images below min_images): the final EMA generator
+    else:  # no FID evaluation happened (a run resumed past min_images from an older synthmed): the final EMA
         snapshot = _generator_snapshot(method, info, config, state)
     _save(snapshot, run.generator)
     summary = {
@@ -397,7 +398,9 @@ def _finish(run: _Run, method: TrainingMethod, info, config, state: RunState, re
         "train_seconds": round(state.train_seconds, 1),
         "best_fid": None if math.isinf(state.best_fid) else state.best_fid,
         "best_images": state.best_images if run.best.exists() else state.images_seen,
-        "fid_extractor": extractor_name,
+        "fid_extractor": extractor.name,
+        "fid_standard": extractor.standard_fid,  # the FID Inception at 299 px: comparable with published FIDs
+        "fid_images": config.fid_samples,  # generated images per evaluation, against as many real rows (cycled)
         "fid_history": [{"images_seen": i, "fid": f} for i, f in state.fid_history],
         "generator": "generator.pt",
     }
