@@ -40,9 +40,9 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
     """
     real, synthetic = _pair(real_setting_dir, synthetic_setting_dir)
     classifier, _ = load_classifier(classifier_path)
-    chosen = {name: make_extractor(name) for name in extractors}
-    chosen["in-domain"] = ClassifierFeatures(classifier)
     real_images, fake_images = real.images("train"), synthetic.images("train")
+    chosen = {name: make_extractor(name, channels=real_images.shape[1]) for name in extractors}
+    chosen["in-domain"] = ClassifierFeatures(classifier)
     if max_images:  # the first rows of a seeded draw, so that a CPU run fits its time
         rng = np.random.default_rng(0)
         real_images = real_images[np.sort(rng.permutation(len(real_images))[:max_images])]
