@@ -109,6 +109,17 @@ def test_bad_presets_are_refused_with_the_field_named(tmp_path, change, message)
         resolve_preset(values)
 
 
+def test_a_bad_classifier_value_in_a_preset_is_one_line_from_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from synthmed.cli import app
+
+    path = tiny_preset(tmp_path)
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "classifier": {"lr_factor": 2}}))
+    result = CliRunner().invoke(app, ["benchmark", "--preset", str(path), "--dry-run"])
+    assert result.exit_code == 2 and result.stderr == "error: classifier lr_factor = 2 must be a number in (0, 1]\n"
+
+
 def _run_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "synthmed.cli", *args], cwd=cwd, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

@@ -47,6 +47,7 @@ from monai.networks.nets.densenet import _DenseLayer
 from torch import Tensor, nn
 
 from synthmed._io import write_with_atomic
+from synthmed.training.config import ConfigError
 
 if TYPE_CHECKING:
     from synthmed.evaluation.classifier import Classifier
@@ -62,7 +63,8 @@ _POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.Identity, nn.Dropout)  # in eval mode:
 def mask_positions(size: int, patch: int, stride: int) -> np.ndarray:
     """Top (or left) edges of the patches along one axis: every ``stride`` px, the last flush with the edge."""
     if not 1 <= patch <= size or stride < 1:
-        raise ValueError(f"need 1 <= patch <= {size} and stride >= 1, got patch {patch}, stride {stride}")
+        raise ConfigError(f"patch = {patch}, stride = {stride}: need 1 <= patch <= {size} (the classifier's input "
+                          "size) and stride >= 1")
     starts = list(range(0, size - patch + 1, stride))
     if starts[-1] != size - patch:  # as MONAI's sliding window: the image is covered to its last pixel
         starts.append(size - patch)

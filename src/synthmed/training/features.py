@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from synthmed._io import sha256_file
+from synthmed.training.config import ConfigError
 
 DEFAULT_WEIGHTS_FILE = "default_1.pt"
 DEFAULT_WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -181,5 +182,5 @@ def make_extractor(name: str, channels: int = 1, **options) -> FeatureExtractor:
     """An extractor by name (``EXTRACTORS``) for images of ``channels`` channels; ``options`` go to
     its constructor (device, batch_size, ...)."""
     if name not in EXTRACTORS:
-        raise ValueError(f"unknown feature extractor {name!r}; known: {', '.join(sorted(EXTRACTORS))}")
+        raise ConfigError(f"unknown feature extractor {name!r}; known: {', '.join(sorted(EXTRACTORS))}")
     return EXTRACTORS[name](channels, **options)
