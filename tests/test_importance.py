@@ -175,7 +175,7 @@ def test_evaluate_importance_run_writes_json_and_figure(run_inputs, tmp_path):
     for row in saved["images"]:
         assert 0 <= row["test_row"] < 20 and set(row["labels"]) <= set(NAMES)
         assert -1 <= row["ssim"] <= 1 and (row["pearson"] is None or -1 <= row["pearson"] <= 1)
-    assert set(saved["ssim"]) == {"mean", "std", "n_defined"} and saved["ssim"]["n_defined"] == 3
+    assert set(saved["ssim"]) == {"mean", "std", "ddof", "n_defined"} and saved["ssim"]["n_defined"] == 3
     assert Image.open(tmp_path / "importance.png").format == "PNG"
 
 

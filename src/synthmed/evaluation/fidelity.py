@@ -27,6 +27,7 @@ import torch
 
 from synthmed._io import write_with_atomic
 from synthmed.evaluation.classifier import FEATURE_DIM, Classifier
+from synthmed.evaluation.stats import std
 from synthmed.training.features import FeatureExtractor, check_uint8_images
 from synthmed.training.fid import Features, RunningStats, _batches, frechet_from_stats
 
@@ -68,8 +69,8 @@ def kid(real_features: Features, fake_features: Features, subsets: int = 100, su
 
     Kernel ``(x . y * gamma + coef0) ** degree`` with ``gamma = 1 / dim`` by default. Each subset
     draws ``subset_size`` samples without replacement from each set (capped at the smaller set),
-    from a seeded numpy Generator. The std is the population std (ddof 0), as torch-fidelity and
-    torchmetrics report it.
+    from a seeded numpy Generator. The std is synthmed's one spread (``stats.std``, ddof 0), which is
+    also how torch-fidelity and torchmetrics report it.
     """
     real, fake = _as_float64(real_features), _as_float64(fake_features)
     if real.shape[1] != fake.shape[1]:
@@ -82,7 +83,7 @@ def kid(real_features: Features, fake_features: Features, subsets: int = 100, su
     scores = [_poly_mmd2(real[rng.choice(len(real), size, replace=False)],
                          fake[rng.choice(len(fake), size, replace=False)], degree, gamma, coef0)
               for _ in range(subsets)]
-    return float(np.mean(scores)), float(np.std(scores))
+    return float(np.mean(scores)), std(scores)
 
 
 def _distance_blocks(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:

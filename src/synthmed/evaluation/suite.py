@@ -29,6 +29,7 @@ from synthmed.evaluation.fidelity import (
 )
 from synthmed.evaluation.importance import classifier_maps, importance_figure, map_similarity, spread_sample, summary
 from synthmed.evaluation.privacy import check_copy_quantile, nearest_neighbours, nn_grid, privacy_report
+from synthmed.evaluation.stats import SPREAD
 from synthmed.training.config import ConfigError
 from synthmed.training.features import make_extractor
 
@@ -171,4 +172,4 @@ def _number(value: float | None) -> str:
 
 
 def _mean_std(stats: dict[str, Any]) -> str:
-    return "undefined" if stats["mean"] is None else f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+    return "undefined" if stats["mean"] is None else f"{stats['mean']:.3f} ± {stats['std']:.3f} ({SPREAD})"

@@ -24,7 +24,7 @@ import pandas as pd
 from synthmed._io import read_json, write_text_atomic
 from synthmed.benchmark.jobs import Job, job_dir, job_state
 from synthmed.benchmark.results import collect_results
-from synthmed.evaluation.stats import mann_whitney
+from synthmed.evaluation.stats import SPREAD, mann_whitney, std
 from synthmed.report.figures import axis_figure, extremes_figure
 
 # The direction of the one-sided Mann-Whitney U that the paper reported per axis (section 3.2,
@@ -55,8 +55,8 @@ def _settings_order(jobs: list[Job]) -> dict[str, list[str]]:
 
 
 def _summary_rows(table: pd.DataFrame, order: dict[str, list[str]]) -> list[dict[str, Any]]:
-    """Mean ± std over seeds per (dimension, setting, model)."""
-    stats = table.groupby(["dimension", "setting", "model", "metric"]).value.agg(["mean", "std", "count"])
+    """Mean ± std (``stats.SPREAD``) over seeds per (dimension, setting, model)."""
+    stats = table.groupby(["dimension", "setting", "model", "metric"]).value.agg(["mean", std, "count"])
     rows = []
     for dimension, settings in order.items():
         for setting in settings:
@@ -180,6 +180,7 @@ def build_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
     html = template.get_template("report.html").render(
         name=manifest["preset"]["name"], preset=json.dumps(manifest["preset"], indent=1),
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), headers=[h for _, h in SUMMARY_METRICS],
+        spread=SPREAD,
         summary=_summary_rows(table, order), axes=axes, rows=len(table), **_galleries(root, jobs, order),
         readers=_reader_studies(root), env=_environment(root, jobs, manifest))
     target = Path(out) if out is not None else root / "report.html"
