@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -23,8 +24,24 @@ def blob_image(rng: np.random.Generator, size: int = 40, bright: bool = False) -
     return np.clip(image + rng.normal(0, 3, image.shape), 0, 255).astype(np.uint8)
 
 
-def array_source(n: int = 60, n_labels: int = 2, seed: int = 0, groups: bool = True) -> SourceData:
-    """``n`` in-memory images; label vectors cycle through a few combinations."""
+@dataclass(frozen=True)
+class WindowedImage:
+    """A grey image seen through three intensity windows, (3, H, W) as rsna-ich's ``window=multi`` gives."""
+
+    pixels: np.ndarray
+
+    def fingerprint(self) -> str:
+        return ArrayImage(self.pixels).fingerprint() + "|3 windows"
+
+    def load(self) -> tuple[np.ndarray, None]:
+        grey = self.pixels.astype(np.float32)
+        return np.stack([grey, np.clip(2 * grey - 128, 0, 255), 255 - grey]), None
+
+
+def array_source(n: int = 60, n_labels: int = 2, seed: int = 0, groups: bool = True,
+                 channels: int = 1) -> SourceData:
+    """``n`` in-memory images of 1 or 3 channels; label vectors cycle through a few combinations."""
+    loader = ArrayImage if channels == 1 else WindowedImage
     rng = np.random.default_rng(seed)
     combos = [(1, 0, 0), (0, 1, 0), (0, 1, 1), (0, 0, 1)]
     records = []
@@ -32,7 +49,7 @@ def array_source(n: int = 60, n_labels: int = 2, seed: int = 0, groups: bool = T
         labels = combos[i % len(combos)][:n_labels]
         if not any(labels):
             labels = (1,) + labels[1:]
-        records.append(Record(key=f"img{i:03d}", loader=ArrayImage(blob_image(rng, bright=bool(labels[-1]))),
+        records.append(Record(key=f"img{i:03d}", loader=loader(blob_image(rng, bright=bool(labels[-1]))),
                               labels=tuple(int(v) for v in labels), path=f"img{i:03d}.png",
                               group=f"patient{i // 2}" if groups else None))
     return SourceData("arrays", [f"finding_{j}" for j in range(n_labels)], records, params={"seed": seed})

@@ -196,6 +196,17 @@ def test_the_training_fid_at_n10000_is_a_metric_and_figure_3_uses_it(tmp_path):
     assert "no FID at N = 10,000 (too costly for this preset): training used inception-96 on 500 images" in title
 
 
+def test_a_bad_classifier_value_in_a_preset_is_one_line_from_the_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from synthmed.cli import app
+
+    path = tiny_preset(tmp_path)
+    path.write_text(yaml.safe_dump({**yaml.safe_load(path.read_text()), "classifier": {"lr_factor": 2}}))
+    result = CliRunner().invoke(app, ["benchmark", "--preset", str(path), "--dry-run"])
+    assert result.exit_code == 2 and result.stderr == "error: classifier lr_factor = 2 must be a number in (0, 1]\n"
+
+
 def _run_cli(args: list[str], cwd: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "synthmed.cli", *args], cwd=cwd, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)

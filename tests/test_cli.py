@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import write_br35h_tree
+from conftest import array_source, write_br35h_tree
 from synthmed.cli import expand_multi_value_options, main
-from synthmed.data import Store
+from synthmed.data import Store, build_settings, prepare
 
 
 def run(args: list[str]) -> int:
@@ -77,3 +77,73 @@ def test_bad_input_exits_2_with_a_named_error(args, message, tmp_path, monkeypat
     error = capsys.readouterr().err
     assert message in " ".join(error.split())
     assert not (tmp_path / "x").exists()
+
+
+# ---- user errors of the evaluation commands: one line, the field named, exit status 2 --------------------
+
+
+@pytest.fixture(scope="module")
+def evaluation_inputs(tmp_path_factory):
+    """A 32 px setting, a 16 px one, and untrained classifiers saved as `evaluate utility` would."""
+    from synthmed.evaluation.classifier import Classifier, ClassifierConfig
+    from test_utility import NAMES, tiny_setting
+
+    root = tmp_path_factory.mktemp("evaluation")
+    setting = tiny_setting(root, "real", seed=4)
+    store = prepare(array_source(), root / "grey16", resolutions=[16], workers=1, progress=False, log=lambda m: None)
+    preset = root / "r16.yaml"
+    preset.write_text("dimensions:\n  all:\n    settings:\n      - {name: r16, resolution: 16}\n")
+    build_settings(preset, store, root / "settings16", log=lambda m: None)
+    classifiers = {}
+    for name, config, labels in (("native", ClassifierConfig(), NAMES),
+                                 ("resized", ClassifierConfig(input_size=64), NAMES),
+                                 ("other_labels", ClassifierConfig(), ["x", "y"])):
+        classifiers[name] = root / f"{name}.pt"
+        Classifier(config, 1, labels).save(classifiers[name])
+    return {"setting": setting, "setting16": root / "settings16" / "all" / "r16", **classifiers}
+
+
+USER_ERRORS = [
+    (["utility", "--set", "batch_size=0"], "classifier batch_size = 0 must be an integer of at least 1"),
+    (["utility", "--set", "lr=fast"], "classifier lr = 'fast' must be a number above 0"),
+    (["utility", "--set", "input_size=16"], "classifier input_size = 16 must be null (native size) or an integer"),
+    (["utility", "--set", "device=gpu"], "classifier device = 'gpu' is not a torch device"),
+    (["utility", "--set", "colour=red"], "unknown classifier key(s) ['colour']"),
+    (["utility", "--set", "pretrained_weights=nowhere.pt"],
+     "classifier pretrained_weights = 'nowhere.pt': no such file"),
+    (["utility", "--real", "{setting16}", "--synthetic", "{setting16}"],
+     "classifier input_size = None: images of 16 px are below DenseNet-121's minimum of 32"),
+    (["fidelity", "--classifier", "{native}", "--max-images", "3"], "max_images = 3 must be at least 6"),
+    (["fidelity", "--classifier", "{native}", "--extractor", "dinov2"], "unknown feature extractor 'dinov2'"),
+    (["fidelity", "--classifier", "{out}/real_classifier.pt"], "{out}/real_classifier.pt: no classifier file here"),
+    (["privacy", "--classifier", "{native}", "--copy-quantile", "1.5"], "copy_quantile = 1.5 must be in (0, 1)"),
+    (["importance", "--images", "0"], "n_images = 0: explain at least 1 real test image"),
+    (["importance", "--patch", "40"], "patch = 40, stride = 2: need 1 <= patch <= 32"),
+    (["importance", "--synthetic-classifier", "{resized}"],
+     "{resized}: sees inputs of size 64, the real classifier None"),
+    (["importance", "--synthetic-classifier", "{other_labels}"], "{other_labels}: predicts ['x', 'y']"),
+]
+
+
+@pytest.mark.parametrize("args, message", USER_ERRORS, ids=[" ".join(a) for a, _ in USER_ERRORS])
+def test_evaluation_user_errors_are_one_line_with_exit_status_2(args, message, evaluation_inputs, tmp_path):
+    from typer.testing import CliRunner
+
+    from synthmed.cli import app
+
+    command, *options = args
+    paths = {**{k: str(v) for k, v in evaluation_inputs.items()}, "out": str(tmp_path / "out")}
+    options = [option.format(**paths) for option in options]
+    needed = {"--real": paths["setting"], "--out": paths["out"]}
+    if command == "importance":
+        needed.update({"--real-classifier": paths["native"], "--synthetic-classifier": paths["native"]})
+    else:
+        needed["--synthetic"] = paths["setting"]
+    for flag, value in needed.items():
+        if flag not in options:
+            options += [flag, value]
+    result = CliRunner().invoke(app, ["evaluate", command, *options])
+    assert result.exit_code == 2, result.output
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert message.format(**paths) in result.stderr
+    assert not (tmp_path / "out").exists()  # refused before anything was written

@@ -15,6 +15,7 @@ from synthmed.training import features as features_module
 from synthmed.training.features import (
     DEFAULT_WEIGHTS_SHA256,
     InceptionFID,
+    PixelFeatures,
     default_inception_weights,
     make_extractor,
 )
@@ -216,3 +217,22 @@ def test_fid_sanity_same_set_near_zero_noise_far(inception96):
 
     assert abs(fd(stats, stats)) < 1e-3
     assert fd(stats, noise) > 3 * fd(stats, other) > 0
+
+
+# --- pixel features ---------------------------------------------------------------------------------
+
+
+def test_pixel_features_follow_the_channels_and_run_on_the_device():
+    rgb = torch.randint(0, 256, (4, 3, 16, 16), dtype=torch.uint8, generator=torch.Generator().manual_seed(10))
+    extractor = make_extractor("pixels", channels=3)
+    features = feature_stats(extractor, rgb.numpy(), batch_size=3)  # the statistics the FID stopping rule keeps
+    # numpy reference: the mean of each 2 x 2 block of every channel, channel by channel
+    expected = rgb.numpy().astype(np.float64).reshape(4, 3, 8, 2, 8, 2).mean(axis=(3, 5)).reshape(4, 192) / 255
+    assert extractor.dim == 192 and features.count == 4
+    np.testing.assert_allclose(features.mean, expected.mean(axis=0), rtol=1e-6)
+    np.testing.assert_allclose(extractor(rgb).numpy(), expected, rtol=1e-6)
+    with pytest.raises(ValueError, match="pass channels=3"):
+        make_extractor("pixels")(rgb)  # grey by default: a 3-channel store must say so
+    # the images go to the extractor's device: on the meta device there is nothing to copy back
+    with pytest.raises(NotImplementedError, match="meta"):
+        PixelFeatures(device="meta", channels=3)(rgb)

@@ -15,6 +15,7 @@ from torch import nn
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from synthmed.cli import main
+from synthmed.data.errors import DataError
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig
 from synthmed.evaluation.importance import (
     classifier_maps,
@@ -174,7 +175,7 @@ def test_evaluate_importance_run_writes_json_and_figure(run_inputs, tmp_path):
     for row in saved["images"]:
         assert 0 <= row["test_row"] < 20 and set(row["labels"]) <= set(NAMES)
         assert -1 <= row["ssim"] <= 1 and (row["pearson"] is None or -1 <= row["pearson"] <= 1)
-    assert set(saved["ssim"]) == {"mean", "std", "n_defined"} and saved["ssim"]["n_defined"] == 3
+    assert set(saved["ssim"]) == {"mean", "std", "ddof", "n_defined"} and saved["ssim"]["n_defined"] == 3
     assert Image.open(tmp_path / "importance.png").format == "PNG"
 
 
@@ -185,7 +186,7 @@ def test_maps_come_at_the_classifier_input_size_and_sizes_must_agree(run_inputs,
     maps = classifier_maps(resized, images, np.array([[1, 0], [0, 1]], np.uint8), patch=8, stride=8)
     assert maps.shape == (2, 48, 48) and maps.max() <= 1
     resized.save(tmp_path / "resized.pt")
-    with pytest.raises(ValueError, match="different sizes"):
+    with pytest.raises(DataError, match="resized.pt: sees inputs of size 48, the real classifier None"):
         evaluate_importance_run(setting, real, tmp_path / "resized.pt", tmp_path, log=lambda m: None)
 
 

@@ -329,7 +329,7 @@ def test_counts_accuracy_and_wilcoxon_on_a_hand_made_table():
     assert accuracies == [5 / 8, 7 / 8, 1 / 8]
     summary = summarize(counts)
     assert summary["TR"]["mean"] == pytest.approx(8 / 3)
-    assert summary["TR"]["std"] == pytest.approx(np.std([3, 4, 1], ddof=1))
+    assert summary["TR"]["std"] == pytest.approx(np.std([3, 4, 1], ddof=0)) and summary["TR"]["ddof"] == 0
     assert summary["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
     expected = stats.wilcoxon(np.array(accuracies) - 0.5, alternative="greater").pvalue
     assert summary["wilcoxon"]["readers_beat_chance"]["p_value"] == pytest.approx(expected)
@@ -353,6 +353,7 @@ def test_analyze_cli_writes_the_tables_and_the_figure(tmp_path, capsys):
     assert run_cli(["reader-study", "analyze", str(study), "--out", str(tmp_path / "report")]) == 0
     output = capsys.readouterr().out
     assert "accuracies: 1.00  0.62" in output and "Wilcoxon" in output
+    assert f"accuracy {np.mean([1, 5 / 8]):.3f} ± {np.std([1, 5 / 8], ddof=0):.3f} (std, ddof 0)" in output
     result = json.loads((tmp_path / "report" / "reader_study.json").read_text())
     assert [r["accuracy"] for r in result["readers"]] == [1.0, 5 / 8, 2 / 6]
     assert result["summary"]["n_readers"] == 2 and result["readers"][2]["complete"] is False

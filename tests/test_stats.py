@@ -6,14 +6,33 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from synthmed.evaluation.stats import mann_whitney, mean_std, wilcoxon_against
+from synthmed.evaluation.stats import SPREAD, SPREAD_DDOF, mann_whitney, mean_std, std, wilcoxon_against
 
 
-def test_mean_std_is_the_sample_std():
-    assert mean_std([1.0, 2.0, 3.0, 4.0]) == pytest.approx((2.5, np.std([1, 2, 3, 4], ddof=1)))
-    assert mean_std([0.7]) == (0.7, 0.0)
+def test_spread_is_the_papers_population_std():
+    # Table S5, brain CT at 256 px: five readers; the text reports 0.532 ± 0.126, which only ddof 0 gives
+    table_s5 = [0.54, 0.46, 0.75, 0.54, 0.37]
+    spread = mean_std(table_s5)
+    assert round(spread["mean"], 3) == 0.532 and round(spread["std"], 3) == 0.126
+    assert round(float(np.std(table_s5, ddof=1)), 3) == 0.141  # the sample std would not reproduce it
+    assert spread == {"mean": pytest.approx(np.mean(table_s5)), "std": pytest.approx(np.std(table_s5, ddof=0)),
+                      "ddof": 0, "n": 5}
+    assert SPREAD_DDOF == 0 and SPREAD == "std, ddof 0" and std([1.0, 2.0, 3.0, 4.0]) == np.std([1, 2, 3, 4])
+    assert mean_std([0.7]) == {"mean": 0.7, "std": 0.0, "ddof": 0, "n": 1}
     with pytest.raises(ValueError):
         mean_std([])
+
+
+def test_report_summary_cells_use_the_same_spread():
+    import pandas as pd
+
+    from synthmed.report.build import _summary_rows
+
+    gaps = [0.1, 0.2, 0.6]
+    table = pd.DataFrame([{"dimension": "samples", "setting": "n100", "model": "cpdgan", "seed": i,
+                           "metric": "auc_real_minus_auc_syn", "value": v} for i, v in enumerate(gaps)])
+    [row] = _summary_rows(table, {"samples": ["n100"]})
+    assert f"{np.mean(gaps):.3f} ± {np.std(gaps, ddof=0):.3f}" in row["cells"]
 
 
 def test_mann_whitney_exact_small_sample():

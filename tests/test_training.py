@@ -159,6 +159,25 @@ def test_proggan_resets_adam_at_each_phase_change(reset, tiny_setting, tmp_path)
         assert max(steps) == (50 if reset else 60), name
 
 
+def test_fid_stopping_with_pixel_features_runs_on_a_three_channel_setting(tmp_path):
+    """rsna-ich with window=multi stores 3 channels: the pixel features must grow to 3 x 64."""
+    from conftest import array_source
+    from synthmed.data import prepare
+
+    store = prepare(array_source(channels=3), tmp_path / "store", resolutions=[16], workers=1, progress=False,
+                    log=lambda m: None)
+    preset = tmp_path / "p.yaml"
+    preset.write_text("dimensions:\n  all:\n    settings:\n      - {name: r16, resolution: 16}\n")
+    build_settings(preset, store, tmp_path / "settings", log=lambda m: None)
+    setting = tmp_path / "settings" / "all" / "r16"
+    assert BenchmarkSetting(setting).images("train").shape[1] == 3
+    run = start_run(config_from_dict({**TINY, "max_images": 240}), setting, tmp_path / "run")
+    summary = quiet_train(run)
+    assert [h["images_seen"] for h in summary["fid_history"]] == [160, 240]
+    assert all(np.isfinite(h["fid"]) and h["fid"] > 0 for h in summary["fid_history"])
+    assert summary["fid_extractor"] == "pixels-8x8 (not FID)"
+
+
 def test_generation_is_seeded_and_leaks_no_real_identifier(tiny_setting, tiny_store, tmp_path):
     run = start_run(config_from_dict({**TINY, "max_images": 160, "min_images": 160}), tiny_setting, tmp_path / "run")
     quiet_train(run)

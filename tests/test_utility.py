@@ -22,7 +22,7 @@ from synthmed.evaluation.classifier import (
     plateau_step,
     train_classifier,
 )
-from synthmed.evaluation.metrics import auroc_per_label
+from synthmed.evaluation.metrics import auroc_per_label, release_flip
 from synthmed.evaluation.utility import evaluate_utility
 
 NAMES = ["square", "bar"]
@@ -71,6 +71,24 @@ def test_auroc_per_label_matches_sklearn_never_flips_and_leaves_undefined_out():
     assert result["undefined"] == ["none", "all"]
     assert result["reasons"] == {"none": "no positives in the fold", "all": "no negatives in the fold"}
     assert result["mean"] == pytest.approx(np.mean(expected))
+
+
+def test_release_flip_is_the_papers_code_beside_the_honest_auroc():
+    rng = np.random.default_rng(1)
+    labels = np.stack([rng.integers(0, 2, 60), rng.integers(0, 2, 60), np.zeros(60)], 1)
+    scores = rng.random((60, 3))
+    scores[:, 0] = labels[:, 0] + 0.8 * rng.random(60)  # ranked the right way round
+    scores[:, 1] = 1 - labels[:, 1] + 0.8 * rng.random(60)  # backwards: AUROC well below 0.5
+    with pytest.warns(UserWarning, match="'none'"):
+        honest = auroc_per_label(labels, scores, ["right", "backwards", "none"])
+    flipped = release_flip(honest)
+    right, backwards = (roc_auc_score(labels[:, j], scores[:, j]) for j in range(2))
+    assert backwards < 0.3 and honest["per_label"]["backwards"] == pytest.approx(backwards)  # honest stays honest
+    assert flipped["per_label"] == {"right": pytest.approx(right), "backwards": pytest.approx(1 - backwards),
+                                    "none": None}
+    assert flipped["flipped"] == ["backwards"]
+    assert flipped["mean"] == pytest.approx((right + 1 - backwards) / 2)  # flipped before the mean, as the release
+    assert flipped["mean"] - honest["mean"] == pytest.approx(0.5 - backwards)  # how much the flip flatters
 
 
 # ---- schedule and weighting (pure functions) ---------------------------------------------------------
@@ -178,12 +196,19 @@ def test_evaluate_utility_writes_all_numbers_and_reuses_the_real_classifier(tmp_
     saved = json.loads((out / "utility.json").read_text())
     assert set(saved) == {
         "real_setting", "synthetic_setting", "label_names", "test_images", "auc_real", "auc_syn", "auc_syn_on_syn",
-        "auc_real_on_syn", "auc_real_minus_auc_syn", "delta_syn", "config", "real_classifier", "synthetic_classifier"}
+        "auc_real_on_syn", "auc_real_minus_auc_syn", "delta_syn", "auc_real_release_flip", "auc_syn_release_flip",
+        "auc_real_minus_auc_syn_release_flip", "config", "real_classifier", "synthetic_classifier"}
     assert saved["test_images"] == 20 and saved["label_names"] == NAMES and saved["config"] == config.to_dict()
     assert set(saved["auc_real"]["per_label"]) == set(NAMES)
     assert set(saved["auc_real_on_syn"]["per_label"]) == set(NAMES)  # real classifier on synthetic test images
     assert saved["auc_real_minus_auc_syn"] == pytest.approx(saved["auc_real"]["mean"] - saved["auc_syn"]["mean"])
     assert saved["delta_syn"] == pytest.approx(saved["auc_syn_on_syn"]["mean"] - saved["auc_syn"]["mean"])
+    for role in ("real", "syn"):  # beside the honest values, never instead of them
+        honest, flip = saved[f"auc_{role}"], saved[f"auc_{role}_release_flip"]
+        assert flip["per_label"] == {k: max(v, 1 - v) for k, v in honest["per_label"].items()}
+        assert flip["flipped"] == [k for k, v in honest["per_label"].items() if v < 0.5]
+    assert saved["auc_real_minus_auc_syn_release_flip"] == pytest.approx(
+        saved["auc_real_release_flip"]["mean"] - saved["auc_syn_release_flip"]["mean"])
     assert saved["real_classifier"]["reused"] is False and len(saved["synthetic_classifier"]["history"]["epochs"]) == 1
     assert (out / "real_classifier.pt").is_file() and (out / "synthetic_classifier.pt").is_file()
 

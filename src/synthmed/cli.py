@@ -6,17 +6,35 @@ import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
+import click
 import typer
 import yaml
 from rich.console import Console
 from rich.table import Table
+from typer.core import TyperGroup
 
 from synthmed import __version__
 from synthmed.benchmark.cli import benchmark_app, demo_command, report_command
 from synthmed.reader_study.cli import reader_study_app
 
+
+class _UserErrors(TyperGroup):
+    """Bad input (a DataError or ConfigError, raised by any command) ends as one line on stderr and
+    exit status 2, as click's own usage errors do; anything else is a bug and keeps its traceback."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        from synthmed.data.errors import DataError
+        from synthmed.training.config import ConfigError
+
+        try:
+            return super().invoke(ctx)
+        except (DataError, ConfigError) as error:
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {error}", highlight=False)
+            raise typer.Exit(2) from None
+
+
 app = typer.Typer(help="synthmed: synthetic medical imaging data sets and how far they can be trusted.",
-                  no_args_is_help=True, pretty_exceptions_enable=False)
+                  no_args_is_help=True, pretty_exceptions_enable=False, cls=_UserErrors)
 data_app = typer.Typer(help="Prepare data sources into stores, inspect them, build benchmark settings.",
                        no_args_is_help=True)
 app.add_typer(data_app, name="data")
@@ -189,17 +207,11 @@ def evaluate_utility_command(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Train DenseNet-121 on real and on synthetic data; AUROC of both on the real test fold (paper S.4)."""
-    import dataclasses
-
     from synthmed.evaluation.classifier import ClassifierConfig
     from synthmed.evaluation.utility import evaluate_utility
-    from synthmed.training.config import ConfigError
 
-    values = _parse_sets(set_)
-    known = {f.name for f in dataclasses.fields(ClassifierConfig)}
-    if set(values) - known:
-        raise ConfigError(f"unknown classifier key(s) {sorted(set(values) - known)}; known keys: {sorted(known)}")
-    evaluate_utility(real, synthetic, ClassifierConfig(**values), out, log=console.print, progress=progress)
+    config = ClassifierConfig.from_dict(_parse_sets(set_))
+    evaluate_utility(real, synthetic, config, out, log=console.print, progress=progress)
 
 
 @evaluate_app.command("fidelity")
@@ -319,15 +331,8 @@ def expand_multi_value_options(argv: list[str]) -> list[str]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    from synthmed.data.errors import DataError
-    from synthmed.training.config import ConfigError
-
     args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
-    try:
-        app(args=args, prog_name="synthmed", standalone_mode=True)
-    except (DataError, ConfigError) as error:
-        Console(stderr=True).print(f"[bold red]error:[/] {error}", highlight=False)
-        raise SystemExit(2) from None
+    app(args=args, prog_name="synthmed", standalone_mode=True)
 
 
 if __name__ == "__main__":  # python -m synthmed.cli (e.g. under torchrun)

@@ -80,7 +80,7 @@ def expand(preset: BenchmarkPreset) -> list[Job]:
         first_seed: dict[str, str] = {}  # model -> seed 0's training job of this setting
         for seed in range(ref.seeds):
             setting = {"dimension": ref.dimension, "setting": ref.name}
-            classifier = _without_hardware(ClassifierConfig(**{**values["classifier"], "seed": seed}).to_dict())
+            classifier = _without_hardware(ClassifierConfig.from_dict({**values["classifier"], "seed": seed}).to_dict())
             real = _make("real-classifier", {**setting, "config": classifier}, {"settings": settings.id},
                          {**where, "model": "real", "seed": seed})
             jobs.append(real)  # first: every evaluation waits for it, so it runs beside the trainings

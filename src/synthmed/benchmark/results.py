@@ -13,7 +13,11 @@ and never holds a row twice. Metric names:
   generator's 10,000 images, made from the label vectors of as many training rows (the fold cycled when
   smaller), against those rows; only where training's FID stopping computed exactly that (standard
   Inception, ``fid_samples: 10000``: the paper presets). ``fd/inception`` is the fidelity job's FID, on
-  min(n_train, ``fidelity.max_images``) images of each set, not cycled.
+  min(n_train, ``fidelity.max_images``) images of each set, not cycled;
+* ``auc_real_release_flip`` (model ``real``), ``auc_syn_release_flip``, ``auc_syn_release_flip/<label>``,
+  ``auc_real_minus_auc_syn_release_flip``: the paper's release's test AUROC (each label's AUROC
+  below 0.5 flipped to 1 - AUROC, ``metrics.release_flip``), recomputed from the honest per-label
+  values, so that results can be set beside the paper's tables. Never used in a verdict or test.
 """
 
 from __future__ import annotations
@@ -27,6 +31,7 @@ import pandas as pd
 
 from synthmed._io import read_json, write_with_atomic
 from synthmed.benchmark.jobs import Job, job_dir, job_state
+from synthmed.evaluation.metrics import release_flip
 
 COLUMNS = ["dataset", "dimension", "setting", "model", "seed", "metric", "value"]
 PAPER_FID_IMAGES = 10_000  # FID is biased by the number of images: the paper fixes N (section 3.3)
@@ -36,7 +41,9 @@ VERDICT_SCORE = {"pass": 0.0, "warn": 0.5, "fail": 1.0}
 
 def _metrics(job: Job, folder: Path) -> Iterator[tuple[str, float | None]]:
     if job.stage == "real-classifier":
-        yield "auc_real", read_json(folder / "real.json")["auc_real"]["mean"]
+        auc_real = read_json(folder / "real.json")["auc_real"]
+        yield "auc_real", auc_real["mean"]
+        yield "auc_real_release_flip", release_flip(auc_real)["mean"]
     elif job.stage == "train":
         summary = read_json(folder / "run" / "summary.json")
         yield "images_seen", summary["images_seen"]
@@ -51,6 +58,12 @@ def _metrics(job: Job, folder: Path) -> Iterator[tuple[str, float | None]]:
         yield "delta_syn", u["delta_syn"]
         for label, value in u["auc_syn"]["per_label"].items():
             yield f"auc_syn/{label}", value
+        real_flip, syn_flip = release_flip(u["auc_real"]), release_flip(u["auc_syn"])
+        yield "auc_syn_release_flip", syn_flip["mean"]
+        if real_flip["mean"] is not None and syn_flip["mean"] is not None:
+            yield "auc_real_minus_auc_syn_release_flip", real_flip["mean"] - syn_flip["mean"]
+        for label, value in syn_flip["per_label"].items():
+            yield f"auc_syn_release_flip/{label}", value
     elif job.stage == "fidelity":
         for name, row in read_json(folder / "fidelity.json")["metrics"].items():
             for key, metric in (("fd", "fd"), ("kid_mean", "kid"), ("precision", "precision"), ("recall", "recall"),

@@ -21,6 +21,7 @@ names a local state dict.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import re
@@ -36,8 +37,10 @@ from monai.networks.nets import DenseNet121
 from torch import nn
 
 from synthmed._io import sha256_file, write_with_atomic
+from synthmed.data.errors import DataError
 from synthmed.evaluation.metrics import auroc_per_label, undefined_labels
 from synthmed.progress import progress_bar
+from synthmed.training.config import ConfigError
 from synthmed.training.distributed import resolve_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -66,11 +69,20 @@ class ClassifierConfig:
     def __post_init__(self) -> None:
         if self.pretrained_weights is not None:
             self.pretrained_weights = str(self.pretrained_weights)  # a path, kept JSON-friendly
-        counts = ("batch_size", "max_images_per_epoch", "lr_patience", "stop_patience", "max_epochs")
-        if any(getattr(self, key) < 1 for key in counts):
-            raise ValueError(f"{', '.join(counts)} must all be at least 1")
-        if self.input_size is not None and self.input_size < MIN_SIZE:
-            raise ValueError(f"input_size must be at least {MIN_SIZE}, got {self.input_size}")
+        for key in ("lr", "lr_factor"):
+            # PyYAML (YAML 1.1: --set and presets) reads 1e-4 as a string; take numeric strings as numbers
+            if isinstance(getattr(self, key), str):
+                with contextlib.suppress(ValueError):  # not a number: _check_config names it
+                    setattr(self, key, float(getattr(self, key)))
+        _check_config(self)
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> ClassifierConfig:
+        """A config from user-given keys (``--set``, a preset's ``classifier``); unknown keys are refused by name."""
+        known = {f.name for f in dataclasses.fields(cls)}
+        if set(values) - known:
+            raise ConfigError(f"unknown classifier key(s) {sorted(set(values) - known)}; known keys: {sorted(known)}")
+        return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -78,6 +90,34 @@ class ClassifierConfig:
     def identity(self) -> dict[str, Any]:
         """Everything that shapes the trained model (the hardware keys do not)."""
         return {k: v for k, v in self.to_dict().items() if k not in ("device", "threads")}
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _check_config(c: ClassifierConfig) -> None:
+    """Every field, so that a bad value stops before any training with the key named."""
+    def fail(key: str, message: str) -> None:
+        raise ConfigError(f"classifier {key} = {getattr(c, key)!r} {message}")
+
+    if c.input_size is not None and (not _is_int(c.input_size) or c.input_size < MIN_SIZE):
+        fail("input_size", f"must be null (native size) or an integer of at least {MIN_SIZE}")
+    for key in ("batch_size", "max_images_per_epoch", "lr_patience", "stop_patience", "max_epochs"):
+        if not _is_int(getattr(c, key)) or getattr(c, key) < 1:
+            fail(key, "must be an integer of at least 1")
+    if not _is_int(c.threads) or c.threads < 0:
+        fail("threads", "must be an integer of at least 0 (0: torch's default)")
+    if not _is_int(c.seed) or c.seed < 0:
+        fail("seed", "must be an integer of at least 0")
+    if not isinstance(c.lr, (int, float)) or isinstance(c.lr, bool) or not c.lr > 0:
+        fail("lr", "must be a number above 0")
+    if not isinstance(c.lr_factor, (int, float)) or isinstance(c.lr_factor, bool) or not 0 < c.lr_factor <= 1:
+        fail("lr_factor", "must be a number in (0, 1]")
+    try:
+        resolve_device(c.device)
+    except (RuntimeError, TypeError):
+        fail("device", "is not a torch device (auto, cpu, cuda, cuda:1, ...)")
 
 
 class Classifier:
@@ -103,8 +143,9 @@ class Classifier:
             raise ValueError(f"expected uint8 images (N, {self.image_channels}, R, R), got {images.dtype} "
                              f"{images.shape}")
         if self.config.input_size is None and min(images.shape[2:]) < MIN_SIZE:
-            raise ValueError(f"images of {images.shape[2]} px are below DenseNet-121's minimum of {MIN_SIZE}; "
-                             f"set input_size (e.g. {MIN_SIZE} or 224) to resize them")
+            raise ConfigError(f"classifier input_size = None: images of {images.shape[2]} px are below "
+                              f"DenseNet-121's minimum of {MIN_SIZE}; set input_size (e.g. {MIN_SIZE} or 224) "
+                              "to resize them")
 
     def inputs(self, images: torch.Tensor) -> torch.Tensor:
         """uint8 batch -> the network's float input on the device."""
@@ -156,6 +197,8 @@ def load_classifier(path: str | os.PathLike, device: str | None = None) -> tuple
 
 def load_pretrained(net: nn.Module, path: str | os.PathLike) -> None:
     """DenseNet-121 feature weights from a local state dict; the classification layer stays random (paper S.4)."""
+    if not Path(path).is_file():
+        raise ConfigError(f"classifier pretrained_weights = {str(path)!r}: no such file")
     state = torch.load(path, map_location="cpu", weights_only=True)
     state = {_TORCHVISION_KEY.sub(r"\1.layers.\2\3.\4", k): v for k, v in state.items()}
     own = net.state_dict()
@@ -163,9 +206,9 @@ def load_pretrained(net: nn.Module, path: str | os.PathLike) -> None:
     missing = [k for k in wanted if k not in state]
     wrong = [k for k in wanted if k in state and state[k].shape != own[k].shape]
     if missing or wrong:
-        raise ValueError(f"{path} does not fit DenseNet-121 with {own['features.conv0.weight'].shape[1]} input "
-                         f"channels: {len(missing)} feature tensors missing (e.g. {missing[:2]}), {len(wrong)} of "
-                         f"another shape (e.g. {wrong[:2]})")
+        raise ConfigError(f"classifier pretrained_weights = {str(path)!r} does not fit DenseNet-121 with "
+                          f"{own['features.conv0.weight'].shape[1]} input channels: {len(missing)} feature tensors "
+                          f"missing (e.g. {missing[:2]}), {len(wrong)} of another shape (e.g. {wrong[:2]})")
     net.load_state_dict({k: state[k] for k in wanted}, strict=False)
 
 
@@ -229,7 +272,7 @@ def train_classifier(
     names = list(label_names) if label_names is not None else [f"label_{j}" for j in range(train_labels.shape[1])]
     undefined = undefined_labels(val_labels, names)
     if len(undefined) == len(names):
-        raise ValueError(f"no label has both positives and negatives in the validation fold: {undefined}")
+        raise DataError(f"no label has both positives and negatives in the validation fold: {undefined}")
     for name, reason in undefined.items():
         log(f"validation AUROC of {name!r} is undefined ({reason}); it is left out of the validation mean")
     model = Classifier(config, train_images.shape[1], names)

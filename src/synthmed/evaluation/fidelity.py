@@ -27,9 +27,12 @@ import torch
 
 from synthmed._io import write_with_atomic
 from synthmed.evaluation.classifier import FEATURE_DIM, Classifier
+from synthmed.evaluation.stats import std
 from synthmed.training.features import FeatureExtractor, check_uint8_images
 from synthmed.training.fid import Features, RunningStats, _batches, frechet_from_stats
 
+PR_K, DC_K = 3, 5  # the k of precision/recall and of density/coverage (their papers' defaults)
+MIN_IMAGES = max(PR_K, DC_K) + 1  # each image's k-th nearest other image must exist
 # Distances are computed a block of rows at a time; a block holds at most this many float64 values (128 MiB).
 _BLOCK_VALUES = 1 << 24
 
@@ -66,8 +69,8 @@ def kid(real_features: Features, fake_features: Features, subsets: int = 100, su
 
     Kernel ``(x . y * gamma + coef0) ** degree`` with ``gamma = 1 / dim`` by default. Each subset
     draws ``subset_size`` samples without replacement from each set (capped at the smaller set),
-    from a seeded numpy Generator. The std is the population std (ddof 0), as torch-fidelity and
-    torchmetrics report it.
+    from a seeded numpy Generator. The std is synthmed's one spread (``stats.std``, ddof 0), which is
+    also how torch-fidelity and torchmetrics report it.
     """
     real, fake = _as_float64(real_features), _as_float64(fake_features)
     if real.shape[1] != fake.shape[1]:
@@ -80,7 +83,7 @@ def kid(real_features: Features, fake_features: Features, subsets: int = 100, su
     scores = [_poly_mmd2(real[rng.choice(len(real), size, replace=False)],
                          fake[rng.choice(len(fake), size, replace=False)], degree, gamma, coef0)
               for _ in range(subsets)]
-    return float(np.mean(scores)), float(np.std(scores))
+    return float(np.mean(scores)), std(scores)
 
 
 def _distance_blocks(a: np.ndarray, b: np.ndarray) -> Iterator[tuple[slice, np.ndarray]]:
@@ -109,7 +112,7 @@ def _fraction_in_manifold(points: np.ndarray, centres: np.ndarray, radii: np.nda
     return inside / len(points)
 
 
-def precision_recall(real_features: Features, fake_features: Features, k: int = 3) -> tuple[float, float]:
+def precision_recall(real_features: Features, fake_features: Features, k: int = PR_K) -> tuple[float, float]:
     """Improved precision and recall (Kynkäänniemi et al. 2019).
 
     Precision: share of fake samples inside the real manifold, the union of balls around each real
@@ -122,7 +125,7 @@ def precision_recall(real_features: Features, fake_features: Features, k: int = 
     return precision, recall
 
 
-def density_coverage(real_features: Features, fake_features: Features, k: int = 5) -> tuple[float, float]:
+def density_coverage(real_features: Features, fake_features: Features, k: int = DC_K) -> tuple[float, float]:
     """Density and coverage (Naeem et al. 2020), from the real k-NN balls only (robust to fake outliers).
 
     Density: mean number of real balls holding each fake sample, divided by k (about 1 when the
@@ -195,8 +198,8 @@ def extract_features(extractor: FeatureExtractor, images: Features) -> np.ndarra
 
 def evaluate_fidelity(real_images: Features, fake_images: Features, extractors: dict[str, FeatureExtractor],
                       cache: FeatureCache | None = None, real_key: str | None = None, fake_key: str | None = None,
-                      kid_subsets: int = 100, kid_subset_size: int = 1000, pr_k: int = 3,
-                      dc_k: int = 5) -> dict[str, dict[str, Any]]:
+                      kid_subsets: int = 100, kid_subset_size: int = 1000, pr_k: int = PR_K,
+                      dc_k: int = DC_K) -> dict[str, dict[str, Any]]:
     """Every metric for every extractor: ``{name: {fd, kid_mean, kid_std, precision, recall, density,
     coverage, n_real, n_fake, standard_fid, extractor}}``.
 

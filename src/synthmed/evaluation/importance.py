@@ -47,6 +47,8 @@ from monai.networks.nets.densenet import _DenseLayer
 from torch import Tensor, nn
 
 from synthmed._io import write_with_atomic
+from synthmed.evaluation.stats import SPREAD_DDOF, mean_std
+from synthmed.training.config import ConfigError
 
 if TYPE_CHECKING:
     from synthmed.evaluation.classifier import Classifier
@@ -62,7 +64,8 @@ _POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.Identity, nn.Dropout)  # in eval mode:
 def mask_positions(size: int, patch: int, stride: int) -> np.ndarray:
     """Top (or left) edges of the patches along one axis: every ``stride`` px, the last flush with the edge."""
     if not 1 <= patch <= size or stride < 1:
-        raise ValueError(f"need 1 <= patch <= {size} and stride >= 1, got patch {patch}, stride {stride}")
+        raise ConfigError(f"patch = {patch}, stride = {stride}: need 1 <= patch <= {size} (the classifier's input "
+                          "size) and stride >= 1")
     starts = list(range(0, size - patch + 1, stride))
     if starts[-1] != size - patch:  # as MONAI's sliding window: the image is covered to its last pixel
         starts.append(size - patch)
@@ -358,11 +361,12 @@ def map_similarity(a: np.ndarray, b: np.ndarray) -> dict[str, float | None]:
 
 
 def summary(values: Sequence[float | None]) -> dict[str, Any]:
-    """Mean and standard deviation over the defined values, and how many were defined."""
-    defined = np.asarray([v for v in values if v is not None], np.float64)
-    if len(defined) == 0:
-        return {"mean": None, "std": None, "n_defined": 0}
-    return {"mean": float(defined.mean()), "std": float(defined.std()), "n_defined": int(len(defined))}
+    """Mean and standard deviation (``stats.mean_std``) over the defined values, and how many were defined."""
+    defined = [v for v in values if v is not None]
+    if not defined:
+        return {"mean": None, "std": None, "ddof": SPREAD_DDOF, "n_defined": 0}
+    spread = mean_std(defined)
+    return {"mean": spread["mean"], "std": spread["std"], "ddof": spread["ddof"], "n_defined": spread["n"]}
 
 
 # ---- choosing images and drawing them ---------------------------------------------------------------

@@ -5,6 +5,10 @@ synthetic-data models) and scored a validation label without positives as 0. Her
 an AUROC below 0.5 is reported as it is, and a label whose fold lacks positives or
 negatives is *undefined*: reported as None with the reason, left out of the mean,
 and named in a warning.
+
+``release_flip`` recomputes the release's flipped test AUROC from an honest one, only so
+that a result can be set beside the paper's tables (and the flattery seen); synthmed never
+uses it in a verdict, a test or a stopping rule.
 """
 
 from __future__ import annotations
@@ -49,10 +53,22 @@ def auroc_per_label(labels: np.ndarray, scores: np.ndarray, label_names: Sequenc
             per_label[name] = None
         else:
             per_label[name] = float(roc_auc_score(labels[:, j], scores[:, j]))
+    return {"per_label": per_label, "mean": _mean_of_defined(per_label), "undefined": list(reasons),
+            "reasons": reasons}
+
+
+def release_flip(auroc: dict[str, Any]) -> dict[str, Any]:
+    """The paper's release's test AUROC from ``auroc_per_label``'s result: each defined label's
+    AUROC below 0.5 replaced by 1 - AUROC before the mean (undefined labels stay undefined).
+
+    Returns ``{"per_label", "mean", "flipped": [names]}``. For comparison with the paper's tables
+    only: it rewards a classifier for ranking a label backwards, so no verdict uses it.
+    """
+    per_label = {name: None if v is None else max(v, 1.0 - v) for name, v in auroc["per_label"].items()}
+    flipped = [name for name, v in auroc["per_label"].items() if v is not None and v < 0.5]
+    return {"per_label": per_label, "mean": _mean_of_defined(per_label), "flipped": flipped}
+
+
+def _mean_of_defined(per_label: dict[str, float | None]) -> float | None:
     defined = [v for v in per_label.values() if v is not None]
-    return {
-        "per_label": per_label,
-        "mean": float(np.mean(defined)) if defined else None,
-        "undefined": list(reasons),
-        "reasons": reasons,
-    }
+    return float(np.mean(defined)) if defined else None

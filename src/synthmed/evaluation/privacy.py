@@ -18,6 +18,7 @@ from PIL import Image
 from sklearn.metrics import roc_auc_score
 
 from synthmed._io import write_with_atomic
+from synthmed.training.config import ConfigError
 
 # Verdict rules. The copy-rate limits are multiples of ``copy_quantile`` because a clean
 # generator is expected to land below the holdout's q-quantile about a fraction q of the
@@ -112,6 +113,12 @@ def _summary(d: np.ndarray) -> dict[str, float]:
     }
 
 
+def check_copy_quantile(copy_quantile: float) -> None:
+    if not 0.0 < copy_quantile < 1.0:
+        raise ConfigError(f"copy_quantile = {copy_quantile} must be in (0, 1): the holdout DCR quantile that "
+                          "counts as a copy")
+
+
 def privacy_report(
     train_features: np.ndarray,
     holdout_features: np.ndarray,
@@ -135,8 +142,7 @@ def privacy_report(
       copy_rate > 2 x copy_quantile or MIA AUC > 0.55, else "pass" (override through
       ``thresholds``, keys of DEFAULT_THRESHOLDS); ``reasons`` lists the rules that fired.
     """
-    if not 0.0 < copy_quantile < 1.0:
-        raise ValueError(f"copy_quantile must be in (0, 1), got {copy_quantile}")
+    check_copy_quantile(copy_quantile)
     limits = {**DEFAULT_THRESHOLDS, **(thresholds or {})}
     unknown = set(limits) - set(DEFAULT_THRESHOLDS)
     if unknown:

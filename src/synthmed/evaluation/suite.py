@@ -16,11 +16,21 @@ from typing import Any, Callable
 import numpy as np
 
 from synthmed._io import write_json_atomic
+from synthmed.data.errors import DataError
 from synthmed.data.settings import BenchmarkSetting
-from synthmed.evaluation.classifier import load_classifier
-from synthmed.evaluation.fidelity import ClassifierFeatures, FeatureCache, evaluate_fidelity, extract_features
+from synthmed.evaluation.classifier import Classifier, load_classifier
+from synthmed.evaluation.fidelity import (
+    DC_K,
+    MIN_IMAGES,
+    ClassifierFeatures,
+    FeatureCache,
+    evaluate_fidelity,
+    extract_features,
+)
 from synthmed.evaluation.importance import classifier_maps, importance_figure, map_similarity, spread_sample, summary
-from synthmed.evaluation.privacy import nearest_neighbours, nn_grid, privacy_report
+from synthmed.evaluation.privacy import check_copy_quantile, nearest_neighbours, nn_grid, privacy_report
+from synthmed.evaluation.stats import SPREAD
+from synthmed.training.config import ConfigError
 from synthmed.training.features import make_extractor
 
 
@@ -38,12 +48,18 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
     Real features are cached in ``cache_dir`` (default ``out_dir/feature_cache``): point
     several runs of one setting at one folder and the real set is read once.
     """
+    if max_images is not None and max_images < MIN_IMAGES:
+        raise ConfigError(f"max_images = {max_images} must be at least {MIN_IMAGES} (density/coverage compare "
+                          f"each image with its {DC_K} nearest neighbours)")
     real, synthetic = _pair(real_setting_dir, synthetic_setting_dir)
-    classifier, _ = load_classifier(classifier_path)
-    chosen = {name: make_extractor(name) for name in extractors}
-    chosen["in-domain"] = ClassifierFeatures(classifier)
     real_images, fake_images = real.images("train"), synthetic.images("train")
-    if max_images:  # the first rows of a seeded draw, so that a CPU run fits its time
+    for setting, images in ((real, real_images), (synthetic, fake_images)):
+        if len(images) < MIN_IMAGES:
+            raise DataError(f"its train fold has {len(images)} images; fidelity needs at least {MIN_IMAGES}",
+                            file=setting.path)
+    chosen = {name: make_extractor(name, channels=real_images.shape[1]) for name in extractors}
+    chosen["in-domain"] = ClassifierFeatures(_load(classifier_path))
+    if max_images is not None:  # the first rows of a seeded draw, so that a CPU run fits its time
         rng = np.random.default_rng(0)
         real_images = real_images[np.sort(rng.permutation(len(real_images))[:max_images])]
         fake_images = fake_images[np.sort(rng.permutation(len(fake_images))[:max_images])]
@@ -65,9 +81,9 @@ def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_
                          classifier_path: str | os.PathLike, out_dir: str | os.PathLike,
                          copy_quantile: float = 0.01, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Nearest neighbours (cosine, classifier features), DCR, copy rate, MIA AUC, verdict, NN grid."""
+    check_copy_quantile(copy_quantile)  # before the features, not after them
     real, synthetic = _pair(real_setting_dir, synthetic_setting_dir)
-    classifier, _ = load_classifier(classifier_path)
-    features = ClassifierFeatures(classifier)
+    features = ClassifierFeatures(_load(classifier_path))
     train_images = real.images("train")
     train, holdout = extract_features(features, train_images), extract_features(features, real.images("test"))
     synthetic_images = synthetic.images("test")
@@ -96,19 +112,23 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
     combination. Writes ``importance.json`` (per image: test-fold row, active labels, Pearson,
     SSIM; mean/std of both) and ``importance.png`` (image, real-model map, synthetic-model map).
     """
+    if n_images < 1:
+        raise ConfigError(f"n_images = {n_images}: explain at least 1 real test image")
     real = BenchmarkSetting(real_setting_dir)
-    models = {role: load_classifier(path)[0] for role, path in
-              (("real", real_classifier_path), ("synthetic", synthetic_classifier_path))}
+    paths = {"real": real_classifier_path, "synthetic": synthetic_classifier_path}
+    models = {role: _load(path) for role, path in paths.items()}
     sizes = {role: model.config.input_size for role, model in models.items()}
     if sizes["real"] != sizes["synthetic"]:
-        raise ValueError(f"the classifiers see inputs of different sizes ({sizes}); their maps cannot be compared")
+        raise DataError(f"sees inputs of size {sizes['synthetic']}, the real classifier {sizes['real']} "
+                        f"({real_classifier_path}): their maps cannot be compared", file=synthetic_classifier_path)
     for role, model in models.items():
         if model.label_names != real.label_names:
-            raise ValueError(f"the {role} classifier predicts {model.label_names}, the setting has {real.label_names}")
+            raise DataError(f"predicts {model.label_names}, the setting {real.path} has {real.label_names}",
+                            file=paths[role])
     labels = real.labels("test")
+    if len(labels) == 0:
+        raise DataError("its test fold is empty: no image to explain", file=real.path)
     rows = spread_sample(labels, n_images, seed)
-    if len(rows) == 0:
-        raise ValueError(f"need at least one real test image, got n_images={n_images} and {len(labels)} test rows")
     images = real.images("test")[rows]
     active = [[name for name, on in zip(real.label_names, labels[row]) if on] for row in rows]
     log(f"occlusion maps of {len(rows)} real test images, patch {patch}, stride {stride}, input size "
@@ -139,9 +159,17 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
     return result
 
 
+def _load(path: str | os.PathLike) -> Classifier:
+    """A saved classifier; a missing file is the user's error, named."""
+    if not Path(path).is_file():
+        raise DataError("no classifier file here (`synthmed evaluate utility` writes real_classifier.pt and "
+                        "synthetic_classifier.pt)", file=path)
+    return load_classifier(path)[0]
+
+
 def _number(value: float | None) -> str:
     return "undefined" if value is None else f"{value:.3f}"
 
 
 def _mean_std(stats: dict[str, Any]) -> str:
-    return "undefined" if stats["mean"] is None else f"{stats['mean']:.3f} ± {stats['std']:.3f}"
+    return "undefined" if stats["mean"] is None else f"{stats['mean']:.3f} ± {stats['std']:.3f} ({SPREAD})"

@@ -8,6 +8,10 @@ synthetic classifier on the synthetic test fold minus on the real one; near 0 wh
 generator shows labels the way real images do, large when it encodes them in ways that
 do not carry over to real images.
 
+Beside the honest numbers, ``auc_real_release_flip``, ``auc_syn_release_flip`` and their
+difference give the paper's release's flipped test AUROC (``metrics.release_flip``), so that
+a result can be compared with the paper's tables; no verdict uses them.
+
 ``out_dir`` receives ``utility.json``, ``real_classifier.pt`` and ``synthetic_classifier.pt``.
 An existing ``real_classifier.pt`` trained on the same setting with the same config is
 reused, so several generative models of one setting can share the real classifier.
@@ -25,7 +29,7 @@ from synthmed.data.errors import DataError
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig, load_classifier, train_classifier
-from synthmed.evaluation.metrics import auroc_per_label
+from synthmed.evaluation.metrics import auroc_per_label, release_flip
 
 
 def setting_identity(setting: BenchmarkSetting) -> dict[str, Any]:
@@ -101,6 +105,7 @@ def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir:
     auc_syn_on_syn = auroc_per_label(synthetic.labels("test"), syn_model.predict(synthetic_test), names)
     # "GAN-test" (Shmelkov et al. 2018): do the synthetic images look like their labels to a model of real data?
     auc_real_on_syn = auroc_per_label(synthetic.labels("test"), real_model.predict(synthetic_test), names)
+    real_flip, syn_flip = release_flip(auc_real), release_flip(auc_syn)
     result = {
         "real_setting": str(real.path), "synthetic_setting": str(synthetic.path),
         "label_names": names, "test_images": int(len(test_labels)),
@@ -110,6 +115,9 @@ def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir:
         "auc_real_on_syn": auc_real_on_syn,  # real classifier, synthetic test fold
         "auc_real_minus_auc_syn": _difference(auc_real["mean"], auc_syn["mean"]),
         "delta_syn": _difference(auc_syn_on_syn["mean"], auc_syn["mean"]),
+        # the paper's release, for comparison with its tables only (never in a verdict)
+        "auc_real_release_flip": real_flip, "auc_syn_release_flip": syn_flip,
+        "auc_real_minus_auc_syn_release_flip": _difference(real_flip["mean"], syn_flip["mean"]),
         "config": config.to_dict(),
         "real_classifier": {"file": str(real_path) if real_classifier_path else real_path.name, "reused": reused,
                             "history": real_history},

@@ -9,11 +9,12 @@ real               TR (true real)       FS (false synthetic)
 synthetic          FR (false real)      TS (true synthetic)
 =================  ===================  ========================
 
-accuracy = (TR + TS) / (TR + TS + FR + FS). Means and standard deviations (ddof 1, as all
-spreads in synthmed) are over readers, and the one-sided Wilcoxon signed-rank test asks whether
-the readers' accuracies exceed the 0.5 of a random classifier (a large p-value: they could not
-tell real from synthetic). Only readers who labelled every image count, unless asked otherwise:
-a half-finished session is not a reader's accuracy on the study.
+accuracy = (TR + TS) / (TR + TS + FR + FS). Means and standard deviations are over readers, with
+ddof 0 (``stats.SPREAD_DDOF``: the paper's convention and all of synthmed's). The one-sided Wilcoxon
+signed-rank tests ask whether the readers' accuracies exceed the 0.5 of a random classifier (a
+large p-value: they could not tell real from synthetic), and, as the paper's variant, whether
+they fall below it. Only readers who labelled every image count, unless asked otherwise: a
+half-finished session is not a reader's accuracy on the study.
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from typing import Any
 
 from synthmed._io import write_json_atomic, write_with_atomic
 from synthmed.data.errors import DataError
-from synthmed.evaluation.stats import mean_std, wilcoxon_against
+from synthmed.evaluation.stats import SPREAD, mean_std, wilcoxon_against
 from synthmed.reader_study import db
 
 CELLS = {("real", "real"): "TR", ("real", "synthetic"): "FS", ("synthetic", "real"): "FR",
@@ -55,10 +56,8 @@ def summarize(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
     accuracies = [accuracy(cells) for cells in counts.values()]
     summary: dict[str, Any] = {"n_readers": len(counts), "readers": list(counts)}
     for name in ("TR", "FS", "FR", "TS"):
-        mean, std = mean_std([cells[name] for cells in counts.values()])
-        summary[name] = {"mean": mean, "std": std}
-    mean, std = mean_std(accuracies)
-    summary["accuracy"] = {"mean": mean, "std": std, "per_reader": accuracies}
+        summary[name] = mean_std([cells[name] for cells in counts.values()])
+    summary["accuracy"] = {**mean_std(accuracies), "per_reader": accuracies}
     summary["wilcoxon"] = _wilcoxon(accuracies)
     return summary
 
@@ -118,7 +117,7 @@ def confusion_table(summary: dict[str, Any]) -> list[list[str]]:
     def cell(name: str) -> str:
         return f"{name} = {summary[name]['mean']:.1f} (± {summary[name]['std']:.1f})"
 
-    return [["actual \\ labelled", "Real", "Synthetic"], ["Real", cell("TR"), cell("FS")],
+    return [[f"actual \\ labelled (mean ± {SPREAD})", "Real", "Synthetic"], ["Real", cell("TR"), cell("FS")],
             ["Synthetic", cell("FR"), cell("TS")]]
 
 
@@ -144,7 +143,7 @@ def _figure(result: dict[str, Any], path: Path) -> None:
         f"\nWilcoxon p = {tests['readers_beat_chance']['p_value']:.3g} (beat chance), "
         f"{tests['paper_variant']['p_value']:.3g} (paper's direction)")
     axis.set_title(f"{result['study']['resolution']} px: accuracy {summary['accuracy']['mean']:.3f} "
-                   f"± {summary['accuracy']['std']:.3f}{test}")
+                   f"± {summary['accuracy']['std']:.3f} ({SPREAD}){test}")
     axis.legend(loc="upper right")
     figure.tight_layout()
     figure.savefig(path, format="png", dpi=120)

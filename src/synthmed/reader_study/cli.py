@@ -80,6 +80,7 @@ def analyze_command(
     include_incomplete: Annotated[bool, typer.Option(help="also count readers who have not finished")] = False,
 ) -> None:
     """TR, FR, TS, FS and accuracy per reader, their mean and spread, and the Wilcoxon test against 0.5."""
+    from synthmed.evaluation.stats import SPREAD
     from synthmed.reader_study.analysis import analyze_study, confusion_table
 
     result = analyze_study(study, out, include_incomplete=include_incomplete)
@@ -93,7 +94,7 @@ def analyze_command(
     console.print(table)
     accuracies = "  ".join(f"{a:.2f}" for a in summary["accuracy"]["per_reader"])
     console.print(f"accuracies: {accuracies}")
-    console.print(f"accuracy {summary['accuracy']['mean']:.3f} ± {summary['accuracy']['std']:.3f}")
+    console.print(f"accuracy {summary['accuracy']['mean']:.3f} ± {summary['accuracy']['std']:.3f} ({SPREAD})")
     for test in summary["wilcoxon"].values():
         if test["p_value"] is None:
             console.print(f"Wilcoxon signed-rank: not computed ({test['reason']})")

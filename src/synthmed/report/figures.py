@@ -16,6 +16,8 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from synthmed.evaluation.stats import SPREAD, std  # noqa: E402
+
 COLOURS = ["#1f77b4", "#d62728", "#2ca02c", "#9467bd", "#ff7f0e"]
 
 
@@ -28,7 +30,7 @@ def _png(figure) -> bytes:
 
 def axis_figure(table: pd.DataFrame, dimension: str, settings: list[str]) -> bytes:
     """Mean AUROC over seeds on the real test fold: real classifier as a line with a std band,
-    each model's synthetic classifier as bars with std error bars."""
+    each model's synthetic classifier as bars with std error bars (``stats.SPREAD``)."""
     rows = table[table.dimension == dimension]
     x = np.arange(len(settings))
     models = sorted(set(rows.model) - {"real"})
@@ -43,7 +45,7 @@ def axis_figure(table: pd.DataFrame, dimension: str, settings: list[str]) -> byt
     ax.fill_between(x, real["mean"] - real["std"], real["mean"] + real["std"], color="k", alpha=0.15)
     ax.set_xticks(x, settings)
     ax.set_xlabel(dimension)
-    ax.set_ylabel("mean AUROC, real test fold")
+    ax.set_ylabel(f"mean AUROC, real test fold (± {SPREAD})")
     low = np.nanmin(np.r_[real["mean"] - real["std"], 0.5])
     ax.set_ylim(max(0.0, low - 0.05), 1.0)
     ax.legend(loc="lower left", fontsize=8)
@@ -52,7 +54,8 @@ def axis_figure(table: pd.DataFrame, dimension: str, settings: list[str]) -> byt
 
 
 def _by_setting(rows: pd.DataFrame, settings: list[str]) -> pd.DataFrame:
-    grouped = rows.groupby("setting").value.agg(["mean", "std"]).reindex(settings)
+    """Mean and std (``stats.SPREAD``) per setting; a setting without results gets no bar and no error bar."""
+    grouped = rows.groupby("setting").value.agg(["mean", std]).reindex(settings)
     return grouped.fillna({"std": 0.0})
 
 

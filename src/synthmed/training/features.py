@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from synthmed._io import sha256_file
+from synthmed.training.config import ConfigError
 
 DEFAULT_WEIGHTS_FILE = "default_1.pt"
 DEFAULT_WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -144,10 +145,11 @@ class InceptionFID:
 
 
 class PixelFeatures:
-    """Images average-pooled to 8 x 8, flattened: a smoke-test statistic, far from FID.
+    """Images average-pooled to 8 x 8 per channel, flattened: a smoke-test statistic, far from FID.
 
     It needs no weights and costs nothing, so tiny test runs can exercise the FID stopping
-    rule; its name says plainly that it is not a perceptual metric.
+    rule; its name says plainly that it is not a perceptual metric. Unlike Inception, which
+    sees every image as RGB, its size follows the images' channels: 64 per channel.
     """
 
     name = "pixels-8x8 (not FID)"
@@ -155,22 +157,30 @@ class PixelFeatures:
     batch_size = 1024
 
     def __init__(self, device: str | torch.device = "cpu", channels: int = 1):
-        self.dim = 64 * channels
+        if channels not in (1, 3):
+            raise ValueError(f"pixel features take 1- or 3-channel images, got channels={channels}")
+        self.device, self.channels, self.dim = torch.device(device), channels, 64 * channels
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         check_uint8_images(images)
-        return F.adaptive_avg_pool2d(images.float() / 255.0, 8).flatten(1).cpu()
+        if images.shape[1] != self.channels:
+            raise ValueError(f"these pixel features were made for {self.channels}-channel images, got "
+                             f"{images.shape[1]} channels: pass channels={images.shape[1]}")
+        x = images.to(self.device).float() / 255.0  # move uint8 (4x smaller), convert there
+        return F.adaptive_avg_pool2d(x, 8).flatten(1).cpu()
 
 
+# Every factory takes the images' channel count; only the pixel features depend on it
 EXTRACTORS: dict[str, Callable[..., FeatureExtractor]] = {
-    "inception": lambda **options: InceptionFID(input_size=STANDARD_SIZE, **options),
-    "inception-96": lambda **options: InceptionFID(input_size=96, **options),
-    "pixels": lambda **options: PixelFeatures(**options),
+    "inception": lambda channels, **options: InceptionFID(input_size=STANDARD_SIZE, **options),
+    "inception-96": lambda channels, **options: InceptionFID(input_size=96, **options),
+    "pixels": lambda channels, **options: PixelFeatures(channels=channels, **options),
 }
 
 
-def make_extractor(name: str, **options) -> FeatureExtractor:
-    """An extractor by name (``EXTRACTORS``); ``options`` go to its constructor (device, batch_size, ...)."""
+def make_extractor(name: str, channels: int = 1, **options) -> FeatureExtractor:
+    """An extractor by name (``EXTRACTORS``) for images of ``channels`` channels; ``options`` go to
+    its constructor (device, batch_size, ...)."""
     if name not in EXTRACTORS:
-        raise ValueError(f"unknown feature extractor {name!r}; known: {', '.join(sorted(EXTRACTORS))}")
-    return EXTRACTORS[name](**options)
+        raise ConfigError(f"unknown feature extractor {name!r}; known: {', '.join(sorted(EXTRACTORS))}")
+    return EXTRACTORS[name](channels, **options)

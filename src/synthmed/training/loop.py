@@ -218,7 +218,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     writer = _tensorboard(run.tb, state.images_seen) if env.is_main else None
     columns = log_columns(method)
 
-    extractor = make_extractor(config.fid_extractor, device=device)
+    extractor = make_extractor(config.fid_extractor, channels=reals.shape[1], device=device)
     real_stats = _real_stats(run, extractor, reals, config) if env.is_main else None
     grid_labels = _grid_labels(labels)
 

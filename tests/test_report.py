@@ -1,0 +1,81 @@
+"""The results table and the report, from job outputs written by hand (no training)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from synthmed.benchmark.jobs import Job
+from synthmed.benchmark.results import collect_results
+from synthmed.report import build_report
+from synthmed.report.build import pooled_gaps
+
+# Per (setting, seed) of one model on the samples axis: AUC_real (both labels alike) and each label's
+# AUC_syn; two synthetic classifiers rank "Cyst" backwards (AUROC below 0.5)
+AUC_REAL = {"n1000": [0.97, 0.96, 0.98], "n50": [0.65, 0.63, 0.64]}
+AUC_SYN = {"n1000": [(0.73, 0.71), (0.71, 0.69), (0.75, 0.77)], "n50": [(0.61, 0.45), (0.62, 0.58), (0.58, 0.40)]}
+
+
+def auroc(per_label: dict[str, float]) -> dict:
+    """What ``auroc_per_label`` writes, for defined labels."""
+    return {"per_label": per_label, "mean": float(np.mean(list(per_label.values()))), "undefined": [], "reasons": {}}
+
+
+def fake_benchmark(root: Path) -> list[Job]:
+    """A benchmark directory whose real-classifier and utility jobs are done, with their JSON files."""
+    jobs = []
+    for setting, reals in AUC_REAL.items():
+        for seed, (auc_real, (tumor, cyst)) in enumerate(zip(reals, AUC_SYN[setting])):
+            where = {"dataset": "br35h", "dimension": "samples", "setting": setting, "seed": seed}
+            real = Job(f"real-{setting}-{seed}", "real-classifier", {}, {}, {**where, "model": "real"})
+            utility = Job(f"utility-{setting}-{seed}", "utility", {}, {}, {**where, "model": "cpdgan"})
+            real_auc, syn_auc = auroc({"Tumor": auc_real, "Cyst": auc_real}), auroc({"Tumor": tumor, "Cyst": cyst})
+            outputs = [(real, {"real.json": {"auc_real": real_auc}}),
+                       (utility, {"utility.json": {
+                           "auc_real": real_auc, "auc_syn": syn_auc, "auc_syn_on_syn": auroc({"Tumor": 0.9}),
+                           "auc_real_on_syn": auroc({"Tumor": 0.8}),
+                           "auc_real_minus_auc_syn": real_auc["mean"] - syn_auc["mean"],
+                           "delta_syn": 0.9 - syn_auc["mean"]}})]
+            for job, files in outputs:
+                folder = root / "jobs" / job.id
+                folder.mkdir(parents=True)
+                for name, content in {**files, "done.json": {"seconds": 1.0}}.items():
+                    (folder / name).write_text(json.dumps(content))
+                jobs.append(job)
+    (root / "benchmark.json").write_text(json.dumps({"preset": {"name": "fake"}, "runs": [],
+                                                     "jobs": [job.to_dict() for job in jobs]}))
+    return jobs
+
+
+def test_results_table_carries_the_release_flip_beside_the_honest_auroc(tmp_path):
+    table = collect_results(fake_benchmark(tmp_path), tmp_path)
+    value = table.set_index(["setting", "seed", "model", "metric"]).value
+    for setting, runs in AUC_SYN.items():
+        for seed, (tumor, cyst) in enumerate(runs):
+            key = (setting, seed, "cpdgan")
+            assert value[(*key, "auc_syn/Cyst")] == pytest.approx(cyst)  # the honest value stays as it is
+            assert value[(*key, "auc_syn_release_flip/Cyst")] == pytest.approx(max(cyst, 1 - cyst))
+            assert value[(*key, "auc_syn_release_flip/Tumor")] == pytest.approx(tumor)
+            flipped_mean = (tumor + max(cyst, 1 - cyst)) / 2
+            assert value[(*key, "auc_syn_release_flip")] == pytest.approx(flipped_mean)
+            assert value[(*key, "auc_real_minus_auc_syn_release_flip")] == pytest.approx(
+                AUC_REAL[setting][seed] - flipped_mean)
+            assert value[(setting, seed, "real", "auc_real_release_flip")] == pytest.approx(AUC_REAL[setting][seed])
+    # the flip flatters exactly the runs with a backwards label: n50 seeds 0 and 2
+    flattery = (table[table.metric == "auc_syn_release_flip"].set_index(["setting", "seed"]).value
+                - table[table.metric == "auc_syn"].set_index(["setting", "seed"]).value)
+    assert flattery[flattery > 1e-12].index.tolist() == [("n50", 0), ("n50", 2)]
+
+
+def test_pooled_gap_over_all_settings_of_an_axis(tmp_path):
+    table = collect_results(fake_benchmark(tmp_path), tmp_path)
+    gaps = [real - np.mean(syn) for setting in AUC_REAL for real, syn in zip(AUC_REAL[setting], AUC_SYN[setting])]
+    [pooled] = pooled_gaps(table, "samples")
+    assert pooled == {"model": "cpdgan", "settings": 2, "mean": pytest.approx(np.mean(gaps)),
+                      "std": pytest.approx(np.std(gaps, ddof=0)), "ddof": 0, "n": 6}
+    html = " ".join(build_report(tmp_path).read_text().split())
+    assert (f"samples axis, all settings pooled: cpdgan AUC_real − AUC_syn {np.mean(gaps):.3f} ± "
+            f"{np.std(gaps, ddof=0):.3f} (std, ddof 0, n = 6 runs over 2 settings)") in html
