@@ -45,7 +45,8 @@ def fake_benchmark(root: Path) -> list[Job]:
                 for name, content in {**files, "done.json": {"seconds": 1.0}}.items():
                     (folder / name).write_text(json.dumps(content))
                 jobs.append(job)
-    (root / "benchmark.json").write_text(json.dumps({"preset": {"name": "fake"}, "runs": [],
+    preset = {"name": "fake", "fidelity": {"max_images": 150}}
+    (root / "benchmark.json").write_text(json.dumps({"preset": preset, "runs": [],
                                                      "jobs": [job.to_dict() for job in jobs]}))
     return jobs
 
