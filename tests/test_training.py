@@ -46,6 +46,18 @@ def quiet_train(run: Path) -> dict:
     return train(run, progress=False, log=lambda m: None)
 
 
+def test_exponent_floats_are_floats_in_config_files_and_set_values(tmp_path):
+    """YAML 1.1 (PyYAML's default) reads ``1e-4`` as a string; a learning rate written that way
+    used to end in a TypeError traceback."""
+    from synthmed.cli import _parse_sets
+
+    path = tmp_path / "mine.yaml"
+    path.write_text("model: cpdgan\nlearning_rate: 2e-4\neps: 1E-8\n")
+    config = load_config(path, _parse_sets(["betas=[0, 9.9e-1]", "min-images=1_000"]))
+    assert (config.learning_rate, config.eps, config.betas, config.min_images) == (2e-4, 1e-8, (0.0, 0.99), 1000)
+    assert load_config("cpdgan-cpu", _parse_sets(["learning_rate=1e-4"])).learning_rate == 1e-4
+
+
 def test_presets_load_and_resolve_per_resolution():
     assert set(preset_names()) >= {"cpdgan-cpu", "cpdgan-paper", "proggan-cpu", "proggan-paper"}
     paper = load_config("proggan-paper")

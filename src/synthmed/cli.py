@@ -8,12 +8,12 @@ from typing import Annotated, Any, Optional
 
 import click
 import typer
-import yaml
 from rich.console import Console
 from rich.table import Table
 from typer.core import TyperGroup
 
 from synthmed import __version__
+from synthmed._io import read_yaml
 from synthmed.benchmark.cli import benchmark_app, demo_command, report_command
 from synthmed.reader_study.cli import reader_study_app
 
@@ -58,7 +58,7 @@ def _key_values(pairs: list[str], flag: str, error: type[ValueError]) -> dict[st
         key, sep, value = pair.partition("=")
         if not sep or not key:
             raise error(f"{flag} {pair!r} is not KEY=VALUE")
-        values[key.replace("-", "_")] = yaml.safe_load(value)
+        values[key.replace("-", "_")] = read_yaml(value)
     return values
 
 
@@ -69,7 +69,7 @@ def _parse_options(pairs: list[str], config: Optional[Path]) -> dict[str, Any]:
     if config is not None:
         if not config.is_file():
             raise DataError("config file not found", file=config)
-        loaded = yaml.safe_load(config.read_text()) or {}
+        loaded = read_yaml(config.read_text()) or {}
         if not isinstance(loaded, dict):
             raise DataError("a source config must be a mapping of option: value", file=config)
         options.update(loaded)

@@ -28,8 +28,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from synthmed._io import read_yaml
 from synthmed.data.settings import expand_preset
 from synthmed.data.settings import load_preset as load_settings_preset
 from synthmed.training.config import ConfigError
@@ -85,7 +84,7 @@ def load_preset(name_or_path: str | os.PathLike, seeds: int | None = None,
     else:
         raise ConfigError(f"unknown benchmark preset {str(name_or_path)!r}: expected one of {preset_names()} "
                           "or a .yaml path")
-    values = yaml.safe_load(text)
+    values = read_yaml(text)
     if not isinstance(values, dict):
         raise ConfigError(f"{where}: a benchmark preset is a mapping")
     if seeds is not None:

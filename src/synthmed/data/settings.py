@@ -38,9 +38,8 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
-import yaml
 
-from synthmed._io import read_json, write_json_atomic
+from synthmed._io import read_json, read_yaml, write_json_atomic
 from synthmed.data.errors import DataError
 from synthmed.data.records import SPLITS, combination_key, combination_name
 from synthmed.data.store import Store, move_into_place
@@ -78,7 +77,7 @@ def load_preset(name_or_path: str | os.PathLike) -> dict[str, Any]:
                             field="preset")
         where = f"preset {name_or_path}"
         text = (resources.files("synthmed") / "configs" / "settings" / f"{name_or_path}.yaml").read_text()
-    preset = yaml.safe_load(text)
+    preset = read_yaml(text)
     _validate_preset(preset, where)
     return preset
 

@@ -15,7 +15,7 @@ from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-import yaml
+from synthmed._io import read_yaml
 
 MODELS = ("cpdgan", "proggan", "diffusion")
 
@@ -119,10 +119,10 @@ def load_config(preset_or_path: str | Path, overrides: dict[str, Any] | None = N
     if path.suffix in (".yaml", ".yml"):
         if not path.is_file():
             raise ConfigError(f"config file {path} not found")
-        values, where = yaml.safe_load(path.read_text()) or {}, str(path)
+        values, where = read_yaml(path.read_text()) or {}, str(path)
     elif str(preset_or_path) in preset_names():
         text = (resources.files("synthmed") / "configs" / "train" / f"{preset_or_path}.yaml").read_text()
-        values, where = yaml.safe_load(text) or {}, f"preset {preset_or_path}"
+        values, where = read_yaml(text) or {}, f"preset {preset_or_path}"
     else:
         raise ConfigError(f"unknown training preset {str(preset_or_path)!r}: expected one of {preset_names()} "
                           "or a .yaml file")

@@ -42,6 +42,7 @@ from torch import nn
 from synthmed import __version__
 from synthmed._io import (
     read_json,
+    read_yaml,
     write_json_atomic,
     write_text_atomic,
     write_with_atomic,
@@ -172,7 +173,7 @@ def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os
 
 
 def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
-    return config_from_dict(yaml.safe_load((Path(run_dir) / "config.yaml").read_text()), f"{run_dir}/config.yaml")
+    return config_from_dict(read_yaml((Path(run_dir) / "config.yaml").read_text()), f"{run_dir}/config.yaml")
 
 
 def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
