@@ -217,18 +217,42 @@ def evaluate_fidelity_command(
     evaluate_fidelity_run(real, synthetic, classifier, out, tuple(extractor), max_images, log=console.print)
 
 
+PrivacyAlpha = Annotated[Optional[float], typer.Option(
+    help="the verdict's false-alarm level: how often a set that leaks nothing may be flagged (default 0.05)")]
+PrivacyQuantile = Annotated[Optional[float], typer.Option(
+    help="a copy is closer to a training image than all but this share of unseen real images (default 0.005)")]
+PrivacyAuc = Annotated[Optional[float], typer.Option(
+    help="fail needs a significant membership-inference AUC at least this high (default 0.55) ...")]
+PrivacyExcess = Annotated[Optional[float], typer.Option(
+    help="... or a significant share of copies this far above chance (default 0.005)")]
+PrivacySeed = Annotated[Optional[int], typer.Option(help="seed of the member and reference draws (default 0)")]
+
+
+def _privacy_options(alpha: Optional[float], copy_quantile: Optional[float], mia_auc_threshold: Optional[float],
+                     copy_excess_threshold: Optional[float], seed: Optional[int]) -> dict[str, Any]:
+    """The privacy options given on the command line; the others keep privacy.DEFAULT_OPTIONS."""
+    given = {"alpha": alpha, "copy_quantile": copy_quantile, "mia_auc_threshold": mia_auc_threshold,
+             "copy_excess_threshold": copy_excess_threshold, "seed": seed}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 @evaluate_app.command("privacy")
 def evaluate_privacy_command(
     real: RealSetting,
     synthetic: SyntheticSetting,
     classifier: Annotated[Path, typer.Option(help="real_classifier.pt from `evaluate utility`")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="directory for privacy.json and the NN grid")],
-    copy_quantile: Annotated[float, typer.Option(help="holdout DCR quantile below which an image counts as a copy")] = 0.01,
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for privacy.json and the NN grids")],
+    alpha: PrivacyAlpha = None,
+    copy_quantile: PrivacyQuantile = None,
+    mia_auc_threshold: PrivacyAuc = None,
+    copy_excess_threshold: PrivacyExcess = None,
+    seed: PrivacySeed = None,
 ) -> None:
-    """Nearest real training image of every synthetic image; DCR, copy rate, MIA AUC and a verdict."""
+    """Privacy audit: membership inference, copies in features and pixels, a density attack; a calibrated verdict."""
     from synthmed.evaluation.suite import evaluate_privacy_run
 
-    evaluate_privacy_run(real, synthetic, classifier, out, copy_quantile, log=console.print)
+    evaluate_privacy_run(real, synthetic, classifier, out, log=console.print,
+                         **_privacy_options(alpha, copy_quantile, mia_auc_threshold, copy_excess_threshold, seed))
 
 
 @evaluate_app.command("importance")

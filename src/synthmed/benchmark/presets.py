@@ -10,7 +10,7 @@ A preset is a YAML file (shipped ones live in ``configs/benchmark/``)::
     seeds: 2                     # or per dimension, e.g. {samples: 20, classes: {default: 4, c20: 10}}
     classifier: {input_size: null}
     fidelity: {extractors: [inception], max_images: 500}
-    privacy: {copy_quantile: 0.01}
+    privacy: {alpha: 0.05}         # options of the privacy audit (evaluation/privacy.py)
     importance: {images: 8, patch: 2, stride: 2}
     slurm: {gpus_per_task: 1, cpus_per_task: 8, timeout_min: 1440}
 
@@ -31,13 +31,15 @@ import yaml
 
 from synthmed.data.settings import expand_preset
 from synthmed.data.settings import load_preset as load_settings_preset
+from synthmed.evaluation.privacy import DEFAULT_OPTIONS as PRIVACY_OPTIONS
+from synthmed.evaluation.privacy import check_options as check_privacy_options
 from synthmed.training.config import ConfigError
 
 KEYS = {"name", "data", "settings", "dimensions", "models", "seeds", "classifier", "fidelity", "privacy",
         "importance", "slurm"}
 DEFAULTS: dict[str, Any] = {
     "classifier": {}, "fidelity": {"extractors": ["inception"], "max_images": None},
-    "privacy": {"copy_quantile": 0.01}, "importance": {"images": 8, "patch": 2, "stride": 2},
+    "privacy": PRIVACY_OPTIONS, "importance": {"images": 8, "patch": 2, "stride": 2},
     "slurm": {"gpus_per_task": 1, "cpus_per_task": 8, "timeout_min": 24 * 60},
 }
 
@@ -104,6 +106,10 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
     values = copy.deepcopy(values)
     for key, default in DEFAULTS.items():
         values[key] = {**default, **(values.get(key) or {})}
+    try:
+        values["privacy"] = check_privacy_options(values["privacy"])
+    except ConfigError as error:
+        raise ConfigError(f"{where}: privacy: {error}") from None
     data = values["data"]
     if not isinstance(data, dict) or "source" not in data:
         raise ConfigError(f"{where}: 'data' needs a 'source' (br35h, chexpert, rsna-ich, medmnist, folder)")
