@@ -293,6 +293,32 @@ def evaluate_all_command(
     evaluate_importance_run(real, real_classifier, synthetic_classifier, out, images, patch, patch, log=console.print)
 
 
+@app.command("release")
+def release_command(
+    source: Annotated[Path, typer.Argument(
+        help="a synthetic set (`synthmed generate`'s output) or a run or job folder holding one in synthetic/")],
+    real: RealSetting,
+    out: Annotated[Path, typer.Option("--out", "-o", help="a new folder for the package")],
+    evaluation: Annotated[list[Path], typer.Option(
+        help="a folder with privacy.json, utility.json, fidelity.json or real_classifier.pt (repeatable; "
+             "default: eval/ beside the synthetic set)")] = [],
+    force: Annotated[bool, typer.Option(help="release a set that failed its privacy audit; its card says so first")]
+    = False,
+    by: Annotated[Optional[str], typer.Option(help="with --force: who releases it (default: the login name)")] = None,
+) -> None:
+    """Audit a synthetic set's privacy and write its shareable package (PNG, CSV, npz, card, SHA256SUMS)."""
+    from synthmed.release import ReleaseRefused, release
+    from synthmed.training.config import ConfigError
+
+    if by is not None and not force:
+        raise ConfigError("--by names who forces a release: it goes with --force")
+    try:
+        release(source, real, out, evaluation=evaluation, force=force, by=by, log=console.print)
+    except ReleaseRefused as refusal:  # not bad input: the audit said no (exit 1, not 2)
+        Console(stderr=True).print(f"[bold red]refused:[/] {refusal}", highlight=False)
+        raise typer.Exit(1) from None
+
+
 def _print_overview(overview: dict[str, Any]) -> None:
     folds = overview["folds"]
     groups = overview["groups"]
