@@ -22,7 +22,7 @@ from synthmed.evaluation.privacy import (
     privacy_report,
 )
 from synthmed.evaluation.privacy_words import describe
-from synthmed.evaluation.stats import holm
+from synthmed.evaluation.stats import auc_test, holm
 from synthmed.training.config import ConfigError
 
 
@@ -63,8 +63,10 @@ def test_nearest_neighbours_matches_sklearn_across_blocks_and_ties(metric: str) 
         assert nearest_neighbours(refs[[41]], refs, metric=metric, block=7)[1][0, 0] == 7
 
 
-def _sets(train, holdout, synthetic) -> Sets:
-    return Sets(train, holdout, synthetic)
+def _audit(train, holdout, synthetic, **kwargs) -> dict:
+    """The audit with the same vectors standing for both spaces."""
+    sets = Sets(train, holdout, synthetic)
+    return privacy_report(sets, sets, **kwargs)
 
 
 def test_planted_copies_fail_and_a_clean_set_passes() -> None:
@@ -77,14 +79,14 @@ def test_planted_copies_fail_and_a_clean_set_passes() -> None:
     noisy = train[sources[10:]]
     synthetic[planted[10:]] = noisy + 1e-3 * np.abs(noisy).mean() * rng.normal(size=noisy.shape)
 
-    report = privacy_report(_sets(train, holdout, synthetic))
+    report = _audit(train, holdout, synthetic)
     copies = report["tests"]["copies/features"]
     dcr, _ = nearest_neighbours(synthetic[planted], train)
     assert np.all(dcr[:, 0] < copies["distance_threshold"]) and copies["count"] >= 20
     assert report["verdict"] == "fail" and report["decided_by"] == "copies/features"
     assert report["reason"].startswith("fail: copies in the classifier's features: ")
 
-    clean = privacy_report(_sets(train, holdout, fresh))
+    clean = _audit(train, holdout, fresh)
     assert clean["verdict"] == "pass", clean["reason"]
     assert not any(t["significant"] for t in clean["tests"].values())
     assert 0.5 < clean["dcr"]["features"]["median_ratio"] < 2.0
@@ -98,7 +100,7 @@ def test_membership_and_copy_tests_match_their_references() -> None:
 
     train, holdout, synthetic = _data(4)
     synthetic[:40] = train[:40] + 0.05 * np.abs(train[:40]).mean() * np.random.default_rng(5).normal(size=(40, 32))
-    report = privacy_report(_sets(train[:200], holdout, synthetic), seed=7)
+    report = _audit(train[:200], holdout, synthetic, seed=7)
     nn = NearestNeighbors(n_neighbors=1, metric="cosine", algorithm="brute").fit(synthetic)
     d = nn.kneighbors(np.concatenate([train[:200], holdout]))[0][:, 0]
     m = report["tests"]["membership"]
@@ -122,7 +124,7 @@ def test_membership_and_copy_tests_match_their_references() -> None:
 def test_verdict_needs_significance_and_an_effect_and_holds_the_tests_together() -> None:
     train, holdout, _ = _data()
     copies = train[::-1].copy()  # every synthetic image a training image
-    report = privacy_report(_sets(train, holdout, copies), _sets(train, holdout, copies))
+    report = _audit(train, holdout, copies)
     tests = report["tests"]
     assert list(tests) == ["membership", "copies/features", "copies/pixels"]
     np.testing.assert_allclose([t["p_adjusted"] for t in tests.values()], holm([t["p_value"] for t in tests.values()]))
@@ -131,7 +133,7 @@ def test_verdict_needs_significance_and_an_effect_and_holds_the_tests_together()
     assert report["verdict"] == "fail" and report["dcr"]["features"]["synthetic"]["median"] < 1e-12
     # half of them copies, judged against thresholds they do not reach: significant, so "warn"
     half = np.concatenate([copies[:100], _data(9)[2][100:]])
-    lenient = privacy_report(_sets(train, holdout, half), mia_auc_threshold=0.99, copy_excess_threshold=0.9)
+    lenient = _audit(train, holdout, half, mia_auc_threshold=0.99, copy_excess_threshold=0.9)
     assert lenient["verdict"] == "warn" and lenient["reason"].startswith("warn: ")
     assert lenient["decided_by"] == min(lenient["tests"], key=lambda k: lenient["tests"][k]["p_adjusted"])
     assert lenient["options"]["mia_auc_threshold"] == 0.99 and lenient["options"]["seed"] == 0
@@ -154,24 +156,38 @@ def test_density_attack_sees_synthetic_mass_piled_on_members_and_splits_by_group
     synthetic = np.repeat(train, 3, axis=0) + 0.3 * rng.normal(size=(450, 6))
     patients = np.repeat(np.arange(50), 3)  # three images per patient
     groups = Groups(patients, patients)
-    report = privacy_report(_sets(train, holdout, synthetic), groups=groups)
+    report = _audit(train, holdout, synthetic, groups=groups)
     d = report["density_attack"]
     assert d["auc"] > 0.7 and d["p_value"] < 1e-4 and d["in_verdict"] is False and d["k"] == 5
     assert d["n_reference"] + d["n_nonmembers"] == 50 and d["n_members"] == 50  # whole patients
     with pytest.raises(ValueError, match="groups.holdout has 3 entries for 150 images"):
-        privacy_report(_sets(train, holdout, synthetic), groups=Groups(groups.train, groups.holdout[:3]))
+        _audit(train, holdout, synthetic, groups=Groups(groups.train, groups.holdout[:3]))
 
 
 def test_a_patient_with_many_images_counts_once() -> None:
     """Each holdout image three times over, as one patient's alike images: the evidence stays that of
     the single images (counting them apart would triple it and flag a set that leaks nothing)."""
     train, holdout, synthetic = _data(12)
-    single = privacy_report(_sets(train, holdout, synthetic))
-    triple = privacy_report(_sets(train, np.repeat(holdout, 3, axis=0), synthetic),
+    single = _audit(train, holdout, synthetic)
+    triple = _audit(train, np.repeat(holdout, 3, axis=0), synthetic,
                             groups=Groups(np.arange(len(train)), np.repeat(np.arange(len(holdout)), 3)))
     for name in ("membership", "copies/features"):
         for key in ("auc", "count", "p_value", "n_nonmembers", "n_holdout"):
             assert single["tests"][name].get(key) == pytest.approx(triple["tests"][name].get(key)), (name, key)
+
+
+def test_membership_is_judged_in_pixels_where_the_classifier_has_no_pull() -> None:
+    """A classifier trained on the members places them nearer to any real-looking image in its features
+    (here: members lean towards the common direction). Membership by feature distance would take that
+    for a leak; the audit measures membership in pixels, and the copy tests compare synthetic with
+    unseen images, which the classifier treats alike."""
+    rng = np.random.default_rng(13)
+    features = Sets(np.abs(rng.normal(size=(300, 16))) + 0.5, *(np.abs(rng.normal(size=(300, 16))) for _ in range(2)))
+    pixels = Sets(*(rng.normal(size=(300, 16)) for _ in range(3)))
+    d = nearest_neighbours(np.concatenate([features.train, features.holdout]), features.synthetic)[0][:, 0]
+    assert auc_test(-d[:300], -d[300:])["auc"] > 0.7  # what a feature-space attack would report
+    report = privacy_report(features, pixels)
+    assert report["tests"]["membership"]["space"] == "pixels" and report["verdict"] == "pass", report["reason"]
 
 
 def test_pixel_vectors_average_blocks_and_ignore_brightness_and_contrast() -> None:
@@ -201,7 +217,7 @@ def test_bad_options_are_refused_by_name(options: dict, message: str) -> None:
 
 def test_the_audit_in_words_states_tests_intervals_and_limits() -> None:
     train, holdout, fresh = _data()
-    lines = describe(privacy_report(_sets(train, holdout, fresh), _sets(train, holdout, fresh)))
+    lines = describe(_audit(train, holdout, fresh))
     assert lines[0].startswith("Verdict: pass: no test is significant at the 0.05 false-alarm level")
     assert "Membership inference" in lines[1] and "95 % CI" in lines[1]
     assert lines[2].startswith("Copies in the real classifier's features") and lines[3].startswith("Copies in pixels")

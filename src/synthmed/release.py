@@ -122,7 +122,8 @@ def _card_markdown(card: dict[str, Any]) -> str:
         u = card["utility"]
         lines.append(f"Mean AUROC on {u['test_images']} real test images: trained on real data "
                      f"{_number(u['auc_real']['mean'])}, trained on this synthetic set {_number(u['auc_syn']['mean'])} "
-                     f"(difference {_number(u['auc_real_minus_auc_syn'])}); DenseNet-121, {u['classifier']}.")
+                     f"(difference {_number(u['auc_real_minus_auc_syn'])}); DenseNet-121, "
+                     + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in u["classifier"].items()) + ".")
     lines += ["", "## Fidelity", ""]
     if card["fidelity"] is None:
         lines.append("Not measured for this set (no fidelity.json made for it).")

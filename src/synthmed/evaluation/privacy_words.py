@@ -7,7 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
-TEST_NAMES = {"membership": "membership inference (distance to the closest synthetic image, classifier features)",
+TEST_NAMES = {"membership": "membership inference (distance to the closest synthetic image, in pixels)",
               "copies/features": "copies in the classifier's features", "copies/pixels": "copies in pixels"}
 
 
@@ -55,20 +55,20 @@ def describe(report: dict[str, Any]) -> list[str]:
     m, d = tests["membership"], report["density_attack"]
     lines = [
         f"Verdict: {report['reason']}.",
-        f"Membership inference: an attacker who ranks real images by their distance to the closest synthetic "
-        f"image tells {m['n_members']} training images from {m['n_nonmembers']} real images the generator never "
-        f"saw with {effect_words('membership', m, confidence)}, where 0.5 is guessing and 1 always right; "
-        f"one-sided p = {m['p_value']:.2g}.",
+        f"Membership inference: an attacker who ranks real patients by the distance (in pixels) of their "
+        f"images to the closest synthetic image tells {m['n_members']} training patients from {m['n_nonmembers']} patients the "
+        f"generator never saw with {effect_words('membership', m, confidence)}, where 0.5 is guessing and 1 always "
+        f"right; one-sided p = {m['p_value']:.2g}.",
     ]
     for name, test in tests.items():
         if name.startswith("copies/"):
             lines.append(f"Copies in {report['spaces'][test['space']]}: {effect_words(name, test, confidence)} are "
-                         f"closer to a training image than {_closer_than(test)} real images the generator never "
-                         f"saw; p = {test['p_value']:.2g}.")
+                         f"closer to a training image than {_closer_than(test)} patients the generator never saw "
+                         f"(one image each); p = {test['p_value']:.2g}.")
     lines += [
         f"Density attack (DOMIAS-style, beside the verdict, not part of it): AUC {d['auc']:.3f} "
         f"({_interval(d, confidence)}), p = {d['p_value']:.2g}, {d['n_members']} training against "
-        f"{d['n_nonmembers']} unseen images, with {d['n_reference']} other unseen images as the reference.",
+        f"{d['n_nonmembers']} unseen patients, with {d['n_reference']} other unseen patients as the reference.",
         f"How the verdict is reached: 'fail' when a test is significant after Holm's correction over its "
         f"{len(tests)} tests at the {o['alpha']:g} level (the chance that a generator which leaks nothing is "
         f"flagged) and its effect reaches the threshold (membership AUC {o['mia_auc_threshold']:g}; copies "
