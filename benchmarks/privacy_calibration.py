@@ -14,12 +14,12 @@ and whether it fails a generator that memorised its training images. One run:
 2. Real features: br35h at 32 px (prepared under ``--work``) in the real classifier's features
    (DenseNet-121 trained on the ``resolution/r32`` train fold) and in pixels. Each repetition deals
    the patients (the store's groups of alike images, merged where two images are visually the same)
-   out into a training set and a holdout of n patients each, and a clean "synthetic" set of one image from each of n further patients (real
-   images: an ideal generator); then 0 / 0.5 / 1 / 2 / 5 % of the synthetic set are replaced by
-   near-copies of training images: Gaussian noise (sigma 6 grey levels), a shift by 2 pixels
-   along each axis, a 28-pixel crop resized to 32, or a contrast change (x 1.3 about the mean),
-   one kind per source image. Reported: the verdicts and, per kind and space, the share of
-   planted copies below the copy threshold.
+   out into a training set and a holdout of n patients each, and a clean "synthetic" set of one
+   image from each of n further patients (real images: an ideal generator); then 0 / 0.5 / 1 / 2
+   / 5 % of the synthetic set are replaced by near-copies of training images: Gaussian noise
+   (sigma 6 grey levels), a shift by 2 pixels along each axis, a 28-pixel crop resized to 32, or
+   a contrast change (x 1.3 about the mean), one kind per source image. Reported: the verdicts
+   and, per kind and space, the share of planted copies below the copy threshold.
 3. A real memorisation case: the diffusion model (``diffusion-cpu``) trained for
    ``--memorise-images`` images on a tiny setting of 10 training images per label combination (20
    in all: 1,000 epochs by default) with the samples axis' holdout, its synthetic set audited by

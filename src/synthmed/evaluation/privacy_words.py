@@ -56,9 +56,9 @@ def describe(report: dict[str, Any]) -> list[str]:
     lines = [
         f"Verdict: {report['reason']}.",
         f"Membership inference: an attacker who ranks real patients by the distance (in pixels) of their "
-        f"images to the closest synthetic image tells {m['n_members']} training patients from {m['n_nonmembers']} patients the "
-        f"generator never saw with {effect_words('membership', m, confidence)}, where 0.5 is guessing and 1 always "
-        f"right; one-sided p = {m['p_value']:.2g}.",
+        f"images to the closest synthetic image tells {m['n_members']} training patients from "
+        f"{m['n_nonmembers']} patients the generator never saw with {effect_words('membership', m, confidence)}, "
+        f"where 0.5 is guessing and 1 always right; one-sided p = {m['p_value']:.2g}.",
     ]
     for name, test in tests.items():
         if name.startswith("copies/"):

@@ -73,8 +73,9 @@ def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_
 
     Members are the patients of the real train fold, the generator's training data; non-members
     those of the real val and test folds, which it never saw (patients: the store's groups); the
-    synthetic set is every synthetic image, all folds. Spaces: the real classifier's features and pixels. Writes ``privacy.json`` (the report, both settings'
-    identities) and per space a grid of the closest synthetic-training pairs.
+    synthetic set is every synthetic image, all folds. Spaces: the real classifier's features and
+    pixels. Writes ``privacy.json`` (the report, both settings' identities) and per space a grid of
+    the closest synthetic-training pairs.
     """
     options = check_options(options)  # before the features, not after them
     real, synthetic = _pair(real_setting_dir, synthetic_setting_dir)
