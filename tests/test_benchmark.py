@@ -161,6 +161,8 @@ def test_a_changed_number_reaches_only_the_jobs_downstream_of_it(tmp_path):
     ({"models": {"cpdgan": {"config": "cpdgan-cpu", "max_res": 128}}}, r"models.cpdgan has unknown key\(s\) \['max_res'\]"),
     ({"models": {"cpdgan": {"config": "cpdgan-cpu", "max_resolution": "128"}}}, "models.cpdgan.max_resolution must be"),
     ({"shared_stop": "yes"}, "shared_stop must be true or false"),
+    ({"privacy": {"copy_rate": 0.1}}, r"privacy: unknown privacy option\(s\) \['copy_rate'\]"),
+    ({"privacy": {"alpha": 0.9}}, r"privacy: alpha = 0.9 must be a number in \(0, 0.5\]"),
 ])
 def test_bad_presets_are_refused_with_the_field_named(tmp_path, change, message):
     values = {**yaml.safe_load(tiny_preset(tmp_path).read_text()), **change}
@@ -242,7 +244,7 @@ def test_a_killed_sweep_resumes_runs_every_job_once_and_reports(tmp_path):
     assert set(table.setting) == {"n24", "n12"} and set(table.model) == {"real", "cpdgan", "proggan"}
     for model in ("cpdgan", "proggan"):
         for metric in ("auc_syn", "auc_real_minus_auc_syn", "delta_syn", "fd/pixels", "fd/in-domain", "copy_rate",
-                       "mia_auc", "map_pearson", "images_seen"):
+                       "copy_rate_pixels", "mia_auc", "mia_p", "density_auc", "map_pearson", "images_seen"):
             assert len(table[(table.model == model) & (table.metric == metric)]) == 2, (model, metric)
     assert len(table[table.metric == "auc_real"]) == 2  # one shared real classifier per setting
     assert pd.read_csv(out / "results.csv").shape == table.shape
@@ -252,7 +254,8 @@ def test_a_killed_sweep_resumes_runs_every_job_once_and_reports(tmp_path):
     for section in ("Summary", "Benchmark axes", "Synthetic samples", "Privacy", "Attribution maps", "Dataset cards",
                     "Environment", "Mann-Whitney"):
         assert section in html
-    assert html.count("data:image/png;base64,") >= 2 + 2 + 2 + 2  # axis + extremes, samples, NN grids, maps
+    assert html.count("data:image/png;base64,") >= 2 + 2 + 2 * 2 + 2  # axis + extremes, samples, NN grids, maps
+    assert html.count("Verdict: ") == 2 * 2 and "Holm" in html  # the privacy audit in words, per model and setting
     assert str(tmp_path / "br35h") not in html.split("<h3>Preset</h3>")[0]  # no real file paths in the figures
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 
+import pytest
 from PIL import Image
 
+from synthmed.data import BenchmarkSetting
 from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.evaluation.suite import evaluate_fidelity_run, evaluate_privacy_run
-from synthmed.evaluation.utility import evaluate_utility
+from synthmed.evaluation.utility import evaluate_utility, setting_identity
+from synthmed.training.config import ConfigError
 from test_utility import FAST, tiny_setting
 
 
@@ -26,11 +29,23 @@ def test_fidelity_and_privacy_runs_write_their_outputs(tmp_path):
         assert row["fd"] >= 0 and 0 <= row["precision"] <= 1 and 0 <= row["coverage"] <= 1
     assert fidelity["metrics"]["in-domain"]["extractor"].startswith("densenet121")
 
-    privacy = evaluate_privacy_run(real, synthetic, classifier, out, log=lambda m: None)
+    with pytest.raises(ConfigError, match="alpha"):  # before any feature is computed
+        evaluate_privacy_run(real, synthetic, classifier, out / "bad", log=lambda m: None, alpha=2.0)
+    assert not (out / "bad").exists()
+    lines = []
+    privacy = evaluate_privacy_run(real, synthetic, classifier, out, log=lines.append, copy_quantile=0.02)
     saved = json.loads((out / "privacy.json").read_text())
     assert saved["verdict"] in ("pass", "warn", "fail") and saved["verdict"] == privacy["verdict"]
-    assert 0 <= saved["copy"]["rate"] <= 1 and 0 <= saved["mia"]["auc"] <= 1
-    assert Image.open(out / "nearest_neighbours.png").size[1] == 2 * 32 + 2
+    tests = saved["tests"]
+    # members: the real train fold; non-members: real val + test; every synthetic image of all folds
+    assert (tests["membership"]["n_members"], tests["membership"]["n_nonmembers"]) == (60, 40)
+    assert tests["copies/pixels"]["n_synthetic"] == tests["copies/features"]["n_synthetic"] == 100
+    assert saved["options"]["copy_quantile"] == 0.02 and tests["copies/features"]["k"] == 1
+    assert saved["real_setting_identity"] == setting_identity(BenchmarkSetting(real))
+    assert saved["synthetic_setting_identity"] == setting_identity(BenchmarkSetting(synthetic))
+    assert lines[1].startswith("Verdict: ") and lines[1].endswith(saved["reason"] + ".")
+    for space in ("features", "pixels"):
+        assert Image.open(out / saved["figures"][space]).size[1] == 2 * 32 + 2
 
 
 def test_evaluate_all_writes_every_output_from_the_cli(tmp_path):
@@ -45,7 +60,7 @@ def test_evaluate_all_writes_every_output_from_the_cli(tmp_path):
                                       "--set", "threads=1", "--extractor", "pixels", "--images", "2",
                                       "--patch", "8", "--no-progress"])
     assert result.exit_code == 0, result.output
-    for name in ("utility.json", "fidelity.json", "privacy.json", "importance.json", "nearest_neighbours.png",
+    for name in ("utility.json", "fidelity.json", "privacy.json", "importance.json", "nearest_neighbours_features.png",
                  "importance.png", "real_classifier.pt", "synthetic_classifier.pt"):
         assert (out / name).is_file(), name
     assert json.loads((out / "importance.json").read_text())["patch"] == 8

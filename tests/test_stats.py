@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 from scipy import stats
 
-from synthmed.evaluation.stats import SPREAD, SPREAD_DDOF, mann_whitney, mean_std, std, wilcoxon_against
+from synthmed.evaluation.stats import (
+    SPREAD,
+    SPREAD_DDOF,
+    auc_test,
+    count_below_test,
+    holm,
+    mann_whitney,
+    mean_std,
+    std,
+    wilcoxon_against,
+)
 
 
 def test_spread_is_the_papers_population_std():
@@ -86,3 +96,67 @@ def test_report_gives_each_axis_three_labelled_mann_whitney_tests():
         assert t["p_value"] == pytest.approx(stats.mannwhitneyu(gaps["n1000"], gaps["n50"],
                                                                 alternative=alternative).pvalue)
     assert tests[0]["p_value"] == pytest.approx(1 / 20)  # the measured br35h trend is the paper's finding
+
+
+# ---- the privacy audit's tests -------------------------------------------------------------------
+
+
+def test_auc_test_matches_sklearn_scipy_and_delong_by_definition():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    pos = np.round(rng.normal(0.3, 1, 40), 1)  # rounded: ties within and across the groups
+    neg = np.round(rng.normal(0.0, 1, 55), 1)
+    result = auc_test(pos, neg, confidence=0.9)
+    labels = np.r_[np.ones(len(pos)), np.zeros(len(neg))]
+    assert result["auc"] == pytest.approx(roc_auc_score(labels, np.r_[pos, neg]), abs=1e-15)
+    assert result["p_value"] == stats.mannwhitneyu(pos, neg, alternative="greater").pvalue
+    assert result["n"] == [40, 55] and result["confidence"] == 0.9
+    # DeLong et al. (1988) from the kernel psi(x, y) = 1 if x > y, 1/2 if equal, written out pairwise
+    psi = (pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])
+    v10, v01 = psi.mean(axis=1), psi.mean(axis=0)
+    se = np.sqrt(v10.var(ddof=1) / len(pos) + v01.var(ddof=1) / len(neg))
+    z = stats.norm.ppf(0.95)
+    assert result["se"] == pytest.approx(se, rel=1e-12)
+    assert result["interval"] == pytest.approx([psi.mean() - z * se, psi.mean() + z * se], rel=1e-12)
+    with pytest.raises(ValueError, match="at least 2"):
+        auc_test([1.0], [0.0, 1.0])
+
+
+def test_count_below_test_is_exact_against_every_split():
+    """Pooled distinct values, every way of calling 4 of 9 of them 'sample': the share of splits with
+    at least c sample values below the k-th reference value is the p-value of c."""
+    from itertools import combinations
+
+    values = np.arange(9.0)
+    for k in (1, 2, 3):
+        counts = []
+        for chosen in combinations(range(9), 4):
+            sample = values[list(chosen)]
+            reference = np.delete(values, list(chosen))
+            counts.append(count_below_test(sample, reference, k)["count"])
+        counts = np.array(counts)
+        for c in range(5):
+            sample = values[:c].tolist() + values[9 - (4 - c):].tolist()  # exactly c below the k-th reference
+            reference = np.setdiff1d(values, sample)
+            result = count_below_test(sample, reference, k)
+            assert result["count"] == c and result["p_value"] == pytest.approx(np.mean(counts >= c)), (k, c)
+    result = count_below_test([0.5, 3.0], [1.0, 2.0, 4.0, 5.0], k=2)
+    assert (result["count"], result["threshold"], result["chance"]) == (1, 2.0, 2 / 5)
+    # ties with the threshold never count as below it
+    assert count_below_test([1.0, 1.0], [1.0, 2.0], k=1)["count"] == 0
+
+
+def test_count_below_test_false_alarms_stay_at_the_level():
+    """Exchangeable samples: the test rejects at 5 % no more often than 5 % (here a threshold of one
+    reference value out of 50, where a binomial test against k / n would not hold its level)."""
+    rng = np.random.default_rng(1)
+    p = np.array([count_below_test(rng.random(50), rng.random(50), 1)["p_value"] for _ in range(4000)])
+    assert np.mean(p <= 0.05) <= 0.05 + 2 * np.sqrt(0.05 * 0.95 / 4000)
+
+
+def test_holm_adjusts_step_down_and_keeps_order():
+    # sorted p = 0.01, 0.02, 0.04 with m = 3: 3 x 0.01, max(0.03, 2 x 0.02), max(0.04, 1 x 0.04)
+    np.testing.assert_allclose(holm([0.04, 0.01, 0.02]), [0.04, 0.03, 0.04])
+    np.testing.assert_allclose(holm([0.5, 0.6]), [1.0, 1.0])
+    assert holm([0.03]).tolist() == [0.03]

@@ -195,9 +195,10 @@ def test_evaluate_utility_writes_all_numbers_and_reuses_the_real_classifier(tmp_
     result = evaluate_utility(real, synthetic, config, out, log=lambda m: None, progress=False)
     saved = json.loads((out / "utility.json").read_text())
     assert set(saved) == {
-        "real_setting", "synthetic_setting", "label_names", "test_images", "auc_real", "auc_syn", "auc_syn_on_syn",
-        "auc_real_on_syn", "auc_real_minus_auc_syn", "delta_syn", "auc_real_release_flip", "auc_syn_release_flip",
-        "auc_real_minus_auc_syn_release_flip", "config", "real_classifier", "synthetic_classifier"}
+        "real_setting", "synthetic_setting", "real_setting_identity", "synthetic_setting_identity", "label_names",
+        "test_images", "auc_real", "auc_syn", "auc_syn_on_syn", "auc_real_on_syn", "auc_real_minus_auc_syn",
+        "delta_syn", "auc_real_release_flip", "auc_syn_release_flip", "auc_real_minus_auc_syn_release_flip", "config",
+        "real_classifier", "synthetic_classifier"}
     assert saved["test_images"] == 20 and saved["label_names"] == NAMES and saved["config"] == config.to_dict()
     assert set(saved["auc_real"]["per_label"]) == set(NAMES)
     assert set(saved["auc_real_on_syn"]["per_label"]) == set(NAMES)  # real classifier on synthetic test images

@@ -229,18 +229,42 @@ def evaluate_fidelity_command(
     evaluate_fidelity_run(real, synthetic, classifier, out, tuple(extractor), max_images, log=console.print)
 
 
+PrivacyAlpha = Annotated[Optional[float], typer.Option(
+    help="the verdict's false-alarm level: how often a set that leaks nothing may be flagged (default 0.05)")]
+PrivacyQuantile = Annotated[Optional[float], typer.Option(
+    help="a copy is closer to a training image than all but this share of unseen real images (default 0.005)")]
+PrivacyAuc = Annotated[Optional[float], typer.Option(
+    help="fail needs a significant membership-inference AUC at least this high (default 0.55) ...")]
+PrivacyExcess = Annotated[Optional[float], typer.Option(
+    help="... or a significant share of copies this far above chance (default 0.005)")]
+PrivacySeed = Annotated[Optional[int], typer.Option(help="seed of the member and reference draws (default 0)")]
+
+
+def _privacy_options(alpha: Optional[float], copy_quantile: Optional[float], mia_auc_threshold: Optional[float],
+                     copy_excess_threshold: Optional[float], seed: Optional[int]) -> dict[str, Any]:
+    """The privacy options given on the command line; the others keep privacy.DEFAULT_OPTIONS."""
+    given = {"alpha": alpha, "copy_quantile": copy_quantile, "mia_auc_threshold": mia_auc_threshold,
+             "copy_excess_threshold": copy_excess_threshold, "seed": seed}
+    return {name: value for name, value in given.items() if value is not None}
+
+
 @evaluate_app.command("privacy")
 def evaluate_privacy_command(
     real: RealSetting,
     synthetic: SyntheticSetting,
     classifier: Annotated[Path, typer.Option(help="real_classifier.pt from `evaluate utility`")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="directory for privacy.json and the NN grid")],
-    copy_quantile: Annotated[float, typer.Option(help="holdout DCR quantile below which an image counts as a copy")] = 0.01,
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for privacy.json and the NN grids")],
+    alpha: PrivacyAlpha = None,
+    copy_quantile: PrivacyQuantile = None,
+    mia_auc_threshold: PrivacyAuc = None,
+    copy_excess_threshold: PrivacyExcess = None,
+    seed: PrivacySeed = None,
 ) -> None:
-    """Nearest real training image of every synthetic image; DCR, copy rate, MIA AUC and a verdict."""
+    """Privacy audit: membership inference, copies in features and pixels, a density attack; a calibrated verdict."""
     from synthmed.evaluation.suite import evaluate_privacy_run
 
-    evaluate_privacy_run(real, synthetic, classifier, out, copy_quantile, log=console.print)
+    evaluate_privacy_run(real, synthetic, classifier, out, log=console.print,
+                         **_privacy_options(alpha, copy_quantile, mia_auc_threshold, copy_excess_threshold, seed))
 
 
 @evaluate_app.command("importance")
@@ -279,6 +303,32 @@ def evaluate_all_command(
     evaluate_fidelity_run(real, synthetic, real_classifier, out, tuple(extractor), max_images, log=console.print)
     evaluate_privacy_run(real, synthetic, real_classifier, out, log=console.print)
     evaluate_importance_run(real, real_classifier, synthetic_classifier, out, images, patch, patch, log=console.print)
+
+
+@app.command("release")
+def release_command(
+    source: Annotated[Path, typer.Argument(
+        help="a synthetic set (`synthmed generate`'s output) or a run or job folder holding one in synthetic/")],
+    real: RealSetting,
+    out: Annotated[Path, typer.Option("--out", "-o", help="a new folder for the package")],
+    evaluation: Annotated[list[Path], typer.Option(
+        help="a folder with privacy.json, utility.json, fidelity.json or real_classifier.pt (repeatable; "
+             "default: eval/ beside the synthetic set)")] = [],
+    force: Annotated[bool, typer.Option(help="release a set that failed its privacy audit; its card says so first")]
+    = False,
+    by: Annotated[Optional[str], typer.Option(help="with --force: who releases it (default: the login name)")] = None,
+) -> None:
+    """Audit a synthetic set's privacy and write its shareable package (PNG, CSV, npz, card, SHA256SUMS)."""
+    from synthmed.release import ReleaseRefused, release
+    from synthmed.training.config import ConfigError
+
+    if by is not None and not force:
+        raise ConfigError("--by names who forces a release: it goes with --force")
+    try:
+        release(source, real, out, evaluation=evaluation, force=force, by=by, log=console.print)
+    except ReleaseRefused as refusal:  # not bad input: the audit said no (exit 1, not 2)
+        Console(stderr=True).print(f"[bold red]refused:[/] {refusal}", highlight=False)
+        raise typer.Exit(1) from None
 
 
 def _print_overview(overview: dict[str, Any]) -> None:

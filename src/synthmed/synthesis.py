@@ -147,11 +147,11 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         store = Store(store_dir)
         _write_setting(tmp / "setting", store, setting)
         if export_png:
-            _export(tmp / "export", images, folds, setting.label_names)
+            export_folds(tmp / "export", images, folds, setting.label_names)
         card = _card(generator_file, snapshot_file or "generator.pt", info, summary, snapshot, setting, folds, seed,
                      options, store)
         write_json_atomic(tmp / "card.json", card)
-        write_text_atomic(tmp / "card.md", _card_markdown(card))
+        write_text_atomic(tmp / "card.md", card_markdown(card))
         move_into_place(tmp, out)
     finally:
         if tmp.exists():
@@ -203,14 +203,15 @@ def _write_setting(folder: Path, store: Store, real: BenchmarkSetting) -> None:
     })
 
 
-def _export(folder: Path, images: dict, folds: dict, label_names: list[str]) -> None:
-    """PNG per image (first channel) and a CheXpert-style CSV per fold: Path, then 1.0/0.0 labels."""
+def export_folds(folder: Path, images: dict, folds: dict, label_names: list[str]) -> None:
+    """PNG per image (grey, or RGB for 3 channels) and a CheXpert-style CSV per fold: Path, then 1.0/0.0 labels."""
     for fold in SPLITS:
         (folder / fold).mkdir(parents=True)
         paths = []
         for i, pixels in enumerate(images[fold]):
             name = f"{fold}/syn-{fold}-{i:06d}.png"
-            Image.fromarray(pixels[0]).save(folder / name)  # Pillow writes no metadata we did not give
+            # Pillow writes no metadata we did not give
+            Image.fromarray(pixels[0] if len(pixels) == 1 else np.moveaxis(pixels, 0, -1)).save(folder / name)
             paths.append(name)
         table = pd.DataFrame(folds[fold].astype(float), columns=label_names)
         table.insert(0, "Path", paths)
@@ -246,7 +247,7 @@ def _card(generator_file, generator_name, info, summary, snapshot, setting, fold
     }
 
 
-def _card_markdown(card: dict[str, Any]) -> str:
+def card_markdown(card: dict[str, Any]) -> str:
     lines = [
         f"# Synthetic data set: {card['setting']} ({card['model']}, {card['resolution']}x{card['resolution']})",
         "",

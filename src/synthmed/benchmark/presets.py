@@ -11,7 +11,7 @@ A preset is a YAML file (shipped ones live in ``configs/benchmark/``)::
     shared_stop: false           # true: seeds 1..n train to the step where seed 0 kept its generator
     classifier: {input_size: null}
     fidelity: {extractors: [inception], max_images: 500}
-    privacy: {copy_quantile: 0.01}
+    privacy: {alpha: 0.05}         # options of the privacy audit (evaluation/privacy.py)
     importance: {images: 8, patch: 2, stride: 2}
     slurm: {gpus_per_task: 1, cpus_per_task: 8, timeout_min: 1440}
 
@@ -31,6 +31,8 @@ from typing import Any
 from synthmed._io import read_yaml
 from synthmed.data.settings import expand_preset
 from synthmed.data.settings import load_preset as load_settings_preset
+from synthmed.evaluation.privacy import DEFAULT_OPTIONS as PRIVACY_OPTIONS
+from synthmed.evaluation.privacy import check_options as check_privacy_options
 from synthmed.training.config import ConfigError
 
 KEYS = {"name", "data", "settings", "dimensions", "models", "seeds", "shared_stop", "classifier", "fidelity",
@@ -38,7 +40,7 @@ KEYS = {"name", "data", "settings", "dimensions", "models", "seeds", "shared_sto
 MODEL_KEYS = {"config", "set", "max_resolution"}
 DEFAULTS: dict[str, Any] = {
     "classifier": {}, "fidelity": {"extractors": ["inception"], "max_images": None},
-    "privacy": {"copy_quantile": 0.01}, "importance": {"images": 8, "patch": 2, "stride": 2},
+    "privacy": PRIVACY_OPTIONS, "importance": {"images": 8, "patch": 2, "stride": 2},
     "slurm": {"gpus_per_task": 1, "cpus_per_task": 8, "timeout_min": 24 * 60},
 }
 
@@ -106,6 +108,10 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
     values = copy.deepcopy(values)
     for key, default in DEFAULTS.items():
         values[key] = {**default, **(values.get(key) or {})}
+    try:
+        values["privacy"] = check_privacy_options(values["privacy"])
+    except ConfigError as error:
+        raise ConfigError(f"{where}: privacy: {error}") from None
     data = values["data"]
     if not isinstance(data, dict) or "source" not in data:
         raise ConfigError(f"{where}: 'data' needs a 'source' (br35h, chexpert, rsna-ich, medmnist, folder)")

@@ -7,7 +7,8 @@ and never holds a row twice. Metric names:
   ``auc_syn_on_syn``, ``auc_real_on_syn``, and ``auc_syn/<label>`` per label;
 * ``fd/<extractor>``, ``kid/<extractor>``, ``precision/...``, ``recall/...``, ``density/...``,
   ``coverage/...`` (``fd/inception`` is the standard FID, ``in-domain`` the real classifier);
-* ``copy_rate``, ``mia_auc``, ``dcr_median_ratio``, ``privacy_fail`` (1 fail, 0.5 warn, 0 pass);
+* ``copy_rate`` (classifier features), ``copy_rate_pixels``, ``mia_auc`` with its one-sided ``mia_p``,
+  ``density_auc`` (the DOMIAS-style attack), ``dcr_median_ratio``, ``privacy_fail`` (1 fail, 0.5 warn, 0 pass);
 * ``map_pearson``, ``map_ssim`` (mean similarity of real- and synthetic-model attribution maps);
 * ``images_seen``, ``train_seconds``; ``train_fid_n10000``, the paper's FID (S.3, Figure 3): the kept
   generator's 10,000 images, made from the label vectors of as many training rows (the fold cycled when
@@ -71,9 +72,13 @@ def _metrics(job: Job, folder: Path) -> Iterator[tuple[str, float | None]]:
                 yield f"{metric}/{name}", row[key]
     elif job.stage == "privacy":
         p = read_json(folder / "privacy.json")
-        yield "copy_rate", p["copy"]["rate"]
-        yield "mia_auc", p["mia"]["auc"]
-        yield "dcr_median_ratio", p["dcr"]["median_ratio"]
+        tests = p["tests"]
+        yield "copy_rate", tests["copies/features"]["rate"]
+        yield "copy_rate_pixels", tests["copies/pixels"]["rate"]
+        yield "mia_auc", tests["membership"]["auc"]
+        yield "mia_p", tests["membership"]["p_value"]
+        yield "density_auc", p["density_attack"]["auc"]
+        yield "dcr_median_ratio", p["dcr"]["features"]["median_ratio"]
         yield "privacy_fail", VERDICT_SCORE[p["verdict"]]
     elif job.stage == "importance":
         maps = read_json(folder / "importance.json")

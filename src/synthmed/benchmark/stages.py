@@ -121,11 +121,13 @@ def fidelity(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, An
 
 
 def privacy(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
+    from synthmed.evaluation.privacy import DEFAULT_OPTIONS
     from synthmed.evaluation.suite import evaluate_privacy_run
 
     real, synthetic, classifier = _pair(job, inputs)
-    result = evaluate_privacy_run(real, synthetic, classifier, out, job.params["copy_quantile"], log=log)
-    return {"verdict": result["verdict"]}
+    options = {name: job.params[name] for name in DEFAULT_OPTIONS}
+    result = evaluate_privacy_run(real, synthetic, classifier, out, log=log, **options)
+    return {"verdict": result["verdict"], "decided_by": result["decided_by"]}
 
 
 def importance(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:

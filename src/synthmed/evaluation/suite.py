@@ -2,8 +2,9 @@
 
 Fidelity and privacy read the real-data classifier that ``evaluate utility`` saved
 (``real_classifier.pt``): its 1024-d pooled features give the in-domain Fréchet distance and
-the nearest-neighbour space of the paper (S.6). The synthetic train fold is compared with the
-real train fold; the real test fold serves as the holdout for the privacy baselines.
+the nearest-neighbour space of the paper (S.6). Fidelity compares the synthetic train fold with
+the real train fold; privacy compares every synthetic image with the real train fold (members)
+and the real val and test folds (unseen by the generator: non-members).
 Attribution (S.7) reads both classifiers and compares their occlusion maps on real test images.
 """
 
@@ -17,6 +18,7 @@ import numpy as np
 
 from synthmed._io import write_json_atomic
 from synthmed.data.errors import DataError
+from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.evaluation.classifier import Classifier, load_classifier
 from synthmed.evaluation.fidelity import (
@@ -28,8 +30,10 @@ from synthmed.evaluation.fidelity import (
     extract_features,
 )
 from synthmed.evaluation.importance import classifier_maps, importance_figure, map_similarity, spread_sample, summary
-from synthmed.evaluation.privacy import check_copy_quantile, nearest_neighbours, nn_grid, privacy_report
+from synthmed.evaluation.privacy import Groups, Sets, check_options, nn_grid, pixel_vectors, privacy_report
+from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import SPREAD
+from synthmed.evaluation.utility import pair_identity
 from synthmed.training.config import ConfigError
 from synthmed.training.features import make_extractor
 
@@ -69,7 +73,8 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
     metrics = evaluate_fidelity(real_images, fake_images, chosen, cache=cache,
                                 real_key=f"{real.meta['store_content_hash']}:{real.path.name}:train:{max_images}",
                                 kid_subset_size=min(1000, len(real_images), len(fake_images)))
-    result = {"real_setting": str(real.path), "synthetic_setting": str(synthetic.path), "metrics": metrics}
+    result = {"real_setting": str(real.path), "synthetic_setting": str(synthetic.path),
+              **pair_identity(real, synthetic), "metrics": metrics}
     write_json_atomic(out_dir / "fidelity.json", result)
     for name, row in metrics.items():
         log(f"{row['extractor']}: FD {row['fd']:.2f}, KID {row['kid_mean']:.4f}, precision {row['precision']:.3f}, "
@@ -79,26 +84,40 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
 
 def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_dir: str | os.PathLike,
                          classifier_path: str | os.PathLike, out_dir: str | os.PathLike,
-                         copy_quantile: float = 0.01, log: Callable[[str], None] = print) -> dict[str, Any]:
-    """Nearest neighbours (cosine, classifier features), DCR, copy rate, MIA AUC, verdict, NN grid."""
-    check_copy_quantile(copy_quantile)  # before the features, not after them
+                         log: Callable[[str], None] = print, **options: Any) -> dict[str, Any]:
+    """The privacy audit (``evaluation/privacy.py``; ``options`` as ``privacy.DEFAULT_OPTIONS``).
+
+    Members are the patients of the real train fold, the generator's training data; non-members
+    those of the real val and test folds, which it never saw (patients: the store's groups); the
+    synthetic set is every synthetic image, all folds. Spaces: the real classifier's features and
+    pixels. Writes ``privacy.json`` (the report, both settings' identities) and per space a grid of
+    the closest synthetic-training pairs.
+    """
+    options = check_options(options)  # before the features, not after them
     real, synthetic = _pair(real_setting_dir, synthetic_setting_dir)
     features = ClassifierFeatures(_load(classifier_path))
     train_images = real.images("train")
-    train, holdout = extract_features(features, train_images), extract_features(features, real.images("test"))
-    synthetic_images = synthetic.images("test")
-    fake = extract_features(features, synthetic_images)
-    report = privacy_report(train, holdout, fake, metric="cosine", copy_quantile=copy_quantile)
-    distances, indices = nearest_neighbours(fake, train, metric="cosine")
-    closest = np.argsort(distances[:, 0], kind="stable")  # the likeliest copies first
+    holdout_images = np.concatenate([real.images("val"), real.images("test")])
+    synthetic_images = np.concatenate([synthetic.images(fold) for fold in SPLITS])
+    log(f"privacy audit: {len(train_images)} training, {len(holdout_images)} unseen real and "
+        f"{len(synthetic_images)} synthetic images")
+    spaces = {name: Sets(*(vectors(x) for x in (train_images, holdout_images, synthetic_images)))
+              for name, vectors in (("features", lambda x: extract_features(features, x)), ("pixels", pixel_vectors))}
+    patients = real.store.groups  # the store's groups: patient ids, or near-duplicate groups where there are none
+    groups = Groups(patients[real.rows("train")], patients[np.concatenate([real.rows("val"), real.rows("test")])])
+    report = privacy_report(spaces["features"], spaces["pixels"], groups, **options)
     out_dir = Path(out_dir)
-    nn_grid(synthetic_images[closest], train_images, indices[closest], out_dir / "nearest_neighbours.png")
+    figures = {}
+    for space, distances in report["dcr"].items():
+        figures[space] = f"nearest_neighbours_{space}.png"
+        pairs = distances["closest"]  # the likeliest copies first
+        nn_grid(synthetic_images[[p["synthetic"] for p in pairs]], train_images, np.array([p["train"] for p in pairs]),
+                out_dir / figures[space])
     result = {"real_setting": str(real.path), "synthetic_setting": str(synthetic.path),
-              "feature_space": features.name, **report, "figure": "nearest_neighbours.png"}
+              **pair_identity(real, synthetic), "feature_space": features.name, **report, "figures": figures}
     write_json_atomic(out_dir / "privacy.json", result)
-    log(f"privacy: verdict {report['verdict']}; copy rate {report['copy']['rate']:.3f} "
-        f"(threshold = holdout DCR {copy_quantile:.0%} quantile {report['copy']['threshold']:.4f}); "
-        f"MIA AUC {report['mia']['auc']:.3f}; median DCR synthetic/holdout {report['dcr']['median_ratio']}")
+    for line in describe(report):
+        log(line)
     return result
 
 

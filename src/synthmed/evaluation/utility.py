@@ -39,7 +39,13 @@ def setting_identity(setting: BenchmarkSetting) -> dict[str, Any]:
             "label_names": setting.label_names, "resolution": setting.resolution}
 
 
-def _check_pair(real: BenchmarkSetting, synthetic: BenchmarkSetting) -> None:
+def pair_identity(real: BenchmarkSetting, synthetic: BenchmarkSetting) -> dict[str, Any]:
+    """Both settings' identities, as every evaluation JSON records them: ``release`` takes an evaluation
+    for a synthetic set only when they match."""
+    return {"real_setting_identity": setting_identity(real), "synthetic_setting_identity": setting_identity(synthetic)}
+
+
+def check_pair(real: BenchmarkSetting, synthetic: BenchmarkSetting) -> None:
     """The synthetic set must mirror the real setting: same labels, resolution and label rows per fold."""
     if synthetic.label_names != real.label_names or synthetic.resolution != real.resolution:
         raise DataError(f"has labels {synthetic.label_names} at {synthetic.resolution} px; the real setting has "
@@ -88,7 +94,7 @@ def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir:
     """Both classifiers, tested on the real test fold; ``real_classifier_path`` (default
     ``out_dir/real_classifier.pt``) is reused when it was trained on this setting and config."""
     real, synthetic = BenchmarkSetting(real_setting_dir), BenchmarkSetting(synthetic_setting_dir)
-    _check_pair(real, synthetic)
+    check_pair(real, synthetic)
     out_dir = Path(out_dir)
     names = real.label_names
     real_path = Path(real_classifier_path) if real_classifier_path else out_dir / "real_classifier.pt"
@@ -108,6 +114,7 @@ def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir:
     real_flip, syn_flip = release_flip(auc_real), release_flip(auc_syn)
     result = {
         "real_setting": str(real.path), "synthetic_setting": str(synthetic.path),
+        **pair_identity(real, synthetic),
         "label_names": names, "test_images": int(len(test_labels)),
         "auc_real": auc_real,  # real classifier, real test fold
         "auc_syn": auc_syn,  # synthetic classifier, real test fold

@@ -24,6 +24,7 @@ import pandas as pd
 from synthmed._io import read_json, write_text_atomic
 from synthmed.benchmark.jobs import Job, job_dir, job_state
 from synthmed.benchmark.results import TRAIN_FID, collect_results
+from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import SPREAD, mann_whitney, mean_std, std
 from synthmed.report.figures import axis_figure, extremes_figure
 
@@ -148,7 +149,8 @@ def _galleries(root: Path, jobs: list[Job], order: dict[str, list[str]]) -> dict
 
     samples = [{"job": j, "image": _file_uri(p) if (p := _latest_png(d / "run" / "samples")) else None}
                for j, d in done("train")]
-    privacy = [{"job": j, "image": _file_uri(d / "nearest_neighbours.png"), "report": read_json(d / "privacy.json")}
+    privacy = [{"job": j, "report": (report := read_json(d / "privacy.json")), "sentences": describe(report),
+                "images": {space: _file_uri(d / name) for space, name in report["figures"].items()}}
                for j, d in done("privacy")]
     maps = [{"job": j, "image": _file_uri(d / "importance.png"), "summary": read_json(d / "importance.json")}
             for j, d in done("importance")]

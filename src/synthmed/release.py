@@ -1,0 +1,202 @@
+"""``synthmed release``: the one way a synthetic set should leave the machine.
+
+``release(SOURCE, REAL_SETTING, OUT)`` takes a synthetic set (``SOURCE/card.json``, as
+``synthmed generate`` writes it, or a run or job folder holding one in ``synthetic/``), makes sure
+it passed its privacy audit, and writes the shareable package::
+
+    OUT/train/, val/, test/       one PNG per synthetic image (syn-<fold>-<n>.png)
+    OUT/train.csv, val.csv, test.csv   CheXpert-style: Path, then 1.0/0.0 per label
+    OUT/synthetic.npz             <fold>_images (N, C, R, R) uint8 and <fold>_labels (N, L) uint8
+    OUT/card.md, card.json        the dataset card: generation, utility, fidelity, the privacy audit
+    OUT/SHA256SUMS                every other file's SHA-256 (``sha256sum -c SHA256SUMS``)
+
+and nothing else: no real image, key, path, patient or group id, no DICOM header. The audit
+(``evaluate privacy``) is reused from an evaluation folder when one was made for exactly this
+synthetic set and real setting (their identities in ``privacy.json``), else it is run there with
+the ``real_classifier.pt`` found beside it. A "fail" verdict refuses the release
+(``ReleaseRefused``); ``force`` releases anyway and the card's first line says so and by whom.
+The package is written to a hidden folder beside OUT and renamed into place: it is there whole
+or not at all.
+"""
+
+from __future__ import annotations
+
+import getpass
+import os
+import shutil
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from synthmed import __version__
+from synthmed._io import read_json, sha256_file, write_json_atomic, write_text_atomic
+from synthmed.data.errors import DataError
+from synthmed.data.records import SPLITS
+from synthmed.data.settings import BenchmarkSetting
+from synthmed.evaluation.privacy_words import describe
+from synthmed.evaluation.suite import evaluate_privacy_run
+from synthmed.evaluation.utility import check_pair, pair_identity
+from synthmed.synthesis import card_markdown, export_folds
+
+# What of each evaluation goes on the card: numbers and method names, never a path or identity.
+PRIVACY_FIELDS = ("feature_space", "options", "confidence", "spaces", "tests", "density_attack", "verdict",
+                  "decided_by", "reason")
+UTILITY_FIELDS = ("label_names", "test_images", "auc_real", "auc_syn", "auc_real_minus_auc_syn", "delta_syn",
+                  "auc_real_on_syn")
+
+
+class ReleaseRefused(Exception):
+    """The synthetic set failed its privacy audit and ``force`` was not given."""
+
+
+def synthetic_set_dir(source: str | os.PathLike) -> Path:
+    """The synthetic set that ``source`` is or holds (``synthetic/``)."""
+    source = Path(source)
+    for folder in (source, source / "synthetic"):
+        if (folder / "card.json").is_file() and (folder / "setting" / "setting.json").is_file():
+            return folder
+    raise DataError("is neither a synthetic set (card.json, setting/) nor a folder holding one in synthetic/: "
+                    "run `synthmed generate` first", file=source)
+
+
+def _made_for(folders: list[Path], name: str, real: BenchmarkSetting,
+              synthetic: BenchmarkSetting) -> tuple[Path, dict[str, Any]] | None:
+    """The first ``name`` in ``folders`` whose recorded settings are exactly this pair, and its content."""
+    wanted = pair_identity(real, synthetic)
+    for path in (folder / name for folder in folders):
+        if path.is_file():
+            data = read_json(path)
+            if all(data.get(key) == value for key, value in wanted.items()):
+                return path, data
+    return None
+
+
+def _audit(folders: list[Path], real: BenchmarkSetting, synthetic: BenchmarkSetting,
+           log: Callable[[str], None]) -> dict[str, Any]:
+    """The privacy audit of this pair: reused when made for it, else run with a real classifier found in ``folders``."""
+    found = _made_for(folders, "privacy.json", real, synthetic)
+    if found is not None:
+        log(f"reusing the privacy audit {found[0]}")
+        return found[1]
+    classifiers = [folder / "real_classifier.pt" for folder in folders if (folder / "real_classifier.pt").is_file()]
+    if not classifiers:
+        raise DataError("holds no privacy audit of this synthetic set and no real_classifier.pt to run one: run "
+                        "`synthmed evaluate all` (or utility, then privacy) with --out there first, or name the "
+                        "folders with --evaluation", file=", ".join(str(f) for f in folders) or "--evaluation")
+    log(f"running the privacy audit with {classifiers[0]} into {folders[0]}")
+    return evaluate_privacy_run(real.path, synthetic.path, classifiers[0], folders[0], log=log)
+
+
+def _utility_card(utility: dict[str, Any] | None) -> dict[str, Any] | None:
+    if utility is None:
+        return None
+    config = {k: v for k, v in utility["config"].items() if k not in ("pretrained_weights", "device", "threads")}
+    return {**{k: utility[k] for k in UTILITY_FIELDS}, "classifier": config,
+            "pretrained": utility["config"]["pretrained_weights"] is not None}
+
+
+def _card(generated: dict[str, Any], privacy: dict[str, Any], utility: dict[str, Any] | None,
+          fidelity: dict[str, Any] | None, forced_by: str | None) -> dict[str, Any]:
+    release = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "synthmed": __version__,
+               "privacy_verdict": privacy["verdict"], "forced_by": forced_by}
+    return {"release": release, "privacy": {k: privacy[k] for k in PRIVACY_FIELDS},
+            "utility": _utility_card(utility), "fidelity": None if fidelity is None else fidelity["metrics"],
+            "generation": generated}
+
+
+def _card_markdown(card: dict[str, Any]) -> str:
+    release, privacy = card["release"], card["privacy"]
+    lines = []
+    if release["forced_by"] is not None:
+        lines += [f"# WARNING: this set FAILED its privacy audit and was released anyway (--force) by "
+                  f"{release['forced_by']} on {release['created']}", ""]
+    lines += [card_markdown(card["generation"]).rstrip("\n"), "", "## Privacy audit", ""]
+    lines += [f"- {line}" for line in describe(privacy)]
+    lines += ["", "## Utility (classifiers tested on real images)", ""]
+    if card["utility"] is None:
+        lines.append("Not measured for this set (no utility.json made for it).")
+    else:
+        u = card["utility"]
+        lines.append(f"Mean AUROC on {u['test_images']} real test images: trained on real data "
+                     f"{_number(u['auc_real']['mean'])}, trained on this synthetic set {_number(u['auc_syn']['mean'])} "
+                     f"(difference {_number(u['auc_real_minus_auc_syn'])}); DenseNet-121, "
+                     + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in u["classifier"].items()) + ".")
+    lines += ["", "## Fidelity", ""]
+    if card["fidelity"] is None:
+        lines.append("Not measured for this set (no fidelity.json made for it).")
+    else:
+        lines += [f"- {row['extractor']}: Fréchet distance {row['fd']:.2f}, KID {row['kid_mean']:.4f}, precision "
+                  f"{row['precision']:.3f}, recall {row['recall']:.3f}, density {row['density']:.3f}, coverage "
+                  f"{row['coverage']:.3f} ({row['n_real']} real, {row['n_fake']} synthetic images)"
+                  for row in card["fidelity"].values()]
+    lines += ["", f"Released {release['created']} with synthmed {release['synthmed']}; check the files with "
+              "`sha256sum -c SHA256SUMS`."]
+    return "\n".join(lines) + "\n"
+
+
+def _number(value: float | None) -> str:
+    return "undefined" if value is None else f"{value:.3f}"
+
+
+def _write_package(folder: Path, synthetic: BenchmarkSetting, card: dict[str, Any]) -> None:
+    images = {fold: np.asarray(synthetic.images(fold)) for fold in SPLITS}
+    labels = {fold: synthetic.labels(fold).astype(np.uint8) for fold in SPLITS}
+    export_folds(folder, images, labels, synthetic.label_names)
+    # stored, not compressed: every byte stays readable (and checkable) as written
+    np.savez(folder / "synthetic.npz", **{f"{fold}_images": images[fold] for fold in SPLITS},
+             **{f"{fold}_labels": labels[fold] for fold in SPLITS})
+    write_json_atomic(folder / "card.json", card)
+    write_text_atomic(folder / "card.md", _card_markdown(card))
+    files = sorted(p for p in folder.rglob("*") if p.is_file())
+    write_text_atomic(folder / "SHA256SUMS",
+                      "".join(f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n" for p in files))
+
+
+def release(source: str | os.PathLike, real_setting: str | os.PathLike, out: str | os.PathLike, *,
+            evaluation: list[str | os.PathLike] | None = None, force: bool = False, by: str | None = None,
+            log: Callable[[str], None] = print) -> Path:
+    """Write the package of ``source``'s synthetic set to ``out`` (see the module docstring).
+
+    ``evaluation``: folders holding ``privacy.json`` / ``utility.json`` / ``fidelity.json`` /
+    ``real_classifier.pt`` (default: ``eval/`` beside the synthetic set). ``by`` names who forces
+    a failed set out (default: the login name)."""
+    out = Path(out)
+    if out.exists():
+        raise DataError("already exists: a release goes to a new folder", file=out)
+    folder = synthetic_set_dir(source)
+    real, synthetic = BenchmarkSetting(real_setting), BenchmarkSetting(folder / "setting")
+    check_pair(real, synthetic)
+    folders = [Path(f) for f in evaluation] if evaluation else [folder.parent / "eval"]
+    for f in folders:
+        if not f.is_dir():
+            raise DataError("is not a folder (--evaluation)", file=f)
+    privacy = _audit(folders, real, synthetic, log)
+    forced_by = None
+    if privacy["verdict"] == "fail":
+        if not force:
+            raise ReleaseRefused(f"{folder}: the privacy audit failed, nothing was written. {privacy['reason']}. "
+                                 "Fix the generator (less training, more data) or, if a data-protection officer "
+                                 "accepts the risk, release with --force --by NAME.")
+        forced_by = by or getpass.getuser()
+        log(f"the privacy audit failed; releasing anyway (--force) by {forced_by}")
+    measured = {}
+    for name in ("utility", "fidelity"):
+        found = _made_for(folders, f"{name}.json", real, synthetic)
+        if found is None:
+            log(f"no {name}.json made for this set in {', '.join(map(str, folders))}: the card says so")
+        measured[name] = None if found is None else found[1]
+    card = _card(read_json(folder / "card.json"), privacy, measured["utility"], measured["fidelity"], forced_by)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        _write_package(tmp, synthetic, card)
+        os.replace(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+    log(f"released {sum(card['generation']['images_per_fold'].values())} synthetic images to {out} "
+        f"(privacy verdict {privacy['verdict']})")
+    return out

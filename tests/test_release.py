@@ -1,0 +1,186 @@
+"""`synthmed release`: the package and nothing else, no real identifier in any byte, refusal of a
+failed audit, --force on the card's first line, reuse of a matching audit, atomic writes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import shutil
+import struct
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import synthmed.release
+import synthmed.synthesis
+from conftest import blob_image
+from synthmed.data import BenchmarkSetting, build_settings, prepare
+from synthmed.data.errors import DataError
+from synthmed.data.imaging import ArrayImage
+from synthmed.data.records import SPLITS, Record, SourceData
+from synthmed.evaluation.classifier import ClassifierConfig
+from synthmed.evaluation.utility import evaluate_utility
+from synthmed.release import release
+from synthmed.synthesis import generate
+from synthmed.training.config import config_from_dict
+from synthmed.training.loop import start_run, train
+from test_cli import run as cli
+from test_training import TINY
+
+# Identifiers a hospital's data would carry: none of them may reach a released byte.
+KEY, PATH, PATIENT = "MRN-4711-{:03d}", "ward7/scan-{:03d}.dcm", "PATIENT-ZQX{:03d}"
+
+
+def _real_setting(root: Path) -> tuple[Path, list[str]]:
+    rng = np.random.default_rng(0)
+    records = [Record(key=KEY.format(i), loader=ArrayImage(blob_image(rng, 40, bright=bool(i % 2))),
+                      labels=(int(i % 2 == 0), int(i % 2)), path=PATH.format(i), group=PATIENT.format(i // 2))
+               for i in range(80)]
+    store = prepare(SourceData("hospital", ["No Finding", "Tumor"], records, params={}), root / "store",
+                    resolutions=[16], workers=1, progress=False, log=lambda m: None)
+    preset = root / "p.yaml"
+    preset.write_text("dimensions:\n  all:\n    settings:\n      - {name: r16, resolution: 16}\n")
+    build_settings(preset, store, root / "settings", log=lambda m: None)
+    secrets = [r.key for r in records] + [r.path for r in records] + [r.group for r in records] + [str(root)]
+    return root / "settings" / "all" / "r16", secrets
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory) -> dict:
+    """A real setting with identifiers, a tiny GAN, its synthetic set and an evaluation folder."""
+    root = tmp_path_factory.mktemp("hospital")
+    setting, secrets = _real_setting(root)
+    run = start_run(config_from_dict({**TINY, "max_images": 160, "min_images": 160}), setting, root / "run")
+    train(run, progress=False, log=lambda m: None)
+    generate(run, progress=False, log=lambda m: None)
+    config = ClassifierConfig(input_size=32, max_epochs=1, batch_size=16, threads=1)
+    evaluate_utility(setting, run / "synthetic" / "setting", config, run / "eval", log=lambda m: None, progress=False)
+    return {"root": root, "setting": setting, "run": run, "secrets": secrets}
+
+
+def _png_chunks(data: bytes) -> list[bytes]:
+    chunks, at = [], 8
+    while at < len(data):
+        length, kind = struct.unpack(">I4s", data[at:at + 8])
+        chunks.append(kind)
+        at += 12 + length
+    return chunks
+
+
+def test_the_package_holds_the_set_and_nothing_real(trained, tmp_path):
+    out = tmp_path / "shared" / "package"
+    lines: list[str] = []
+    release(trained["run"], trained["setting"], out, log=lines.append)
+    synthetic = BenchmarkSetting(trained["run"] / "synthetic" / "setting")
+    counts = {fold: len(synthetic.rows(fold)) for fold in SPLITS}
+    files = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert files == sorted(["SHA256SUMS", "card.json", "card.md", "synthetic.npz", "test.csv", "train.csv", "val.csv"]
+                           + [f"{fold}/syn-{fold}-{i:06d}.png" for fold in SPLITS for i in range(counts[fold])])
+    assert [p.name for p in out.parent.iterdir()] == ["package"]  # no temporary folder left beside it
+
+    sums = dict(reversed(line.split("  ")) for line in (out / "SHA256SUMS").read_text().splitlines())
+    assert sorted(sums) == sorted(set(files) - {"SHA256SUMS"})
+    assert all(hashlib.sha256((out / name).read_bytes()).hexdigest() == digest for name, digest in sums.items())
+
+    arrays = np.load(out / "synthetic.npz")
+    for fold in SPLITS:
+        np.testing.assert_array_equal(arrays[f"{fold}_images"], synthetic.images(fold))
+        np.testing.assert_array_equal(arrays[f"{fold}_labels"], synthetic.labels(fold))
+        table = pd.read_csv(out / f"{fold}.csv")
+        assert list(table.columns) == ["Path", "No Finding", "Tumor"] and len(table) == counts[fold]
+        np.testing.assert_array_equal(table[["No Finding", "Tumor"]].to_numpy(), synthetic.labels(fold))
+
+    card = json.loads((out / "card.json").read_text())
+    audit = json.loads((trained["run"] / "eval" / "privacy.json").read_text())  # the audit release ran
+    assert card["privacy"]["verdict"] == audit["verdict"] != "fail" and card["release"]["forced_by"] is None
+    assert card["privacy"]["tests"] == audit["tests"] and card["utility"]["auc_real"]["mean"] is not None
+    assert card["fidelity"] is None  # not measured: the card says so instead of leaving it out
+    markdown = (out / "card.md").read_text()
+    assert markdown.startswith("# Synthetic data set: all/r16") and "## Privacy audit" in markdown
+    assert "Not measured for this set (no fidelity.json made for it)." in markdown
+    assert any(line.startswith("running the privacy audit") for line in lines)
+
+    real_images = BenchmarkSetting(trained["setting"]).images("train")
+    for path in out.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            leaked = [s for s in trained["secrets"] if s.encode() in content or s.encode("utf-32-le") in content]
+            assert not leaked, f"{path} holds real identifiers {leaked[:3]}"
+            if path.suffix == ".png":
+                assert set(_png_chunks(content)) <= {b"IHDR", b"IDAT", b"IEND"}, path  # no text, time or other
+            if path.suffix == ".npz":
+                assert not any(image.tobytes() in content for image in real_images)
+
+    # a second release reuses the audit and never overwrites
+    again: list[str] = []
+    release(trained["run"], trained["setting"], tmp_path / "again", log=again.append)
+    assert any(line.startswith("reusing the privacy audit") for line in again)
+    with pytest.raises(DataError, match="already exists"):
+        release(trained["run"], trained["setting"], out, log=lambda m: None)
+
+
+def _copying_set(trained, folder: Path, monkeypatch) -> Path:
+    """A synthetic set of the real training images themselves, with the real classifier beside it."""
+    real = BenchmarkSetting(trained["setting"])
+    originals = real.images("train")
+    monkeypatch.setattr(synthmed.synthesis, "synthesize",
+                        lambda sampler, labels, seed, **kw: originals[np.arange(len(labels)) % len(originals)])
+    generate(trained["run"], folder / "synthetic", progress=False, log=lambda m: None)
+    (folder / "eval").mkdir()
+    shutil.copy(trained["run"] / "eval" / "real_classifier.pt", folder / "eval")
+    return folder
+
+
+def test_a_set_of_copies_is_refused_and_force_says_who_on_the_first_line(trained, tmp_path, monkeypatch, capsys):
+    copies = _copying_set(trained, tmp_path / "copies", monkeypatch)
+    base = ["release", str(copies), "--real", str(trained["setting"])]
+    assert cli(base + ["--out", str(tmp_path / "out")]) == 1
+    error = " ".join(capsys.readouterr().err.split())
+    assert "refused:" in error and "the privacy audit failed, nothing was written" in error and "fail: " in error
+    assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
+
+    assert cli(base + ["--out", str(tmp_path / "out"), "--by", "someone"]) == 2  # --by needs --force
+    assert "--by names who forces a release" in " ".join(capsys.readouterr().err.split())
+
+    assert cli(base + ["--out", str(tmp_path / "out"), "--force", "--by", "Dr. Data Protection"]) == 0
+    first = (tmp_path / "out" / "card.md").read_text().splitlines()[0]
+    assert first.startswith("# WARNING: this set FAILED its privacy audit and was released anyway (--force) by "
+                            "Dr. Data Protection on ")
+    card = json.loads((tmp_path / "out" / "card.json").read_text())
+    assert card["release"] == {**card["release"], "privacy_verdict": "fail", "forced_by": "Dr. Data Protection"}
+
+    # an audit made for another set is never taken for this one: the copies' audit is skipped, the set's own reused
+    lines: list[str] = []
+    folders = [copies / "eval", trained["run"] / "eval"]
+    release(trained["run"], trained["setting"], tmp_path / "mixed", evaluation=folders, log=lines.append)
+    assert f"reusing the privacy audit {trained['run'] / 'eval' / 'privacy.json'}" in lines
+
+
+@pytest.mark.parametrize("step", ["savez", "write_text_atomic"])
+def test_a_release_that_breaks_off_leaves_nothing(trained, tmp_path, monkeypatch, step):
+    def broken(*args, **kwargs):
+        raise OSError("disk full")
+
+    target = synthmed.release.np if step == "savez" else synthmed.release
+    monkeypatch.setattr(target, step, broken)
+    with pytest.raises(OSError, match="disk full"):
+        release(trained["run"], trained["setting"], tmp_path / "package", log=lambda m: None)
+    assert list(tmp_path.iterdir()) == []  # neither the package nor its temporary folder
+
+
+@pytest.mark.parametrize("args, message", [
+    (["release", "{tmp}", "--real", "{setting}", "--out", "{tmp}/o"], "is neither a synthetic set"),
+    (["release", "{run}", "--real", "{setting}", "--out", "{run}"], "already exists: a release goes to a new folder"),
+    (["release", "{run}", "--real", "{setting}", "--out", "{tmp}/o", "--evaluation", "{tmp}/none"],
+     "is not a folder (--evaluation)"),
+    (["release", "{run}", "--real", "{setting}", "--out", "{tmp}/o", "--evaluation", "{tmp}"],
+     "holds no privacy audit of this synthetic set and no real_classifier.pt"),
+    (["release", "{run}", "--real", "{tmp}", "--out", "{tmp}/o"], "not a benchmark setting"),
+])
+def test_bad_input_exits_2_and_writes_nothing(trained, tmp_path, capsys, args, message):
+    values = {"tmp": tmp_path, "run": trained["run"], "setting": trained["setting"]}
+    assert cli([a.format(**values) for a in args]) == 2
+    assert message in " ".join(capsys.readouterr().err.split())
+    assert not (tmp_path / "o").exists()
