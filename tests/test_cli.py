@@ -116,7 +116,7 @@ USER_ERRORS = [
     (["fidelity", "--classifier", "{native}", "--max-images", "3"], "max_images = 3 must be at least 6"),
     (["fidelity", "--classifier", "{native}", "--extractor", "dinov2"], "unknown feature extractor 'dinov2'"),
     (["fidelity", "--classifier", "{out}/real_classifier.pt"], "{out}/real_classifier.pt: no classifier file here"),
-    (["privacy", "--classifier", "{native}", "--copy-quantile", "1.5"], "copy_quantile = 1.5 must be in (0, 1)"),
+    (["privacy", "--classifier", "{native}", "--copy-quantile", "1.5"], "copy_quantile = 1.5 must be a number in (0, 1)"),
     (["importance", "--images", "0"], "n_images = 0: explain at least 1 real test image"),
     (["importance", "--patch", "40"], "patch = 40, stride = 2: need 1 <= patch <= 32"),
     (["importance", "--synthetic-classifier", "{resized}"],
