@@ -266,10 +266,11 @@ def _halves(rng: np.random.Generator, codes: np.ndarray) -> tuple[np.ndarray, np
     images split across the halves would make the reference look like the non-members' own data)."""
     order = rng.permutation(codes.max() + 1)
     sizes = np.bincount(codes)[order]
-    first = np.isin(codes, order[np.cumsum(sizes) - sizes / 2 < len(codes) / 2])  # groups by their midpoints
-    if min(first.sum(), (~first).sum()) < 2:
-        raise ValueError(f"the holdout's {len(codes)} images in {codes.max() + 1} groups cannot be split into two "
-                         "halves of at least 2 images")
+    chosen = order[np.cumsum(sizes) - sizes / 2 < len(codes) / 2]  # groups by their midpoints
+    if min(len(chosen), len(order) - len(chosen)) < 2:
+        raise ValueError(f"the holdout's {len(codes)} images in {len(order)} groups cannot be split into two "
+                         "halves of at least 2 groups")
+    first = np.isin(codes, chosen)
     return np.flatnonzero(first), np.flatnonzero(~first)
 
 
