@@ -37,7 +37,7 @@ from synthmed.data.errors import DataError
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.evaluation.privacy_words import describe
-from synthmed.evaluation.suite import evaluate_privacy_run
+from synthmed.evaluation.suite import evaluate_privacy_run, format_number
 from synthmed.evaluation.utility import check_pair, pair_identity
 from synthmed.synthesis import card_markdown, export_folds
 
@@ -121,8 +121,8 @@ def _card_markdown(card: dict[str, Any]) -> str:
     else:
         u = card["utility"]
         lines.append(f"Mean AUROC on {u['test_images']} real test images: trained on real data "
-                     f"{_number(u['auc_real']['mean'])}, trained on this synthetic set {_number(u['auc_syn']['mean'])} "
-                     f"(difference {_number(u['auc_real_minus_auc_syn'])}); DenseNet-121, "
+                     f"{format_number(u['auc_real']['mean'])}, trained on this synthetic set {format_number(u['auc_syn']['mean'])} "
+                     f"(difference {format_number(u['auc_real_minus_auc_syn'])}); DenseNet-121, "
                      + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in u["classifier"].items()) + ".")
     lines += ["", "## Fidelity", ""]
     if card["fidelity"] is None:
@@ -135,10 +135,6 @@ def _card_markdown(card: dict[str, Any]) -> str:
     lines += ["", f"Released {release['created']} with synthmed {release['synthmed']}; check the files with "
               "`sha256sum -c SHA256SUMS`."]
     return "\n".join(lines) + "\n"
-
-
-def _number(value: float | None) -> str:
-    return "undefined" if value is None else f"{value:.3f}"
 
 
 def _write_package(folder: Path, synthetic: BenchmarkSetting, card: dict[str, Any]) -> None:

@@ -159,7 +159,7 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
             maps[role].append(classifier_maps(model, images[i:i + 1], labels[row:row + 1], patch, stride)[0])
         scores.append(map_similarity(maps["real"][-1], maps["synthetic"][-1]))
         log(f"image {i + 1}/{len(rows)} (test row {row}, {', '.join(active[i]) or 'no label'}): "
-            f"Pearson {_number(scores[-1]['pearson'])}, SSIM {_number(scores[-1]['ssim'])}")
+            f"Pearson {format_number(scores[-1]['pearson'])}, SSIM {format_number(scores[-1]['ssim'])}")
     out_dir = Path(out_dir)
     importance_figure(images, maps["real"], maps["synthetic"], [", ".join(names) or "no label" for names in active],
                       out_dir / "importance.png", scores)
@@ -186,7 +186,8 @@ def _load(path: str | os.PathLike) -> Classifier:
     return load_classifier(path)[0]
 
 
-def _number(value: float | None) -> str:
+def format_number(value: float | None) -> str:
+    """A metric for a card or log line: 3 decimals, or "undefined"."""
     return "undefined" if value is None else f"{value:.3f}"
 
 
