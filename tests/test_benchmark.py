@@ -20,9 +20,10 @@ from synthmed.benchmark.jobs import expand, job_state
 from synthmed.benchmark.presets import load_preset, preset_names, resolve_preset
 from synthmed.benchmark.results import read_results
 from synthmed.benchmark.runner import benchmark_status, count_jobs, load_jobs, run_benchmark
+from synthmed.errors import ConfigError
 from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.report import build_report
-from synthmed.training.config import ConfigError, config_from_dict
+from synthmed.training.config import config_from_dict
 
 GAN = {"latent_dim": 8, "channels_base": 128, "channels_max": 16, "batch_size": 8, "fid_every": 64,
        "fid_samples": 16, "fid_extractor": "pixels", "sample_every": 64, "checkpoint_every": 32, "log_every": 32}

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from synthmed.errors import ConfigError
 from synthmed.models.diffusion import ConditionalDiffusion, LabelEmbedding
-from synthmed.training.config import ConfigError, config_from_dict
+from synthmed.training.config import config_from_dict
 
 TINY_NET = {"unet_channels": (8, 16), "attention": True, "sample_steps": 3}
 

@@ -8,10 +8,10 @@ import pytest
 from PIL import Image
 
 from synthmed.data import BenchmarkSetting
+from synthmed.errors import ConfigError
 from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.evaluation.suite import evaluate_fidelity_run, evaluate_privacy_run
 from synthmed.evaluation.utility import evaluate_utility, setting_identity
-from synthmed.training.config import ConfigError
 from test_utility import FAST, tiny_setting
 
 

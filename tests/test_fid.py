@@ -11,7 +11,7 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 
 from conftest import blob_image
 from synthmed._io import sha256_file
-from synthmed.data.errors import DataError
+from synthmed.errors import DataError
 from synthmed.training import features as features_module
 from synthmed.training.features import (
     DEFAULT_WEIGHTS_SHA256,

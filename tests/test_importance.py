@@ -15,7 +15,7 @@ from torch import nn
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
 from synthmed.cli import main
-from synthmed.data.errors import DataError
+from synthmed.errors import DataError
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig
 from synthmed.evaluation.importance import (
     classifier_maps,

@@ -10,6 +10,7 @@ import pytest
 from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 
+from synthmed.errors import ConfigError
 from synthmed.evaluation.privacy import (
     _GAP,
     DEFAULT_OPTIONS,
@@ -23,7 +24,6 @@ from synthmed.evaluation.privacy import (
 )
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import auc_test, holm
-from synthmed.training.config import ConfigError
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

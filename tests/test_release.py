@@ -17,9 +17,9 @@ import synthmed.release
 import synthmed.synthesis
 from conftest import blob_image
 from synthmed.data import BenchmarkSetting, build_settings, prepare
-from synthmed.data.errors import DataError
 from synthmed.data.imaging import ArrayImage
 from synthmed.data.records import SPLITS, Record, SourceData
+from synthmed.errors import DataError
 from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.evaluation.utility import evaluate_utility
 from synthmed.release import release

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from synthmed.data.errors import DataError
 from synthmed.data.sources import load_source
 from synthmed.data.sources.chexpert import FINDINGS, labels_from_csv, load
 from synthmed.data.store import Store, prepare
+from synthmed.errors import DataError
 
 HEADER = ["Path", "Sex", "Age", "Frontal/Lateral", "AP/PA", *FINDINGS]
 ROOT_NAME = "CheXpert-v1.0-small"

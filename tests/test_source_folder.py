@@ -13,11 +13,11 @@ from PIL import Image
 from pydicom.dataset import FileDataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from synthmed.data.errors import DataError
 from synthmed.data.imaging import parse_windows
 from synthmed.data.sources import load_source
 from synthmed.data.sources.folder import load
 from synthmed.data.store import prepare
+from synthmed.errors import DataError
 
 HEADER = ["path", "patient", "slice", "tumor", "bleed"]
 HU_40 = 1064  # stored value that is 40 HU with the intercept below: the brain window's centre

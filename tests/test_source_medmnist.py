@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from synthmed.data.errors import DataError
 from synthmed.data.sources import load_source
 from synthmed.data.sources.medmnist import CHESTMNIST_LABELS, load
 from synthmed.data.store import prepare
+from synthmed.errors import DataError
 
 SIZES = {"train": 6, "val": 3, "test": 3}
 

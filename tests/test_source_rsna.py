@@ -9,10 +9,10 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 
-from synthmed.data.errors import DataError
 from synthmed.data.sources import load_source
 from synthmed.data.sources.rsna_ich import KAGGLE_TYPES, LABEL_NAMES, SUBTYPES, load
 from synthmed.data.store import prepare
+from synthmed.errors import DataError
 
 N_IMAGES, N_PATIENTS, N_POSITIVE = 40, 12, 14
 HEADER = "ID,Label\n"

@@ -17,10 +17,10 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from synthmed.data.errors import DataError
 from synthmed.data.imaging import ArrayImage, ImageFile, dhash
 from synthmed.data.records import SPLITS, Record, SourceData
 from synthmed.data.store import Store, prepare
+from synthmed.errors import DataError
 
 RESOLUTIONS = [8, 16, 32]
 LABEL_NAMES = ["A", "B", "C"]

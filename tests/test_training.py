@@ -281,7 +281,7 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
 
 
 def test_a_snapshot_from_before_full_size_is_refused_by_name(tiny_setting, tmp_path):
-    from synthmed.data.errors import DataError
+    from synthmed.errors import DataError
 
     values = {**TINY, "model": "proggan", "start_resolution": 8, "phase_images": 40, "batch_by_resolution": {8: 8, 16: 8},
               "max_images": 160, "snapshot_every": 40}

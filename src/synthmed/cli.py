@@ -15,20 +15,20 @@ from typer.core import TyperGroup
 from synthmed import __version__
 from synthmed._io import read_yaml
 from synthmed.benchmark.cli import benchmark_app, demo_command, report_command
+from synthmed.errors import UserError
 from synthmed.reader_study.cli import reader_study_app
 
 
 class _UserErrors(TyperGroup):
-    """Bad input (a DataError or ConfigError, raised by any command) ends as one line on stderr and
-    exit status 2, as click's own usage errors do; anything else is a bug and keeps its traceback."""
+    """Bad input (a UserError, raised by any command) ends as one line on stderr and exit status 2,
+    as click's own usage errors do; anything else is a bug and keeps its traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from synthmed.data.errors import DataError
-        from synthmed.training.config import ConfigError
+        from synthmed.errors import UserError
 
         try:
             return super().invoke(ctx)
-        except (DataError, ConfigError) as error:
+        except UserError as error:
             Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {error}", highlight=False)
             raise typer.Exit(2) from None
 
@@ -51,7 +51,7 @@ console = Console()
 MULTI_VALUE_OPTIONS = {"--resolution", "-r"}
 
 
-def _key_values(pairs: list[str], flag: str, error: type[ValueError]) -> dict[str, Any]:
+def _key_values(pairs: list[str], flag: str, error: type[UserError]) -> dict[str, Any]:
     """``["a=1", "b-c=x"]`` -> ``{"a": 1, "b_c": "x"}``; values are read as YAML scalars."""
     values: dict[str, Any] = {}
     for pair in pairs:
@@ -63,7 +63,7 @@ def _key_values(pairs: list[str], flag: str, error: type[ValueError]) -> dict[st
 
 
 def _parse_options(pairs: list[str], config: Optional[Path]) -> dict[str, Any]:
-    from synthmed.data.errors import DataError
+    from synthmed.errors import DataError
 
     options: dict[str, Any] = {}
     if config is not None:
@@ -138,7 +138,7 @@ def settings_command(
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
-    from synthmed.training.config import ConfigError
+    from synthmed.errors import ConfigError
 
     return _key_values(pairs, "--set", ConfigError)
 
@@ -154,7 +154,8 @@ def train_command(
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
     """Train a conditional generator (GAN or diffusion model) on a benchmark setting, or resume a run exactly."""
-    from synthmed.training.config import ConfigError, load_config
+    from synthmed.errors import ConfigError
+    from synthmed.training.config import load_config
     from synthmed.training.loop import start_run, train
 
     if resume is not None:
@@ -319,8 +320,8 @@ def release_command(
     by: Annotated[Optional[str], typer.Option(help="with --force: who releases it (default: the login name)")] = None,
 ) -> None:
     """Audit a synthetic set's privacy and write its shareable package (PNG, CSV, npz, card, SHA256SUMS)."""
+    from synthmed.errors import ConfigError
     from synthmed.release import ReleaseRefused, release
-    from synthmed.training.config import ConfigError
 
     if by is not None and not force:
         raise ConfigError("--by names who forces a release: it goes with --force")

@@ -33,9 +33,9 @@ import numpy as np
 
 from synthmed import __version__
 from synthmed._io import read_json, sha256_file, write_json_atomic, write_text_atomic
-from synthmed.data.errors import DataError
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting
+from synthmed.errors import DataError
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.suite import evaluate_privacy_run, format_number
 from synthmed.evaluation.utility import check_pair, pair_identity

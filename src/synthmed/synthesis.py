@@ -33,12 +33,12 @@ from PIL import Image
 
 from synthmed import __version__
 from synthmed._io import read_json, sha256_file, write_json_atomic, write_text_atomic
-from synthmed.data.errors import DataError
 from synthmed.data.records import SPLITS, combination_key
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.data.store import FORMAT_VERSION, Store, content_hash, move_into_place
+from synthmed.errors import ConfigError, DataError
 from synthmed.progress import progress_bar
-from synthmed.training.config import ConfigError, config_from_dict
+from synthmed.training.config import config_from_dict
 from synthmed.training.methods import load_sampler
 from synthmed.training.samples import to_uint8
 

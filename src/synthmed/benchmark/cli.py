@@ -36,7 +36,7 @@ def benchmark_command(
     from synthmed.benchmark.jobs import expand
     from synthmed.benchmark.presets import load_preset
     from synthmed.benchmark.runner import count_jobs, run_benchmark, training_plan
-    from synthmed.training.config import ConfigError
+    from synthmed.errors import ConfigError
 
     if preset is None or (out is None and not dry_run):
         raise ConfigError("give --preset and --out (or --dry-run)")

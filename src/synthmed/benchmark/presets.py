@@ -31,9 +31,9 @@ from typing import Any
 from synthmed._io import read_yaml
 from synthmed.data.settings import expand_preset
 from synthmed.data.settings import load_preset as load_settings_preset
+from synthmed.errors import ConfigError
 from synthmed.evaluation.privacy import DEFAULT_OPTIONS as PRIVACY_OPTIONS
 from synthmed.evaluation.privacy import check_options as check_privacy_options
-from synthmed.training.config import ConfigError
 
 KEYS = {"name", "data", "settings", "dimensions", "models", "seeds", "shared_stop", "classifier", "fidelity",
         "privacy", "importance", "slurm"}

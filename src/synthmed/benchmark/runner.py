@@ -22,7 +22,7 @@ from synthmed.benchmark.executors import run_local, run_submitit
 from synthmed.benchmark.jobs import STATES, Job, expand, job_state
 from synthmed.benchmark.presets import BenchmarkPreset
 from synthmed.benchmark.results import collect_results, write_results
-from synthmed.training.config import ConfigError
+from synthmed.errors import ConfigError
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 

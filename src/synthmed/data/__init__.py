@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 from typing import Any
 
-from synthmed.data.errors import DataError
 from synthmed.data.overview import describe, write_grids
 from synthmed.data.settings import (
     BenchmarkSetting,
@@ -25,6 +24,7 @@ from synthmed.data.settings import (
 )
 from synthmed.data.sources import SOURCES, load_source, source_options
 from synthmed.data.store import Store, prepare
+from synthmed.errors import DataError
 
 
 def prepare_source(

@@ -40,9 +40,9 @@ import numpy as np
 import pandas as pd
 
 from synthmed._io import read_json, read_yaml, write_json_atomic
-from synthmed.data.errors import DataError
 from synthmed.data.records import SPLITS, combination_key, combination_name
 from synthmed.data.store import Store, move_into_place
+from synthmed.errors import DataError
 
 SETTING_KEYS = {
     "name", "combinations", "min_images_per_combination", "train_per_combination", "oversample",

@@ -33,11 +33,11 @@ import pandas as pd
 
 from synthmed import __version__
 from synthmed._io import read_json, write_json_atomic, write_with_atomic
-from synthmed.data.errors import DataError
 from synthmed.data.imaging import SCALINGS, Decoded, base_size, decode
 from synthmed.data.neardup import DEFAULT_THRESHOLD, near_duplicate_groups
 from synthmed.data.records import SPLITS, Record, SourceData, combination_key
 from synthmed.data.splits import grouped_split
+from synthmed.errors import DataError
 from synthmed.progress import progress_bar
 
 FORMAT_VERSION = 1

@@ -37,10 +37,9 @@ from monai.networks.nets import DenseNet121
 from torch import nn
 
 from synthmed._io import sha256_file, write_with_atomic
-from synthmed.data.errors import DataError
+from synthmed.errors import ConfigError, DataError
 from synthmed.evaluation.metrics import auroc_per_label, undefined_labels
 from synthmed.progress import progress_bar
-from synthmed.training.config import ConfigError
 from synthmed.training.distributed import resolve_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

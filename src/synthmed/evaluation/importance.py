@@ -47,8 +47,8 @@ from monai.networks.nets.densenet import _DenseLayer
 from torch import Tensor, nn
 
 from synthmed._io import write_with_atomic
+from synthmed.errors import ConfigError
 from synthmed.evaluation.stats import SPREAD_DDOF, mean_std
-from synthmed.training.config import ConfigError
 
 if TYPE_CHECKING:
     from synthmed.evaluation.classifier import Classifier

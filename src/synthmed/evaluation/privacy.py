@@ -38,9 +38,9 @@ from PIL import Image
 from scipy import stats
 
 from synthmed._io import write_with_atomic
+from synthmed.errors import ConfigError
 from synthmed.evaluation.privacy_words import reason
 from synthmed.evaluation.stats import auc_test, count_below_test, holm
-from synthmed.training.config import ConfigError
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "alpha": 0.05,  # the verdict's false-alarm level: chance that a generator which leaks nothing is not "pass"

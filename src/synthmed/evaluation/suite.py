@@ -17,9 +17,9 @@ from typing import Any, Callable
 import numpy as np
 
 from synthmed._io import write_json_atomic
-from synthmed.data.errors import DataError
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting
+from synthmed.errors import ConfigError, DataError
 from synthmed.evaluation.classifier import Classifier, load_classifier
 from synthmed.evaluation.fidelity import (
     DC_K,
@@ -34,7 +34,6 @@ from synthmed.evaluation.privacy import Groups, Sets, check_options, nn_grid, pi
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import SPREAD
 from synthmed.evaluation.utility import pair_identity
-from synthmed.training.config import ConfigError
 from synthmed.training.features import make_extractor
 
 

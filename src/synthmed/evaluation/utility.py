@@ -25,9 +25,9 @@ from pathlib import Path
 from typing import Any
 
 from synthmed._io import sha256_file, write_json_atomic
-from synthmed.data.errors import DataError
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting
+from synthmed.errors import DataError
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig, load_classifier, train_classifier
 from synthmed.evaluation.metrics import auroc_per_label, release_flip
 

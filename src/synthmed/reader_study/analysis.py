@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from synthmed._io import write_json_atomic, write_with_atomic
-from synthmed.data.errors import DataError
+from synthmed.errors import ReaderStudyError
 from synthmed.evaluation.stats import SPREAD, mean_std, wilcoxon_against
 from synthmed.reader_study import db
 
@@ -52,7 +52,7 @@ def accuracy(cells: dict[str, int]) -> float:
 def summarize(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
     """Mean and standard deviation over readers of each cell and of accuracy, and the Wilcoxon test."""
     if not counts:
-        raise DataError("no reader has finished the study yet (use --include-incomplete for partial sessions)")
+        raise ReaderStudyError("no reader has finished the study yet (use --include-incomplete for partial sessions)")
     accuracies = [accuracy(cells) for cells in counts.values()]
     summary: dict[str, Any] = {"n_readers": len(counts), "readers": list(counts)}
     for name in ("TR", "FS", "FR", "TS"):

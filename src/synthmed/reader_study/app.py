@@ -36,7 +36,7 @@ from fastapi.responses import HTMLResponse, JSONResponse, Response
 from jinja2 import Environment, PackageLoader, select_autoescape
 from pydantic import BaseModel, ConfigDict, Field
 
-from synthmed.data.errors import DataError
+from synthmed.errors import ReaderStudyError
 from synthmed.reader_study import db
 
 T = TypeVar("T")
@@ -174,7 +174,7 @@ async def admin_progress(conn: Conn) -> dict:
 async def admin_new_reader(body: NewReader, request: Request, conn: Conn) -> dict:
     try:
         token = await conn.write(db.add_reader, body.name)
-    except DataError as error:
+    except ReaderStudyError as error:
         raise HTTPException(409, str(error)) from None
     return {"name": body.name.strip(), "link": reader_link(str(request.base_url), token)}
 

@@ -21,9 +21,9 @@ from typing import Any
 import numpy as np
 
 from synthmed import __version__
-from synthmed.data.errors import DataError
 from synthmed.data.records import SPLITS, combination_key, combination_name
 from synthmed.data.store import Store
+from synthmed.errors import DataError
 from synthmed.reader_study import db
 from synthmed.reader_study.png import encode_png
 

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from synthmed._io import atomic_path
-from synthmed.data.errors import DataError
+from synthmed.errors import ReaderStudyError
 
 DB_NAME = "study.sqlite"
 LABELS = ("real", "synthetic")
@@ -99,7 +99,7 @@ def study_database(study: str | os.PathLike) -> Path:
     """The database of a study directory; a clear error when there is none."""
     path = Path(study) / DB_NAME
     if not path.is_file():
-        raise DataError(f"not a reader study (no {DB_NAME}); make one with `synthmed reader-study create`", file=study)
+        raise ReaderStudyError(f"not a reader study (no {DB_NAME}); make one with `synthmed reader-study create`", file=study)
     return path
 
 
@@ -164,11 +164,11 @@ def add_reader(conn: sqlite3.Connection, name: str) -> str:
     """
     name = name.strip()
     if not name or len(name) > 100:
-        raise DataError("a reader name must have 1 to 100 characters", field="name")
+        raise ReaderStudyError("a reader name must have 1 to 100 characters", field="name")
     token = new_token()
     with transaction(conn):
         if conn.execute("SELECT 1 FROM readers WHERE name = ?", (name,)).fetchone():
-            raise DataError(f"there is already a reader named {name!r}; choose another name", field="name")
+            raise ReaderStudyError(f"there is already a reader named {name!r}; choose another name", field="name")
         seed = int(json.loads(conn.execute("SELECT value FROM meta WHERE name = 'seed'").fetchone()[0]))
         number = conn.execute("SELECT COUNT(*) FROM readers").fetchone()[0] + 1
         order_seed = seed * 1_000_003 + number

@@ -16,12 +16,9 @@ from pathlib import Path
 from typing import Any, Callable
 
 from synthmed._io import read_yaml
+from synthmed.errors import ConfigError
 
 MODELS = ("cpdgan", "proggan", "diffusion")
-
-
-class ConfigError(ValueError):
-    """A training configuration that cannot run; the message names the key."""
 
 
 @dataclass

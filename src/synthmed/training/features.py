@@ -22,8 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from synthmed._io import sha256_file
-from synthmed.data.errors import DataError
-from synthmed.training.config import ConfigError
+from synthmed.errors import ConfigError, DataError
 
 DEFAULT_WEIGHTS_FILE = "default_1.pt"
 DEFAULT_WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"

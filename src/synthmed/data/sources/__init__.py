@@ -11,9 +11,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from synthmed.data.errors import DataError
 from synthmed.data.records import SourceData
 from synthmed.data.sources import br35h, chexpert, folder, medmnist, rsna_ich
+from synthmed.errors import DataError
 
 SOURCES: dict[str, Callable[..., SourceData]] = {
     "br35h": br35h.load,

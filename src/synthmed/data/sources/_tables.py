@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from synthmed.data.errors import DataError
+from synthmed.errors import DataError
 
 # Spellings of 0 and 1 found in label tables (pandas writes float columns as "1.0").
 BINARY: dict[str, int] = {"0": 0, "1": 1, "0.0": 0, "1.0": 1}

@@ -16,9 +16,9 @@ import importlib.metadata
 import importlib.util
 from pathlib import Path
 
-from synthmed.data.errors import DataError
 from synthmed.data.imaging import ImageFile
 from synthmed.data.records import Record, SourceData
+from synthmed.errors import DataError
 
 LABEL_NAMES = ["No Finding", "Tumor"]
 CLASS_FOLDERS = {"no": (1, 0), "yes": (0, 1)}

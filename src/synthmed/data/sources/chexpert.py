@@ -24,7 +24,6 @@ from pathlib import Path, PurePosixPath
 
 import pandas as pd
 
-from synthmed.data.errors import DataError
 from synthmed.data.imaging import ImageFile
 from synthmed.data.records import Record, SourceData
 from synthmed.data.sources._tables import (
@@ -34,6 +33,7 @@ from synthmed.data.sources._tables import (
     read_table,
     resolve_in_root,
 )
+from synthmed.errors import DataError
 
 FINDINGS = [
     "No Finding",

@@ -23,7 +23,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from synthmed.data.errors import DataError
 from synthmed.data.imaging import ImageFile, image_kind, parse_windows
 from synthmed.data.records import Record, SourceData
 from synthmed.data.sources._tables import (
@@ -32,6 +31,7 @@ from synthmed.data.sources._tables import (
     read_table,
     resolve_in_root,
 )
+from synthmed.errors import DataError
 
 
 def _column_list(columns: str | Sequence[str]) -> list[str]:

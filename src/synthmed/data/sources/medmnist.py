@@ -23,9 +23,9 @@ from pathlib import Path
 import numpy as np
 
 from synthmed._io import sha256_file
-from synthmed.data.errors import DataError
 from synthmed.data.imaging import ArrayImage
 from synthmed.data.records import SPLITS, Record, SourceData
+from synthmed.errors import DataError
 
 # ChestMNIST's 14 columns, in its order, as the NIH ChestX-ray14 set names them.
 CHESTMNIST_LABELS = [

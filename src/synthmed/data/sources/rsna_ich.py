@@ -23,10 +23,10 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from synthmed.data.errors import DataError
 from synthmed.data.imaging import ImageFile, parse_windows
 from synthmed.data.records import Record, SourceData
 from synthmed.data.sources._tables import check_unique, read_table
+from synthmed.errors import DataError
 
 SUBTYPES = ["epidural", "intraparenchymal", "intraventricular", "subarachnoid", "subdural"]
 LABEL_NAMES = [*SUBTYPES, "No Finding"]
