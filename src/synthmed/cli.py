@@ -199,6 +199,25 @@ ClassifierSets = Annotated[list[str], typer.Option("--set", help="classifier set
 Extractors = Annotated[list[str], typer.Option(help="inception (standard FID), inception-96, pixels")]
 
 
+@app.command("import")
+def import_command(
+    source: Annotated[Path, typer.Argument(
+        help="a folder with train.csv, val.csv, test.csv (or train/, val/, test/ each with a CSV), one CSV file "
+             "(optional fold column) or an .npz")],
+    real: RealSetting,
+    out: Annotated[Path, typer.Option("--out", "-o", help="directory for the synthetic set")],
+    seed: Annotated[int, typer.Option(help="seed of the choice where the source has more images than real rows")] = 0,
+    png: Annotated[bool, typer.Option(help="also export PNG files and CheXpert-style CSVs")] = True,
+    overwrite: Annotated[bool, typer.Option(help="replace another synthetic set in --out")] = False,
+    progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+) -> None:
+    """Turn images made by another generator into a synthetic set, as `generate` writes one (evaluate, release)."""
+    from synthmed.importing import import_synthetic
+
+    import_synthetic(source, real, out, seed=seed, export_png=png, overwrite=overwrite, progress=progress,
+                     log=console.print)
+
+
 @evaluate_app.command("utility")
 def evaluate_utility_command(
     real: RealSetting,

@@ -9,9 +9,10 @@
     export/     PNG files per fold and a CheXpert-style CSV per fold (Path + label columns)
     card.md, card.json   the dataset card
 
-Nothing of the real images is copied: keys are ``syn-<fold>-<n>``, there are no real file
-names, patient ids or paths; the card names the setting and the real store's content hash
-(for provenance, not identification).
+``write_set`` writes this layout; ``synthmed import`` (``importing.py``) writes it too, for images
+made by another generator. Nothing of the real images is copied: keys are ``syn-<fold>-<n>``,
+there are no real file names, patient ids or paths; the card names the setting and the real
+store's content hash (for provenance, not identification).
 """
 
 from __future__ import annotations
@@ -118,8 +119,8 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     seed = int(snapshot["config"]["seed"] if seed is None else seed)
     if (out / "card.json").is_file():
         card = read_json(out / "card.json")
-        same = (card["generation_seed"] == seed and card.get("sampling_options", {}) == options
-                and card["generator_sha256"] == sha256_file(generator_file))
+        same = (card.get("generation_seed") == seed and card.get("sampling_options", {}) == options  # get: an
+                and card.get("generator_sha256") == sha256_file(generator_file))  # imported set has neither
         if same:
             log(f"{out} already holds this synthetic set; nothing to do")
             return out
@@ -135,29 +136,38 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     if made != resolution:  # e.g. a prog-GAN snapshot from before it had grown to the setting's size
         raise DataError(f"makes {made} px images, the setting is {resolution} px: choose a snapshot from after the "
                         "generator reached full size", file=generator_file)
+    images = {}
+    with progress_bar(sum(len(v) for v in folds.values()), "generating", progress) as bar:
+        for fold, labels in folds.items():
+            images[fold] = synthesize(sampler, labels, _fold_seed(seed, fold), options=options, on_batch=bar.advance)
+    write_set(out, images, folds, setting, resolution, snapshot, seed, export_png,
+              lambda store: _card(generator_file, snapshot_file or "generator.pt", info, summary, snapshot, setting,
+                                  folds, seed, options, store))
+    log(f"synthetic set: {sum(len(v) for v in folds.values())} images in {out}")
+    return out
+
+
+def write_set(out: Path, images: dict[str, np.ndarray], folds: dict[str, np.ndarray], setting: BenchmarkSetting,
+              resolution: int, snapshot: dict, seed: int, export_png: bool,
+              make_card: Callable[[Store], dict[str, Any]]) -> None:
+    """Write a synthetic set (see the module docstring) to a hidden folder beside ``out`` and rename it into place.
+    ``images`` and ``folds`` (labels) per fold, row for row as in ``setting``; ``make_card`` makes the dataset card
+    from the written store."""
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_parent(out)))
     try:
-        images = {}
-        with progress_bar(sum(len(v) for v in folds.values()), "generating", progress) as bar:
-            for fold, labels in folds.items():
-                images[fold] = synthesize(sampler, labels, _fold_seed(seed, fold), options=options,
-                                          on_batch=bar.advance)
         store_dir = tmp / "store"
         _write_store(store_dir, images, folds, setting.label_names, resolution, snapshot, seed)
         store = Store(store_dir)
         _write_setting(tmp / "setting", store, setting)
         if export_png:
             export_folds(tmp / "export", images, folds, setting.label_names)
-        card = _card(generator_file, snapshot_file or "generator.pt", info, summary, snapshot, setting, folds, seed,
-                     options, store)
+        card = make_card(store)
         write_json_atomic(tmp / "card.json", card)
         write_text_atomic(tmp / "card.md", card_markdown(card))
         move_into_place(tmp, out)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp)
-    log(f"synthetic set: {sum(len(v) for v in folds.values())} images in {out}")
-    return out
 
 
 def _parent(out: Path) -> Path:
@@ -218,9 +228,13 @@ def export_folds(folder: Path, images: dict, folds: dict, label_names: list[str]
         table.to_csv(folder / f"{fold}.csv", index=False)
 
 
+def label_counts(folds: dict[str, np.ndarray], label_names: list[str]) -> dict[str, dict[str, int]]:
+    """Positive rows per label in each fold, as the dataset card lists them."""
+    return {fold: dict(zip(label_names, folds[fold].sum(axis=0).astype(int).tolist())) for fold in SPLITS}
+
+
 def _card(generator_file, generator_name, info, summary, snapshot, setting, folds, seed, options,
           store) -> dict[str, Any]:
-    label_counts = {fold: dict(zip(setting.label_names, folds[fold].sum(axis=0).astype(int).tolist())) for fold in SPLITS}
     return {
         "model": snapshot["config"]["model"],
         "config_digest": info["config_digest"],
@@ -240,7 +254,7 @@ def _card(generator_file, generator_name, info, summary, snapshot, setting, fold
         "generation_seed": seed,
         "sampling_options": options,
         "images_per_fold": {fold: int(len(folds[fold])) for fold in SPLITS},
-        "label_counts": label_counts,
+        "label_counts": label_counts(folds, setting.label_names),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         "software": {"synthmed": __version__, "torch": torch.__version__, "numpy": np.__version__,
                      "python": platform.python_version()},
@@ -254,13 +268,7 @@ def card_markdown(card: dict[str, Any]) -> str:
         "Every image is generated; none is a real patient's image. Each real row of the setting's",
         "train, val and test folds has exactly one synthetic counterpart with the same label vector.",
         "",
-        f"- model: {card['model']} (config digest `{card['config_digest']}`)",
-        f"- generator: EMA weights ({card['generator_file']}) after {card['images_seen_by_generator']:,} real images "
-        f"(training stopped at {card['training_images_seen']:,}: {card['stop_reason']})",
-        f"- best FD during training: {'none' if card['best_fid'] is None else format(card['best_fid'], '.2f')} "
-        f"({card['fid_extractor']})",
-        f"- generation seed: {card['generation_seed']}"
-        + "".join(f"; {k.replace('_', ' ')} {v}" for k, v in card["sampling_options"].items()),
+        *(_imported_lines(card) if card.get("origin") == "imported" else _generator_lines(card)),
         f"- created: {card['created']}; software: "
         + ", ".join(f"{k} {v}" for k, v in card["software"].items()),
         "",
@@ -270,3 +278,24 @@ def card_markdown(card: dict[str, Any]) -> str:
     for fold, count in card["images_per_fold"].items():
         lines.append(f"| {fold} | {count} | " + " | ".join(str(card["label_counts"][fold][n]) for n in card["label_names"]) + " |")
     return "\n".join(lines) + "\n"
+
+
+def _generator_lines(card: dict[str, Any]) -> list[str]:
+    return [
+        f"- model: {card['model']} (config digest `{card['config_digest']}`)",
+        f"- generator: EMA weights ({card['generator_file']}) after {card['images_seen_by_generator']:,} real images "
+        f"(training stopped at {card['training_images_seen']:,}: {card['stop_reason']})",
+        f"- best FD during training: {'none' if card['best_fid'] is None else format(card['best_fid'], '.2f')} "
+        f"({card['fid_extractor']})",
+        f"- generation seed: {card['generation_seed']}"
+        + "".join(f"; {k.replace('_', ' ')} {v}" for k, v in card["sampling_options"].items()),
+    ]
+
+
+def _imported_lines(card: dict[str, Any]) -> list[str]:
+    """An imported set (``synthmed import``): where it came from, in words that name no file."""
+    return [
+        f"- origin: {card['description']} (read from {card['source_format']}, which offered "
+        f"{card['images_offered']:,} images of {', '.join(card['source_sizes'])} px)",
+        f"- selection: {card['selection']} (seed {card['selection_seed']})",
+    ]
