@@ -75,6 +75,7 @@ def test_round_trip_through_the_export_gives_the_same_set_and_the_same_aurocs(ma
     markdown = (imported / "card.md").read_text()
     assert markdown.startswith("# Synthetic data set: all/r16 (external, 16x16)")
     assert "- origin: imported from an external generator, 60 images (read from CSV files per fold" in markdown
+    assert "Every image was made by an external generator, not by synthmed." in markdown  # not "none is real"
 
     config = ClassifierConfig(input_size=32, max_epochs=1, batch_size=16, threads=1)
     quiet = {"log": lambda m: None, "progress": False}

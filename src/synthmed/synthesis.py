@@ -262,13 +262,16 @@ def _card(generator_file, generator_name, info, summary, snapshot, setting, fold
 
 
 def card_markdown(card: dict[str, Any]) -> str:
+    imported = card.get("origin") == "imported"
     lines = [
         f"# Synthetic data set: {card['setting']} ({card['model']}, {card['resolution']}x{card['resolution']})",
         "",
-        "Every image is generated; none is a real patient's image. Each real row of the setting's",
+        # synthmed vouches only for images it made; the privacy audit looks for copies in either kind
+        ("Every image was made by an external generator, not by synthmed." if imported else
+         "Every image is generated; none is a real patient's image.") + " Each real row of the setting's",
         "train, val and test folds has exactly one synthetic counterpart with the same label vector.",
         "",
-        *(_imported_lines(card) if card.get("origin") == "imported" else _generator_lines(card)),
+        *(_imported_lines(card) if imported else _generator_lines(card)),
         f"- created: {card['created']}; software: "
         + ", ".join(f"{k} {v}" for k, v in card["software"].items()),
         "",
