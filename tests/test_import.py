@@ -236,3 +236,24 @@ def test_npz_and_out_errors(made, tmp_path):
     with pytest.raises(DataError, match="already holds a synthetic set; pass --overwrite"):
         _quiet(made["synthetic"] / "export", made, made["synthetic"])
     assert not (tmp_path / "o").exists()
+
+
+def test_a_three_channel_setting_takes_rgb_images_as_they_are_and_refuses_grey_ones(tmp_path):
+    store = prepare(array_source(channels=3), tmp_path / "store", resolutions=[8], workers=1, progress=False,
+                    log=lambda m: None)
+    (tmp_path / "p.yaml").write_text("dimensions:\n  all:\n    settings:\n      - {name: r8, resolution: 8}\n")
+    build_settings(tmp_path / "p.yaml", store, tmp_path / "settings", log=lambda m: None)
+    setting = BenchmarkSetting(tmp_path / "settings" / "all" / "r8")
+    rng = np.random.default_rng(0)
+    images = {f: rng.integers(0, 256, (len(setting.rows(f)), 3, 8, 8), dtype=np.uint8) for f in SPLITS}
+    np.savez(tmp_path / "rgb.npz", **{f"{f}_images": images[f] for f in SPLITS},
+             **{f"{f}_labels": setting.labels(f) for f in SPLITS})
+    out = import_synthetic(tmp_path / "rgb.npz", setting.path, tmp_path / "rgb", progress=False, log=lambda m: None)
+    for fold in SPLITS:
+        np.testing.assert_array_equal(BenchmarkSetting(out / "setting").images(fold), images[fold])
+    np.savez(tmp_path / "grey.npz", **{f"{f}_images": images[f][:, 0] for f in SPLITS},
+             **{f"{f}_labels": setting.labels(f) for f in SPLITS})
+    with pytest.raises(DataError, match=r"field 'train_images\[0\]': cannot use the image: ValueError: it has 1 "
+                                        "channel\\(s\\), the real setting's images have 3"):
+        import_synthetic(tmp_path / "grey.npz", setting.path, tmp_path / "grey", progress=False, log=lambda m: None)
+    assert not (tmp_path / "grey").exists()

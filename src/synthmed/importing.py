@@ -68,7 +68,7 @@ class Pool:
 
     folds: tuple[str, ...]  # one fold, or all three where the source has none
     labels: np.ndarray  # (n, L) uint8, in the setting's label order
-    read: Callable[[int], np.ndarray]  # image i: float32 (C, H, W) in 0..255 (may raise OSError/ValueError)
+    read: Callable[[int], np.ndarray]  # image i: float32 (C, H, W) in 0..255
     where: Callable[[int], dict[str, Any]]  # image i's file, row and field, for a DataError
 
 
@@ -263,8 +263,8 @@ def _load(pool: Pool, i: int, channels: int, resolution: int, sizes: set[tuple[i
         pixels = pool.read(i)
         sizes.add(pixels.shape[1:])
         return _fit(pixels, channels, resolution)
-    except (OSError, ValueError) as error:
-        raise DataError(f"cannot use the image: {error}", **pool.where(i)) from None
+    except Exception as error:  # noqa: BLE001 - as in the store: any failure of one image names that image
+        raise DataError(f"cannot use the image: {type(error).__name__}: {error}", **pool.where(i)) from None
 
 
 def _fit(pixels: np.ndarray, channels: int, resolution: int) -> np.ndarray:
