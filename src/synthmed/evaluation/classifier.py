@@ -37,10 +37,10 @@ from monai.networks.nets import DenseNet121
 from torch import nn
 
 from synthmed._io import sha256_file, write_with_atomic
+from synthmed.device import resolve_device
 from synthmed.errors import ConfigError, DataError
 from synthmed.evaluation.metrics import auroc_per_label, undefined_labels
 from synthmed.progress import progress_bar
-from synthmed.training.distributed import resolve_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
