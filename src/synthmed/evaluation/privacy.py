@@ -41,7 +41,8 @@ from synthmed._io import write_with_atomic
 from synthmed.errors import ConfigError
 from synthmed.evaluation.privacy_words import reason
 from synthmed.evaluation.stats import auc_test, count_below_test, holm
-from synthmed.metrics.knn import as_matrix, nearest_neighbours
+from synthmed.metrics.arrays import as_matrix
+from synthmed.metrics.knn import nearest_neighbours
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "alpha": 0.05,  # the verdict's false-alarm level: chance that a generator which leaks nothing is not "pass"

@@ -16,23 +16,14 @@ balls the brute-force definitions of precision, recall, density and coverage (te
 from __future__ import annotations
 
 import numpy as np
-import torch
+
+from synthmed.metrics.arrays import Features, as_matrix
 
 BLOCK = 4096  # queries and references per tile
 METRICS = ("cosine", "euclidean")
 
 
-def as_matrix(name: str, x: np.ndarray | torch.Tensor) -> np.ndarray:
-    """``x`` as a non-empty float64 (N, D) array; a tensor is copied off its device first."""
-    if isinstance(x, torch.Tensor):
-        x = x.detach().cpu().numpy()
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or len(x) == 0:
-        raise ValueError(f"{name} must be a non-empty (N, D) array, got shape {x.shape}")
-    return x
-
-
-def _pair(queries: np.ndarray, references: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _pair(queries: Features, references: Features) -> tuple[np.ndarray, np.ndarray]:
     q, r = as_matrix("queries", queries), as_matrix("references", references)
     if q.shape[1] != r.shape[1]:
         raise ValueError(f"queries have {q.shape[1]} features, references {r.shape[1]}")
@@ -62,8 +53,8 @@ def _tile(q: np.ndarray, r: np.ndarray, q_sq: np.ndarray | None, r_sq: np.ndarra
 
 
 def nearest_neighbours(
-    queries: np.ndarray,
-    references: np.ndarray,
+    queries: Features,
+    references: Features,
     metric: str = "cosine",
     k: int = 1,
     block: int = BLOCK,
@@ -122,13 +113,13 @@ def nearest_neighbours(
     return distances, indices
 
 
-def knn_radii(x: np.ndarray, k: int, block: int = BLOCK) -> np.ndarray:
+def knn_radii(x: Features, k: int, block: int = BLOCK) -> np.ndarray:
     """Euclidean distance from each row of ``x`` to its k-th nearest other row (itself excluded by index,
     not by value: a duplicate row is at distance 0)."""
     return nearest_neighbours(x, x, metric="euclidean", k=k, block=block, exclude_self=True)[0][:, -1]
 
 
-def balls_holding(points: np.ndarray, centres: np.ndarray, radii: np.ndarray,
+def balls_holding(points: Features, centres: Features, radii: np.ndarray,
                   block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """For the closed euclidean balls (``centres[j]``, ``radii[j]``): how many balls hold each point, and how
     many points each ball holds; ``||p - c|| <= r`` decided as ``np.linalg.norm(p - c)`` would decide it."""
@@ -148,7 +139,8 @@ def balls_holding(points: np.ndarray, centres: np.ndarray, radii: np.ndarray,
             cb, cb_sq, rb, rb_sq = (a[cs : cs + block] for a in (c, c_sq, radii, r_sq))
             d = _tile(pb, cb, pb_sq, cb_sq)
             band = 4 * (p.shape[1] + 3) * eps * (pb_sq.max() + cb_sq.max()) + 4 * eps * rb_sq
-            undecided = np.abs(d - rb_sq) <= band
+            gap = d - rb_sq
+            undecided = np.abs(gap, out=gap) <= band
             inside = d <= rb_sq
             i, j = np.nonzero(undecided)
             inside[i, j] = np.linalg.norm(pb[i] - cb[j], axis=1) <= rb[j]

@@ -49,6 +49,8 @@ from synthmed._io import (
 )
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.device import resolve_device
+from synthmed.metrics.extractors import FeatureExtractor, make_extractor
+from synthmed.metrics.fid import RunningStats, frechet_from_stats
 from synthmed.progress import progress_bar
 from synthmed.training import distributed
 from synthmed.training.config import (
@@ -58,8 +60,6 @@ from synthmed.training.config import (
     growth_images,
     validate_resolution,
 )
-from synthmed.training.features import FeatureExtractor, make_extractor
-from synthmed.training.fid import RunningStats, frechet_from_stats
 from synthmed.training.methods import TrainingMethod, build_method, update_ema
 from synthmed.training.samples import sample_grid, to_uint8
 
