@@ -83,3 +83,10 @@ def test_balls_holding_equals_brute_force_exactly_on_ties(block: int) -> None:
 def test_balls_holding_refuses_a_radius_per_wrong_thing() -> None:
     with pytest.raises(ValueError, match="expected 5 radii"):
         balls_holding(np.zeros((3, 2)), np.zeros((5, 2)), np.zeros(3))
+
+
+def test_balls_holding_decides_a_tile_of_duplicates_a_block_of_pairs_at_a_time() -> None:
+    # every pair sits on the edge of a radius-0 ball, so every pair is recomputed, more pairs than a block
+    same = np.ones((12, 3))
+    per_point, per_centre = balls_holding(same, same, knn_radii(same, 2, block=5), block=5)
+    assert per_point.tolist() == [12] * 12 and per_centre.tolist() == [12] * 12

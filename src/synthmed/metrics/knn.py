@@ -1,16 +1,16 @@
 """The one exact nearest-neighbour engine of synthmed: fidelity's k-NN balls and privacy's closest records.
 
 Everything is float64 and done on tiles of ``block`` queries x ``block`` references, so peak memory
-is O(block**2) (about 130 MB at the default) beyond a float64 copy of the inputs, whatever the
-number of rows: 100k+ references are fine. A tile holds cosine distances (1 - cosine similarity;
+is O(block**2) (about 130 MB a tile at the default) beyond a float64 copy of the inputs and block x k
+x dim for the recomputed neighbours, whatever the number of rows: 100k+ references are fine. A tile holds cosine distances (1 - cosine similarity;
 a zero vector has distance 1 to everything, as in scikit-learn) or squared euclidean distances by
 the expansion ||q||^2 - 2 q.r + ||r||^2, which a matrix product computes fast but with an error of
 about the dimension times the float64 epsilon times the squared norms. The interesting distances
 (copies, ball edges) are tiny differences of large dot products, so the answers are made exact
 where that error could matter: ``nearest_neighbours`` recomputes the euclidean winners as
 ||q - r||, and ``balls_holding`` decides the pairs that close to a radius by ||q - r|| too.
-``nearest_neighbours`` matches scikit-learn's ``NearestNeighbors`` (tests/test_privacy.py), the
-balls the brute-force definitions of precision, recall, density and coverage (tests/test_fidelity.py).
+``nearest_neighbours`` matches scikit-learn's ``NearestNeighbors`` and the balls equal the
+brute-force definitions of precision, recall, density and coverage (tests/test_knn.py, tests/test_fidelity.py).
 """
 
 from __future__ import annotations
@@ -143,7 +143,9 @@ def balls_holding(points: Features, centres: Features, radii: np.ndarray,
             undecided = np.abs(gap, out=gap) <= band
             inside = d <= rb_sq
             i, j = np.nonzero(undecided)
-            inside[i, j] = np.linalg.norm(pb[i] - cb[j], axis=1) <= rb[j]
+            for s in range(0, len(i), block):  # a block of pairs at a time: a tile of duplicates is all undecided
+                ii, jj = i[s : s + block], j[s : s + block]
+                inside[ii, jj] = np.linalg.norm(pb[ii] - cb[jj], axis=1) <= rb[jj]
             per_point[ps : ps + len(pb)] += inside.sum(axis=1)
             per_centre[cs : cs + len(cb)] += inside.sum(axis=0)
     return per_point, per_centre
