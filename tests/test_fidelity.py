@@ -1,4 +1,5 @@
-"""Fidelity metrics: KID against torchmetrics, precision/recall/density/coverage against brute force, the cache."""
+"""Fidelity metrics: KID against torchmetrics, precision/recall/density/coverage against brute force, the
+Fréchet distance on features or statistics, the classifier as an extractor, the cache."""
 
 from __future__ import annotations
 
@@ -8,19 +9,13 @@ import torch
 from torch import nn
 from torchmetrics.image.kid import KernelInceptionDistance, poly_mmd
 
-from synthmed.evaluation import fidelity
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig
-from synthmed.evaluation.fidelity import (
-    ClassifierFeatures,
-    FeatureCache,
-    density_coverage,
-    evaluate_fidelity,
-    frechet,
-    kid,
-    precision_recall,
-)
-from synthmed.training.features import PixelFeatures
-from synthmed.training.fid import RunningStats, fid_from_features
+from synthmed.evaluation.fidelity import FeatureCache, evaluate_fidelity
+from synthmed.metrics.density_coverage import density_coverage
+from synthmed.metrics.extractors import ClassifierFeatures, PixelFeatures
+from synthmed.metrics.fid import RunningStats, frechet, frechet_distance
+from synthmed.metrics.kid import kid
+from synthmed.metrics.precision_recall import precision_recall
 
 
 def gaussian(n: int, dim: int, seed: int, shift: float = 0.0) -> np.ndarray:
@@ -84,19 +79,27 @@ def prdc_reference(real: np.ndarray, fake: np.ndarray, k_pr: int, k_dc: int) -> 
     return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
 
 
-def prdc(real: np.ndarray, fake: np.ndarray) -> dict[str, float]:
-    precision, recall = precision_recall(real, fake, k=3)
-    density, coverage = density_coverage(real, fake, k=5)
+def prdc(real: np.ndarray, fake: np.ndarray, block: int = 4096) -> dict[str, float]:
+    precision, recall = precision_recall(real, fake, k=3, block=block)
+    density, coverage = density_coverage(real, fake, k=5, block=block)
     return {"precision": precision, "recall": recall, "density": density, "coverage": coverage}
 
 
 @pytest.mark.parametrize("shift", [0.0, 0.7])
-def test_prdc_equals_brute_force(shift, monkeypatch):
-    monkeypatch.setattr(fidelity, "_BLOCK_VALUES", 7 * 50)  # blocks of 7 rows: exercises the block edges
+def test_prdc_equals_brute_force(shift):
     real, fake = gaussian(60, 8, 4), gaussian(50, 8, 5, shift=shift)
-    got, expected = prdc(real, fake), prdc_reference(real, fake, 3, 5)
+    got, expected = prdc(real, fake, block=7), prdc_reference(real, fake, 3, 5)  # tiles of 7: their edges
     assert got == pytest.approx(expected, abs=1e-12)
     assert all(isinstance(v, float) for v in got.values())
+
+
+def test_prdc_equals_brute_force_on_duplicates_far_from_the_origin():
+    # Duplicated rows put fakes exactly on real balls' edges, and at 100 from the origin the distance
+    # expansion rounds by more than nothing: every such tie must still be decided as the definition does.
+    x = gaussian(60, 16, 12) + 100.0
+    real = np.concatenate([x, x[:15]])
+    fake = np.concatenate([real[5:40], gaussian(10, 16, 13) + 100.0])
+    assert prdc(real, fake, block=7) == prdc_reference(real, fake, 3, 5)
 
 
 def test_prdc_extremes():
@@ -110,7 +113,7 @@ def test_prdc_extremes():
 
 def test_frechet_accepts_features_or_stats():
     a, b = gaussian(80, 6, 8), gaussian(90, 6, 9, shift=0.4)
-    expected = fid_from_features(a, b)
+    expected = frechet_distance(a.mean(axis=0), np.cov(a, rowvar=False), b.mean(axis=0), np.cov(b, rowvar=False))
     stats_b = RunningStats(6).update(b)
     assert frechet(a, b) == pytest.approx(expected, rel=1e-12)
     assert frechet(torch.from_numpy(a), stats_b) == pytest.approx(expected, rel=1e-12)

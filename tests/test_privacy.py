@@ -1,4 +1,4 @@
-"""The privacy audit: exact neighbours, calibrated tests against their references, planted copies
+"""The privacy audit: calibrated tests against their references, planted copies
 found, copied sets fail, clean sets pass, options checked by name, the audit in words."""
 
 from __future__ import annotations
@@ -17,13 +17,13 @@ from synthmed.evaluation.privacy import (
     Groups,
     Sets,
     check_options,
-    nearest_neighbours,
     nn_grid,
     pixel_vectors,
     privacy_report,
 )
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import auc_test, holm
+from synthmed.metrics.knn import nearest_neighbours
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -31,36 +31,6 @@ def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     # Positive features, like pooled ReLU activations, so cosine distances are not trivially large.
     draw = lambda n: np.abs(rng.normal(size=(n, 32)))  # noqa: E731
     return draw(400), draw(200), draw(200)
-
-
-@pytest.mark.parametrize("metric", ["cosine", "euclidean"])
-def test_nearest_neighbours_matches_sklearn_across_blocks_and_ties(metric: str) -> None:
-    rng = np.random.default_rng(1)
-    refs = rng.normal(size=(50, 8))
-    refs[30] = refs[3]  # exact duplicate: a tie for queries near row 3
-    refs[41] = 2.5 * refs[7]  # same direction: a cosine tie only
-    queries = np.concatenate([rng.normal(size=(20, 8)), refs[[3, 7, 30]] + 1e-9, np.zeros((1, 8))])
-    if metric == "euclidean":
-        queries = queries[:-1]  # the zero vector only matters for cosine
-    want_d, _ = NearestNeighbors(n_neighbors=3, metric=metric, algorithm="brute").fit(refs).kneighbors(queries)
-    # block=7 splits both queries and references over several tiles, not evenly.
-    got_d, got_i = nearest_neighbours(queries, refs, metric=metric, k=3, block=7)
-    # sklearn's euclidean uses the squared-norm expansion: ~1e-8 error at near-zero distance.
-    np.testing.assert_allclose(got_d, want_d, atol=1e-10 if metric == "cosine" else 1e-7)
-    assert np.all(np.diff(got_d, axis=1) >= 0)
-    # Returned indices really have the returned distances (tied references are interchangeable).
-    exact = np.sqrt(((queries[:, None] - refs[None]) ** 2).sum(-1)) if metric == "euclidean" else None
-    if exact is not None:
-        np.testing.assert_allclose(got_d, np.take_along_axis(exact, got_i, 1), rtol=1e-9, atol=1e-15)
-    else:
-        unit = lambda x: x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-300)  # noqa: E731
-        cos = 1 - unit(queries) @ unit(refs).T
-        np.testing.assert_allclose(got_d, np.take_along_axis(cos, got_i, 1), atol=1e-12)
-    # Ties at k = 1 go to the lower index.
-    _, first = nearest_neighbours(refs[[30]], refs, metric=metric, block=7)
-    assert first[0, 0] == 3
-    if metric == "cosine":
-        assert nearest_neighbours(refs[[41]], refs, metric=metric, block=7)[1][0, 0] == 7
 
 
 def _audit(train, holdout, synthetic, **kwargs) -> dict:

@@ -22,8 +22,8 @@ from synthmed.evaluation.classifier import (
     plateau_step,
     train_classifier,
 )
-from synthmed.evaluation.metrics import auroc_per_label, release_flip
 from synthmed.evaluation.utility import evaluate_utility
+from synthmed.metrics.auroc import auroc_per_label, release_flip
 
 NAMES = ["square", "bar"]
 # small and fast: one thread leaves the other core to whatever else runs; lr 1e-3 learns in few epochs

@@ -32,7 +32,7 @@ import pandas as pd
 
 from synthmed._io import read_json, write_with_atomic
 from synthmed.benchmark.jobs import Job, job_dir, job_state
-from synthmed.evaluation.metrics import release_flip
+from synthmed.metrics.auroc import release_flip
 
 COLUMNS = ["dataset", "dimension", "setting", "model", "seed", "metric", "value"]
 PAPER_FID_IMAGES = 10_000  # FID is biased by the number of images: the paper fixes N (section 3.3)

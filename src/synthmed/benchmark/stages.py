@@ -89,8 +89,8 @@ def _pair(job: Job, inputs: dict[str, Path]) -> tuple[Path, Path, Path]:
 def real_classifier(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict:
     """The real-data classifier of one setting and seed, shared by every model's evaluation."""
     from synthmed.data.settings import BenchmarkSetting
-    from synthmed.evaluation.metrics import auroc_per_label
     from synthmed.evaluation.utility import real_classifier as train_real
+    from synthmed.metrics.auroc import auroc_per_label
 
     real = BenchmarkSetting(setting_dir(inputs["settings"], job))
     model, history, _ = train_real(real, _classifier_config(job, runtime), out / "real_classifier.pt", log,

