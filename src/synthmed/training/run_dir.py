@@ -110,6 +110,6 @@ def load_torch_file(path: Path, device: Any = "cpu") -> dict[str, Any]:
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
             ImportError) as error:
         # what torch.load raises for a cut-off zip, a stray pickle or a file of another program
-        raise DataError(f"cannot be read, it is truncated or damaged ({type(error).__name__}: "
-                        f"{str(error).splitlines()[0] if str(error) else 'no detail'}); copy it again or "
-                        "sample another snapshot of the run", file=path) from None
+        detail = str(error).splitlines()[0] if str(error) else "no detail"
+        raise DataError(f"cannot be read: it is truncated or damaged ({type(error).__name__}: {detail})",
+                        file=path) from None
