@@ -147,18 +147,19 @@ def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os
     return run.path
 
 
-def check_hardware(config: TrainConfig, channels: int) -> torch.device:
-    """The device, threads and FID feature extractor of ``config`` work on this machine (its device)."""
+def check_hardware(config: TrainConfig, channels: int) -> None:
+    """The device, threads and FID feature extractor of ``config`` can be used on this machine.
+
+    Only the machine can tell (a GPU, a weights file), so this runs when a run starts, not when a
+    config is read (``generate`` reads a GPU run's config on a laptop)."""
     if isinstance(config.threads, bool) or not isinstance(config.threads, int) or config.threads < 0:
         raise ConfigError(f"threads = {config.threads!r} must be a non-negative integer (0: torch's default)")
-    try:
-        device = distributed.resolve_device(config.device)
-        torch.empty(0, device=device)  # an unknown or absent device fails here, not after the run is made
+    try:  # an unknown or absent device fails here, not after the run folder is made
+        torch.empty(0, device=distributed.resolve_device(config.device))
     except (RuntimeError, AssertionError, TypeError) as error:
         raise ConfigError(f"device = {config.device!r} cannot be used here: {str(error).splitlines()[0]} "
                           "(use auto, cpu, cuda or cuda:N)") from None
     make_extractor(config.fid_extractor, channels=channels)  # an unknown name or missing weights file
-    return device
 
 
 def load_run_config(run: RunDir) -> TrainConfig:
