@@ -16,6 +16,16 @@ from synthmed import __version__
 from synthmed._io import read_yaml
 from synthmed.benchmark.cli import benchmark_app, demo_command, report_command
 from synthmed.errors import UserError
+from synthmed.evaluation.eval_dir import (
+    FIDELITY,
+    IMPORTANCE,
+    IMPORTANCE_FIGURE,
+    PRIVACY,
+    REAL_CLASSIFIER,
+    SYNTHETIC_CLASSIFIER,
+    UTILITY,
+    EvalDir,
+)
 from synthmed.reader_study.cli import reader_study_app
 
 
@@ -93,7 +103,9 @@ def prepare_command(
 ) -> None:
     """Decode a data source into a memory-mappable store with a grouped 80/10/10 split."""
     from synthmed.data import describe, load_source, prepare
+    from synthmed.output_dir import check_output_path
 
+    check_output_path(out)  # before the source is read: a long listing should not end in "--out is a file"
     data = load_source(source, root, **_parse_options(option, config))
     console.print(f"{source}: {len(data.records)} images, labels {data.label_names}")
     store = prepare(data, out, resolutions=resolution, scaling=scaling, max_bad_fraction=max_bad_fraction,
@@ -222,7 +234,7 @@ def import_command(
 def evaluate_utility_command(
     real: RealSetting,
     synthetic: SyntheticSetting,
-    out: Annotated[Path, typer.Option("--out", "-o", help="directory for utility.json and the classifiers")],
+    out: Annotated[Path, typer.Option("--out", "-o", help=f"directory for {UTILITY} and the classifiers")],
     set_: ClassifierSets = [],
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
@@ -238,8 +250,8 @@ def evaluate_utility_command(
 def evaluate_fidelity_command(
     real: RealSetting,
     synthetic: SyntheticSetting,
-    classifier: Annotated[Path, typer.Option(help="real_classifier.pt from `evaluate utility`")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="directory for fidelity.json")],
+    classifier: Annotated[Path, typer.Option(help=f"{REAL_CLASSIFIER} from `evaluate utility`")],
+    out: Annotated[Path, typer.Option("--out", "-o", help=f"directory for {FIDELITY}")],
     extractor: Extractors = ["inception"],
     max_images: Annotated[Optional[int], typer.Option(help="compare a seeded sample of this many images")] = None,
 ) -> None:
@@ -272,8 +284,8 @@ def _privacy_options(alpha: Optional[float], copy_quantile: Optional[float], mia
 def evaluate_privacy_command(
     real: RealSetting,
     synthetic: SyntheticSetting,
-    classifier: Annotated[Path, typer.Option(help="real_classifier.pt from `evaluate utility`")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="directory for privacy.json and the NN grids")],
+    classifier: Annotated[Path, typer.Option(help=f"{REAL_CLASSIFIER} from `evaluate utility`")],
+    out: Annotated[Path, typer.Option("--out", "-o", help=f"directory for {PRIVACY} and the NN grids")],
     alpha: PrivacyAlpha = None,
     copy_quantile: PrivacyQuantile = None,
     mia_auc_threshold: PrivacyAuc = None,
@@ -290,9 +302,9 @@ def evaluate_privacy_command(
 @evaluate_app.command("importance")
 def evaluate_importance_command(
     real: RealSetting,
-    real_classifier: Annotated[Path, typer.Option(help="real_classifier.pt from `evaluate utility`")],
-    synthetic_classifier: Annotated[Path, typer.Option(help="synthetic_classifier.pt from `evaluate utility`")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="directory for importance.json and importance.png")],
+    real_classifier: Annotated[Path, typer.Option(help=f"{REAL_CLASSIFIER} from `evaluate utility`")],
+    synthetic_classifier: Annotated[Path, typer.Option(help=f"{SYNTHETIC_CLASSIFIER} from `evaluate utility`")],
+    out: Annotated[Path, typer.Option("--out", "-o", help=f"directory for {IMPORTANCE} and {IMPORTANCE_FIGURE}")],
     images: Annotated[int, typer.Option(help="real test images to explain, spread over label combinations")] = 8,
     patch: Annotated[int, typer.Option(help="side of the zeroed square, in classifier input pixels")] = 2,
     stride: Annotated[int, typer.Option(help="step between patch positions, in classifier input pixels")] = 2,
@@ -319,7 +331,8 @@ def evaluate_all_command(
     from synthmed.evaluation.suite import evaluate_fidelity_run, evaluate_importance_run, evaluate_privacy_run
 
     evaluate_utility_command(real, synthetic, out, set_, progress)
-    real_classifier, synthetic_classifier = out / "real_classifier.pt", out / "synthetic_classifier.pt"
+    folder = EvalDir(out)
+    real_classifier, synthetic_classifier = folder.real_classifier, folder.synthetic_classifier
     evaluate_fidelity_run(real, synthetic, real_classifier, out, tuple(extractor), max_images, log=console.print)
     evaluate_privacy_run(real, synthetic, real_classifier, out, log=console.print)
     evaluate_importance_run(real, real_classifier, synthetic_classifier, out, images, patch, patch, log=console.print)
@@ -332,7 +345,7 @@ def release_command(
     real: RealSetting,
     out: Annotated[Path, typer.Option("--out", "-o", help="a new folder for the package")],
     evaluation: Annotated[list[Path], typer.Option(
-        help="a folder with privacy.json, utility.json, fidelity.json or real_classifier.pt (repeatable; "
+        help=f"a folder with {PRIVACY}, {UTILITY}, {FIDELITY} or {REAL_CLASSIFIER} (repeatable; "
              "default: eval/ beside the synthetic set)")] = [],
     force: Annotated[bool, typer.Option(help="release a set that failed its privacy audit; its card says so first")]
     = False,

@@ -13,7 +13,7 @@ it passed its privacy audit, and writes the shareable package::
 and nothing else: no real image, key, path, patient or group id, no DICOM header. The audit
 (``evaluate privacy``) is reused from an evaluation folder when one was made for exactly this
 synthetic set and real setting (their identities in ``privacy.json``), else it is run there with
-the ``real_classifier.pt`` found beside it. A "fail" verdict refuses the release
+the real-data classifier (``evaluation/eval_dir.py``) found beside it. A "fail" verdict refuses the release
 (``ReleaseRefused``); ``force`` releases anyway and the card's first line says so and by whom.
 The package is written to a hidden folder beside OUT and renamed into place: it is there whole
 or not at all.
@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import getpass
 import os
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
@@ -34,12 +32,14 @@ import numpy as np
 from synthmed import __version__
 from synthmed._io import read_json, sha256_file, write_json_atomic, write_text_atomic
 from synthmed.data.records import SPLITS
-from synthmed.data.settings import BenchmarkSetting
+from synthmed.data.settings import SETTING_FILE, BenchmarkSetting
 from synthmed.errors import DataError
+from synthmed.evaluation.eval_dir import FIDELITY, PRIVACY, REAL_CLASSIFIER, UTILITY, EvalDir
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.suite import evaluate_privacy_run, format_number
 from synthmed.evaluation.utility import check_pair, pair_identity
-from synthmed.synthesis import card_markdown, export_folds
+from synthmed.output_dir import check_output_path, staged_dir
+from synthmed.synthesis import CARD, card_markdown, export_folds
 
 # What of each evaluation goes on the card: numbers and method names, never a path or identity.
 PRIVACY_FIELDS = ("feature_space", "options", "confidence", "spaces", "tests", "density_attack", "verdict",
@@ -56,7 +56,7 @@ def synthetic_set_dir(source: str | os.PathLike) -> Path:
     """The synthetic set that ``source`` is or holds (``synthetic/``)."""
     source = Path(source)
     for folder in (source, source / "synthetic"):
-        if (folder / "card.json").is_file() and (folder / "setting" / "setting.json").is_file():
+        if (folder / CARD).is_file() and (folder / "setting" / SETTING_FILE).is_file():
             return folder
     raise DataError("is neither a synthetic set (card.json, setting/) nor a folder holding one in synthetic/: "
                     "run `synthmed generate` first", file=source)
@@ -77,13 +77,13 @@ def _made_for(folders: list[Path], name: str, real: BenchmarkSetting,
 def _audit(folders: list[Path], real: BenchmarkSetting, synthetic: BenchmarkSetting,
            log: Callable[[str], None]) -> dict[str, Any]:
     """The privacy audit of this pair: reused when made for it, else run with a real classifier found in ``folders``."""
-    found = _made_for(folders, "privacy.json", real, synthetic)
+    found = _made_for(folders, PRIVACY, real, synthetic)
     if found is not None:
         log(f"reusing the privacy audit {found[0]}")
         return found[1]
-    classifiers = [folder / "real_classifier.pt" for folder in folders if (folder / "real_classifier.pt").is_file()]
+    classifiers = [EvalDir(folder).real_classifier for folder in folders if EvalDir(folder).real_classifier.is_file()]
     if not classifiers:
-        raise DataError("holds no privacy audit of this synthetic set and no real_classifier.pt to run one: run "
+        raise DataError(f"holds no privacy audit of this synthetic set and no {REAL_CLASSIFIER} to run one: run "
                         "`synthmed evaluate all` (or utility, then privacy) with --out there first, or name the "
                         "folders with --evaluation", file=", ".join(str(f) for f in folders) or "--evaluation")
     log(f"running the privacy audit with {classifiers[0]} into {folders[0]}")
@@ -156,10 +156,10 @@ def release(source: str | os.PathLike, real_setting: str | os.PathLike, out: str
             log: Callable[[str], None] = print) -> Path:
     """Write the package of ``source``'s synthetic set to ``out`` (see the module docstring).
 
-    ``evaluation``: folders holding ``privacy.json`` / ``utility.json`` / ``fidelity.json`` /
-    ``real_classifier.pt`` (default: ``eval/`` beside the synthetic set). ``by`` names who forces
+    ``evaluation``: evaluation folders (``eval_dir.py``: the privacy audit, utility, fidelity, the
+    real classifier; default: ``eval/`` beside the synthetic set). ``by`` names who forces
     a failed set out (default: the login name)."""
-    out = Path(out)
+    out = check_output_path(out)
     if out.exists():
         raise DataError("already exists: a release goes to a new folder", file=out)
     folder = synthetic_set_dir(source)
@@ -179,20 +179,14 @@ def release(source: str | os.PathLike, real_setting: str | os.PathLike, out: str
         forced_by = by or getpass.getuser()
         log(f"the privacy audit failed; releasing anyway (--force) by {forced_by}")
     measured = {}
-    for name in ("utility", "fidelity"):
-        found = _made_for(folders, f"{name}.json", real, synthetic)
+    for name, file in (("utility", UTILITY), ("fidelity", FIDELITY)):
+        found = _made_for(folders, file, real, synthetic)
         if found is None:
-            log(f"no {name}.json made for this set in {', '.join(map(str, folders))}: the card says so")
+            log(f"no {file} made for this set in {', '.join(map(str, folders))}: the card says so")
         measured[name] = None if found is None else found[1]
-    card = _card(read_json(folder / "card.json"), privacy, measured["utility"], measured["fidelity"], forced_by)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    card = _card(read_json(folder / CARD), privacy, measured["utility"], measured["fidelity"], forced_by)
+    with staged_dir(out) as tmp:
         _write_package(tmp, synthetic, card)
-        os.replace(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     log(f"released {sum(card['generation']['images_per_fold'].values())} synthetic images to {out} "
         f"(privacy verdict {privacy['verdict']})")
     return out

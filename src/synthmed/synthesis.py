@@ -20,8 +20,6 @@ from __future__ import annotations
 import inspect
 import os
 import platform
-import shutil
-import tempfile
 import zlib
 from datetime import datetime, timezone
 from pathlib import Path
@@ -34,29 +32,33 @@ from PIL import Image
 
 from synthmed import __version__
 from synthmed._io import read_json, sha256_file, write_json_atomic, write_text_atomic
-from synthmed.data.records import SPLITS, combination_key
-from synthmed.data.settings import BenchmarkSetting
-from synthmed.data.store import FORMAT_VERSION, Store, content_hash, move_into_place
+from synthmed.data.records import SPLITS
+from synthmed.data.settings import BenchmarkSetting, write_setting
+from synthmed.data.store import Store, write_images, write_store
 from synthmed.errors import ConfigError, DataError
+from synthmed.output_dir import check_output_path, claim_output_dir, staged_dir
 from synthmed.progress import progress_bar
 from synthmed.training.config import config_from_dict
 from synthmed.training.methods import load_sampler
+from synthmed.training.run_dir import GENERATOR, RunDir, load_torch_file
 from synthmed.training.samples import to_uint8
 
 BATCH = 256
+CARD = "card.json"  # marks a synthetic set
 
 
 def load_generator(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
                    snapshot: str | None = None) -> tuple[torch.nn.Module, dict]:
     """The run's final (best-FID EMA) sampler, or the one in ``snapshot`` (a file of the run
     such as ``snapshots/generator_0000020000.pt``), ready for ``sample(labels, noise)``."""
-    path = Path(run_dir) / (snapshot or "generator.pt")
+    run = RunDir.existing(run_dir, option="RUN")
+    path = run.path / (snapshot or GENERATOR)
     if snapshot is not None and not path.is_file():
         raise DataError(f"has no snapshot {snapshot}", file=run_dir)
     if not path.is_file():
-        raise DataError("has no generator.pt: the run has not finished; continue it with "
+        raise DataError(f"has no {GENERATOR}: the run has not finished; continue it with "
                         f"`synthmed train --resume {run_dir}`", file=run_dir)
-    snapshot = torch.load(path, map_location=device, weights_only=False)
+    snapshot = load_torch_file(path, device)
     sampler = load_sampler(snapshot, config_from_dict(snapshot["config"]))
     return sampler.to(device), snapshot
 
@@ -98,18 +100,18 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     """Write the synthetic set of a finished run (see the module docstring). ``sample_steps`` and
     ``guidance_scale`` override a diffusion model's sampler settings; None keeps the run's.
     ``snapshot_file`` samples an intermediate snapshot of the run instead of its final generator."""
-    run_dir = Path(run_dir)
-    out = Path(out) if out is not None else run_dir / "synthetic"
-    sampler, snapshot = load_generator(run_dir, snapshot=snapshot_file)
-    generator_file = run_dir / (snapshot_file or "generator.pt")
+    run = RunDir(run_dir)
+    out = check_output_path(out if out is not None else run.path / "synthetic")
+    sampler, snapshot = load_generator(run.path, snapshot=snapshot_file)
+    generator_file = run.path / (snapshot_file or GENERATOR)
     if sample_steps is not None and not 1 <= sample_steps <= 1000:
         raise ConfigError(f"--sample-steps {sample_steps} must be in [1, 1000]")
     if guidance_scale is not None and guidance_scale < 0:
         raise ConfigError(f"--guidance-scale {guidance_scale} must be >= 0 (1 = no guidance)")
     options = sampling_options(sampler, {"sample_steps": sample_steps, "guidance_scale": guidance_scale},
                                snapshot["config"]["model"])
-    info = read_json(run_dir / "run.json")
-    summary = read_json(run_dir / "summary.json") if (run_dir / "summary.json").is_file() else {
+    info = run.read_info()
+    summary = run.read_summary() or {
         "images_seen": snapshot["images_seen"], "stop_reason": "still training", "best_fid": None,
         "fid_extractor": snapshot["config"]["fid_extractor"]}
     setting = BenchmarkSetting(info["setting"])
@@ -117,17 +119,15 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         raise DataError(f"the generator was trained on labels {snapshot['label_names']}, the setting now has "
                         f"{setting.label_names}", file=info["setting"])
     seed = int(snapshot["config"]["seed"] if seed is None else seed)
-    if (out / "card.json").is_file():
-        card = read_json(out / "card.json")
-        same = (card.get("generation_seed") == seed and card.get("sampling_options", {}) == options  # get: an
+
+    def same() -> bool:
+        card = read_json(out / CARD)
+        return (card.get("generation_seed") == seed and card.get("sampling_options", {}) == options  # get: an
                 and card.get("generator_sha256") == sha256_file(generator_file))  # imported set has neither
-        if same:
-            log(f"{out} already holds this synthetic set; nothing to do")
-            return out
-        if not overwrite:
-            raise DataError("already holds another synthetic set; pass --overwrite", file=out)
-    elif out.exists() and any(out.iterdir()):
-        raise DataError("exists and is not empty; choose another --out", file=out)
+
+    if claim_output_dir(out, CARD, "a synthetic set", same=same, overwrite=overwrite):
+        log(f"{out} already holds this synthetic set; nothing to do")
+        return out
 
     folds = {fold: setting.labels(fold) for fold in SPLITS}
     resolution = int(snapshot["resolution"])
@@ -141,7 +141,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         for fold, labels in folds.items():
             images[fold] = synthesize(sampler, labels, _fold_seed(seed, fold), options=options, on_batch=bar.advance)
     write_set(out, images, folds, setting, resolution, snapshot, seed, export_png,
-              lambda store: _card(generator_file, snapshot_file or "generator.pt", info, summary, snapshot, setting,
+              lambda store: _card(generator_file, snapshot_file or GENERATOR, info, summary, snapshot, setting,
                                   folds, seed, options, store))
     log(f"synthetic set: {sum(len(v) for v in folds.values())} images in {out}")
     return out
@@ -153,8 +153,7 @@ def write_set(out: Path, images: dict[str, np.ndarray], folds: dict[str, np.ndar
     """Write a synthetic set (see the module docstring) to a hidden folder beside ``out`` and rename it into place.
     ``images`` and ``folds`` (labels) per fold, row for row as in ``setting``; ``make_card`` makes the dataset card
     from the written store."""
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=_parent(out)))
-    try:
+    with staged_dir(out) as tmp:
         store_dir = tmp / "store"
         _write_store(store_dir, images, folds, setting.label_names, resolution, snapshot, seed)
         store = Store(store_dir)
@@ -162,55 +161,35 @@ def write_set(out: Path, images: dict[str, np.ndarray], folds: dict[str, np.ndar
         if export_png:
             export_folds(tmp / "export", images, folds, setting.label_names)
         card = make_card(store)
-        write_json_atomic(tmp / "card.json", card)
+        write_json_atomic(tmp / CARD, card)
         write_text_atomic(tmp / "card.md", card_markdown(card))
-        move_into_place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
-
-
-def _parent(out: Path) -> Path:
-    out.parent.mkdir(parents=True, exist_ok=True)
-    return out.parent
 
 
 def _write_store(folder: Path, images: dict, folds: dict, label_names: list[str], resolution: int,
                  snapshot: dict, seed: int) -> None:
     folder.mkdir(parents=True)
     all_images = np.concatenate([images[f] for f in SPLITS])
-    labels = np.concatenate([folds[f] for f in SPLITS]).astype(np.uint8)
-    np.save(folder / f"images_{resolution}.npy", all_images)
-    np.save(folder / "labels.npy", labels)
+    write_images(folder, resolution, all_images)
     keys = [f"syn-{fold}-{i:06d}" for fold in SPLITS for i in range(len(folds[fold]))]
-    pd.DataFrame({"key": keys, "path": keys, "group": np.arange(len(keys)),
-                  "split": [fold for fold in SPLITS for _ in range(len(folds[fold]))],
-                  "combination": combination_key(labels)}).to_parquet(folder / "records.parquet", index=False)
-    (folder / "skipped.csv").write_text("path,reason\n")
-    write_json_atomic(folder / "manifest.json", {
-        "format_version": FORMAT_VERSION, "synthmed_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": f"synthetic:{snapshot['config']['model']}", "source_params": {"seed": seed},
-        "source_versions": {"torch": torch.__version__}, "label_names": label_names,
-        "n_images": len(keys), "n_skipped": 0, "n_groups": len(keys), "channels": int(all_images.shape[1]),
-        "resolutions": [resolution], "base_size": resolution, "scaling": "generator output",
-        "seed": seed, "near_duplicate_threshold": None, "group_method": "one group per synthetic image",
-        "split_method": "the folds of the real setting", "split_counts": {f: len(folds[f]) for f in SPLITS},
-        "fingerprint": None, "content_hash": content_hash(folder, [resolution]),
-    })
+    write_store(folder, labels=np.concatenate([folds[f] for f in SPLITS]).astype(np.uint8), keys=keys, paths=keys,
+                groups=np.arange(len(keys)), splits=[fold for fold in SPLITS for _ in range(len(folds[fold]))],
+                skipped=[], source=f"synthetic:{snapshot['config']['model']}", source_params={"seed": seed},
+                source_versions={"torch": torch.__version__}, label_names=label_names,
+                channels=int(all_images.shape[1]), resolutions=[resolution], base_size=resolution,
+                scaling="generator output", seed=seed, near_duplicate_threshold=None,
+                group_method="one group per synthetic image", split_method="the folds of the real setting",
+                fingerprint=None)
 
 
 def _write_setting(folder: Path, store: Store, real: BenchmarkSetting) -> None:
     """A setting over the synthetic store with the same folds and labels as the real one."""
-    folder.mkdir(parents=True, exist_ok=True)
     table = pd.DataFrame({"fold": store.splits, "store_index": np.arange(len(store))})
-    table.to_parquet(folder / "rows.parquet", index=False)
     meta = {key: real.meta[key] for key in ("dimension", "name", "resolution", "combinations", "counts", "spec")}
-    write_json_atomic(folder / "setting.json", {
+    write_setting(folder, {
         **meta, "preset": "synthetic", "store": "../store",  # relative: the set can be moved whole
         "store_content_hash": store.manifest["content_hash"], "seed": store.manifest["seed"],
         "label_names": store.label_names, "label_columns": list(range(len(store.label_names))),
-    })
+    }, table)
 
 
 def export_folds(folder: Path, images: dict, folds: dict, label_names: list[str]) -> None:

@@ -32,6 +32,8 @@ import pandas as pd
 
 from synthmed._io import read_json, write_with_atomic
 from synthmed.benchmark.jobs import Job, job_dir, job_state
+from synthmed.benchmark.stages import REAL_RESULT, job_run
+from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.metrics.auroc import release_flip
 
 COLUMNS = ["dataset", "dimension", "setting", "model", "seed", "metric", "value"]
@@ -42,17 +44,17 @@ VERDICT_SCORE = {"pass": 0.0, "warn": 0.5, "fail": 1.0}
 
 def _metrics(job: Job, folder: Path) -> Iterator[tuple[str, float | None]]:
     if job.stage == "real-classifier":
-        auc_real = read_json(folder / "real.json")["auc_real"]
+        auc_real = read_json(folder / REAL_RESULT)["auc_real"]
         yield "auc_real", auc_real["mean"]
         yield "auc_real_release_flip", release_flip(auc_real)["mean"]
     elif job.stage == "train":
-        summary = read_json(folder / "run" / "summary.json")
+        summary = read_json(job_run(folder).summary)
         yield "images_seen", summary["images_seen"]
         yield "train_seconds", read_json(folder / "done.json")["seconds"]
         if summary.get("fid_standard") and summary.get("fid_images") == PAPER_FID_IMAGES:
             yield TRAIN_FID, summary["best_fid"]
     elif job.stage == "utility":
-        u = read_json(folder / "utility.json")
+        u = read_json(EvalDir(folder).utility)
         for key in ("auc_syn", "auc_syn_on_syn", "auc_real_on_syn"):
             yield key, u[key]["mean"]
         yield "auc_real_minus_auc_syn", u["auc_real_minus_auc_syn"]
@@ -66,12 +68,12 @@ def _metrics(job: Job, folder: Path) -> Iterator[tuple[str, float | None]]:
         for label, value in syn_flip["per_label"].items():
             yield f"auc_syn_release_flip/{label}", value
     elif job.stage == "fidelity":
-        for name, row in read_json(folder / "fidelity.json")["metrics"].items():
+        for name, row in read_json(EvalDir(folder).fidelity)["metrics"].items():
             for key, metric in (("fd", "fd"), ("kid_mean", "kid"), ("precision", "precision"), ("recall", "recall"),
                                 ("density", "density"), ("coverage", "coverage")):
                 yield f"{metric}/{name}", row[key]
     elif job.stage == "privacy":
-        p = read_json(folder / "privacy.json")
+        p = read_json(EvalDir(folder).privacy)
         tests = p["tests"]
         yield "copy_rate", tests["copies/features"]["rate"]
         yield "copy_rate_pixels", tests["copies/pixels"]["rate"]
@@ -81,7 +83,7 @@ def _metrics(job: Job, folder: Path) -> Iterator[tuple[str, float | None]]:
         yield "dcr_median_ratio", p["dcr"]["features"]["median_ratio"]
         yield "privacy_fail", VERDICT_SCORE[p["verdict"]]
     elif job.stage == "importance":
-        maps = read_json(folder / "importance.json")
+        maps = read_json(EvalDir(folder).importance)
         yield "map_pearson", maps["pearson"]["mean"]
         yield "map_ssim", maps["ssim"]["mean"]
 

@@ -14,14 +14,27 @@ from typing import Any
 
 import yaml
 
-from synthmed._io import read_json, write_json_atomic, write_text_atomic
+from synthmed._io import write_json_atomic, write_text_atomic
 from synthmed.benchmark.jobs import HARDWARE_KEYS, Job
+from synthmed.evaluation.eval_dir import EvalDir
+from synthmed.training.run_dir import RunDir
 
 Log = Callable[[str], None]
+REAL_RESULT = "real.json"  # a real-classifier job's AUROC on the real test fold
 
 
 def setting_dir(settings_job: Path, job: Job) -> Path:
     return settings_job / "settings" / job.params["dimension"] / job.params["setting"]
+
+
+def job_run(train_job: Path) -> RunDir:
+    """The training run of a train job."""
+    return RunDir(train_job / "run")
+
+
+def job_synthetic(generate_job: Path) -> Path:
+    """The synthetic set (``synthmed generate``'s output) of a generate job."""
+    return generate_job / "synthetic"
 
 
 def _hardware(runtime: dict[str, Any]) -> dict[str, Any]:
@@ -60,30 +73,31 @@ def train(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any],
     from synthmed.training.loop import start_run
     from synthmed.training.loop import train as train_run
 
-    run = out / "run"
-    if not (run / "run.json").is_file():  # a new run (a kill before run.json left at most an empty folder)
-        shutil.rmtree(run, ignore_errors=True)
+    run = job_run(out)
+    if not run.is_run():  # a new run (a kill before run.json left at most a config.yaml)
+        shutil.rmtree(run.path, ignore_errors=True)
         values = {**job.params["config"], **_hardware(runtime)}
         if "first_seed" in inputs:
-            stop = read_json(inputs["first_seed"] / "run" / "summary.json")["best_images"]
+            stop = job_run(inputs["first_seed"]).read_summary()["best_images"]
             values.update(min_images=stop, max_images=stop)
             log(f"shared stopping step: training to {stop:,} images, where seed 0 kept its generator")
-        start_run(config_from_dict(values), setting_dir(inputs["settings"], job), run)
-    summary = train_run(run, progress=False, log=log)  # continues from the last checkpoint after a kill
+        start_run(config_from_dict(values), setting_dir(inputs["settings"], job), run.path)
+    summary = train_run(run.path, progress=False, log=log)  # continues from the last checkpoint after a kill
     return {"images_seen": summary.get("images_seen"), "best_fd": summary.get("best_fid")}
 
 
 def generate(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
     from synthmed.synthesis import generate as generate_set
 
-    generate_set(inputs["run"] / "run", out / "synthetic", export_png=False, overwrite=True, progress=False, log=log)
-    return {"synthetic": "synthetic"}
+    synthetic = generate_set(job_run(inputs["run"]).path, job_synthetic(out), export_png=False, overwrite=True,
+                             progress=False, log=log)
+    return {"synthetic": synthetic.name}
 
 
 def _pair(job: Job, inputs: dict[str, Path]) -> tuple[Path, Path, Path]:
     """(real setting, synthetic setting, real classifier) of an evaluation job."""
-    return (setting_dir(inputs["settings"], job), inputs["synthetic"] / "synthetic" / "setting",
-            inputs["real_classifier"] / "real_classifier.pt")
+    return (setting_dir(inputs["settings"], job), job_synthetic(inputs["synthetic"]) / "setting",
+            EvalDir(inputs["real_classifier"]).real_classifier)
 
 
 def real_classifier(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict:
@@ -93,10 +107,10 @@ def real_classifier(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[
     from synthmed.metrics.auroc import auroc_per_label
 
     real = BenchmarkSetting(setting_dir(inputs["settings"], job))
-    model, history, _ = train_real(real, _classifier_config(job, runtime), out / "real_classifier.pt", log,
+    model, history, _ = train_real(real, _classifier_config(job, runtime), EvalDir(out).real_classifier, log,
                                    progress=False)
     auc = auroc_per_label(real.labels("test"), model.predict(real.images("test")), real.label_names)
-    write_json_atomic(out / "real.json", {"auc_real": auc, "history": history})
+    write_json_atomic(out / REAL_RESULT, {"auc_real": auc, "history": history})
     return {"auc_real": auc["mean"]}
 
 
@@ -114,10 +128,10 @@ def fidelity(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, An
 
     real, synthetic, classifier = _pair(job, inputs)
     # the real set's features are shared by every model and seed of the setting
-    cache = inputs["real_classifier"] / "feature_cache"
+    cache = EvalDir(inputs["real_classifier"]).feature_cache
     evaluate_fidelity_run(real, synthetic, classifier, out, tuple(job.params["extractors"]),
                           job.params["max_images"], log=log, cache_dir=cache)
-    return {"fidelity": "fidelity.json"}
+    return {"fidelity": EvalDir(out).fidelity.name}
 
 
 def privacy(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
@@ -134,10 +148,10 @@ def importance(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, 
     from synthmed.evaluation.suite import evaluate_importance_run
 
     p = job.params
-    evaluate_importance_run(setting_dir(inputs["settings"], job), inputs["real_classifier"] / "real_classifier.pt",
-                            inputs["utility"] / "synthetic_classifier.pt", out, n_images=p["images"],
+    evaluate_importance_run(setting_dir(inputs["settings"], job), EvalDir(inputs["real_classifier"]).real_classifier,
+                            EvalDir(inputs["utility"]).synthetic_classifier, out, n_images=p["images"],
                             patch=p["patch"], stride=p["stride"], seed=p["seed"], log=log)
-    return {"importance": "importance.json"}
+    return {"importance": EvalDir(out).importance.name}
 
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {

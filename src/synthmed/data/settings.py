@@ -28,8 +28,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass
 from importlib import resources
@@ -41,9 +39,11 @@ import pandas as pd
 
 from synthmed._io import read_json, read_yaml, write_json_atomic
 from synthmed.data.records import SPLITS, combination_key, combination_name
-from synthmed.data.store import Store, move_into_place
+from synthmed.data.store import Store
 from synthmed.errors import DataError
+from synthmed.output_dir import claim_output_dir, staged_dir
 
+INDEX_FILE, SETTING_FILE, ROWS_FILE = "settings.json", "setting.json", "rows.parquet"
 SETTING_KEYS = {
     "name", "combinations", "min_images_per_combination", "train_per_combination", "oversample",
     "val_per_combination", "test_per_combination", "val_total", "test_total", "resolution", "drop_empty_labels",
@@ -263,17 +263,16 @@ def build_settings(
         "seed": seed,
     }
     out = Path(out)
-    index_file = out / "settings.json"
-    if index_file.is_file():
+    index_file = out / INDEX_FILE
+
+    def same() -> bool:
         previous = read_json(index_file)
-        if {k: previous.get(k) for k in identity} == identity:
-            log(f"{out} already holds these settings; nothing to do")
-            return previous["settings"]
-        if not overwrite:
-            raise DataError("already holds settings built from another preset, store or seed; pass --overwrite",
-                            file=out)
-    elif out.exists() and any(out.iterdir()):
-        raise DataError("exists, is not empty and holds no settings.json; choose another --out", file=out)
+        return {k: previous.get(k) for k in identity} == identity
+
+    if claim_output_dir(out, INDEX_FILE, "benchmark settings", same=same, overwrite=overwrite,
+                        if_taken="pass --overwrite to replace them"):
+        log(f"{out} already holds these settings; nothing to do")
+        return read_json(index_file)["settings"]
 
     built = plan_settings(spec, store.labels, store.splits, store.label_names, seed)  # all checks before any write
     for dimension, name, meta, _ in built:
@@ -287,23 +286,21 @@ def build_settings(
 
 def _write_settings(out: Path, identity: dict[str, Any], built: list) -> None:
     """Write into a temporary sibling directory, then swap it in: ``out`` is never half-written."""
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
-    try:
+    with staged_dir(out) as tmp:
         summaries = []
         for dimension, name, meta, table in built:
-            folder = tmp / dimension / name
-            folder.mkdir(parents=True)
-            table.to_parquet(folder / "rows.parquet", index=False)
-            write_json_atomic(folder / "setting.json", {**identity, **meta})
+            write_setting(tmp / dimension / name, {**identity, **meta}, table)
             summaries.append({"dimension": dimension, "name": name, "path": f"{dimension}/{name}",
                               "resolution": meta["resolution"], "labels": len(meta["label_names"]),
                               "combinations": len(meta["combinations"]), **meta["counts"]})
-        write_json_atomic(tmp / "settings.json", {**identity, "settings": summaries})
-        move_into_place(tmp, out)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
+        write_json_atomic(tmp / INDEX_FILE, {**identity, "settings": summaries})
+
+
+def write_setting(folder: Path, meta: dict[str, Any], rows: pd.DataFrame) -> None:
+    """A setting directory: ``meta`` (store, label names and columns, resolution...) and its rows (fold, store_index)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    rows.to_parquet(folder / ROWS_FILE, index=False)
+    write_json_atomic(folder / SETTING_FILE, meta)
 
 
 # ---- reading a setting back (what a training run points at) ---------------------------------------
@@ -314,15 +311,15 @@ class BenchmarkSetting:
 
     def __init__(self, path: str | os.PathLike, store: Store | None = None):
         self.path = Path(path)
-        if not (self.path / "setting.json").is_file():
-            raise DataError("not a benchmark setting (no setting.json)", file=self.path)
-        self.meta = read_json(self.path / "setting.json")
+        if not (self.path / SETTING_FILE).is_file():
+            raise DataError(f"not a benchmark setting (no {SETTING_FILE})", file=self.path)
+        self.meta = read_json(self.path / SETTING_FILE)
         store_path = Path(self.meta["store"])  # relative paths are relative to the setting
         self.store = store or Store(store_path if store_path.is_absolute() else self.path / store_path)
         if self.store.manifest["content_hash"] != self.meta["store_content_hash"]:
             raise DataError(f"was built from another version of the store {self.store.path}; rebuild the settings",
                             file=self.path)
-        self.table = pd.read_parquet(self.path / "rows.parquet")
+        self.table = pd.read_parquet(self.path / ROWS_FILE)
 
     @property
     def label_names(self) -> list[str]:

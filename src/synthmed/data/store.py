@@ -38,10 +38,18 @@ from synthmed.data.neardup import DEFAULT_THRESHOLD, near_duplicate_groups
 from synthmed.data.records import SPLITS, Record, SourceData, combination_key
 from synthmed.data.splits import grouped_split
 from synthmed.errors import DataError
+from synthmed.output_dir import claim_output_dir, move_into_place
 from synthmed.progress import progress_bar
 
 FORMAT_VERSION = 1
 _COPY_ROWS = 1024  # rows per chunk when turning raw files into .npy
+
+
+MANIFEST, LABELS, RECORDS, SKIPPED = "manifest.json", "labels.npy", "records.parquet", "skipped.csv"
+
+
+def images_file(resolution: int) -> str:
+    return f"images_{resolution}.npy"
 
 
 class Store:
@@ -49,7 +57,7 @@ class Store:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
-        manifest_path = self.path / "manifest.json"
+        manifest_path = self.path / MANIFEST
         if not manifest_path.is_file():
             raise DataError("not a prepared store (no manifest.json); run `synthmed data prepare` first", file=self.path)
         self.manifest: dict[str, Any] = read_json(manifest_path)
@@ -75,15 +83,15 @@ class Store:
                 f"prepare it again with --resolution {resolution}",
                 file=self.path,
             )
-        return np.load(self.path / f"images_{resolution}.npy", mmap_mode="r")
+        return np.load(self.path / images_file(resolution), mmap_mode="r")
 
     @property
     def labels(self) -> np.ndarray:
-        return np.load(self.path / "labels.npy")
+        return np.load(self.path / LABELS)
 
     @property
     def records(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / "records.parquet")
+        return pd.read_parquet(self.path / RECORDS)
 
     @property
     def groups(self) -> np.ndarray:
@@ -134,15 +142,10 @@ def prepare(
     }
     fingerprint = _fingerprint(source, params)
     out = Path(out)
-    if (out / "manifest.json").is_file():
-        existing = Store(out)
-        if existing.manifest.get("fingerprint") == fingerprint:
-            log(f"{out} is already prepared from the same inputs; nothing to do")
-            return existing
-        if not overwrite:
-            raise DataError("already holds a store prepared from other inputs; pass --overwrite to replace it", file=out)
-    elif out.exists() and any(out.iterdir()):
-        raise DataError("exists, is not empty and is not a store; choose another --out", file=out)
+    if claim_output_dir(out, MANIFEST, "a store", overwrite=overwrite,
+                        same=lambda: Store(out).manifest.get("fingerprint") == fingerprint):
+        log(f"{out} is already prepared from the same inputs; nothing to do")
+        return Store(out)
 
     partial = out.with_name(out.name + ".partial")
     state = _open_partial(partial, fingerprint, resolutions)
@@ -309,42 +312,13 @@ def _finalize(source, partial, state, params, fingerprint, max_bad_fraction, log
     n_groups = len(np.unique(groups))
     log(f"{len(kept)} images in {n_groups} groups ({group_method})")
 
-    np.save(partial / "labels.npy", labels)
-    pd.DataFrame({
-        "key": [r.key for r in kept],
-        "path": [r.path for r in kept],
-        "group": groups,
-        "split": splits,
-        "combination": combination_key(labels),
-    }).to_parquet(partial / "records.parquet", index=False)
-    with open(partial / "skipped.csv", "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(["path", "reason"])
-        writer.writerows(bad)
     channels = int(state["channels"])
     for size in params["resolutions"]:
-        _raw_to_npy(partial / f"images_{size}.u8", partial / f"images_{size}.npy", (len(kept), channels, size, size))
-
-    manifest = {
-        "format_version": FORMAT_VERSION,
-        "synthmed_version": __version__,
-        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "source": source.name,
-        "source_params": source.params,
-        "source_versions": source.versions,
-        "label_names": source.label_names,
-        "n_images": len(kept),
-        "n_skipped": len(bad),
-        "n_groups": n_groups,
-        "channels": channels,
-        **params,
-        "group_method": group_method,
-        "split_method": split_method,
-        "split_counts": {s: int((splits == s).sum()) for s in SPLITS},
-        "fingerprint": fingerprint,
-        "content_hash": content_hash(partial, params["resolutions"]),
-    }
-    write_json_atomic(partial / "manifest.json", manifest)
+        _raw_to_npy(partial / f"images_{size}.u8", partial / images_file(size), (len(kept), channels, size, size))
+    write_store(partial, labels=labels, keys=[r.key for r in kept], paths=[r.path for r in kept], groups=groups,
+                splits=splits, skipped=bad, source=source.name, source_params=source.params,
+                source_versions=source.versions, label_names=source.label_names, channels=channels, **params,
+                group_method=group_method, split_method=split_method, fingerprint=fingerprint)
     # The checkpoint goes first: a run killed after this starts afresh, whereas a checkpoint
     # without its raw files would be "resumed" from zero-filled files.
     (partial / "progress.json").unlink()
@@ -396,23 +370,63 @@ def _raw_to_npy(raw: Path, target: Path, shape: tuple[int, ...]) -> None:
     write_with_atomic(target, write, suffix=".npy")
 
 
+# ---- the files of a store: the one writer, for prepared and synthetic stores --------------------
+
+
+def write_images(folder: Path, resolution: int, images: np.ndarray) -> None:
+    """``images_<R>.npy`` of a store whose images are in memory (a prepared store streams them instead)."""
+    np.save(folder / images_file(resolution), images)
+
+
+def write_store(folder: Path, *, labels: np.ndarray, keys: Sequence[str], paths: Sequence[str], groups: np.ndarray,
+                splits: Sequence[str], skipped: Sequence[tuple[str, str]], source: str, source_params: dict[str, Any],
+                source_versions: dict[str, Any], label_names: list[str], channels: int, resolutions: list[int],
+                base_size: int, scaling: str, seed: int, near_duplicate_threshold: int | None, group_method: str,
+                split_method: str, fingerprint: str | None) -> dict[str, Any]:
+    """The tables and, last, the manifest of a store whose ``images_<R>.npy`` are already in ``folder``.
+
+    One row per image: ``keys``, original ``paths``, integer ``groups`` and ``splits``; ``skipped``
+    lists (path, reason) of the images left out. Returns the manifest.
+    """
+    splits = np.asarray(splits, dtype=object)
+    np.save(folder / LABELS, labels)
+    pd.DataFrame({"key": list(keys), "path": list(paths), "group": groups, "split": splits,
+                  "combination": combination_key(labels)}).to_parquet(folder / RECORDS, index=False)
+    with open(folder / SKIPPED, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["path", "reason"])
+        writer.writerows(skipped)
+    manifest = {
+        "format_version": FORMAT_VERSION,
+        "synthmed_version": __version__,
+        "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "source": source,
+        "source_params": source_params,
+        "source_versions": source_versions,
+        "label_names": label_names,
+        "n_images": len(keys),
+        "n_skipped": len(skipped),
+        "n_groups": len(np.unique(groups)),
+        "channels": channels,
+        "resolutions": resolutions,
+        "base_size": base_size,
+        "scaling": scaling,
+        "seed": seed,
+        "near_duplicate_threshold": near_duplicate_threshold,
+        "group_method": group_method,
+        "split_method": split_method,
+        "split_counts": {s: int((splits == s).sum()) for s in SPLITS},
+        "fingerprint": fingerprint,
+        "content_hash": content_hash(folder, resolutions),
+    }
+    write_json_atomic(folder / MANIFEST, manifest)
+    return manifest
+
+
 def content_hash(directory: Path, resolutions: list[int]) -> str:
     digest = hashlib.sha256()
-    for name in [f"images_{r}.npy" for r in resolutions] + ["labels.npy", "records.parquet"]:
+    for name in [images_file(r) for r in resolutions] + [LABELS, RECORDS]:
         with open(directory / name, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)
     return digest.hexdigest()
-
-
-def move_into_place(partial: Path, out: Path) -> None:
-    """Swap the finished store in; an old store at ``out`` is removed only after the swap."""
-    if out.exists():
-        retired = out.with_name(out.name + ".old")
-        if retired.exists():
-            shutil.rmtree(retired)
-        os.replace(out, retired)
-        os.replace(partial, out)
-        shutil.rmtree(retired)
-    else:
-        os.replace(partial, out)

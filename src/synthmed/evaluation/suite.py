@@ -1,7 +1,7 @@
 """Fidelity, privacy and attribution of a synthetic set against its real setting, written as JSON + figures.
 
 Fidelity and privacy read the real-data classifier that ``evaluate utility`` saved
-(``real_classifier.pt``): its 1024-d pooled features give the in-domain Fréchet distance and
+(``eval_dir.REAL_CLASSIFIER``): its 1024-d pooled features give the in-domain Fréchet distance and
 the nearest-neighbour space of the paper (S.6). Fidelity compares the synthetic train fold with
 the real train fold; privacy compares every synthetic image with the real train fold (members)
 and the real val and test folds (unseen by the generator: non-members).
@@ -21,6 +21,7 @@ from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.errors import ConfigError, DataError
 from synthmed.evaluation.classifier import Classifier, load_classifier
+from synthmed.evaluation.eval_dir import REAL_CLASSIFIER, SYNTHETIC_CLASSIFIER, EvalDir
 from synthmed.evaluation.fidelity import MIN_IMAGES, FeatureCache, evaluate_fidelity
 from synthmed.evaluation.importance import classifier_maps, importance_figure, map_similarity, spread_sample, summary
 from synthmed.evaluation.privacy import Groups, Sets, check_options, nn_grid, pixel_vectors, privacy_report
@@ -45,6 +46,7 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
     Real features are cached in ``cache_dir`` (default ``out_dir/feature_cache``): point
     several runs of one setting at one folder and the real set is read once.
     """
+    out = EvalDir.for_writing(out_dir)
     if max_images is not None and max_images < MIN_IMAGES:
         raise ConfigError(f"max_images = {max_images} must be at least {MIN_IMAGES} (density/coverage compare "
                           f"each image with its {DC_K} nearest neighbours)")
@@ -60,15 +62,14 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
         rng = np.random.default_rng(0)
         real_images = real_images[np.sort(rng.permutation(len(real_images))[:max_images])]
         fake_images = fake_images[np.sort(rng.permutation(len(fake_images))[:max_images])]
-    out_dir = Path(out_dir)
     log(f"fidelity on {len(real_images)} real and {len(fake_images)} synthetic training images: {list(chosen)}")
-    cache = FeatureCache(cache_dir or out_dir / "feature_cache")
+    cache = FeatureCache(cache_dir or out.feature_cache)
     metrics = evaluate_fidelity(real_images, fake_images, chosen, cache=cache,
                                 real_key=f"{real.meta['store_content_hash']}:{real.path.name}:train:{max_images}",
                                 kid_subset_size=min(1000, len(real_images), len(fake_images)))
     result = {"real_setting": str(real.path), "synthetic_setting": str(synthetic.path),
               **pair_identity(real, synthetic), "metrics": metrics}
-    write_json_atomic(out_dir / "fidelity.json", result)
+    write_json_atomic(out.fidelity, result)
     for name, row in metrics.items():
         log(f"{row['extractor']}: FD {row['fd']:.2f}, KID {row['kid_mean']:.4f}, precision {row['precision']:.3f}, "
             f"recall {row['recall']:.3f}, density {row['density']:.3f}, coverage {row['coverage']:.3f}")
@@ -86,6 +87,7 @@ def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_
     pixels. Writes ``privacy.json`` (the report, both settings' identities) and per space a grid of
     the closest synthetic-training pairs.
     """
+    out = EvalDir.for_writing(out_dir)
     options = check_options(options)  # before the features, not after them
     real, synthetic = _pair(real_setting_dir, synthetic_setting_dir)
     features = ClassifierFeatures(_load(classifier_path))
@@ -99,16 +101,15 @@ def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_
     patients = real.store.groups  # the store's groups: patient ids, or near-duplicate groups where there are none
     groups = Groups(patients[real.rows("train")], patients[np.concatenate([real.rows("val"), real.rows("test")])])
     report = privacy_report(spaces["features"], spaces["pixels"], groups, **options)
-    out_dir = Path(out_dir)
     figures = {}
     for space, distances in report["dcr"].items():
-        figures[space] = f"nearest_neighbours_{space}.png"
+        figures[space] = out.nn_grid(space).name
         pairs = distances["closest"]  # the likeliest copies first
         nn_grid(synthetic_images[[p["synthetic"] for p in pairs]], train_images, np.array([p["train"] for p in pairs]),
-                out_dir / figures[space])
+                out.nn_grid(space))
     result = {"real_setting": str(real.path), "synthetic_setting": str(synthetic.path),
               **pair_identity(real, synthetic), "feature_space": features.name, **report, "figures": figures}
-    write_json_atomic(out_dir / "privacy.json", result)
+    write_json_atomic(out.privacy, result)
     for line in describe(report):
         log(line)
     return result
@@ -124,6 +125,7 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
     combination. Writes ``importance.json`` (per image: test-fold row, active labels, Pearson,
     SSIM; mean/std of both) and ``importance.png`` (image, real-model map, synthetic-model map).
     """
+    out = EvalDir.for_writing(out_dir)
     if n_images < 1:
         raise ConfigError(f"n_images = {n_images}: explain at least 1 real test image")
     real = BenchmarkSetting(real_setting_dir)
@@ -153,9 +155,8 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
         scores.append(map_similarity(maps["real"][-1], maps["synthetic"][-1]))
         log(f"image {i + 1}/{len(rows)} (test row {row}, {', '.join(active[i]) or 'no label'}): "
             f"Pearson {format_number(scores[-1]['pearson'])}, SSIM {format_number(scores[-1]['ssim'])}")
-    out_dir = Path(out_dir)
     importance_figure(images, maps["real"], maps["synthetic"], [", ".join(names) or "no label" for names in active],
-                      out_dir / "importance.png", scores)
+                      out.importance_figure, scores)
     result = {
         "real_setting": str(real.path), "real_classifier": str(real_classifier_path),
         "synthetic_classifier": str(synthetic_classifier_path), "input_size": sizes["real"],
@@ -163,9 +164,9 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
         "mask": "zero in the classifier's normalised input", "loss": "BCE with logits summed over labels, true labels",
         "images": [{"test_row": int(row), "labels": names, **score} for row, names, score in zip(rows, active, scores)],
         "pearson": summary([score["pearson"] for score in scores]),
-        "ssim": summary([score["ssim"] for score in scores]), "figure": "importance.png",
+        "ssim": summary([score["ssim"] for score in scores]), "figure": out.importance_figure.name,
     }
-    write_json_atomic(out_dir / "importance.json", result)
+    write_json_atomic(out.importance, result)
     log(f"attribution maps real vs synthetic classifier: Pearson {_mean_std(result['pearson'])}, "
         f"SSIM {_mean_std(result['ssim'])}")
     return result
@@ -174,8 +175,8 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
 def _load(path: str | os.PathLike) -> Classifier:
     """A saved classifier; a missing file is the user's error, named."""
     if not Path(path).is_file():
-        raise DataError("no classifier file here (`synthmed evaluate utility` writes real_classifier.pt and "
-                        "synthetic_classifier.pt)", file=path)
+        raise DataError(f"no classifier file here (`synthmed evaluate utility` writes {REAL_CLASSIFIER} and "
+                        f"{SYNTHETIC_CLASSIFIER})", file=path)
     return load_classifier(path)[0]
 
 

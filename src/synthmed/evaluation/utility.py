@@ -12,9 +12,8 @@ Beside the honest numbers, ``auc_real_release_flip``, ``auc_syn_release_flip`` a
 difference give the paper's release's flipped test AUROC (``metrics.release_flip``), so that
 a result can be compared with the paper's tables; no verdict uses them.
 
-``out_dir`` receives ``utility.json``, ``real_classifier.pt`` and ``synthetic_classifier.pt``.
-An existing ``real_classifier.pt`` trained on the same setting with the same config is
-reused, so several generative models of one setting can share the real classifier.
+``out_dir`` receives ``utility.json`` and both classifiers (``eval_dir.py``). An existing
+real-data classifier trained on the same setting with the same config is reused, so several generative models of one setting can share the real classifier.
 """
 
 from __future__ import annotations
@@ -26,16 +25,17 @@ from typing import Any
 
 from synthmed._io import sha256_file, write_json_atomic
 from synthmed.data.records import SPLITS
-from synthmed.data.settings import BenchmarkSetting
+from synthmed.data.settings import ROWS_FILE, BenchmarkSetting
 from synthmed.errors import DataError
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig, load_classifier, train_classifier
+from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.metrics.auroc import auroc_per_label, release_flip
 
 
 def setting_identity(setting: BenchmarkSetting) -> dict[str, Any]:
     """What makes two settings the same data: store content, rows, labels, resolution (not the path)."""
     return {"store_content_hash": setting.meta["store_content_hash"],
-            "rows_sha256": sha256_file(setting.path / "rows.parquet"),
+            "rows_sha256": sha256_file(setting.path / ROWS_FILE),
             "label_names": setting.label_names, "resolution": setting.resolution}
 
 
@@ -91,17 +91,17 @@ def _fmt(value: float | None) -> str:
 def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir: str | os.PathLike,
                      config: ClassifierConfig, out_dir: str | os.PathLike, log: Callable[[str], None] = print,
                      progress: bool = True, real_classifier_path: str | os.PathLike | None = None) -> dict[str, Any]:
-    """Both classifiers, tested on the real test fold; ``real_classifier_path`` (default
-    ``out_dir/real_classifier.pt``) is reused when it was trained on this setting and config."""
+    """Both classifiers, tested on the real test fold; ``real_classifier_path`` (default: the real
+    classifier of ``out_dir``) is reused when it was trained on this setting and config."""
+    out = EvalDir.for_writing(out_dir)
     real, synthetic = BenchmarkSetting(real_setting_dir), BenchmarkSetting(synthetic_setting_dir)
     check_pair(real, synthetic)
-    out_dir = Path(out_dir)
     names = real.label_names
-    real_path = Path(real_classifier_path) if real_classifier_path else out_dir / "real_classifier.pt"
+    real_path = Path(real_classifier_path) if real_classifier_path else out.real_classifier
     real_model, real_history, reused = real_classifier(real, config, real_path, log, progress)
     log(f"training the classifier on the synthetic set {synthetic.path}")
     syn_model, syn_history = _train_on(synthetic, config, log, progress)
-    syn_model.save(out_dir / "synthetic_classifier.pt", syn_history,
+    syn_model.save(out.synthetic_classifier, syn_history,
                    {"setting": setting_identity(synthetic), "config": config.identity()})
 
     test_images, test_labels = real.images("test"), real.labels("test")
@@ -128,9 +128,9 @@ def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir:
         "config": config.to_dict(),
         "real_classifier": {"file": str(real_path) if real_classifier_path else real_path.name, "reused": reused,
                             "history": real_history},
-        "synthetic_classifier": {"file": "synthetic_classifier.pt", "history": syn_history},
+        "synthetic_classifier": {"file": out.synthetic_classifier.name, "history": syn_history},
     }
-    write_json_atomic(out_dir / "utility.json", result)
+    write_json_atomic(out.utility, result)
     log(f"mean AUROC on the real test fold: real {_fmt(auc_real['mean'])}, synthetic {_fmt(auc_syn['mean'])}; "
         f"AUC_real - AUC_syn = {_fmt(result['auc_real_minus_auc_syn'])}, delta_syn = {_fmt(result['delta_syn'])}; "
         f"real classifier on the synthetic test fold {_fmt(auc_real_on_syn['mean'])}")

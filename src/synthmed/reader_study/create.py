@@ -24,6 +24,7 @@ from synthmed import __version__
 from synthmed.data.records import SPLITS, combination_key, combination_name
 from synthmed.data.store import Store
 from synthmed.errors import DataError
+from synthmed.output_dir import claim_output_dir
 from synthmed.reader_study import db
 from synthmed.reader_study.png import encode_png
 
@@ -37,8 +38,7 @@ def create_study(real: str | os.PathLike, synthetic: str | os.PathLike, out: str
     """
     out = Path(out)
     target = out / db.DB_NAME
-    if target.exists():
-        raise DataError("already holds a reader study; choose another --out", file=out)
+    claim_output_dir(out, db.DB_NAME, "a reader study", if_taken="choose another --out")
     if fold not in SPLITS:
         raise DataError(f"unknown fold {fold!r}: expected one of {SPLITS}", field="fold")
     for flag, n in (("--n-real", n_real), ("--n-synthetic", n_synthetic)):

@@ -24,6 +24,8 @@ import pandas as pd
 from synthmed._io import read_json, write_text_atomic
 from synthmed.benchmark.jobs import Job, job_dir, job_state
 from synthmed.benchmark.results import TRAIN_FID, collect_results
+from synthmed.benchmark.stages import job_run, job_synthetic
+from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import SPREAD, mann_whitney, mean_std, std
 from synthmed.report.figures import axis_figure, extremes_figure
@@ -147,14 +149,14 @@ def _galleries(root: Path, jobs: list[Job], order: dict[str, list[str]]) -> dict
     def done(stage: str) -> list[tuple[Job, Path]]:
         return [(j, job_dir(root, j.id)) for j in _shown(jobs, stage, order) if job_state(root, j.id) == "done"]
 
-    samples = [{"job": j, "image": _file_uri(p) if (p := _latest_png(d / "run" / "samples")) else None}
+    samples = [{"job": j, "image": _file_uri(p) if (p := _latest_png(job_run(d).samples)) else None}
                for j, d in done("train")]
-    privacy = [{"job": j, "report": (report := read_json(d / "privacy.json")), "sentences": describe(report),
+    privacy = [{"job": j, "report": (report := read_json(EvalDir(d).privacy)), "sentences": describe(report),
                 "images": {space: _file_uri(d / name) for space, name in report["figures"].items()}}
                for j, d in done("privacy")]
-    maps = [{"job": j, "image": _file_uri(d / "importance.png"), "summary": read_json(d / "importance.json")}
+    maps = [{"job": j, "image": _file_uri(EvalDir(d).importance_figure), "summary": read_json(EvalDir(d).importance)}
             for j, d in done("importance")]
-    cards = [{"job": j, "markdown": (d / "synthetic" / "card.md").read_text()} for j, d in done("generate")]
+    cards = [{"job": j, "markdown": (job_synthetic(d) / "card.md").read_text()} for j, d in done("generate")]
     return {"samples": samples, "privacy": privacy, "maps": maps, "cards": cards}
 
 

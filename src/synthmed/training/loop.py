@@ -10,16 +10,7 @@ evaluates FID against the training fold; it stops after ``patience`` evaluations
 improvement or at ``max_images`` and keeps the best-FID EMA generator. A checkpoint holds
 everything (networks, EMA, optimisers, images seen, FID history, the data order and every
 random generator), so a killed run resumed with ``train(resume=True)`` continues exactly as
-if it had never stopped.
-
-Run directory::
-
-    config.yaml  run.json        resolved config; setting, store hash, labels, seed
-    checkpoint.pt                latest full state (atomic)
-    best_generator.pt            EMA generator at the best FID so far
-    snapshots/                   generator_<images>.pt every ``snapshot_every`` images (optional)
-    generator.pt  summary.json   written at the end: the generator to sample from
-    log.csv  tb/  samples/       losses, images/s and FID; TensorBoard; sample grids
+if it had never stopped. The files of a run directory are named in ``run_dir.py``.
 """
 
 from __future__ import annotations
@@ -51,6 +42,7 @@ from synthmed.data.settings import BenchmarkSetting
 from synthmed.device import resolve_device
 from synthmed.metrics.extractors import FeatureExtractor, make_extractor
 from synthmed.metrics.fid import RunningStats, frechet_from_stats
+from synthmed.output_dir import claim_output_dir
 from synthmed.progress import progress_bar
 from synthmed.training import distributed
 from synthmed.training.config import (
@@ -61,6 +53,7 @@ from synthmed.training.config import (
     validate_resolution,
 )
 from synthmed.training.methods import TrainingMethod, build_method, update_ema
+from synthmed.training.run_dir import RunDir, load_torch_file
 from synthmed.training.samples import sample_grid, to_uint8
 
 
@@ -117,52 +110,34 @@ def _real_at(images: torch.Tensor, resolution: int, alpha: float) -> torch.Tenso
     return images
 
 
-class _Run:
-    """Files of a run directory."""
-
-    def __init__(self, path: Path):
-        self.path = path
-
-    def real_stats(self, extractor_name: str) -> Path:
-        """Cached feature statistics of the real rows, one file per extractor."""
-        slug = "".join(c if c.isalnum() else "-" for c in extractor_name).strip("-")
-        return self.path / f"fid_real_stats_{slug}.npz"
-
-    def __getattr__(self, name: str) -> Path:
-        files = {"config": "config.yaml", "info": "run.json", "checkpoint": "checkpoint.pt",
-                 "best": "best_generator.pt", "generator": "generator.pt", "summary": "summary.json",
-                 "log": "log.csv", "tb": "tb", "samples": "samples", "snapshots": "snapshots"}
-        if name not in files:
-            raise AttributeError(name)
-        return self.path / files[name]
-
-
 def _save(obj: Any, target: Path) -> None:
     write_with_atomic(target, lambda tmp: torch.save(obj, tmp), suffix=".pt")
 
 
 def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os.PathLike) -> Path:
-    """Create the run directory for a new run (refuses a directory that holds another run)."""
+    """Create the run directory for a new run (refuses a directory that holds another run).
+
+    Everything is checked before the directory is made, so a refused run leaves nothing behind."""
     setting = BenchmarkSetting(setting_dir)
     validate_resolution(setting.resolution, config)
     config = config.for_resolution(setting.resolution)
     if config.model == "proggan" and config.min_images < growth_images(setting.resolution, config):
         raise ConfigError(f"min_images {config.min_images} ends before prog-GAN has grown to "
                           f"{setting.resolution}x{setting.resolution} ({growth_images(setting.resolution, config)} images)")
-    run = _Run(Path(out))
-    if run.info.exists():
-        raise ConfigError(f"{run.path} already holds a run; continue it with `synthmed train --resume {run.path}`")
-    if run.path.exists() and any(run.path.iterdir()):
-        raise ConfigError(f"{run.path} exists and is not empty; choose another --out")
+    channels = int(setting.store.manifest["channels"])
+    check_hardware(config, channels)
+    run = RunDir(out)
+    claim_output_dir(run.path, run.info.name, "a run", if_taken=f"continue it with `synthmed train --resume {run.path}`",
+                     error=ConfigError)
     run.path.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.config, yaml.safe_dump(config.to_dict(), sort_keys=False))
-    write_json_atomic(run.info, {
+    write_json_atomic(run.info, {  # last: run.json marks a run that can be trained
         "setting": str(Path(setting_dir).resolve()),
         "setting_name": f"{setting.meta['dimension']}/{setting.meta['name']}",
         "store_content_hash": setting.meta["store_content_hash"],
         "resolution": setting.resolution,
         "label_names": setting.label_names,
-        "image_channels": int(setting.store.manifest["channels"]),
+        "image_channels": channels,
         "train_rows": int(len(setting.rows("train"))),
         "model": config.model,
         "config_digest": config.digest(),
@@ -173,18 +148,33 @@ def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os
     return run.path
 
 
-def load_run_config(run_dir: str | os.PathLike) -> TrainConfig:
-    return config_from_dict(read_yaml((Path(run_dir) / "config.yaml").read_text()), f"{run_dir}/config.yaml")
+def check_hardware(config: TrainConfig, channels: int) -> None:
+    """The device, threads and FID feature extractor of ``config`` can be used on this machine.
+
+    Only the machine can tell (a GPU, a weights file), so this runs when a run starts, not when a
+    config is read (``generate`` reads a GPU run's config on a laptop)."""
+    if isinstance(config.threads, bool) or not isinstance(config.threads, int) or config.threads < 0:
+        raise ConfigError(f"threads = {config.threads!r} must be a non-negative integer (0: torch's default)")
+    try:  # an unknown or absent device fails here, not after the run folder is made
+        torch.empty(0, device=resolve_device(config.device))
+    except (RuntimeError, AssertionError, TypeError) as error:
+        raise ConfigError(f"device = {config.device!r} cannot be used here: {str(error).splitlines()[0]} "
+                          "(use auto, cpu, cuda or cuda:N)") from None
+    make_extractor(config.fid_extractor, channels=channels)  # an unknown name or missing weights file
+
+
+def load_run_config(run: RunDir) -> TrainConfig:
+    return config_from_dict(read_yaml(run.config.read_text()), str(run.config))
 
 
 def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train (or continue) the run in ``run_dir`` until FID stops improving or ``max_images``."""
-    run = _Run(Path(run_dir))
+    run = RunDir.existing(run_dir)
     if run.summary.exists():
         log(f"{run.path} is complete; nothing to do")
         return read_json(run.summary)
-    config = load_run_config(run.path)
-    info = read_json(run.info)
+    config = load_run_config(run)
+    info = run.read_info()
     env = distributed.init_from_env("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
     device = resolve_device(config.device, env.local_rank)
     if config.threads:
@@ -208,7 +198,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
 
     state = RunState()
     if run.checkpoint.exists():
-        checkpoint = torch.load(run.checkpoint, map_location=device, weights_only=False)
+        checkpoint = load_torch_file(run.checkpoint, device)
         for name, part in {**method.networks(), **method.optimizers()}.items():
             part.load_state_dict(checkpoint[name])
         data_gen.set_state(checkpoint["data_gen"])
@@ -285,10 +275,10 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
                         writer.add_scalar(f"train/{name}", value, state.images_seen)
             if env.is_main and config.snapshot_every and crossed(config.snapshot_every, before):
                 _save(_generator_snapshot(method, info, config, state),
-                      run.snapshots / f"generator_{state.images_seen:010d}.pt")
+                      run.snapshot(state.images_seen))
             if env.is_main and crossed(config.sample_every, before):
                 grid = sample_grid(method.sampler, grid_labels, config.seed + 31)
-                write_with_atomic(run.samples / f"images_{state.images_seen:010d}.png",
+                write_with_atomic(run.sample_grid(state.images_seen),
                                   lambda tmp: grid.save(tmp, format="PNG"), suffix=".png")
                 writer.add_image("samples", np.asarray(grid)[None], state.images_seen)
             if state.evaluations_without_improvement >= config.patience:
@@ -344,7 +334,7 @@ def _fid_rows(n_rows: int, config: TrainConfig) -> torch.Tensor:
     return order[torch.arange(config.fid_samples) % n_rows]
 
 
-def _real_stats(run: _Run, extractor, reals: torch.Tensor, config: TrainConfig) -> RunningStats:
+def _real_stats(run: RunDir, extractor, reals: torch.Tensor, config: TrainConfig) -> RunningStats:
     """Feature statistics of the real training rows, computed once per run and cached."""
     cache = run.real_stats(extractor.name)
     if cache.exists():
@@ -385,10 +375,10 @@ def _generator_snapshot(method: TrainingMethod, info: dict, config: TrainConfig,
             **method.snapshot_extras()}
 
 
-def _finish(run: _Run, method: TrainingMethod, info, config, state: RunState, reason: str,
+def _finish(run: RunDir, method: TrainingMethod, info, config, state: RunState, reason: str,
             extractor: FeatureExtractor) -> dict[str, Any]:
     if run.best.exists():
-        snapshot = torch.load(run.best, map_location="cpu", weights_only=False)
+        snapshot = load_torch_file(run.best)
     else:  # no FID evaluation happened (a run resumed past min_images from an older synthmed): the final EMA
         snapshot = _generator_snapshot(method, info, config, state)
     _save(snapshot, run.generator)
@@ -404,7 +394,7 @@ def _finish(run: _Run, method: TrainingMethod, info, config, state: RunState, re
         "fid_standard": extractor.standard_fid,  # the FID Inception at 299 px: comparable with published FIDs
         "fid_images": config.fid_samples,  # generated images per evaluation, against as many real rows (cycled)
         "fid_history": [{"images_seen": i, "fid": f} for i, f in state.fid_history],
-        "generator": "generator.pt",
+        "generator": run.generator.name,
     }
     write_json_atomic(run.summary, summary)
     return summary

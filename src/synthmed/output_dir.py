@@ -1,0 +1,93 @@
+"""The one rule for a command's output folder (``--out``), checked before any work is done.
+
+``check_output_path``: the folder can be made or filled (it is not a file, does not lie under a
+file, and its nearest existing folder can be written). ``claim_output_dir``: what an existing
+folder may hold: the same result (nothing to do), another result (replaced only with
+``--overwrite``; a run is continued with ``--resume`` instead), or nothing else. ``staged_dir``:
+a whole folder is written beside ``out`` and swapped in, so ``out`` is never half-written.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from synthmed.errors import DataError, UserError
+
+
+def check_output_path(path: str | os.PathLike, option: str = "--out",
+                      error: type[UserError] = DataError) -> Path:
+    """``path`` as a Path, or a one-line ``error`` naming ``option`` and the path when no folder can go there."""
+    path = Path(path)
+    where = f"{option} {path}"
+    if path.exists() and not path.is_dir():
+        raise error("is a file, not a folder", file=where)
+    # the folder itself is written, and a staged copy beside it (``staged_dir``) is renamed onto it
+    for folder in dict.fromkeys((_nearest_existing(path), _nearest_existing(path.parent))):
+        if not folder.is_dir():
+            raise error(f"lies under {folder}, which is a file, not a folder", file=where)
+        try:  # a real test, not os.access: that says yes to root for any folder
+            with tempfile.TemporaryFile(dir=folder):  # on Linux an unnamed file: nothing shows up in the folder
+                pass
+        except OSError as failure:
+            raise error(f"cannot be written ({folder}: {failure.strerror or failure})", file=where) from None
+    return path
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def claim_output_dir(path: str | os.PathLike, marker: str, what: str, *, same: Callable[[], bool] | None = None,
+                     overwrite: bool = False, if_taken: str = "pass --overwrite to replace it",
+                     option: str = "--out", error: type[UserError] = DataError) -> bool:
+    """Whether ``path`` already holds this very result (True: nothing to do).
+
+    A folder whose ``marker`` file says it holds ``what``: the same result when ``same()``
+    says so; another one is refused with ``if_taken`` unless ``overwrite``. A folder with other
+    files is always refused: it is not ours to replace.
+    """
+    path = check_output_path(path, option, error)
+    if (path / marker).is_file():
+        if same is not None and same():
+            return True
+        if overwrite:
+            return False
+        built = " made from other inputs" if same is not None else ""
+        raise error(f"already holds {what}{built}; {if_taken}", file=f"{option} {path}")
+    if path.exists() and any(path.iterdir()):
+        raise error(f"exists, is not empty and is not {what} (no {marker}); choose another {option}", file=f"{option} {path}")
+    return False
+
+
+@contextmanager
+def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
+    """A new hidden folder beside ``out`` to write into; on success it replaces ``out``, else it is removed."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
+    try:
+        yield tmp
+        move_into_place(tmp, out)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp)
+
+
+def move_into_place(partial: Path, out: Path) -> None:
+    """Swap a finished folder in; an old folder at ``out`` is removed only after the swap."""
+    if out.exists():
+        retired = out.with_name(out.name + ".old")
+        if retired.exists():
+            shutil.rmtree(retired)
+        os.replace(out, retired)
+        os.replace(partial, out)
+        shutil.rmtree(retired)
+    else:
+        os.replace(partial, out)
