@@ -73,7 +73,7 @@ def prepare_command(
     scaling: Annotated[str, typer.Option(help="max (x/max*255, the paper), minmax or none")] = "max",
     max_bad_fraction: Annotated[float, typer.Option(help="fail if more of the images are unreadable")] = 0.01,
     seed: Annotated[int, typer.Option(help="seed of the grouped train/val/test split")] = 0,
-    workers: Annotated[Optional[int], typer.Option(help="decoding processes (default: all cores)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="decoding processes, at least 1 (default: one per core)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a store prepared from other inputs")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:

@@ -177,12 +177,21 @@ def describe(hint: Any) -> str:
     if origin is Literal:
         return "one of " + ", ".join(repr(arg) for arg in args) if len(args) > 1 else repr(args[0])
     if (origin is tuple and len(args) == 2 and args[1] is Ellipsis) or origin in (list, Sequence):
-        return f"a list of {_PLURALS.get(args[0], describe(args[0]))}"
+        return f"a list of {_plural(args[0])}"
     if origin is tuple:
-        return f"a list of {len(args)} {_PLURALS.get(args[0], describe(args[0]))}"
+        return f"a list of {len(args)} {_plural(args[0])}"
     if origin is dict:
-        return f"a mapping of {describe(args[0])}: {describe(args[1])}"
+        return f"a mapping of {_plural(args[0])} to {_plural(args[1])}"
     return str(hint)
+
+
+def _plural(hint: Any) -> str:
+    """``int`` -> "whole numbers", ``tuple[int, ...]`` -> "lists of whole numbers"."""
+    if hint in _PLURALS:
+        return _PLURALS[hint]
+    if typing.get_origin(hint) in (tuple, list, Sequence):
+        return f"lists of {_plural(typing.get_args(hint)[0])}"
+    return describe(hint)
 
 
 def _kind_of(value: Any) -> str:

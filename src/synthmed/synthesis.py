@@ -19,6 +19,7 @@ from __future__ import annotations
 import inspect
 import os
 import platform
+import shlex
 import shutil
 import tempfile
 import zlib
@@ -52,9 +53,12 @@ def load_generator(run_dir: str | os.PathLike, device: str | torch.device = "cpu
     path = Path(run_dir) / (snapshot or "generator.pt")
     if snapshot is not None and not path.is_file():
         raise DataError(f"has no snapshot {snapshot}", file=run_dir)
+    if not (Path(run_dir) / "run.json").is_file():
+        raise DataError("is not a training run (no run.json); give the --out folder of `synthmed train`",
+                        file=run_dir)
     if not path.is_file():
         raise DataError("has no generator.pt: the run has not finished; continue it with "
-                        f"`synthmed train --resume {run_dir}`", file=run_dir)
+                        f"`synthmed train --resume {shlex.quote(str(run_dir))}`", file=run_dir)
     snapshot = torch.load(path, map_location=device, weights_only=False)
     sampler = load_sampler(snapshot, config_from_dict(snapshot["config"]))
     return sampler.to(device), snapshot

@@ -181,6 +181,8 @@ class ImageFile:
         return f"{self!r}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}"
 
     def load(self) -> tuple[np.ndarray, str | None]:
+        if not os.path.isfile(self.path):  # the same words for every format (pydicom's differ)
+            raise FileNotFoundError(f"image file not found: {self.path}")
         kind = image_kind(self.path)
         if kind == "raster":
             return read_raster(self.path), None

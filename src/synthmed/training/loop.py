@@ -27,6 +27,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -150,7 +151,7 @@ def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os
                           f"{setting.resolution}x{setting.resolution} ({growth_images(setting.resolution, config)} images)")
     run = _Run(Path(out))
     if run.info.exists():
-        raise ConfigError(f"{run.path} already holds a run; continue it with `synthmed train --resume {run.path}`")
+        raise ConfigError(f"{run.path} already holds a run; continue it with `synthmed train --resume {shlex.quote(str(run.path))}`")
     if run.path.exists() and any(run.path.iterdir()):
         raise ConfigError(f"{run.path} exists and is not empty; choose another --out")
     run.path.mkdir(parents=True, exist_ok=True)
