@@ -111,7 +111,7 @@ def _check_setting(setting: Any, where: str) -> None:
         try:
             check_resolution(setting["resolution"])
         except ValueError as error:
-            raise DataError(f"resolution = {setting['resolution']}: {error}", file=where) from None
+            raise DataError(f"{error}, so no store can hold it", file=where) from None
 
 
 def expand_preset(preset: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
