@@ -129,6 +129,8 @@ def world(tmp_path_factory) -> dict[str, Path]:
                          "maxres": {"models": {"cpdgan": {"config": "cpdgan-cpu", "max_res": 64}}},
                          "models": {"models": ["cpdgan"]}}.items():
         _benchmark_preset(inputs / f"benchmark-{name}.yaml", paths["br35h"], **change)
+    no_seeds = yaml.safe_load(_benchmark_preset(inputs / "benchmark-noseeds.yaml", paths["br35h"]).read_text())
+    (inputs / "benchmark-noseeds.yaml").write_text(yaml.safe_dump({k: v for k, v in no_seeds.items() if k != "seeds"}))
     bad_settings = yaml.safe_load(yaml.safe_dump(SETTINGS_PRESET))
     bad_settings["dimensions"]["samples"]["defaults"]["combinations"] = "two"
     _benchmark_preset(inputs / "benchmark-two.yaml", paths["br35h"], settings=bad_settings)
@@ -218,6 +220,7 @@ CASES = [
     # benchmark presets
     ("benchmark-shared-stop", _benchmark("stop"), "shared_stop = 'maybe' must be true or false"),
     ("benchmark-seeds-0", _benchmark("seeds0"), "seeds for samples/n4 must be a whole number >= 1"),
+    ("benchmark-no-seeds", _benchmark("noseeds"), "benchmark-noseeds.yaml: 'seeds' is missing"),
     ("benchmark-model-key", _benchmark("maxres"), "models.cpdgan: unknown key(s) ['max_res']"),
     ("benchmark-models-list", _benchmark("models"), "models = ['cpdgan'] must be a mapping of texts to mappings"),
     ("benchmark-settings-two", _benchmark("two"), "combinations = 'two' must be a whole number or 'all'"),

@@ -90,7 +90,7 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
                    base: Path | None = None) -> BenchmarkPreset:
     """Check a preset mapping, fill in defaults and list its settings with their seed counts."""
     check_values(values, KEYS, where)
-    for key in ("name", "data", "settings", "models"):
+    for key in ("name", "data", "settings", "models", "seeds"):
         if key not in values:
             raise ConfigError(f"{where}: '{key}' is missing")
     values = copy.deepcopy(values)
