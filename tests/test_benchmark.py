@@ -159,9 +159,9 @@ def test_a_changed_number_reaches_only_the_jobs_downstream_of_it(tmp_path):
     ({"dimensions": ["classes"]}, "not in the settings preset"),
     ({"seeds": 0}, "seeds for samples"),
     ({"models": {"cpdgan": {}}}, "needs a 'config'"),
-    ({"models": {"cpdgan": {"config": "cpdgan-cpu", "max_res": 128}}}, r"models.cpdgan has unknown key\(s\) \['max_res'\]"),
-    ({"models": {"cpdgan": {"config": "cpdgan-cpu", "max_resolution": "128"}}}, "models.cpdgan.max_resolution must be"),
-    ({"shared_stop": "yes"}, "shared_stop must be true or false"),
+    ({"models": {"cpdgan": {"config": "cpdgan-cpu", "max_res": 128}}}, r"models.cpdgan: unknown key\(s\) \['max_res'\]"),
+    ({"models": {"cpdgan": {"config": "cpdgan-cpu", "max_resolution": "128"}}}, "models.cpdgan: max_resolution = '128' must be a whole number or null"),
+    ({"shared_stop": "yes"}, "shared_stop = 'yes' must be true or false"),
     ({"privacy": {"copy_rate": 0.1}}, r"privacy: unknown privacy option\(s\) \['copy_rate'\]"),
     ({"privacy": {"alpha": 0.9}}, r"privacy: alpha = 0.9 must be a number in \(0, 0.5\]"),
 ])

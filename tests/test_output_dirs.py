@@ -132,7 +132,7 @@ def test_an_out_that_cannot_be_a_folder_is_refused_before_any_work(command, kind
     ("device=gpu", "device = 'gpu' cannot be used here"),
     ("device=cuda:99", "device = 'cuda:99' cannot be used here"),
     ("threads=-1", "threads = -1 must be a non-negative integer"),
-    ("threads=abc", "threads = 'abc' must be a non-negative integer"),
+    ("threads=abc", "threads = 'abc' must be a whole number"),
 ])
 def test_train_checks_the_machine_before_it_makes_the_run_folder(setting, message, inputs, tmp_path):
     run = tmp_path / "run"

@@ -127,7 +127,7 @@ def test_seeds_change_the_draw_and_repeat_exactly():
 def test_preset_validation():
     with pytest.raises(DataError, match=r"unknown key\(s\) \['combos'\]"):
         plan(preset(classes={"settings": [{"combos": 3}]}))
-    with pytest.raises(DataError, match="unknown preset 'nope'"):
+    with pytest.raises(DataError, match="unknown settings preset 'nope'"):
         load_preset("nope")
 
 

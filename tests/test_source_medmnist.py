@@ -137,7 +137,7 @@ def test_bad_label_values(tmp_path: Path) -> None:
 
 def test_not_an_npz(tmp_path: Path) -> None:
     (tmp_path / "broken.npz").write_bytes(b"garbage" * 20)
-    with pytest.raises(DataError, match=r"broken\.npz: cannot read as a \.npz file"):
+    with pytest.raises(DataError, match=r"broken\.npz: is not a \.npz file"):
         load(tmp_path / "broken.npz")
     with pytest.raises(DataError, match=r"missing: not found"):
         load(tmp_path / "missing")

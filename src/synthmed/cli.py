@@ -13,7 +13,6 @@ from rich.table import Table
 from typer.core import TyperGroup
 
 from synthmed import __version__
-from synthmed._io import read_yaml
 from synthmed.benchmark.cli import benchmark_app, demo_command, report_command
 from synthmed.errors import UserError
 from synthmed.evaluation.eval_dir import (
@@ -34,7 +33,6 @@ class _UserErrors(TyperGroup):
     as click's own usage errors do; anything else is a bug and keeps its traceback."""
 
     def invoke(self, ctx: click.Context) -> Any:
-        from synthmed.errors import UserError
 
         try:
             return super().invoke(ctx)
@@ -61,29 +59,17 @@ console = Console()
 MULTI_VALUE_OPTIONS = {"--resolution", "-r"}
 
 
-def _key_values(pairs: list[str], flag: str, error: type[UserError]) -> dict[str, Any]:
-    """``["a=1", "b-c=x"]`` -> ``{"a": 1, "b_c": "x"}``; values are read as YAML scalars."""
-    values: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or not key:
-            raise error(f"{flag} {pair!r} is not KEY=VALUE")
-        values[key.replace("-", "_")] = read_yaml(value)
-    return values
-
-
 def _parse_options(pairs: list[str], config: Optional[Path]) -> dict[str, Any]:
+    from synthmed.config import parse_key_values, read_yaml_file
     from synthmed.errors import DataError
 
     options: dict[str, Any] = {}
     if config is not None:
-        if not config.is_file():
-            raise DataError("config file not found", file=config)
-        loaded = read_yaml(config.read_text()) or {}
+        loaded = read_yaml_file(config, DataError) or {}
         if not isinstance(loaded, dict):
             raise DataError("a source config must be a mapping of option: value", file=config)
         options.update(loaded)
-    return {**options, **_key_values(pairs, "--option", DataError)}
+    return {**options, **parse_key_values(pairs, "--option", DataError)}
 
 
 @data_app.command("prepare")
@@ -97,7 +83,7 @@ def prepare_command(
     scaling: Annotated[str, typer.Option(help="max (x/max*255, the paper), minmax or none")] = "max",
     max_bad_fraction: Annotated[float, typer.Option(help="fail if more of the images are unreadable")] = 0.01,
     seed: Annotated[int, typer.Option(help="seed of the grouped train/val/test split")] = 0,
-    workers: Annotated[Optional[int], typer.Option(help="decoding processes (default: all cores)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="decoding processes, at least 1 (default: one per core)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a store prepared from other inputs")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
@@ -150,9 +136,9 @@ def settings_command(
 
 
 def _parse_sets(pairs: list[str]) -> dict[str, Any]:
-    from synthmed.errors import ConfigError
+    from synthmed.config import parse_key_values
 
-    return _key_values(pairs, "--set", ConfigError)
+    return parse_key_values(pairs, "--set")
 
 
 @app.command("train")

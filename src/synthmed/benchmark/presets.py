@@ -24,20 +24,24 @@ from __future__ import annotations
 import copy
 import os
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from synthmed._io import read_yaml
+from synthmed.config import check_values, load_mapping
+from synthmed.config import preset_names as shipped_presets
 from synthmed.data.settings import expand_preset
 from synthmed.data.settings import load_preset as load_settings_preset
 from synthmed.errors import ConfigError
 from synthmed.evaluation.privacy import DEFAULT_OPTIONS as PRIVACY_OPTIONS
 from synthmed.evaluation.privacy import check_options as check_privacy_options
 
-KEYS = {"name", "data", "settings", "dimensions", "models", "seeds", "shared_stop", "classifier", "fidelity",
-        "privacy", "importance", "slurm"}
-MODEL_KEYS = {"config", "set", "max_resolution"}
+# the keys of a preset and of each entry of its ``models``, with their types (config.check_values)
+KEYS: dict[str, Any] = {
+    "name": str, "data": dict, "settings": str | dict, "dimensions": list[str] | None, "models": dict[str, dict],
+    "seeds": int | dict, "shared_stop": bool, "classifier": dict | None, "fidelity": dict | None,
+    "privacy": dict | None, "importance": dict | None, "slurm": dict | None,
+}
+MODEL_KEYS: dict[str, Any] = {"config": str, "set": dict, "max_resolution": int | None}
 DEFAULTS: dict[str, Any] = {
     "classifier": {}, "fidelity": {"extractors": ["inception"], "max_images": None},
     "privacy": PRIVACY_OPTIONS, "importance": {"images": 8, "patch": 2, "stride": 2},
@@ -67,42 +71,26 @@ class BenchmarkPreset:
 
 
 def preset_names() -> list[str]:
-    folder = resources.files("synthmed") / "configs" / "benchmark"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return shipped_presets("benchmark")
 
 
 def load_preset(name_or_path: str | os.PathLike, seeds: int | None = None,
                 root: str | os.PathLike | None = None) -> BenchmarkPreset:
     """A shipped preset by name or a YAML file by path; ``seeds`` replaces every seed count,
     ``root`` the data source's folder."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ConfigError(f"benchmark preset file {path} not found")
-        text, where = path.read_text(), str(path)
-    elif str(name_or_path) in preset_names():
-        text = (resources.files("synthmed") / "configs" / "benchmark" / f"{name_or_path}.yaml").read_text()
-        where = f"benchmark preset {name_or_path}"
-    else:
-        raise ConfigError(f"unknown benchmark preset {str(name_or_path)!r}: expected one of {preset_names()} "
-                          "or a .yaml path")
-    values = read_yaml(text)
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: a benchmark preset is a mapping")
+    values, where, base = load_mapping(name_or_path, "benchmark")
     if seeds is not None:
         values["seeds"] = seeds
     if root is not None and isinstance(values.get("data"), dict):
         values["data"]["root"] = str(root)
-    return resolve_preset(values, where, base=path.parent if path.suffix in (".yaml", ".yml") else None)
+    return resolve_preset(values, where, base=base)
 
 
 def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
                    base: Path | None = None) -> BenchmarkPreset:
     """Check a preset mapping, fill in defaults and list its settings with their seed counts."""
-    unknown = sorted(set(values) - KEYS)
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(KEYS)}")
-    for key in ("name", "data", "settings", "models"):
+    check_values(values, KEYS, where)
+    for key in ("name", "data", "settings", "models", "seeds"):
         if key not in values:
             raise ConfigError(f"{where}: '{key}' is missing")
     values = copy.deepcopy(values)
@@ -113,7 +101,7 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
     except ConfigError as error:
         raise ConfigError(f"{where}: privacy: {error}") from None
     data = values["data"]
-    if not isinstance(data, dict) or "source" not in data:
+    if "source" not in data:
         raise ConfigError(f"{where}: 'data' needs a 'source' (br35h, chexpert, rsna-ich, medmnist, folder)")
     data.setdefault("root", None)
     data.setdefault("options", {})
@@ -131,20 +119,17 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
                           f"{sorted(known)} (a dimension, or dimension/setting)")
     values["dimensions"] = list(wanted)
     for model, entry in values["models"].items():
-        if not isinstance(entry, dict) or "config" not in entry:
+        check_values(entry, MODEL_KEYS, f"{where}: models.{model}")
+        if "config" not in entry:
             raise ConfigError(f"{where}: models.{model} needs a 'config' (a training preset or YAML path)")
-        if unknown := sorted(set(entry) - MODEL_KEYS):
-            raise ConfigError(f"{where}: models.{model} has unknown key(s) {unknown}; known keys: {sorted(MODEL_KEYS)}")
         entry.setdefault("set", {})
         limit = entry.setdefault("max_resolution", None)
-        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int) or limit < 8):
+        if limit is not None and limit < 8:
             raise ConfigError(f"{where}: models.{model}.max_resolution must be a resolution in pixels (>= 8), "
                               f"got {limit!r}")
         if str(entry["config"]).endswith((".yaml", ".yml")) and base is not None:
             entry["config"] = str((base / entry["config"]).resolve())
-    shared_stop = values.setdefault("shared_stop", False)
-    if not isinstance(shared_stop, bool):
-        raise ConfigError(f"{where}: shared_stop must be true or false, got {shared_stop!r}")
+    values.setdefault("shared_stop", False)
     refs = [SettingRef(d, n, _seed_count(values["seeds"], d, n, where), int(spec["resolution"]))
             for d, n, spec in expanded if d in wanted or f"{d}/{n}" in wanted]
     return BenchmarkPreset(str(values["name"]), values, refs)

@@ -181,6 +181,8 @@ class ImageFile:
         return f"{self!r}|{stat.st_size if stat else -1}|{stat.st_mtime_ns if stat else -1}"
 
     def load(self) -> tuple[np.ndarray, str | None]:
+        if not os.path.isfile(self.path):  # the same words for every format (pydicom's differ)
+            raise FileNotFoundError(f"image file not found: {self.path}")
         kind = image_kind(self.path)
         if kind == "raster":
             return read_raster(self.path), None
@@ -249,11 +251,16 @@ def box_pyramid(base: np.ndarray, resolutions: list[int]) -> dict[int, np.ndarra
         level = level.reshape(c, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
 
 
+def check_resolution(resolution: int) -> None:
+    """A store holds square images of a power of two >= 4 pixels (box averaging halves them)."""
+    if resolution < 4 or resolution & (resolution - 1):
+        raise ValueError(f"resolution {resolution} is not a power of two >= 4")
+
+
 def base_size(resolutions: list[int]) -> int:
     """Images are resized to 256 (512 where asked for), then box-averaged down."""
     for r in resolutions:
-        if r < 4 or r & (r - 1):
-            raise ValueError(f"resolution {r} is not a power of two >= 4")
+        check_resolution(r)
     return max(256, max(resolutions))
 
 

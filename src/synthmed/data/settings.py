@@ -29,30 +29,45 @@ import hashlib
 import json
 import os
 import zlib
-from dataclasses import dataclass
-from importlib import resources
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Literal
 
 import numpy as np
 import pandas as pd
 
-from synthmed._io import read_json, read_yaml, write_json_atomic
+from synthmed._io import read_json, write_json_atomic
+from synthmed.config import check_values, field_types, load_mapping
+from synthmed.config import preset_names as shipped_presets
+from synthmed.data.imaging import check_resolution
 from synthmed.data.records import SPLITS, combination_key, combination_name
 from synthmed.data.store import Store
 from synthmed.errors import DataError
 from synthmed.output_dir import claim_output_dir, staged_dir
 
 INDEX_FILE, SETTING_FILE, ROWS_FILE = "settings.json", "setting.json", "rows.parquet"
-SETTING_KEYS = {
-    "name", "combinations", "min_images_per_combination", "train_per_combination", "oversample",
-    "val_per_combination", "test_per_combination", "val_total", "test_total", "resolution", "drop_empty_labels",
-}
-DEFAULTS: dict[str, Any] = {
-    "combinations": "all", "min_images_per_combination": 1, "train_per_combination": "all", "oversample": False,
-    "val_per_combination": None, "test_per_combination": None, "val_total": None, "test_total": None,
-    "resolution": 32, "drop_empty_labels": True,
-}
+
+@dataclass
+class SettingSpec:
+    """The keys of one setting, their types and defaults (a preset's ``defaults`` and ``settings`` entries)."""
+
+    name: str | None = None
+    combinations: int | Literal["all"] = "all"
+    min_images_per_combination: int = 1
+    train_per_combination: int | Literal["all"] = "all"
+    oversample: bool = False
+    val_per_combination: int | Literal["all"] | None = None
+    test_per_combination: int | Literal["all"] | None = None
+    val_total: int | None = None
+    test_total: int | None = None
+    resolution: int = 32
+    drop_empty_labels: bool = True
+
+
+# every key but the name, in this order in each setting.json's "spec"
+DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(SettingSpec) if f.name != "name"}
+_COUNTS = ("combinations", "min_images_per_combination", "train_per_combination", "val_per_combination",
+           "test_per_combination", "val_total", "test_total")
 _NAME_PARTS = (("combinations", "k"), ("train_per_combination", "n"), ("resolution", "r"))
 
 
@@ -60,24 +75,12 @@ _NAME_PARTS = (("combinations", "k"), ("train_per_combination", "n"), ("resoluti
 
 
 def preset_names() -> list[str]:
-    folder = resources.files("synthmed") / "configs" / "settings"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return shipped_presets("settings")
 
 
 def load_preset(name_or_path: str | os.PathLike) -> dict[str, Any]:
     """A shipped preset by name (``chest``, ``brain``, ``br35h``...) or a YAML file by path."""
-    path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise DataError("preset file not found", file=path)
-        text, where = path.read_text(), path
-    else:
-        if str(name_or_path) not in preset_names():
-            raise DataError(f"unknown preset {str(name_or_path)!r}: expected one of {preset_names()} or a .yaml path",
-                            field="preset")
-        where = f"preset {name_or_path}"
-        text = (resources.files("synthmed") / "configs" / "settings" / f"{name_or_path}.yaml").read_text()
-    preset = read_yaml(text)
+    preset, where, _ = load_mapping(name_or_path, "settings", DataError)
     _validate_preset(preset, where)
     return preset
 
@@ -86,14 +89,29 @@ def _validate_preset(preset: Any, where: object) -> None:
     if not isinstance(preset, dict) or not isinstance(preset.get("dimensions"), dict) or not preset["dimensions"]:
         raise DataError("a preset needs a 'dimensions' mapping", file=where, field="dimensions")
     for dimension, spec in preset["dimensions"].items():
+        if not isinstance(dimension, str):
+            raise DataError(f"dimension {dimension!r} must be a name (text)", file=where, field="dimensions")
         if not isinstance(spec, dict) or not isinstance(spec.get("settings"), list) or not spec["settings"]:
             raise DataError("needs a non-empty 'settings' list", file=where, field=f"dimensions.{dimension}")
         for i, setting in enumerate([spec.get("defaults") or {}] + spec["settings"]):
-            unknown = sorted(set(setting) - SETTING_KEYS)
-            if unknown:
-                label = "defaults" if i == 0 else f"settings[{i - 1}]"
-                raise DataError(f"unknown key(s) {unknown}; allowed: {sorted(SETTING_KEYS)}",
-                                file=where, field=f"dimensions.{dimension}.{label}")
+            label = "defaults" if i == 0 else f"settings[{i - 1}]"
+            _check_setting(setting, f"{where}, dimensions.{dimension}.{label}")
+
+
+def _check_setting(setting: Any, where: str) -> None:
+    """The keys of one entry, their types, then their ranges (a negative count would slice rows away)."""
+    if not isinstance(setting, dict):
+        raise DataError(f"must be a mapping of key: value, got {setting!r}", file=where)
+    check_values(setting, field_types(SettingSpec), where, DataError)
+    for key in _COUNTS:
+        value = setting.get(key)
+        if isinstance(value, int) and value < 1:
+            raise DataError(f"{key} = {value} must be at least 1", file=where)
+    if "resolution" in setting:
+        try:
+            check_resolution(setting["resolution"])
+        except ValueError as error:
+            raise DataError(f"{error}, so no store can hold it", file=where) from None
 
 
 def expand_preset(preset: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:

@@ -127,6 +127,9 @@ def prepare(
         raise DataError(str(error), field="resolution") from None
     if scaling not in SCALINGS:
         raise DataError(f"unknown scaling {scaling!r}: expected one of {SCALINGS}", field="scaling")
+    if workers is not None and workers < 1:
+        raise DataError(f"workers = {workers}: give at least 1 decoding process (leave it out for one per core)",
+                        field="workers")
     if not 0 <= max_bad_fraction <= 1:
         raise DataError(f"max_bad_fraction {max_bad_fraction} is not in [0, 1]", field="max_bad_fraction")
     if not source.records:

@@ -21,7 +21,6 @@ names a local state dict.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import os
 import re
@@ -37,6 +36,7 @@ from monai.networks.nets import DenseNet121
 from torch import nn
 
 from synthmed._io import sha256_file, write_with_atomic
+from synthmed.config import check_values, field_types
 from synthmed.device import resolve_device
 from synthmed.errors import ConfigError, DataError
 from synthmed.metrics.auroc import auroc_per_label, undefined_labels
@@ -66,21 +66,14 @@ class ClassifierConfig:
     threads: int = 0  # torch CPU threads; 0 = torch's default
 
     def __post_init__(self) -> None:
-        if self.pretrained_weights is not None:
+        if isinstance(self.pretrained_weights, os.PathLike):
             self.pretrained_weights = str(self.pretrained_weights)  # a path, kept JSON-friendly
-        for key in ("lr", "lr_factor"):
-            # PyYAML (YAML 1.1: --set and presets) reads 1e-4 as a string; take numeric strings as numbers
-            if isinstance(getattr(self, key), str):
-                with contextlib.suppress(ValueError):  # not a number: _check_config names it
-                    setattr(self, key, float(getattr(self, key)))
         _check_config(self)
 
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> ClassifierConfig:
         """A config from user-given keys (``--set``, a preset's ``classifier``); unknown keys are refused by name."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        if set(values) - known:
-            raise ConfigError(f"unknown classifier key(s) {sorted(set(values) - known)}; known keys: {sorted(known)}")
+        check_values(values, field_types(cls), "classifier")
         return cls(**values)
 
     def to_dict(self) -> dict[str, Any]:
@@ -91,27 +84,24 @@ class ClassifierConfig:
         return {k: v for k, v in self.to_dict().items() if k not in ("device", "threads")}
 
 
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
 def _check_config(c: ClassifierConfig) -> None:
     """Every field, so that a bad value stops before any training with the key named."""
     def fail(key: str, message: str) -> None:
         raise ConfigError(f"classifier {key} = {getattr(c, key)!r} {message}")
 
-    if c.input_size is not None and (not _is_int(c.input_size) or c.input_size < MIN_SIZE):
+    check_values(dataclasses.asdict(c), field_types(ClassifierConfig), "classifier")  # types before comparisons
+    if c.input_size is not None and c.input_size < MIN_SIZE:
         fail("input_size", f"must be null (native size) or an integer of at least {MIN_SIZE}")
     for key in ("batch_size", "max_images_per_epoch", "lr_patience", "stop_patience", "max_epochs"):
-        if not _is_int(getattr(c, key)) or getattr(c, key) < 1:
+        if getattr(c, key) < 1:
             fail(key, "must be an integer of at least 1")
-    if not _is_int(c.threads) or c.threads < 0:
+    if c.threads < 0:
         fail("threads", "must be an integer of at least 0 (0: torch's default)")
-    if not _is_int(c.seed) or c.seed < 0:
+    if c.seed < 0:
         fail("seed", "must be an integer of at least 0")
-    if not isinstance(c.lr, (int, float)) or isinstance(c.lr, bool) or not c.lr > 0:
+    if not c.lr > 0:
         fail("lr", "must be a number above 0")
-    if not isinstance(c.lr_factor, (int, float)) or isinstance(c.lr_factor, bool) or not 0 < c.lr_factor <= 1:
+    if not 0 < c.lr_factor <= 1:
         fail("lr_factor", "must be a number in (0, 1]")
     try:
         resolve_device(c.device)

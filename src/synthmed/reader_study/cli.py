@@ -6,6 +6,7 @@ Heavy imports (numpy, FastAPI, scipy, matplotlib) happen inside the commands, as
 
 from __future__ import annotations
 
+import shlex
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -39,8 +40,9 @@ def create_command(
                                   n_synthetic=n_synthetic, fold=fold, seed=seed, log=console.print)
     console.print(f"admin page (keep it private; shown only now): {base_url.rstrip('/')}/admin/{admin_token}/",
                   highlight=False, soft_wrap=True)
-    console.print(f"add readers with `synthmed reader-study add-reader {out} NAME`, then "
-                  f"`synthmed reader-study serve {out}`")
+    study = shlex.quote(str(out))  # a command to paste into a shell, whatever the folder's name
+    console.print(f"add readers with `synthmed reader-study add-reader {study} NAME`, then "
+                  f"`synthmed reader-study serve {study}`", highlight=False, soft_wrap=True)
 
 
 @reader_study_app.command("add-reader")

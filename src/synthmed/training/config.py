@@ -11,11 +11,11 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 from typing import Any, Callable
 
-from synthmed._io import read_yaml
+from synthmed.config import check_values, field_types, load_mapping
+from synthmed.config import preset_names as shipped_presets
 from synthmed.errors import ConfigError
 
 MODELS = ("cpdgan", "proggan", "diffusion")
@@ -106,33 +106,17 @@ class TrainConfig:
 
 
 def preset_names() -> list[str]:
-    folder = resources.files("synthmed") / "configs" / "train"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return shipped_presets("train")
 
 
 def load_config(preset_or_path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """A preset by name or a YAML file, then ``overrides`` (``--set key=value``) on top."""
-    path = Path(preset_or_path)
-    if path.suffix in (".yaml", ".yml"):
-        if not path.is_file():
-            raise ConfigError(f"config file {path} not found")
-        values, where = read_yaml(path.read_text()) or {}, str(path)
-    elif str(preset_or_path) in preset_names():
-        text = (resources.files("synthmed") / "configs" / "train" / f"{preset_or_path}.yaml").read_text()
-        values, where = read_yaml(text) or {}, f"preset {preset_or_path}"
-    else:
-        raise ConfigError(f"unknown training preset {str(preset_or_path)!r}: expected one of {preset_names()} "
-                          "or a .yaml file")
-    if not isinstance(values, dict):
-        raise ConfigError(f"{where}: a training config must be a mapping of key: value")
+    values, where, _ = load_mapping(preset_or_path, "train")
     return config_from_dict({**values, **(overrides or {})}, where)
 
 
 def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
-    known = {f.name: f for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - set(known))
-    if unknown:
-        raise ConfigError(f"{where}: unknown key(s) {unknown}; known keys: {sorted(known)}")
+    check_values(values, field_types(TrainConfig), where)  # names and types before any comparison
     values = dict(values)
     if "betas" in values:
         values["betas"] = tuple(float(b) for b in values["betas"])
@@ -143,9 +127,9 @@ def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConf
     for key in ("batch_by_resolution", "min_images", "phase_images"):
         if isinstance(values.get(key), dict):
             values[key] = {int(r): int(v) for r, v in values[key].items()}
-    config = TrainConfig(**values)
-    _validate(config, where)
-    return config
+    trained = TrainConfig(**values)
+    _validate(trained, where)
+    return trained
 
 
 def _is_power_of_two(n: int) -> bool:

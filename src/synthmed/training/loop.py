@@ -18,6 +18,7 @@ from __future__ import annotations
 import csv
 import math
 import os
+import shlex
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -127,7 +128,8 @@ def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os
     channels = int(setting.store.manifest["channels"])
     check_hardware(config, channels)
     run = RunDir(out)
-    claim_output_dir(run.path, run.info.name, "a run", if_taken=f"continue it with `synthmed train --resume {run.path}`",
+    claim_output_dir(run.path, run.info.name, "a run",
+                     if_taken=f"continue it with `synthmed train --resume {shlex.quote(str(run.path))}`",
                      error=ConfigError)
     run.path.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.config, yaml.safe_dump(config.to_dict(), sort_keys=False))
@@ -153,7 +155,7 @@ def check_hardware(config: TrainConfig, channels: int) -> None:
 
     Only the machine can tell (a GPU, a weights file), so this runs when a run starts, not when a
     config is read (``generate`` reads a GPU run's config on a laptop)."""
-    if isinstance(config.threads, bool) or not isinstance(config.threads, int) or config.threads < 0:
+    if config.threads < 0:  # its type is checked when the config is read
         raise ConfigError(f"threads = {config.threads!r} must be a non-negative integer (0: torch's default)")
     try:  # an unknown or absent device fails here, not after the run folder is made
         torch.empty(0, device=resolve_device(config.device))

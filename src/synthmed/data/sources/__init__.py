@@ -7,10 +7,12 @@ arguments of that source's ``load`` function, and unknown ones are refused by na
 from __future__ import annotations
 
 import inspect
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from synthmed.config import check_values
 from synthmed.data.records import SourceData
 from synthmed.data.sources import br35h, chexpert, folder, medmnist, rsna_ich
 from synthmed.errors import DataError
@@ -42,6 +44,8 @@ def load_source(name: str, root: str | Path | None = None, **options: Any) -> So
         raise DataError(
             f"source {name!r} has no option(s) {unknown}; it accepts {source_options(name)}", field=unknown[0]
         )
+    hints = typing.get_type_hints(load)  # each option's type, from the source's ``load`` signature
+    check_values(options, {option: hints[option] for option in source_options(name)}, f"source {name!r}", DataError)
     if root is None and "root" in inspect.signature(load).parameters:
         default = inspect.signature(load).parameters["root"].default
         if default is inspect.Parameter.empty:

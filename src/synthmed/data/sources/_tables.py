@@ -31,11 +31,18 @@ def read_table(path: str | Path, required: Sequence[str]) -> pd.DataFrame:
     if not path.is_file():
         raise DataError("CSV file not found", file=path)
     try:
+        # the header as written: pandas would rename a repeated column B to B.1 and read both
+        header = [str(name).strip() for name in pd.read_csv(path, header=None, nrows=1, dtype=str,
+                                                            keep_default_na=False).iloc[0]]
         table = pd.read_csv(path, dtype=str, keep_default_na=False)
     except pd.errors.EmptyDataError:
         raise DataError("CSV file is empty (expected a header line and rows)", file=path) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataError(f"cannot parse the CSV file: {error}", file=path) from None
+    repeated = sorted({name for name in header if header.count(name) > 1})
+    if repeated:
+        raise DataError(f"column {repeated[0]!r} appears {header.count(repeated[0])} times in the header",
+                        file=path, row=1, field=repeated[0])
     table.columns = [str(name).strip() for name in table.columns]
     for column in required:
         if column not in table.columns:
@@ -79,7 +86,7 @@ def parse_labels(
 
 
 def resolve_in_root(root: str | Path, value: str, *, file: str | Path, row: int, column: str) -> tuple[Path, str]:
-    """The existing file that a path cell names, and its path relative to ``root`` (posix).
+    """The file that a path cell names, and its path relative to ``root`` (posix).
 
     Relative paths are taken from ``root``; absolute ones are accepted only inside it (as
     given or with symlinks resolved). The check is on the normalised path, so ``a/../../x``
@@ -97,8 +104,8 @@ def resolve_in_root(root: str | Path, value: str, *, file: str | Path, row: int,
         relative = _inside(candidate, os.path.realpath(root))
     if relative is None:
         raise DataError(f"path {value!r} points outside the data folder {root}", file=file, row=row, field=column)
-    if not os.path.isfile(candidate):
-        raise DataError(f"image file {value!r} not found (looked for {candidate})", file=file, row=row, field=column)
+    # A missing file is not checked here: like an unreadable one, it is skipped when decoded and
+    # counted against max_bad_fraction, so one lost file does not stop a 200,000-image prepare.
     return Path(candidate), relative.replace(os.sep, "/")
 
 

@@ -74,6 +74,11 @@ def labels_from_csv(csv_path: str | Path, uncertain: str = "ones") -> pd.DataFra
         raise DataError(f"view {views[line]!r} is neither of {VIEWS}", file=csv_path, row=line, field="Frontal/Lateral")
     frontal = table[views == "Frontal"]
     check_unique(frontal["Path"], file=csv_path, column="Path", what="image path")
+    upward = frontal["Path"].str.contains(r"(?:^|/)\.\.(?:/|$)")  # before the patient id, which it would lack
+    if upward.any():
+        line = int(upward.idxmax())
+        raise DataError(f"path {frontal['Path'][line]!r} points outside the data folder ('..')",
+                        file=csv_path, row=line, field="Path")
 
     patients = frontal["Path"].str.extract(r"(?:^|/)(patient\d+)(?:/|$)", expand=False)
     if patients.isna().any():

@@ -71,6 +71,9 @@ def _size_from_name(path: Path) -> int:
 
 def _read_arrays(path: Path, size: int | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Images and raw labels per split, with every key, shape and dtype checked."""
+    # numpy reads anything that is not a zip archive as a pickle and would call a text file "pickled data"
+    if not zipfile.is_zipfile(path):
+        raise DataError("is not a .npz file (a zip archive of arrays, as numpy.savez writes)", file=path)
     try:
         npz = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
@@ -81,7 +84,13 @@ def _read_arrays(path: Path, size: int | None) -> tuple[dict[str, np.ndarray], d
             for key in (f"{split}_images", f"{split}_labels"):
                 if key not in npz.files:
                     raise DataError(f"missing array; the file has {sorted(npz.files)}", file=path, field=key)
-            images[split], labels[split] = npz[f"{split}_images"], npz[f"{split}_labels"]
+                try:
+                    (images if key.endswith("images") else labels)[split] = npz[key]
+                except ValueError:  # an object array: numpy refuses to unpickle it, and so do we
+                    raise DataError("holds Python objects (an object array), not numbers", file=path,
+                                    field=key) from None
+                except (OSError, zipfile.BadZipFile) as error:
+                    raise DataError(f"cannot read the array: {error}", file=path, field=key) from None
     for split in SPLITS:
         image_key, label_key = f"{split}_images", f"{split}_labels"
         x, y = images[split], labels[split]
