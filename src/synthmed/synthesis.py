@@ -56,9 +56,6 @@ def load_generator(run_dir: str | os.PathLike, device: str | torch.device = "cpu
     path = run.path / (snapshot or GENERATOR)
     if snapshot is not None and not path.is_file():
         raise DataError(f"has no snapshot {snapshot}", file=run_dir)
-    if not (Path(run_dir) / "run.json").is_file():
-        raise DataError("is not a training run (no run.json); give the --out folder of `synthmed train`",
-                        file=run_dir)
     if not path.is_file():
         raise DataError(f"has no {GENERATOR}: the run has not finished; continue it with "
                         f"`synthmed train --resume {shlex.quote(str(run_dir))}`", file=run_dir)
