@@ -2,7 +2,8 @@
 
 Presets live in ``configs/train/``: ``cpdgan-paper`` / ``proggan-paper`` carry the paper's
 numbers (for GPUs); ``cpdgan-cpu`` / ``proggan-cpu`` scale the same code down so that a
-useful model trains on two CPU cores in minutes. Only numbers differ between them.
+useful model trains on two CPU cores in minutes. Only numbers differ between them. A plug-in
+generator brings its own presets, and its own keys in ``model_options`` (``registry.py``).
 """
 
 from __future__ import annotations
@@ -11,19 +12,18 @@ import dataclasses
 import hashlib
 import json
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from synthmed._io import read_yaml
 from synthmed.errors import ConfigError
-
-MODELS = ("cpdgan", "proggan", "diffusion")
+from synthmed.training import registry
 
 
 @dataclass
 class TrainConfig:
-    model: str = "cpdgan"
+    model: str = "cpdgan"  # a registered generator (registry.py)
+    model_options: dict[str, Any] = field(default_factory=dict)  # a plug-in generator's own keys
     # network size: channels at resolution r = min(channels_base // r, channels_max)
     latent_dim: int = 512
     channels_base: int = 16384
@@ -93,6 +93,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        if not self.model_options:  # the built-in models have none: their configs and digests stay as they were
+            del data["model_options"]
         data["betas"] = list(self.betas)
         channels = self.unet_channels
         data["unet_channels"] = ({r: list(v) for r, v in channels.items()} if isinstance(channels, dict)
@@ -106,8 +108,7 @@ class TrainConfig:
 
 
 def preset_names() -> list[str]:
-    folder = resources.files("synthmed") / "configs" / "train"
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return sorted(registry.preset_files())
 
 
 def load_config(preset_or_path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -118,7 +119,7 @@ def load_config(preset_or_path: str | Path, overrides: dict[str, Any] | None = N
             raise ConfigError(f"config file {path} not found")
         values, where = read_yaml(path.read_text()) or {}, str(path)
     elif str(preset_or_path) in preset_names():
-        text = (resources.files("synthmed") / "configs" / "train" / f"{preset_or_path}.yaml").read_text()
+        text = registry.preset_files()[str(preset_or_path)].read_text()
         values, where = read_yaml(text) or {}, f"preset {preset_or_path}"
     else:
         raise ConfigError(f"unknown training preset {str(preset_or_path)!r}: expected one of {preset_names()} "
@@ -145,6 +146,7 @@ def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConf
             values[key] = {int(r): int(v) for r, v in values[key].items()}
     config = TrainConfig(**values)
     _validate(config, where)
+    config.model_options = registry.model_options(config)  # its defaults recorded: the run's config is whole
     return config
 
 
@@ -156,8 +158,6 @@ def _validate(c: TrainConfig, where: str) -> None:
     def fail(key: str, message: str) -> None:
         raise ConfigError(f"{where}: {key} = {getattr(c, key)!r} {message}")
 
-    if c.model not in MODELS:
-        fail("model", f"is not one of {MODELS}")
     for key in ("latent_dim", "channels_base", "channels_max", "batch_size", "min_images", "max_images",
                 "fid_every", "fid_samples", "sample_every", "checkpoint_every", "log_every", "phase_images"):
         value = getattr(c, key)
@@ -171,22 +171,10 @@ def _validate(c: TrainConfig, where: str) -> None:
         fail("ema_decay", "must be in [0, 1)")
     if not isinstance(c.augment, str):
         fail("augment", "must be a comma-separated string of augmentations")
-    if c.augment:
-        if c.model == "diffusion":
-            fail("augment", "applies to the GANs only (the diffusion model has no discriminator)")
-        from synthmed.training.augment import parse_policy  # imports torch: only when augmenting
-
-        try:
-            parse_policy(c.augment)
-        except ValueError as error:
-            fail("augment", str(error))
     for key in ("ema_warmup", "attention", "reset_adam_per_phase"):
         if not isinstance(getattr(c, key), bool):
             fail(key, "must be true or false")
-    if c.reset_adam_per_phase and c.model != "proggan":
-        fail("reset_adam_per_phase", "applies to prog-GAN only (the only model that grows in phases)")
-    if c.model == "diffusion":
-        _validate_diffusion(c, fail)
+    registry.check_config(c, fail)  # the model is registered; its own keys (augment, the diffusion UNet, ...)
     if c.patience < 1:
         fail("patience", "must be at least 1")
     if any(c.max_images < m for m in (c.min_images.values() if isinstance(c.min_images, dict) else [c.min_images])):
@@ -196,28 +184,6 @@ def _validate(c: TrainConfig, where: str) -> None:
     for resolution, batch in c.batch_by_resolution.items():
         if not _is_power_of_two(resolution) or batch < 1:
             fail("batch_by_resolution", f"has an invalid entry {resolution}: {batch}")
-
-
-def _validate_diffusion(c: TrainConfig, fail: Callable[[str, str], None]) -> None:
-    from synthmed.models.diffusion import NOISE_SCHEDULES, PREDICTIONS, SAMPLERS  # imports torch: only here
-
-    for key, allowed in (("prediction", PREDICTIONS), ("sampler", SAMPLERS), ("noise_schedule", NOISE_SCHEDULES)):
-        if getattr(c, key) not in allowed:
-            fail(key, f"is not one of {allowed}")
-    per_resolution = c.unet_channels.values() if isinstance(c.unet_channels, dict) else [c.unet_channels]
-    if any(not widths or any(not isinstance(v, int) or v < 8 or v % 8 for v in widths) for widths in per_resolution):
-        fail("unet_channels", "must be a list of positive multiples of 8 (one width per UNet level), "
-             "or a mapping resolution: list")
-    for key, low, high in (("layers_per_block", 1, 8), ("train_timesteps", 2, 100_000), ("sample_steps", 1, 1000)):
-        value = getattr(c, key)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            fail(key, f"must be an integer in [{low}, {high}]")
-    if c.snr_gamma < 0:
-        fail("snr_gamma", "must be >= 0 (0: unweighted loss)")
-    if not 0 <= c.label_dropout < 1:
-        fail("label_dropout", "must be in [0, 1)")
-    if c.guidance_scale < 0:
-        fail("guidance_scale", "must be >= 0 (1 = no guidance)")
 
 
 def growth_phase(images_seen: int, start: int, final: int, phase_images: int) -> int:
@@ -245,8 +211,9 @@ def growth_at(images_seen: int, start: int, final: int, phase_images: int) -> tu
 def validate_resolution(resolution: int, config: TrainConfig) -> None:
     if not _is_power_of_two(resolution) or resolution < 8:
         raise ConfigError(f"resolution {resolution} is not a power of two >= 8")
-    if config.model == "proggan" and resolution < config.start_resolution:
-        raise ConfigError(f"resolution {resolution} is below start_resolution {config.start_resolution}")
+    check = registry.generator(config.model).check_resolution
+    if check is not None:  # e.g. prog-GAN's growth
+        check(config, resolution)
 
 
 def growth_images(resolution: int, config: TrainConfig) -> int:
