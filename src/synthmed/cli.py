@@ -193,6 +193,20 @@ def generate_command(
              export_png=png, overwrite=overwrite, progress=progress, log=console.print)
 
 
+@app.command("models")
+def models_command() -> None:
+    """The registered generators (built in or from installed plug-ins), each with its training presets."""
+    from synthmed.training.registry import registered
+
+    table = Table(title="generators (entry-point group synthmed.generators)")
+    for column in ("model", "from", "presets", "own keys (model_options)", "summary"):
+        table.add_column(column)
+    for name, model in registered().items():
+        options = ", ".join(f"{k}={v}" for k, v in model.generator.options.items())
+        table.add_row(name, model.origin, ", ".join(model.presets) or "-", options or "-", model.generator.summary)
+    console.print(table)
+
+
 RealSetting = Annotated[Path, typer.Option(help="the real benchmark setting directory")]
 SyntheticSetting = Annotated[Path, typer.Option(help="the synthetic setting (RUN/synthetic/setting)")]
 ClassifierSets = Annotated[list[str], typer.Option("--set", help="classifier setting KEY=VALUE, e.g. input_size=224")]

@@ -22,13 +22,14 @@ import importlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from importlib import metadata, resources
-from importlib.resources.abc import Traversable
 from typing import TYPE_CHECKING, Any
 
 from synthmed._io import read_yaml
 from synthmed.errors import ConfigError
 
 if TYPE_CHECKING:
+    from importlib.resources.abc import Traversable  # Python 3.11+: for type checkers only
+
     from synthmed.training.config import TrainConfig
 
 GROUP = "synthmed.generators"
@@ -74,8 +75,8 @@ def registered() -> dict[str, Registered]:
     for entry in metadata.entry_points(group=GROUP):
         origin = _origin(entry)
         if entry.name in found:
-            raise ConfigError(f"generator {entry.name!r} is registered twice ({found[entry.name][1]} and {origin}); "
-                              "uninstall one of them")
+            both = " and ".join(sorted((found[entry.name][1], origin)))
+            raise ConfigError(f"generator {entry.name!r} is registered twice ({both}); uninstall one of them")
         found[entry.name] = (_load(entry, origin), origin)
     presets = _presets({name: generator for name, (generator, _) in found.items()})
     return {name: Registered(name, generator, origin, presets.get(name, {}))
