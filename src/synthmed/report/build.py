@@ -154,7 +154,8 @@ def _galleries(root: Path, jobs: list[Job], order: dict[str, list[str]]) -> dict
                for j, d in done("privacy")]
     maps = [{"job": j, "image": _file_uri(d / "importance.png"), "summary": read_json(d / "importance.json")}
             for j, d in done("importance")]
-    cards = [{"job": j, "markdown": (d / "synthetic" / "card.md").read_text()} for j, d in done("generate")]
+    cards = [{"job": j, "markdown": (d / "synthetic" / "card.md").read_text()}
+             for j, d in done("generate") + done("import")]  # generated, and made elsewhere (external models)
     return {"samples": samples, "privacy": privacy, "maps": maps, "cards": cards}
 
 
