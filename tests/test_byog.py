@@ -17,7 +17,7 @@ from conftest import blob_image, write_br35h_tree
 from synthmed.benchmark.jobs import expand
 from synthmed.benchmark.presets import load_preset, resolve_preset
 from synthmed.benchmark.results import read_results
-from synthmed.benchmark.runner import run_benchmark
+from synthmed.benchmark.runner import run_benchmark, training_plan
 from synthmed.data import BenchmarkSetting, build_settings
 from synthmed.errors import ConfigError
 from synthmed.report import build_report
@@ -108,6 +108,7 @@ def test_a_sweep_with_a_plug_in_and_an_external_model_runs_to_a_report(tmp_path)
     stages = {(j.stage, j.labels.get("model")) for j in expand(preset)}
     assert {("train", "cvae"), ("generate", "cvae"), ("import", "mygen")} <= stages
     assert not {("train", "mygen"), ("generate", "mygen"), ("import", "cvae")} & stages
+    assert training_plan(preset, expand(preset))[0]["seeds"] == {"cvae": 1, "mygen": 1}  # mygen: imported sets
     result = run_benchmark(preset, tmp_path / "bench", log=lambda m: None)
     assert set(result["states"].values()) == {"done"}
     table = read_results(tmp_path / "bench")

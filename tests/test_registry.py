@@ -102,3 +102,11 @@ def test_a_broken_plug_in_is_named(tmp_path, monkeypatch, fresh_registry, entrie
 def test_an_unknown_model_lists_the_registered_ones(fresh_registry):
     with pytest.raises(ConfigError, match=r"model = 'stylegan' is not one of the registered generators \['cpdgan', "):
         config_from_dict({"model": "stylegan"})
+
+
+def test_a_method_that_is_not_there_is_named():
+    spec = registry.Generator(method="synthmed.training.gan:NoSuchTraining", presets="synthmed/configs/train",
+                              summary="")
+    with pytest.raises(ConfigError, match=r"training method 'synthmed.training.gan:NoSuchTraining' cannot be "
+                                          "loaded: AttributeError"):
+        spec.method_class()

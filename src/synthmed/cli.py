@@ -146,7 +146,8 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
 @app.command("train")
 def train_command(
     config: Annotated[Optional[str], typer.Option(
-        help="a training preset (cpdgan-cpu, proggan-cpu, diffusion-cpu, or their -paper versions) or a YAML file")] = None,
+        help="a training preset (cpdgan-cpu, proggan-cpu, diffusion-cpu, their -paper versions, a plug-in's: "
+             "synthmed models) or a YAML file")] = None,
     data: Annotated[Optional[Path], typer.Option(help="a benchmark setting directory (synthmed data settings)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run directory to create")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory")] = None,

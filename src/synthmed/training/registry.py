@@ -53,7 +53,11 @@ class Generator:
 
     def method_class(self) -> type:
         module, _, name = self.method.partition(":")
-        return getattr(importlib.import_module(module), name)
+        try:
+            return getattr(importlib.import_module(module), name)
+        except (ImportError, AttributeError) as error:  # a plug-in that names what it does not have
+            raise ConfigError(f"training method {self.method!r} cannot be loaded: {type(error).__name__}: "
+                              f"{error}") from None
 
     def preset_folder(self) -> Traversable:
         package, _, folder = self.presets.partition("/")
@@ -62,6 +66,8 @@ class Generator:
 
 @dataclass(frozen=True)
 class Registered:
+    """A generator as installed: its entry point's name, where it comes from, its presets."""
+
     name: str
     generator: Generator
     origin: str  # "built in", or the distribution (name and version) that registered it
