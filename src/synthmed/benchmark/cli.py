@@ -63,7 +63,7 @@ def _print_counts(name: str, counts: dict[str, dict[str, int]]) -> None:
 
 def _print_plan(name: str, plan: list[dict[str, Any]], jobs: list[Job]) -> None:
     models = list(plan[0]["seeds"]) if plan else []
-    table = Table(title=f"{name}: training runs (seeds) per setting and model")
+    table = Table(title=f"{name}: training runs (seeds) per setting and model; external models: imported sets")
     for column in ["setting", "px", *models, "seeds 1.. stop"]:
         table.add_column(column, justify="left" if column == "setting" else "right")
     for row in plan:

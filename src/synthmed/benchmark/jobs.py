@@ -3,8 +3,9 @@
 ``expand`` turns a preset into jobs in dependency order::
 
     prepare -> settings -> train (per model, setting, seed) -> generate
+                        -> import (per external model, setting, seed: a set made elsewhere, external.py)
                         -> real-classifier (per setting, seed; shared by the models)
-    generate + real-classifier -> utility, fidelity, privacy;  utility -> importance
+    generate or import + real-classifier -> utility, fidelity, privacy;  utility -> importance
 
 With ``shared_stop`` the trainings of seeds 1..n also read seed 0's training of their setting
 and model (role ``first_seed``): they train to the step where it kept its generator (S.3).
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from synthmed._io import read_json, write_json_atomic
+from synthmed.benchmark import external
 from synthmed.benchmark.presets import BenchmarkPreset
 from synthmed.data.settings import load_preset as load_settings_preset
 from synthmed.evaluation.classifier import ClassifierConfig
@@ -75,8 +77,7 @@ def expand(preset: BenchmarkPreset) -> list[Job]:
     jobs = [prepare, settings]
     for ref in preset.settings:
         where = {"dataset": dataset, "dimension": ref.dimension, "setting": ref.name}
-        models = {m: e for m, e in preset.models.items()
-                  if e["max_resolution"] is None or ref.resolution <= e["max_resolution"]}
+        models = {m: e for m, e in preset.models.items() if ref in preset.settings_of(m)}
         first_seed: dict[str, str] = {}  # model -> seed 0's training job of this setting
         for seed in range(ref.seeds):
             setting = {"dimension": ref.dimension, "setting": ref.name}
@@ -87,6 +88,13 @@ def expand(preset: BenchmarkPreset) -> list[Job]:
             generated = {}
             for model, entry in models.items():
                 labels = {**where, "model": model, "seed": seed}
+                if "external" in entry:
+                    source = external.source(entry["external"], ref.dimension, ref.name, seed)
+                    generated[model] = _make("import", {**setting, "source": str(source), "seed": seed,
+                                                        "fingerprint": external.fingerprint(source)},
+                                             {"settings": settings.id}, labels)
+                    jobs.append(generated[model])
+                    continue
                 config = load_config(entry["config"], {**entry["set"], "seed": seed}).to_dict()
                 reads = {"settings": settings.id}
                 if values["shared_stop"] and seed > 0:

@@ -6,7 +6,8 @@ A preset is a YAML file (shipped ones live in ``configs/benchmark/``)::
     data: {source: br35h, root: null, options: {}, resolutions: [32]}
     settings: br35h              # a settings preset: name, .yaml path or an inline mapping
     dimensions: [samples]        # dimensions (or dimension/setting) to run; default: all
-    models: {cpdgan: {config: cpdgan-cpu, set: {}}, proggan: {config: proggan-cpu, max_resolution: 128}}
+    models: {cpdgan: {config: cpdgan-cpu, set: {}}, proggan: {config: proggan-cpu, max_resolution: 128},
+             mygen: {external: mygen-sets}}    # synthetic sets made elsewhere (external.py)
     seeds: 2                     # or per dimension, e.g. {samples: 20, classes: {default: 4, c20: 10}}
     shared_stop: false           # true: seeds 1..n train to the step where seed 0 kept its generator
     classifier: {input_size: null}
@@ -27,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from synthmed.benchmark import external
 from synthmed.config import check_values, load_mapping
 from synthmed.config import preset_names as shipped_presets
 from synthmed.data.settings import expand_preset
@@ -42,6 +44,7 @@ KEYS: dict[str, Any] = {
     "privacy": dict | None, "importance": dict | None, "slurm": dict | None,
 }
 MODEL_KEYS: dict[str, Any] = {"config": str, "set": dict, "max_resolution": int | None}
+EXTERNAL_KEYS: dict[str, Any] = {"external": str, "max_resolution": int | None}  # a model made elsewhere
 DEFAULTS: dict[str, Any] = {
     "classifier": {}, "fidelity": {"extractors": ["inception"], "max_images": None},
     "privacy": PRIVACY_OPTIONS, "importance": {"images": 8, "patch": 2, "stride": 2},
@@ -68,6 +71,11 @@ class BenchmarkPreset:
     @property
     def models(self) -> dict[str, dict[str, Any]]:
         return self.values["models"]
+
+    def settings_of(self, model: str) -> list[SettingRef]:
+        """The settings ``model`` runs on: those up to its ``max_resolution``."""
+        limit = self.models[model]["max_resolution"]
+        return [ref for ref in self.settings if limit is None or ref.resolution <= limit]
 
 
 def preset_names() -> list[str]:
@@ -119,20 +127,42 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
                           f"{sorted(known)} (a dimension, or dimension/setting)")
     values["dimensions"] = list(wanted)
     for model, entry in values["models"].items():
-        check_values(entry, MODEL_KEYS, f"{where}: models.{model}")
-        if "config" not in entry:
-            raise ConfigError(f"{where}: models.{model} needs a 'config' (a training preset or YAML path)")
-        entry.setdefault("set", {})
+        if model == "real":
+            raise ConfigError(f"{where}: models.real: 'real' names the real-data classifier's rows; rename the model")
+        if not isinstance(entry, dict) or not {"config", "external"} & set(entry):
+            raise ConfigError(f"{where}: models.{model} needs a 'config' (a training preset or YAML path) or "
+                              "'external' (a folder of synthetic sets made elsewhere)")
+        check_values(entry, EXTERNAL_KEYS if "external" in entry else MODEL_KEYS, f"{where}: models.{model}")
         limit = entry.setdefault("max_resolution", None)
         if limit is not None and limit < 8:
             raise ConfigError(f"{where}: models.{model}.max_resolution must be a resolution in pixels (>= 8), "
                               f"got {limit!r}")
+        if "external" in entry:
+            folder = Path(str(entry["external"])).expanduser()
+            entry["external"] = str((base / folder).resolve() if base is not None else folder.resolve())
+            continue
+        entry.setdefault("set", {})
         if str(entry["config"]).endswith((".yaml", ".yml")) and base is not None:
             entry["config"] = str((base / entry["config"]).resolve())
     values.setdefault("shared_stop", False)
     refs = [SettingRef(d, n, _seed_count(values["seeds"], d, n, where), int(spec["resolution"]))
             for d, n, spec in expanded if d in wanted or f"{d}/{n}" in wanted]
-    return BenchmarkPreset(str(values["name"]), values, refs)
+    preset = BenchmarkPreset(str(values["name"]), values, refs)
+    _check_external_sources(preset, where)
+    return preset
+
+
+def _check_external_sources(preset: BenchmarkPreset, where: str) -> None:
+    """Every set made elsewhere that the sweep evaluates is there before a job starts."""
+    for model, entry in preset.models.items():
+        if "external" not in entry:
+            continue
+        for ref in preset.settings_of(model):
+            for seed in range(ref.seeds):
+                try:
+                    external.source(entry["external"], ref.dimension, ref.name, seed)
+                except ConfigError as error:
+                    raise ConfigError(f"{where}: models.{model}.external: {error}") from None
 
 
 def _seed_count(seeds: Any, dimension: str, name: str, where: str) -> int:

@@ -36,9 +36,9 @@ def count_jobs(jobs: list[Job]) -> dict[str, dict[str, int]]:
 
 
 def training_plan(preset: BenchmarkPreset, jobs: list[Job]) -> list[dict[str, Any]]:
-    """Per setting: its resolution, the seeds each model trains, and how many of those trainings
-    wait for seed 0's (shared_stop)."""
-    trains = [j for j in jobs if j.stage == "train"]
+    """Per setting: its resolution, the seeds each model trains (or, for an external model, imports), and
+    how many of those trainings wait for seed 0's (shared_stop)."""
+    trains = [j for j in jobs if j.stage in ("train", "import")]
     plan = []
     for ref in preset.settings:
         mine = [j for j in trains if (j.labels["dimension"], j.labels["setting"]) == (ref.dimension, ref.name)]

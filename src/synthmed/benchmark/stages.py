@@ -94,6 +94,16 @@ def generate(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, An
     return {"synthetic": synthetic.name}
 
 
+def import_external(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict:
+    """A synthetic set made elsewhere (a preset's ``external`` model), matched to the setting as `synthmed import`
+    matches it; the evaluation jobs read it as they read generate's."""
+    from synthmed.importing import import_synthetic
+
+    import_synthetic(job.params["source"], setting_dir(inputs["settings"], job), out / "synthetic",
+                     seed=job.params["seed"], export_png=False, overwrite=True, progress=False, log=log)
+    return {"synthetic": "synthetic"}
+
+
 def _pair(job: Job, inputs: dict[str, Path]) -> tuple[Path, Path, Path]:
     """(real setting, synthetic setting, real classifier) of an evaluation job."""
     return (setting_dir(inputs["settings"], job), job_synthetic(inputs["synthetic"]) / "setting",
@@ -155,7 +165,7 @@ def importance(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, 
 
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
-    "prepare": prepare, "settings": settings, "train": train, "generate": generate,
+    "prepare": prepare, "settings": settings, "train": train, "generate": generate, "import": import_external,
     "real-classifier": real_classifier, "utility": utility, "fidelity": fidelity, "privacy": privacy,
     "importance": importance,
 }

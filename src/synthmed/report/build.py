@@ -156,7 +156,8 @@ def _galleries(root: Path, jobs: list[Job], order: dict[str, list[str]]) -> dict
                for j, d in done("privacy")]
     maps = [{"job": j, "image": _file_uri(EvalDir(d).importance_figure), "summary": read_json(EvalDir(d).importance)}
             for j, d in done("importance")]
-    cards = [{"job": j, "markdown": (job_synthetic(d) / "card.md").read_text()} for j, d in done("generate")]
+    cards = [{"job": j, "markdown": (job_synthetic(d) / "card.md").read_text()}
+             for j, d in done("generate") + done("import")]  # generated, and made elsewhere (external models)
     return {"samples": samples, "privacy": privacy, "maps": maps, "cards": cards}
 
 

@@ -2,7 +2,8 @@
 
 Presets live in ``configs/train/``: ``cpdgan-paper`` / ``proggan-paper`` carry the paper's
 numbers (for GPUs); ``cpdgan-cpu`` / ``proggan-cpu`` scale the same code down so that a
-useful model trains on two CPU cores in minutes. Only numbers differ between them.
+useful model trains on two CPU cores in minutes. Only numbers differ between them. A plug-in
+generator brings its own presets, and its own keys in ``model_options`` (``registry.py``).
 """
 
 from __future__ import annotations
@@ -12,18 +13,17 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from synthmed.config import check_values, field_types, load_mapping
-from synthmed.config import preset_names as shipped_presets
 from synthmed.errors import ConfigError
-
-MODELS = ("cpdgan", "proggan", "diffusion")
+from synthmed.training import registry
 
 
 @dataclass
 class TrainConfig:
-    model: str = "cpdgan"
+    model: str = "cpdgan"  # a registered generator (registry.py)
+    model_options: dict[str, Any] = field(default_factory=dict)  # a plug-in generator's own keys
     # network size: channels at resolution r = min(channels_base // r, channels_max)
     latent_dim: int = 512
     channels_base: int = 16384
@@ -93,6 +93,8 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         data = dataclasses.asdict(self)
+        if not self.model_options:  # the built-in models have none: their configs and digests stay as they were
+            del data["model_options"]
         data["betas"] = list(self.betas)
         channels = self.unet_channels
         data["unet_channels"] = ({r: list(v) for r, v in channels.items()} if isinstance(channels, dict)
@@ -106,12 +108,12 @@ class TrainConfig:
 
 
 def preset_names() -> list[str]:
-    return shipped_presets("train")
+    return sorted(registry.preset_files())
 
 
 def load_config(preset_or_path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """A preset by name or a YAML file, then ``overrides`` (``--set key=value``) on top."""
-    values, where, _ = load_mapping(preset_or_path, "train")
+    values, where, _ = load_mapping(preset_or_path, "train", presets=registry.preset_files())
     return config_from_dict({**values, **(overrides or {})}, where)
 
 
@@ -127,9 +129,10 @@ def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConf
     for key in ("batch_by_resolution", "min_images", "phase_images"):
         if isinstance(values.get(key), dict):
             values[key] = {int(r): int(v) for r, v in values[key].items()}
-    trained = TrainConfig(**values)
-    _validate(trained, where)
-    return trained
+    config = TrainConfig(**values)
+    _validate(config, where)
+    config.model_options = registry.model_options(config)  # its defaults recorded: the run's config is whole
+    return config
 
 
 def _is_power_of_two(n: int) -> bool:
@@ -140,8 +143,6 @@ def _validate(c: TrainConfig, where: str) -> None:
     def fail(key: str, message: str) -> None:
         raise ConfigError(f"{where}: {key} = {getattr(c, key)!r} {message}")
 
-    if c.model not in MODELS:
-        fail("model", f"is not one of {MODELS}")
     for key in ("latent_dim", "channels_base", "channels_max", "batch_size", "min_images", "max_images",
                 "fid_every", "fid_samples", "sample_every", "checkpoint_every", "log_every", "phase_images"):
         value = getattr(c, key)
@@ -155,22 +156,10 @@ def _validate(c: TrainConfig, where: str) -> None:
         fail("ema_decay", "must be in [0, 1)")
     if not isinstance(c.augment, str):
         fail("augment", "must be a comma-separated string of augmentations")
-    if c.augment:
-        if c.model == "diffusion":
-            fail("augment", "applies to the GANs only (the diffusion model has no discriminator)")
-        from synthmed.training.augment import parse_policy  # imports torch: only when augmenting
-
-        try:
-            parse_policy(c.augment)
-        except ValueError as error:
-            fail("augment", str(error))
     for key in ("ema_warmup", "attention", "reset_adam_per_phase"):
         if not isinstance(getattr(c, key), bool):
             fail(key, "must be true or false")
-    if c.reset_adam_per_phase and c.model != "proggan":
-        fail("reset_adam_per_phase", "applies to prog-GAN only (the only model that grows in phases)")
-    if c.model == "diffusion":
-        _validate_diffusion(c, fail)
+    registry.check_config(c, fail)  # the model is registered; its own keys (augment, the diffusion UNet, ...)
     if c.patience < 1:
         fail("patience", "must be at least 1")
     if any(c.max_images < m for m in (c.min_images.values() if isinstance(c.min_images, dict) else [c.min_images])):
@@ -180,28 +169,6 @@ def _validate(c: TrainConfig, where: str) -> None:
     for resolution, batch in c.batch_by_resolution.items():
         if not _is_power_of_two(resolution) or batch < 1:
             fail("batch_by_resolution", f"has an invalid entry {resolution}: {batch}")
-
-
-def _validate_diffusion(c: TrainConfig, fail: Callable[[str, str], None]) -> None:
-    from synthmed.models.diffusion import NOISE_SCHEDULES, PREDICTIONS, SAMPLERS  # imports torch: only here
-
-    for key, allowed in (("prediction", PREDICTIONS), ("sampler", SAMPLERS), ("noise_schedule", NOISE_SCHEDULES)):
-        if getattr(c, key) not in allowed:
-            fail(key, f"is not one of {allowed}")
-    per_resolution = c.unet_channels.values() if isinstance(c.unet_channels, dict) else [c.unet_channels]
-    if any(not widths or any(not isinstance(v, int) or v < 8 or v % 8 for v in widths) for widths in per_resolution):
-        fail("unet_channels", "must be a list of positive multiples of 8 (one width per UNet level), "
-             "or a mapping resolution: list")
-    for key, low, high in (("layers_per_block", 1, 8), ("train_timesteps", 2, 100_000), ("sample_steps", 1, 1000)):
-        value = getattr(c, key)
-        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-            fail(key, f"must be an integer in [{low}, {high}]")
-    if c.snr_gamma < 0:
-        fail("snr_gamma", "must be >= 0 (0: unweighted loss)")
-    if not 0 <= c.label_dropout < 1:
-        fail("label_dropout", "must be in [0, 1)")
-    if c.guidance_scale < 0:
-        fail("guidance_scale", "must be >= 0 (1 = no guidance)")
 
 
 def growth_phase(images_seen: int, start: int, final: int, phase_images: int) -> int:
@@ -229,8 +196,9 @@ def growth_at(images_seen: int, start: int, final: int, phase_images: int) -> tu
 def validate_resolution(resolution: int, config: TrainConfig) -> None:
     if not _is_power_of_two(resolution) or resolution < 8:
         raise ConfigError(f"resolution {resolution} is not a power of two >= 8")
-    if config.model == "proggan" and resolution < config.start_resolution:
-        raise ConfigError(f"resolution {resolution} is below start_resolution {config.start_resolution}")
+    check = registry.generator(config.model).check_resolution
+    if check is not None:  # e.g. prog-GAN's growth
+        check(config, resolution)
 
 
 def growth_images(resolution: int, config: TrainConfig) -> int:

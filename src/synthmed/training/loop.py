@@ -50,7 +50,6 @@ from synthmed.training.config import (
     ConfigError,
     TrainConfig,
     config_from_dict,
-    growth_images,
     validate_resolution,
 )
 from synthmed.training.methods import TrainingMethod, build_method, update_ema
@@ -122,9 +121,6 @@ def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os
     setting = BenchmarkSetting(setting_dir)
     validate_resolution(setting.resolution, config)
     config = config.for_resolution(setting.resolution)
-    if config.model == "proggan" and config.min_images < growth_images(setting.resolution, config):
-        raise ConfigError(f"min_images {config.min_images} ends before prog-GAN has grown to "
-                          f"{setting.resolution}x{setting.resolution} ({growth_images(setting.resolution, config)} images)")
     channels = int(setting.store.manifest["channels"])
     check_hardware(config, channels)
     run = RunDir(out)

@@ -9,7 +9,10 @@ returns. After each step the loop updates the sampler as an EMA of ``model`` and
 how far the step took it (``after_step``). Checkpoints hold ``networks()`` and ``optimizers()`` by
 name.
 
-``method_class`` maps the config's ``model`` key to the method class.
+A method class is built as ``cls(config, resolution, label_dim, image_channels, device)`` and
+has a static ``load_sampler(snapshot, config)`` that rebuilds the sampler of a generator snapshot.
+``method_class`` finds the config's ``model`` in the generator registry (``registry.py``): a
+plug-in's method is used exactly as the built-in ones are.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
+from synthmed.training import registry
 from synthmed.training.config import TrainConfig
 from synthmed.training.distributed import Dist
 
@@ -60,11 +64,8 @@ def update_ema(ema: nn.Module, model: nn.Module, config: TrainConfig, step: int)
             e.copy_(b)
 
 
-def method_class(config: TrainConfig):
-    from synthmed.training.diffusion import DiffusionTraining
-    from synthmed.training.gan import GanTraining
-
-    return {"cpdgan": GanTraining, "proggan": GanTraining, "diffusion": DiffusionTraining}[config.model]
+def method_class(config: TrainConfig) -> type:
+    return registry.generator(config.model).method_class()
 
 
 def build_method(config: TrainConfig, resolution: int, label_dim: int, image_channels: int,

@@ -1,0 +1,78 @@
+"""synthmed's own generators as registry entries (``registry.py``), named by its pyproject.toml's
+``synthmed.generators`` entry points as any plug-in's would be. Their keys are the flat keys of
+``TrainConfig``; the checks here are the ones that concern one model only.
+"""
+
+from __future__ import annotations
+
+from synthmed.errors import ConfigError
+from synthmed.training.config import TrainConfig, growth_images
+from synthmed.training.registry import Fail, Generator
+
+PRESETS = "synthmed/configs/train"
+
+
+def _check_augment(c: TrainConfig, fail: Fail) -> None:
+    if c.augment:
+        from synthmed.training.augment import parse_policy  # imports torch: only when augmenting
+
+        try:
+            parse_policy(c.augment)
+        except ValueError as error:
+            fail("augment", str(error))
+
+
+def _check_no_growth(c: TrainConfig, fail: Fail) -> None:
+    if c.reset_adam_per_phase:
+        fail("reset_adam_per_phase", "applies to prog-GAN only (the only model that grows in phases)")
+
+
+def _check_cpdgan(c: TrainConfig, fail: Fail) -> None:
+    _check_augment(c, fail)
+    _check_no_growth(c, fail)
+
+
+def _check_proggan_resolution(config: TrainConfig, resolution: int) -> None:
+    if resolution < config.start_resolution:
+        raise ConfigError(f"resolution {resolution} is below start_resolution {config.start_resolution}")
+    resolved = config.for_resolution(resolution)
+    if resolved.min_images < growth_images(resolution, resolved):
+        raise ConfigError(f"min_images {resolved.min_images} ends before prog-GAN has grown to "
+                          f"{resolution}x{resolution} ({growth_images(resolution, resolved)} images)")
+
+
+def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
+    from synthmed.models.diffusion import NOISE_SCHEDULES, PREDICTIONS, SAMPLERS  # imports torch: only here
+
+    if c.augment:
+        fail("augment", "applies to the GANs only (the diffusion model has no discriminator)")
+    _check_no_growth(c, fail)
+    for key, allowed in (("prediction", PREDICTIONS), ("sampler", SAMPLERS), ("noise_schedule", NOISE_SCHEDULES)):
+        if getattr(c, key) not in allowed:
+            fail(key, f"is not one of {allowed}")
+    per_resolution = c.unet_channels.values() if isinstance(c.unet_channels, dict) else [c.unet_channels]
+    if any(not widths or any(not isinstance(v, int) or v < 8 or v % 8 for v in widths) for widths in per_resolution):
+        fail("unet_channels", "must be a list of positive multiples of 8 (one width per UNet level), "
+             "or a mapping resolution: list")
+    for key, low, high in (("layers_per_block", 1, 8), ("train_timesteps", 2, 100_000), ("sample_steps", 1, 1000)):
+        value = getattr(c, key)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            fail(key, f"must be an integer in [{low}, {high}]")
+    if c.snr_gamma < 0:
+        fail("snr_gamma", "must be >= 0 (0: unweighted loss)")
+    if not 0 <= c.label_dropout < 1:
+        fail("label_dropout", "must be in [0, 1)")
+    if c.guidance_scale < 0:
+        fail("guidance_scale", "must be >= 0 (1 = no guidance)")
+
+
+CPDGAN = Generator(
+    method="synthmed.training.gan:GanTraining", presets=PRESETS, check_config=_check_cpdgan,
+    summary="cpD-GAN: conditional WGAN-GP with a projection critic, one resolution (the paper's)")
+PROGGAN = Generator(
+    method="synthmed.training.gan:GanTraining", presets=PRESETS, check_config=_check_augment,
+    check_resolution=_check_proggan_resolution,
+    summary="prog-GAN: progressively grown WGAN-GP with an auxiliary classifier (the paper's)")
+DIFFUSION = Generator(
+    method="synthmed.training.diffusion:DiffusionTraining", presets=PRESETS, check_config=_check_diffusion,
+    summary="conditional diffusion model: diffusers UNet, classifier-free guidance, DPM-Solver++ or DDIM")
