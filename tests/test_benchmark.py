@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import write_br35h_tree
+from helpers import write_br35h_tree
 from synthmed.benchmark.executors import run_local
 from synthmed.benchmark.jobs import expand, job_state
 from synthmed.benchmark.presets import load_preset, preset_names, resolve_preset

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from conftest import blob_image
+from helpers import blob_image
 from synthmed._io import sha256_file
 from synthmed.errors import DataError
 from synthmed.training import features as features_module

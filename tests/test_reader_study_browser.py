@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import answer_key, make_study, thread_server
 from synthmed.reader_study.analysis import CELLS, analyze_study
-from test_reader_study import answer_key, make_study, thread_server
 
 CHROMIUM = Path("/usr/bin/chromium")
 pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),

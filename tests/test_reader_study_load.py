@@ -17,8 +17,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
+from helpers import add_reader, make_study, process_server, thread_server
 from synthmed.reader_study import db
-from test_reader_study import add_reader, make_study, process_server, thread_server
 
 httpx = pytest.importorskip("httpx")
 READERS, IMAGES = 50, 100
