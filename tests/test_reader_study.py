@@ -217,6 +217,30 @@ def test_admin_creates_readers_and_sees_progress_only(served):
 # ---- analysis -----------------------------------------------------------------------------------
 
 
+def test_each_reader_resumes_at_their_own_next_image(tmp_path):
+    """``current_image`` walks one reader's own order, past that reader's own answers only: another reader
+    who is ahead, on the same images in another order, never moves it."""
+    study, _ = make_study(tmp_path, 4)
+    tokens = [add_reader(study, name) for name in ("R1", "R2")]
+    conn = db.connect(db.study_database(study))
+    try:
+        first, second = (db.reader_for_token(conn, token).id for token in tokens)
+        order = {reader: [row[0] for row in conn.execute(
+            "SELECT image_id FROM assignments WHERE reader_id = ? ORDER BY position", (reader,))]
+            for reader in (first, second)}
+        assert sorted(order[first]) == sorted(order[second]) and order[first] != order[second]
+        for image in order[first][:5]:  # R1 runs ahead
+            assert db.current_image(conn, first) == image
+            assert db.record_answer(conn, first, image, "real") == "recorded"
+        for image in order[second]:
+            assert db.current_image(conn, second) == image
+            assert db.record_answer(conn, second, image, "synthetic") == "recorded"
+            assert db.current_image(conn, first) == order[first][5]
+        assert db.current_image(conn, second) is None
+    finally:
+        conn.close()
+
+
 def test_counts_accuracy_and_wilcoxon_on_a_hand_made_table():
     table = ([("A", "real", "real")] * 3 + [("A", "real", "synthetic")] + [("A", "synthetic", "real")] * 2
              + [("A", "synthetic", "synthetic")] * 2
