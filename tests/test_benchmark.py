@@ -92,6 +92,11 @@ def test_the_dry_run_shows_the_training_plan_and_the_shared_stop(capsys):
         main(["benchmark", "--preset", "chest", "--dry-run"])
     out = capsys.readouterr().out
     assert exit_.value.code == 0, out
+    # output is not a terminal here, as in a log: the tables are whole, not cut to 80 columns
+    header = next(line for line in out.splitlines() if line.startswith("┃"))  # of the jobs per stage
+    assert "…" not in out and [cell.strip() for cell in header.split("┃")[1:-1]] == [
+        "dimension", "fidelity", "generate", "importance", "prepare", "privacy", "real-classifier", "settings", "train",
+        "utility", "total"]
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in out.splitlines() if line.startswith("│") and "/" in line}
     assert rows["resolution/r128"] == ["128", "4", "4", "at seed 0's step"]

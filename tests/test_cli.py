@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
@@ -19,11 +20,33 @@ def test_multi_value_resolution_flag():
     assert expand_multi_value_options(["-r", "8", "--seed", "3"]) == ["-r", "8", "--seed", "3"]
 
 
+def test_tables_are_whole_where_output_is_not_a_terminal():
+    """rich fits a table to 80 columns where output is not a terminal (a log, a pipe, CI), which read
+    `dim… fid… gen…` for the benchmark's dry run; the commands' console prints it whole there."""
+    from rich.table import Table
+
+    from synthmed.console import LogFriendlyConsole
+
+    names = ["dimension", "fidelity", "generate", "importance", "prepare", "privacy", "real-classifier", "settings",
+             "train", "utility", "total"]
+    table = Table(title="jobs per dimension and stage")
+    for name in names:
+        table.add_column(name)
+    table.add_row(*[f"{i}" * 5 for i in range(len(names))])
+    log = io.StringIO()
+    LogFriendlyConsole(file=log).print(table)
+    header = next(line for line in log.getvalue().splitlines() if line.startswith("┃"))
+    assert "…" not in log.getvalue() and [cell.strip() for cell in header.split("┃")[1:-1]] == names
+    terminal = io.StringIO()
+    LogFriendlyConsole(file=terminal, force_terminal=True, width=80).print(table)
+    assert "…" in terminal.getvalue()  # on a terminal rich still fits the table to its width
+
+
 def test_prepare_info_settings(tmp_path, capsys):
     root = write_br35h_tree(tmp_path / "br35h", per_class=20)
     store_dir = tmp_path / "store"
     code = run_cli(["data", "prepare", "br35h", "--root", str(root), "--resolution", "8", "16",
-                "--out", str(store_dir), "--workers", "1", "--no-progress"])
+                    "--out", str(store_dir), "--workers", "1", "--no-progress"])
     output = capsys.readouterr().out
     assert code == 0, output
     assert "br35h: 40 images" in output and "groups" in output
@@ -44,7 +67,7 @@ def test_prepare_info_settings(tmp_path, capsys):
     preset.write_text("dimensions:\n  samples:\n    defaults: {resolution: 8, combinations: 2}\n"
                       "    settings:\n      - {train_per_combination: 4}\n")
     assert run_cli(["data", "settings", "--preset", str(preset), "--store", str(store_dir),
-                "--out", str(tmp_path / "settings")]) == 0
+                    "--out", str(tmp_path / "settings")]) == 0
     index = json.loads((tmp_path / "settings" / "settings.json").read_text())
     assert index["settings"][0]["train"] == 8
 
