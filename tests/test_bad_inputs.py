@@ -18,7 +18,7 @@ import yaml
 from PIL import Image
 from typer.testing import CliRunner
 
-from conftest import blob_image, write_br35h_tree
+from helpers import blob_image, write_br35h_tree
 from synthmed.cli import app, expand_multi_value_options
 from synthmed.data import Store, build_settings, prepare_source
 from synthmed.data.sources.chexpert import FINDINGS

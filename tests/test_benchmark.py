@@ -14,7 +14,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from conftest import write_br35h_tree
+from helpers import write_br35h_tree
 from synthmed.benchmark.executors import run_local
 from synthmed.benchmark.jobs import expand, job_state
 from synthmed.benchmark.presets import load_preset, preset_names, resolve_preset
@@ -92,6 +92,11 @@ def test_the_dry_run_shows_the_training_plan_and_the_shared_stop(capsys):
         main(["benchmark", "--preset", "chest", "--dry-run"])
     out = capsys.readouterr().out
     assert exit_.value.code == 0, out
+    # output is not a terminal here, as in a log: the tables are whole, not cut to 80 columns
+    header = next(line for line in out.splitlines() if line.startswith("┃"))  # of the jobs per stage
+    assert "…" not in out and [cell.strip() for cell in header.split("┃")[1:-1]] == [
+        "dimension", "fidelity", "generate", "importance", "prepare", "privacy", "real-classifier", "settings", "train",
+        "utility", "total"]
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in out.splitlines() if line.startswith("│") and "/" in line}
     assert rows["resolution/r128"] == ["128", "4", "4", "at seed 0's step"]
@@ -128,6 +133,30 @@ def test_every_shipped_preset_builds_valid_training_and_classifier_configs(name)
         if job.stage == "real-classifier":
             ClassifierConfig(**job.params["config"])
     assert {"train", "real-classifier", "utility"} <= {job.stage for job in jobs}
+
+
+@pytest.mark.parametrize("name", preset_names())
+def test_each_seed_runs_with_its_own_seed_and_its_own_job_key(name):
+    """A job of seed s carries seed s in whatever config it has, and seeds 0, 1, 2 of one setting, model and
+    stage hash to three keys. A job that dropped its seed would share one key across seeds: the sweep would
+    run it once and report the same numbers three times as a spread over seeds."""
+    keys: dict[tuple, set[str]] = {}
+    for job in expand(load_preset(name, seeds=3)):
+        if "seed" not in job.labels:  # prepare and settings: one per benchmark
+            assert job.stage in ("prepare", "settings")
+            continue
+        # The stages that draw at random with the run's seed. generate, fidelity and privacy have none of their
+        # own (privacy's `seed` option fixes the audit's holdout draw for every run seed): their keys differ
+        # through the jobs they read.
+        if job.stage in ("train", "real-classifier", "utility"):
+            assert job.params["config"]["seed"] == job.labels["seed"], job.id
+        if job.stage == "importance":
+            assert job.params["seed"] == job.labels["seed"], job.id
+        where = (job.stage, *(job.labels.get(k) for k in ("dimension", "setting", "model")))
+        keys.setdefault(where, set()).add(job.id.rsplit("-", 1)[1])  # the id ends in the key's hash
+    assert {len(hashes) for hashes in keys.values()} == {3}
+    assert {stage for stage, *_ in keys} == {"train", "generate", "real-classifier", "utility", "fidelity", "privacy",
+                                             "importance"}
 
 
 def test_the_cpu_samples_preset_gives_every_setting_the_same_smaller_budget():

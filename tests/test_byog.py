@@ -13,7 +13,8 @@ import numpy as np
 import pytest
 import yaml
 
-from conftest import blob_image, write_br35h_tree
+from helpers import blob_image, write_br35h_tree
+from helpers import run_cli as cli
 from synthmed.benchmark.jobs import expand
 from synthmed.benchmark.presets import load_preset, resolve_preset
 from synthmed.benchmark.results import read_results
@@ -22,7 +23,6 @@ from synthmed.data import BenchmarkSetting, build_settings
 from synthmed.errors import ConfigError
 from synthmed.report import build_report
 from synthmed.training.registry import registered
-from test_cli import run as cli
 
 EXAMPLE = Path(__file__).parents[1] / "examples" / "synthmed-example-generator"
 # the example's preset, shrunk to seconds on 16-32 px

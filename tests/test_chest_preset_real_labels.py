@@ -6,12 +6,10 @@ read. No pixels are needed: settings depend on labels, patients and folds alone.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
-
 import pandas as pd
 import pytest
 
+from helpers import real_chexpert_csv
 from synthmed.data import load_preset, plan_settings
 from synthmed.data.sources.chexpert import FINDINGS, labels_from_csv
 from synthmed.data.splits import grouped_split
@@ -24,10 +22,7 @@ TABLE_S1_SAMPLES = {5950: 17850, 4500: 13500, 3000: 9000, 1500: 4500, 1000: 3000
 
 @pytest.mark.slow
 def test_chest_preset_matches_table_s1_on_real_chexpert_labels():
-    spec = importlib.util.find_spec("torchxrayvision")
-    assert spec is not None, "torchxrayvision (data only) is installed by `make setup`"
-    csv = Path(spec.submodule_search_locations[0]) / "data" / "chexpert_train.csv.gz"
-    table = labels_from_csv(csv)
+    table = labels_from_csv(real_chexpert_csv())
     labels = table[FINDINGS].to_numpy()
     splits = grouped_split(labels, pd.factorize(table["patient"])[0], seed=0)
     built = {f"{d}/{n}": meta for d, n, meta, _ in plan_settings(load_preset("chest"), labels, splits, FINDINGS)}

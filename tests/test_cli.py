@@ -2,23 +2,16 @@
 
 from __future__ import annotations
 
+import io
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import array_source, write_br35h_tree
-from synthmed.cli import expand_multi_value_options, main
-from synthmed.data import Store, build_settings, prepare
-
-
-def run(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
+from helpers import FINDING_NAMES, array_source, finding_setting, one_setting, run_cli, write_br35h_tree
+from synthmed.cli import expand_multi_value_options
+from synthmed.data import Store, prepare
 
 
 def test_multi_value_resolution_flag():
@@ -27,11 +20,33 @@ def test_multi_value_resolution_flag():
     assert expand_multi_value_options(["-r", "8", "--seed", "3"]) == ["-r", "8", "--seed", "3"]
 
 
+def test_tables_are_whole_where_output_is_not_a_terminal():
+    """rich fits a table to 80 columns where output is not a terminal (a log, a pipe, CI), which read
+    `dim… fid… gen…` for the benchmark's dry run; the commands' console prints it whole there."""
+    from rich.table import Table
+
+    from synthmed.console import LogFriendlyConsole
+
+    names = ["dimension", "fidelity", "generate", "importance", "prepare", "privacy", "real-classifier", "settings",
+             "train", "utility", "total"]
+    table = Table(title="jobs per dimension and stage")
+    for name in names:
+        table.add_column(name)
+    table.add_row(*[f"{i}" * 5 for i in range(len(names))])
+    log = io.StringIO()
+    LogFriendlyConsole(file=log).print(table)
+    header = next(line for line in log.getvalue().splitlines() if line.startswith("┃"))
+    assert "…" not in log.getvalue() and [cell.strip() for cell in header.split("┃")[1:-1]] == names
+    terminal = io.StringIO()
+    LogFriendlyConsole(file=terminal, force_terminal=True, width=80).print(table)
+    assert "…" in terminal.getvalue()  # on a terminal rich still fits the table to its width
+
+
 def test_prepare_info_settings(tmp_path, capsys):
     root = write_br35h_tree(tmp_path / "br35h", per_class=20)
     store_dir = tmp_path / "store"
-    code = run(["data", "prepare", "br35h", "--root", str(root), "--resolution", "8", "16",
-                "--out", str(store_dir), "--workers", "1", "--no-progress"])
+    code = run_cli(["data", "prepare", "br35h", "--root", str(root), "--resolution", "8", "16",
+                    "--out", str(store_dir), "--workers", "1", "--no-progress"])
     output = capsys.readouterr().out
     assert code == 0, output
     assert "br35h: 40 images" in output and "groups" in output
@@ -41,7 +56,7 @@ def test_prepare_info_settings(tmp_path, capsys):
     assert store.label_names == ["No Finding", "Tumor"]
     np.testing.assert_array_equal(store.labels.sum(axis=0), [20, 20])
 
-    assert run(["data", "info", str(store_dir)]) == 0
+    assert run_cli(["data", "info", str(store_dir)]) == 0
     output = capsys.readouterr().out
     assert "Tumor" in output and "No Finding" in output
     grids = sorted((store_dir / "info").glob("grid_*.png"))
@@ -51,8 +66,8 @@ def test_prepare_info_settings(tmp_path, capsys):
     preset = tmp_path / "tiny.yaml"
     preset.write_text("dimensions:\n  samples:\n    defaults: {resolution: 8, combinations: 2}\n"
                       "    settings:\n      - {train_per_combination: 4}\n")
-    assert run(["data", "settings", "--preset", str(preset), "--store", str(store_dir),
-                "--out", str(tmp_path / "settings")]) == 0
+    assert run_cli(["data", "settings", "--preset", str(preset), "--store", str(store_dir),
+                    "--out", str(tmp_path / "settings")]) == 0
     index = json.loads((tmp_path / "settings" / "settings.json").read_text())
     assert index["settings"][0]["train"] == 8
 
@@ -73,7 +88,7 @@ def test_bad_input_exits_2_with_a_named_error(args, message, tmp_path, monkeypat
     write_br35h_tree(tmp_path / "br35h", per_class=1)
     if args[:3] == ["data", "prepare", "br35h"]:
         args += ["--root", str(tmp_path / "br35h")]
-    assert run(args) == 2
+    assert run_cli(args) == 2
     error = capsys.readouterr().err
     assert message in " ".join(error.split())
     assert not (tmp_path / "x").exists()
@@ -86,21 +101,18 @@ def test_bad_input_exits_2_with_a_named_error(args, message, tmp_path, monkeypat
 def evaluation_inputs(tmp_path_factory):
     """A 32 px setting, a 16 px one, and untrained classifiers saved as `evaluate utility` would."""
     from synthmed.evaluation.classifier import Classifier, ClassifierConfig
-    from test_utility import NAMES, tiny_setting
 
     root = tmp_path_factory.mktemp("evaluation")
-    setting = tiny_setting(root, "real", seed=4)
+    setting = finding_setting(root, "real", seed=4)
     store = prepare(array_source(), root / "grey16", resolutions=[16], workers=1, progress=False, log=lambda m: None)
-    preset = root / "r16.yaml"
-    preset.write_text("dimensions:\n  all:\n    settings:\n      - {name: r16, resolution: 16}\n")
-    build_settings(preset, store, root / "settings16", log=lambda m: None)
+    setting16 = one_setting(store, root / "settings16", 16)
     classifiers = {}
-    for name, config, labels in (("native", ClassifierConfig(), NAMES),
-                                 ("resized", ClassifierConfig(input_size=64), NAMES),
+    for name, config, labels in (("native", ClassifierConfig(), FINDING_NAMES),
+                                 ("resized", ClassifierConfig(input_size=64), FINDING_NAMES),
                                  ("other_labels", ClassifierConfig(), ["x", "y"])):
         classifiers[name] = root / f"{name}.pt"
         Classifier(config, 1, labels).save(classifiers[name])
-    return {"setting": setting, "setting16": root / "settings16" / "all" / "r16", **classifiers}
+    return {"setting": setting, "setting16": setting16, **classifiers}
 
 
 USER_ERRORS = [

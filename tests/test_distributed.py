@@ -8,14 +8,14 @@ import sys
 
 import pytest
 
+from helpers import TINY_TRAINING
 from synthmed.training.config import config_from_dict
 from synthmed.training.loop import start_run
-from test_training import TINY, tiny_setting  # noqa: F401 - the fixture is used by name
 
 
 @pytest.mark.slow
-def test_two_process_run_completes_with_replicas_in_sync(tiny_setting, tmp_path):  # noqa: F811
-    run = start_run(config_from_dict({**TINY, "max_images": 240}), tiny_setting, tmp_path / "run")
+def test_two_process_run_completes_with_replicas_in_sync(tiny_setting, tmp_path):
+    run = start_run(config_from_dict({**TINY_TRAINING, "max_images": 240}), tiny_setting, tmp_path / "run")
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "synthmed.cli", "train", "--resume", str(run), "--no-progress"],

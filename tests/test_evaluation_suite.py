@@ -7,18 +7,19 @@ import json
 import pytest
 from PIL import Image
 
+from helpers import FAST_CLASSIFIER, finding_setting
 from synthmed.data import BenchmarkSetting
 from synthmed.errors import ConfigError
 from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.evaluation.suite import evaluate_fidelity_run, evaluate_privacy_run
 from synthmed.evaluation.utility import evaluate_utility, setting_identity
-from test_utility import FAST, tiny_setting
 
 
 def test_fidelity_and_privacy_runs_write_their_outputs(tmp_path):
-    real, synthetic = tiny_setting(tmp_path, "real", seed=4), tiny_setting(tmp_path, "synthetic", seed=5)
+    real, synthetic = finding_setting(tmp_path, "real", seed=4), finding_setting(tmp_path, "synthetic", seed=5)
     out = tmp_path / "eval"
-    evaluate_utility(real, synthetic, ClassifierConfig(max_epochs=1, **FAST), out, log=lambda m: None, progress=False)
+    evaluate_utility(real, synthetic, ClassifierConfig(max_epochs=1, **FAST_CLASSIFIER), out, log=lambda m: None,
+                     progress=False)
     classifier = out / "real_classifier.pt"
 
     fidelity = evaluate_fidelity_run(real, synthetic, classifier, out, extractors=("pixels",), log=lambda m: None)
@@ -53,7 +54,7 @@ def test_evaluate_all_writes_every_output_from_the_cli(tmp_path):
 
     from synthmed.cli import app
 
-    real, synthetic = tiny_setting(tmp_path, "real", seed=4), tiny_setting(tmp_path, "synthetic", seed=5)
+    real, synthetic = finding_setting(tmp_path, "real", seed=4), finding_setting(tmp_path, "synthetic", seed=5)
     out = tmp_path / "all"
     result = CliRunner().invoke(app, ["evaluate", "all", "--real", str(real), "--synthetic", str(synthetic),
                                       "--out", str(out), "--set", "max_epochs=1", "--set", "batch_size=16",

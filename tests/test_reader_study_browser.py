@@ -9,19 +9,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
+import httpx
+from playwright import sync_api
 
+from helpers import answer_key, make_study, require_asset, thread_server
 from synthmed.reader_study.analysis import CELLS, analyze_study
-from test_reader_study import answer_key, make_study, thread_server
 
 CHROMIUM = Path("/usr/bin/chromium")
-pytestmark = pytest.mark.skipif(not CHROMIUM.exists(),
-                                reason="needs Debian's chromium at /usr/bin/chromium (`make setup` installs it)")
-httpx = pytest.importorskip("httpx")
-sync_api = pytest.importorskip("playwright.sync_api")
 
 
 def test_a_reader_labels_every_image_in_the_browser_and_resumes(tmp_path):
+    require_asset(CHROMIUM.exists(), f"Debian's chromium at {CHROMIUM}")
     study, admin_token = make_study(tmp_path, 6)
     key = answer_key(study)
     given: dict[str, str] = {}

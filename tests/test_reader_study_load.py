@@ -15,12 +15,12 @@ import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 
+import httpx
 import pytest
 
+from helpers import add_reader, make_study, process_server, thread_server
 from synthmed.reader_study import db
-from test_reader_study import add_reader, make_study, process_server, thread_server
 
-httpx = pytest.importorskip("httpx")
 READERS, IMAGES = 50, 100
 IMAGE_ID = re.compile(r'data-image="([A-Za-z0-9_-]{22})"')
 

@@ -15,8 +15,8 @@ import pytest
 
 import synthmed.release
 import synthmed.synthesis
-from conftest import blob_image
-from synthmed.data import BenchmarkSetting, build_settings, prepare
+from helpers import TINY_TRAINING, blob_image, one_setting, run_cli
+from synthmed.data import BenchmarkSetting, prepare
 from synthmed.data.imaging import ArrayImage
 from synthmed.data.records import SPLITS, Record, SourceData
 from synthmed.errors import DataError
@@ -26,8 +26,6 @@ from synthmed.release import release
 from synthmed.synthesis import generate
 from synthmed.training.config import config_from_dict
 from synthmed.training.loop import start_run, train
-from test_cli import run as cli
-from test_training import TINY
 
 # Identifiers a hospital's data would carry: none of them may reach a released byte.
 KEY, PATH, PATIENT = "MRN-4711-{:03d}", "ward7/scan-{:03d}.dcm", "PATIENT-ZQX{:03d}"
@@ -40,11 +38,9 @@ def _real_setting(root: Path) -> tuple[Path, list[str]]:
                for i in range(80)]
     store = prepare(SourceData("hospital", ["No Finding", "Tumor"], records, params={}), root / "store",
                     resolutions=[16], workers=1, progress=False, log=lambda m: None)
-    preset = root / "p.yaml"
-    preset.write_text("dimensions:\n  all:\n    settings:\n      - {name: r16, resolution: 16}\n")
-    build_settings(preset, store, root / "settings", log=lambda m: None)
+    setting = one_setting(store, root / "settings", 16)
     secrets = [r.key for r in records] + [r.path for r in records] + [r.group for r in records] + [str(root)]
-    return root / "settings" / "all" / "r16", secrets
+    return setting, secrets
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +48,7 @@ def trained(tmp_path_factory) -> dict:
     """A real setting with identifiers, a tiny GAN, its synthetic set and an evaluation folder."""
     root = tmp_path_factory.mktemp("hospital")
     setting, secrets = _real_setting(root)
-    run = start_run(config_from_dict({**TINY, "max_images": 160, "min_images": 160}), setting, root / "run")
+    run = start_run(config_from_dict({**TINY_TRAINING, "max_images": 160, "min_images": 160}), setting, root / "run")
     train(run, progress=False, log=lambda m: None)
     generate(run, progress=False, log=lambda m: None)
     config = ClassifierConfig(input_size=32, max_epochs=1, batch_size=16, threads=1)
@@ -136,15 +132,15 @@ def _copying_set(trained, folder: Path, monkeypatch) -> Path:
 def test_a_set_of_copies_is_refused_and_force_says_who_on_the_first_line(trained, tmp_path, monkeypatch, capsys):
     copies = _copying_set(trained, tmp_path / "copies", monkeypatch)
     base = ["release", str(copies), "--real", str(trained["setting"])]
-    assert cli(base + ["--out", str(tmp_path / "out")]) == 1
+    assert run_cli(base + ["--out", str(tmp_path / "out")]) == 1
     error = " ".join(capsys.readouterr().err.split())
     assert "refused:" in error and "the privacy audit failed, nothing was written" in error and "fail: " in error
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.*"))
 
-    assert cli(base + ["--out", str(tmp_path / "out"), "--by", "someone"]) == 2  # --by needs --force
+    assert run_cli(base + ["--out", str(tmp_path / "out"), "--by", "someone"]) == 2  # --by needs --force
     assert "--by names who forces a release" in " ".join(capsys.readouterr().err.split())
 
-    assert cli(base + ["--out", str(tmp_path / "out"), "--force", "--by", "Dr. Data Protection"]) == 0
+    assert run_cli(base + ["--out", str(tmp_path / "out"), "--force", "--by", "Dr. Data Protection"]) == 0
     first = (tmp_path / "out" / "card.md").read_text().splitlines()[0]
     assert first.startswith("# WARNING: this set FAILED its privacy audit and was released anyway (--force) by "
                             "Dr. Data Protection on ")
@@ -181,6 +177,6 @@ def test_a_release_that_breaks_off_leaves_nothing(trained, tmp_path, monkeypatch
 ])
 def test_bad_input_exits_2_and_writes_nothing(trained, tmp_path, capsys, args, message):
     values = {"tmp": tmp_path, "run": trained["run"], "setting": trained["setting"]}
-    assert cli([a.format(**values) for a in args]) == 2
+    assert run_cli([a.format(**values) for a in args]) == 2
     assert message in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "o").exists()

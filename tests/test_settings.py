@@ -100,6 +100,18 @@ def test_shortfall_names_the_combination_and_the_gap():
         plan(spec)
 
 
+def test_combinations_are_ranked_and_kept_by_their_images_in_all_folds():
+    """The paper's code counted a combination's images in the whole pool, every fold; the train fold alone
+    would rank and keep other combinations wherever the split cut them unevenly."""
+    table = {"1000": (30, 0, 0), "0100": (12, 14, 14)}  # all folds: B 40 before A 30; train alone: A 30, B 12
+    spec = preset(classes={"settings": [{"name": "top1", "combinations": 1},
+                                        {"name": "over35", "min_images_per_combination": 35}]})
+    settings, _ = plan(spec, table=table)
+    for name in ("top1", "over35"):
+        meta = settings[f"classes/{name}"][0]
+        assert [(c["name"], c["train"], c["val"], c["test"]) for c in meta["combinations"]] == [("B", 12, 14, 14)]
+
+
 def test_resolution_axis_draws_fold_totals():
     spec = preset(resolution={
         "defaults": {"min_images_per_combination": 100, "val_total": 150, "test_total": 100},

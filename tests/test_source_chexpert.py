@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import re
 from pathlib import Path
 
@@ -12,6 +11,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 
+from helpers import real_chexpert_csv
 from synthmed.data.sources import load_source
 from synthmed.data.sources.chexpert import FINDINGS, labels_from_csv, load
 from synthmed.data.store import Store, prepare
@@ -227,10 +227,7 @@ def test_duplicate_path_and_bad_view_and_bad_option(root: Path) -> None:
 
 @pytest.fixture(scope="module")
 def real_csv() -> tuple[Path, pd.DataFrame]:
-    spec = importlib.util.find_spec("torchxrayvision")  # found, never imported
-    if spec is None or not spec.submodule_search_locations:
-        pytest.skip("torchxrayvision (which ships CheXpert's train.csv) is not installed")
-    path = Path(spec.submodule_search_locations[0]) / "data" / "chexpert_train.csv.gz"
+    path = real_chexpert_csv()
     return path, pd.read_csv(path)  # pandas' own number parsing: blank -> NaN
 
 

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthmed.data import BenchmarkSetting, build_settings
+from helpers import TINY_TRAINING, array_source, one_setting
+from synthmed.data import BenchmarkSetting
 from synthmed.data.records import SPLITS
 from synthmed.synthesis import generate
 from synthmed.training.config import (
@@ -26,20 +27,10 @@ from synthmed.training.config import (
 )
 from synthmed.training.loop import fid_due, start_run, train
 
-TINY = {"latent_dim": 8, "channels_base": 128, "channels_max": 16, "batch_size": 8, "learning_rate": 0.002,
-        "min_images": 160, "max_images": 480, "fid_every": 80, "fid_samples": 24, "fid_extractor": "pixels",
-        "patience": 50, "sample_every": 160, "checkpoint_every": 40, "log_every": 40, "threads": 1}
 # the same schedule for the diffusion model, with a two-level UNet and a 3-step sampler
-TINY_DIFFUSION = {**{k: v for k, v in TINY.items() if k not in ("latent_dim", "channels_base", "channels_max")},
+TINY_DIFFUSION = {**{k: v for k, v in TINY_TRAINING.items()
+                     if k not in ("latent_dim", "channels_base", "channels_max")},
                   "model": "diffusion", "unet_channels": [8, 16], "sample_steps": 3, "betas": [0.9, 0.999]}
-
-
-@pytest.fixture
-def tiny_setting(tiny_store, tmp_path) -> Path:
-    preset = tmp_path / "p.yaml"
-    preset.write_text("dimensions:\n  all:\n    settings:\n      - {name: r16, resolution: 16}\n")
-    build_settings(preset, tiny_store, tmp_path / "settings", log=lambda m: None)
-    return tmp_path / "settings" / "all" / "r16"
 
 
 def quiet_train(run: Path) -> dict:
@@ -107,17 +98,17 @@ def test_bad_configs_are_refused_by_name(values, message):
 
 
 def test_run_directory_refuses_reuse_and_bad_resolution(tiny_setting, tmp_path):
-    config = config_from_dict({**TINY, "model": "proggan", "start_resolution": 32})
+    config = config_from_dict({**TINY_TRAINING, "model": "proggan", "start_resolution": 32})
     with pytest.raises(ConfigError, match="below start_resolution"):
         start_run(config, tiny_setting, tmp_path / "run0")
-    start_run(config_from_dict(TINY), tiny_setting, tmp_path / "run")
+    start_run(config_from_dict(TINY_TRAINING), tiny_setting, tmp_path / "run")
     with pytest.raises(ConfigError, match="--resume"):
-        start_run(config_from_dict(TINY), tiny_setting, tmp_path / "run")
+        start_run(config_from_dict(TINY_TRAINING), tiny_setting, tmp_path / "run")
 
 
 @pytest.mark.parametrize("model", ["cpdgan", "proggan", "diffusion"])
 def test_tiny_run_trains_logs_and_generates(model, tiny_setting, tmp_path):
-    values = {**TINY, "model": model}
+    values = {**TINY_TRAINING, "model": model}
     if model == "proggan":
         values.update(start_resolution=8, phase_images=40, batch_by_resolution={8: 8, 16: 8})
     if model == "diffusion":
@@ -150,12 +141,12 @@ def test_tiny_run_trains_logs_and_generates(model, tiny_setting, tmp_path):
 
 
 def test_fid_runs_at_the_minimum_then_every_fid_every_after_it(tiny_setting, tmp_path):
-    run = start_run(config_from_dict({**TINY, "min_images": 200}), tiny_setting, tmp_path / "run")
+    run = start_run(config_from_dict({**TINY_TRAINING, "min_images": 200}), tiny_setting, tmp_path / "run")
     summary = quiet_train(run)
     assert [h["images_seen"] for h in summary["fid_history"]] == [200, 280, 360, 440]  # not 240, 320, 400, 480
 
 
-PROGGAN_PHASES = {**TINY, "model": "proggan", "start_resolution": 8, "phase_images": 40,
+PROGGAN_PHASES = {**TINY_TRAINING, "model": "proggan", "start_resolution": 8, "phase_images": 40,
                   "batch_by_resolution": {8: 8, 16: 8}}  # stabilise 8 px to 40 images, fade in 16 px to 80
 
 
@@ -173,17 +164,13 @@ def test_proggan_resets_adam_at_each_phase_change(reset, tiny_setting, tmp_path)
 
 def test_fid_stopping_with_pixel_features_runs_on_a_three_channel_setting(tmp_path):
     """rsna-ich with window=multi stores 3 channels: the pixel features must grow to 3 x 64."""
-    from conftest import array_source
     from synthmed.data import prepare
 
     store = prepare(array_source(channels=3), tmp_path / "store", resolutions=[16], workers=1, progress=False,
                     log=lambda m: None)
-    preset = tmp_path / "p.yaml"
-    preset.write_text("dimensions:\n  all:\n    settings:\n      - {name: r16, resolution: 16}\n")
-    build_settings(preset, store, tmp_path / "settings", log=lambda m: None)
-    setting = tmp_path / "settings" / "all" / "r16"
+    setting = one_setting(store, tmp_path / "settings", 16)
     assert BenchmarkSetting(setting).images("train").shape[1] == 3
-    run = start_run(config_from_dict({**TINY, "max_images": 240}), setting, tmp_path / "run")
+    run = start_run(config_from_dict({**TINY_TRAINING, "max_images": 240}), setting, tmp_path / "run")
     summary = quiet_train(run)
     assert [h["images_seen"] for h in summary["fid_history"]] == [160, 240]
     assert all(np.isfinite(h["fid"]) and h["fid"] > 0 for h in summary["fid_history"])
@@ -191,7 +178,8 @@ def test_fid_stopping_with_pixel_features_runs_on_a_three_channel_setting(tmp_pa
 
 
 def test_generation_is_seeded_and_leaks_no_real_identifier(tiny_setting, tiny_store, tmp_path):
-    run = start_run(config_from_dict({**TINY, "max_images": 160, "min_images": 160}), tiny_setting, tmp_path / "run")
+    run = start_run(config_from_dict({**TINY_TRAINING, "max_images": 160, "min_images": 160}), tiny_setting,
+                    tmp_path / "run")
     quiet_train(run)
     a = generate(run, tmp_path / "a", progress=False, log=lambda m: None)
     b = generate(run, tmp_path / "b", progress=False, log=lambda m: None)
@@ -212,8 +200,9 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
 
 
 @pytest.mark.parametrize("values", [
-    TINY,
-    {**TINY, "augment": "color,translation,cutout", "ema_warmup": True},  # the augmentation draws are resumed too
+    TINY_TRAINING,
+    # the augmentation draws are resumed too
+    {**TINY_TRAINING, "augment": "color,translation,cutout", "ema_warmup": True},
     TINY_DIFFUSION,
     # phases end at 240 and 480 images, after the kill: the resumed run resets Adam where the other did
     {**PROGGAN_PHASES, "phase_images": 240, "min_images": 720, "reset_adam_per_phase": True},
@@ -251,7 +240,7 @@ def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path)
 def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_path, capsys):
     from synthmed.cli import main
 
-    gan = start_run(config_from_dict({**TINY, "max_images": 160}), tiny_setting, tmp_path / "gan")
+    gan = start_run(config_from_dict({**TINY_TRAINING, "max_images": 160}), tiny_setting, tmp_path / "gan")
     quiet_train(gan)
     with pytest.raises(SystemExit) as exit_:
         main(["generate", str(gan), "--guidance-scale", "2", "--no-progress"])
@@ -283,8 +272,8 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
 def test_a_snapshot_from_before_full_size_is_refused_by_name(tiny_setting, tmp_path):
     from synthmed.errors import DataError
 
-    values = {**TINY, "model": "proggan", "start_resolution": 8, "phase_images": 40, "batch_by_resolution": {8: 8, 16: 8},
-              "max_images": 160, "snapshot_every": 40}
+    values = {**TINY_TRAINING, "model": "proggan", "start_resolution": 8, "phase_images": 40,
+              "batch_by_resolution": {8: 8, 16: 8}, "max_images": 160, "snapshot_every": 40}
     run = start_run(config_from_dict(values), tiny_setting, tmp_path / "run")
     quiet_train(run)
     with pytest.raises(DataError, match=r"generator_0000000040.pt: makes 8 px images, the setting is 16 px"):

@@ -10,9 +10,7 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from synthmed.data import build_settings, prepare
-from synthmed.data.imaging import ArrayImage
-from synthmed.data.records import Record, SourceData
+from helpers import FAST_CLASSIFIER, FINDING_NAMES, finding_images, finding_setting
 from synthmed.evaluation.classifier import (
     Classifier,
     ClassifierConfig,
@@ -24,25 +22,6 @@ from synthmed.evaluation.classifier import (
 )
 from synthmed.evaluation.utility import evaluate_utility
 from synthmed.metrics.auroc import auroc_per_label, release_flip
-
-NAMES = ["square", "bar"]
-# small and fast: one thread leaves the other core to whatever else runs; lr 1e-3 learns in few epochs
-FAST = dict(batch_size=16, lr=1e-3, threads=1)
-
-
-def finding_images(n: int, size: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """uint8 (n, 1, size, size): label 0 = a bright square, label 1 = a bright horizontal bar."""
-    rng = np.random.default_rng(seed)
-    labels = np.array([[0, 0], [1, 0], [0, 1], [1, 1]] * (n // 4 + 1), np.uint8)[:n]
-    images = rng.integers(40, 100, (n, 1, size, size)).astype(np.uint8)
-    for image, (square, bar) in zip(images, labels):
-        if square:
-            y, x = rng.integers(1, size - size // 4, 2)
-            image[0, y:y + size // 4, x:x + size // 4] = 250
-        if bar:
-            row = rng.integers(0, size - 2)
-            image[0, row:row + 2, 2:-2] = 250
-    return images, labels
 
 
 @pytest.fixture(autouse=True, scope="module")
@@ -125,10 +104,10 @@ def test_pos_weight_is_negatives_over_positives():
 def trained(tmp_path_factory):
     train, val = finding_images(80, 16, seed=0), finding_images(40, 16, seed=1)
     out = tmp_path_factory.mktemp("classifier")
-    config = ClassifierConfig(input_size=32, max_epochs=3, **FAST)
+    config = ClassifierConfig(input_size=32, max_epochs=3, **FAST_CLASSIFIER)
     logs: list[str] = []
     model, history = train_classifier(*train, *val, config, out_dir=out, log=logs.append, progress=False,
-                                      label_names=NAMES)
+                                      label_names=FINDING_NAMES)
     return model, history, val, out, logs
 
 
@@ -137,10 +116,11 @@ def test_classifier_learns_an_easy_task_and_saves_the_best_epoch(trained):
     assert history["best_val_mean_auroc"] > 0.9
     assert "from scratch" in logs[0]
     assert [e["epoch"] for e in history["epochs"]] == list(range(1, len(history["epochs"]) + 1))
-    assert set(history["epochs"][0]["val_auroc"]) == set(NAMES) and history["epochs"][0]["lr"] == 1e-3
+    assert set(history["epochs"][0]["val_auroc"]) == set(FINDING_NAMES) and history["epochs"][0]["lr"] == 1e-3
     probabilities = model.predict(val_images)
     assert probabilities.shape == (40, 2) and ((probabilities >= 0) & (probabilities <= 1)).all()
-    assert auroc_per_label(val_labels, probabilities, NAMES)["mean"] == pytest.approx(history["best_val_mean_auroc"])
+    assert (auroc_per_label(val_labels, probabilities, FINDING_NAMES)["mean"]
+            == pytest.approx(history["best_val_mean_auroc"]))
     assert model.features(val_images[:5]).shape == (5, 1024)
     loaded, checkpoint = load_classifier(out / "classifier.pt")
     np.testing.assert_array_equal(loaded.predict(val_images), probabilities)
@@ -149,23 +129,23 @@ def test_classifier_learns_an_easy_task_and_saves_the_best_epoch(trained):
 
 def test_same_seed_gives_identical_history_and_predictions():
     train, val = finding_images(32, 16, seed=2), finding_images(16, 16, seed=3)
-    config = ClassifierConfig(input_size=32, max_epochs=1, seed=7, **FAST)
+    config = ClassifierConfig(input_size=32, max_epochs=1, seed=7, **FAST_CLASSIFIER)
     runs = [train_classifier(*train, *val, config, log=lambda m: None, progress=False) for _ in range(2)]
     assert runs[0][1] == runs[1][1]
     np.testing.assert_array_equal(runs[0][0].predict(val[0]), runs[1][0].predict(val[0]))
 
 
 def test_pretrained_weights_load_from_torchvision_names(tmp_path):
-    source = Classifier(ClassifierConfig(input_size=32, seed=1), 1, NAMES).net.state_dict()
+    source = Classifier(ClassifierConfig(input_size=32, seed=1), 1, FINDING_NAMES).net.state_dict()
     torchvision_names = {re.sub(r"\.layers\.(norm|relu|conv)([12])", r".\1\2", k): v for k, v in source.items()}
     torch.save(torchvision_names, tmp_path / "densenet121.pt")
-    target = Classifier(ClassifierConfig(input_size=32, seed=2), 1, NAMES).net
+    target = Classifier(ClassifierConfig(input_size=32, seed=2), 1, FINDING_NAMES).net
     head = target.class_layers.out.weight.clone()
     load_pretrained(target, tmp_path / "densenet121.pt")
     assert torch.equal(target.state_dict()["features.denseblock4.denselayer16.layers.conv2.weight"],
                        source["features.denseblock4.denselayer16.layers.conv2.weight"])
     assert torch.equal(target.class_layers.out.weight, head)  # the classification layer stays random
-    grey_native = Classifier(ClassifierConfig(seed=2), 1, NAMES).net  # 1 input channel: conv0 does not fit
+    grey_native = Classifier(ClassifierConfig(seed=2), 1, FINDING_NAMES).net  # 1 input channel: conv0 does not fit
     with pytest.raises(ValueError, match="another shape"):
         load_pretrained(grey_native, tmp_path / "densenet121.pt")
 
@@ -173,24 +153,9 @@ def test_pretrained_weights_load_from_torchvision_names(tmp_path):
 # ---- utility on two tiny settings -------------------------------------------------------------------
 
 
-def tiny_setting(tmp_path, name: str, seed: int):
-    """A 32 px setting of 100 images with fixed folds; the same labels row for row for every seed."""
-    images, labels = finding_images(100, 32, seed)
-    folds = ["train"] * 60 + ["val"] * 20 + ["test"] * 20
-    records = [Record(key=f"img{i:03d}", loader=ArrayImage(images[i, 0]), labels=tuple(int(v) for v in labels[i]),
-                      path=f"img{i:03d}.png", group=f"patient{i}", split=folds[i]) for i in range(100)]
-    store = prepare(SourceData(name, NAMES, records, params={"seed": seed}), tmp_path / name / "store",
-                    resolutions=[32], workers=1, progress=False, log=lambda m: None)
-    preset = tmp_path / "tiny.yaml"
-    preset.write_text("name: tiny\ndimensions:\n  samples:\n    defaults: {resolution: 32}\n"
-                      "    settings:\n      - {name: all}\n")
-    build_settings(preset, store, tmp_path / name / "settings", log=lambda m: None)
-    return tmp_path / name / "settings" / "samples" / "all"
-
-
 def test_evaluate_utility_writes_all_numbers_and_reuses_the_real_classifier(tmp_path):
-    real, synthetic = tiny_setting(tmp_path, "real", seed=4), tiny_setting(tmp_path, "synthetic", seed=5)
-    config = ClassifierConfig(max_epochs=1, **FAST)
+    real, synthetic = finding_setting(tmp_path, "real", seed=4), finding_setting(tmp_path, "synthetic", seed=5)
+    config = ClassifierConfig(max_epochs=1, **FAST_CLASSIFIER)
     out = tmp_path / "utility"
     result = evaluate_utility(real, synthetic, config, out, log=lambda m: None, progress=False)
     saved = json.loads((out / "utility.json").read_text())
@@ -199,9 +164,9 @@ def test_evaluate_utility_writes_all_numbers_and_reuses_the_real_classifier(tmp_
         "test_images", "auc_real", "auc_syn", "auc_syn_on_syn", "auc_real_on_syn", "auc_real_minus_auc_syn",
         "delta_syn", "auc_real_release_flip", "auc_syn_release_flip", "auc_real_minus_auc_syn_release_flip", "config",
         "real_classifier", "synthetic_classifier"}
-    assert saved["test_images"] == 20 and saved["label_names"] == NAMES and saved["config"] == config.to_dict()
-    assert set(saved["auc_real"]["per_label"]) == set(NAMES)
-    assert set(saved["auc_real_on_syn"]["per_label"]) == set(NAMES)  # real classifier on synthetic test images
+    assert saved["test_images"] == 20 and saved["label_names"] == FINDING_NAMES and saved["config"] == config.to_dict()
+    assert set(saved["auc_real"]["per_label"]) == set(FINDING_NAMES)
+    assert set(saved["auc_real_on_syn"]["per_label"]) == set(FINDING_NAMES)  # real classifier on synthetic test images
     assert saved["auc_real_minus_auc_syn"] == pytest.approx(saved["auc_real"]["mean"] - saved["auc_syn"]["mean"])
     assert saved["delta_syn"] == pytest.approx(saved["auc_syn_on_syn"]["mean"] - saved["auc_syn"]["mean"])
     for role in ("real", "syn"):  # beside the honest values, never instead of them

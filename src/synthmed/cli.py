@@ -14,6 +14,7 @@ from typer.core import TyperGroup
 
 from synthmed import __version__
 from synthmed.benchmark.cli import benchmark_app, demo_command, report_command
+from synthmed.console import console
 from synthmed.errors import UserError
 from synthmed.evaluation.eval_dir import (
     FIDELITY,
@@ -53,7 +54,6 @@ app.add_typer(reader_study_app, name="reader-study")
 app.add_typer(benchmark_app, name="benchmark")
 app.command("report")(report_command)
 app.command("demo")(demo_command)
-console = Console()
 # Options that take several values after one flag (``--resolution 32 64``); click wants the
 # flag repeated, so the command line is rewritten before click sees it.
 MULTI_VALUE_OPTIONS = {"--resolution", "-r"}

@@ -6,13 +6,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from synthmed.console import console
 
 if TYPE_CHECKING:
     from synthmed.benchmark.jobs import Job
 
-console = Console()
 benchmark_app = typer.Typer(help="Run a benchmark preset (data x settings x models x seeds) as resumable jobs.",
                             invoke_without_command=True, no_args_is_help=True)
 

@@ -11,12 +11,12 @@ from pathlib import Path
 from typing import Annotated, Optional
 
 import typer
-from rich.console import Console
 from rich.table import Table
+
+from synthmed.console import console
 
 reader_study_app = typer.Typer(help="Reader study: radiologists label images as real or synthetic (paper S.8).",
                                no_args_is_help=True)
-console = Console()
 BASE_URL = "http://127.0.0.1:8000"
 BaseUrl = Annotated[str, typer.Option(help="the address readers reach the server at (for the printed links)")]
 
