@@ -5,6 +5,7 @@ this machine, so that they share its state.
     python benchmarks/sample_efficiency.py                        # all variants, 24k images each
     python benchmarks/sample_efficiency.py --variants diffusion cpdgan --budget 12000 --snapshots 2
     python benchmarks/sample_efficiency.py --samples-n100         # plus cpD-GAN +/- DiffAugment at n100
+    python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --variants   # n100 only, 3 seeds
 
 Setting: br35h at 32x32 (``resolution/r32`` of the ``br35h`` settings preset), prepared under
 ``--work`` when missing. Every variant trains to ``--budget`` real images from its CPU preset
@@ -55,7 +56,7 @@ VARIANTS = {
     "diffusion": ("diffusion-cpu", {}),
     "diffusion+min-snr": ("diffusion-cpu", {"snr_gamma": 5.0}),
 }
-COLUMNS = ["setting", "variant", "images_seen", "train_seconds", "auc_real", "auc_syn", "gap", "delta_syn",
+COLUMNS = ["setting", "variant", "seed", "images_seen", "train_seconds", "auc_real", "auc_syn", "gap", "delta_syn",
            "real_on_syn", "fd", "fd_extractor", "fd_images"]
 
 
@@ -73,11 +74,12 @@ def prepare_data(work: Path) -> Path:
     return settings
 
 
-def train_variant(name: str, setting: Path, out: Path, budget: int, snapshots: int, threads: int) -> Path:
+def train_variant(name: str, setting: Path, out: Path, budget: int, snapshots: int, threads: int,
+                  seed: int = 0) -> Path:
     preset, overrides = VARIANTS[name]
     if not (out / "run.json").is_file():
         every = budget // snapshots
-        config = load_config(preset, {**overrides, "min_images": budget, "max_images": budget, "fid_every": budget,
+        config = load_config(preset, {**overrides, "seed": seed, "min_images": budget, "max_images": budget, "fid_every": budget,
                                       "sample_every": every, "snapshot_every": every, "checkpoint_every": every,
                                       "threads": threads})
         start_run(config, setting, out)
@@ -119,22 +121,41 @@ def score_snapshot(run: Path, snapshot: Path, real_dir: Path, classifier: Classi
     return score
 
 
-def run_setting(label: str, real_dir: Path, variants: list[str], work: Path, args, rows: list[dict]) -> None:
+def run_setting(label: str, real_dir: Path, variants: list[str], work: Path, args, rows: list[dict],
+                seeds: int = 1) -> None:
+    """Every variant at training seeds 0..seeds-1 (seed 0 in WORK/LABEL/VARIANT, seed s in .../VARIANT-seedS)."""
     classifier = ClassifierConfig(input_size=None, max_epochs=args.classifier_epochs, threads=args.threads)
     real = BenchmarkSetting(real_dir)
     real_path = work / label / "real_classifier.pt"
     real_classifier(real, classifier, real_path, quiet, progress=False)
     fd = FrechetScorer(real, args.fid_extractor, args.fid_images)
-    for name in variants:
+    for name, seed in [(name, seed) for seed in range(seeds) for name in variants]:
         started = time.time()
-        run = train_variant(name, real_dir, work / label / name, args.budget, args.snapshots, args.threads)
+        folder = work / label / (name if seed == 0 else f"{name}-seed{seed}")
+        run = train_variant(name, real_dir, folder, args.budget, args.snapshots, args.threads, seed)
         for snapshot in sorted((run / "snapshots").glob("generator_*.pt")):
-            row = {"setting": label, "variant": name, **score_snapshot(run, snapshot, real_dir, classifier,
+            row = {"setting": label, "variant": name, "seed": seed, **score_snapshot(run, snapshot, real_dir, classifier,
                                                                        real_path, fd)}
             rows.append(row)
             print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
                   flush=True)
-        print(f"{label} {name}: {time.time() - started:.0f} s", flush=True)
+        print(f"{label} {name} seed {seed}: {time.time() - started:.0f} s", flush=True)
+
+
+def summarise_n100(rows: list[dict]) -> None:
+    """Per snapshot: Δ_syn and FD without and with DiffAugment, mean over seeds, and in how many seeds
+    augmentation lowered each (same seed, same snapshot)."""
+    n100 = [r for r in rows if r["setting"] == "n100"]
+    for images in sorted({r["images_seen"] for r in n100}):
+        at = {(r["variant"], r["seed"]): r for r in n100 if r["images_seen"] == images}
+        seeds = sorted(s for v, s in at if v == "cpdgan" and ("cpdgan+diffaug", s) in at)
+        for metric in ("delta_syn", "fd"):
+            plain = [at["cpdgan", s][metric] for s in seeds]
+            augmented = [at["cpdgan+diffaug", s][metric] for s in seeds]
+            lower = sum(a < p for a, p in zip(augmented, plain))
+            print(f"n100 at {images:,} images, {metric}: no augmentation {np.mean(plain):.4f}, DiffAugment "
+                  f"{np.mean(augmented):.4f} (mean of {len(seeds)} seeds); lower with augmentation in {lower} of "
+                  f"{len(seeds)}")
 
 
 def images_to_reach(rows: list[dict], variant: str, gap: float) -> float | None:
@@ -170,7 +191,8 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/sample-efficiency"))
-    parser.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
+    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
+                        help="variants on r32 (none: only the n100 rows)")
     parser.add_argument("--budget", type=int, default=24_000, help="real images per variant")
     parser.add_argument("--snapshots", type=int, default=3, help="scored snapshots per variant")
     parser.add_argument("--threads", type=int, default=2)
@@ -179,13 +201,16 @@ def main() -> None:
     parser.add_argument("--fid-images", type=int, default=500)
     parser.add_argument("--samples-n100", action="store_true",
                         help="also cpD-GAN with and without DiffAugment on the samples axis' n100 setting")
+    parser.add_argument("--n100-seeds", type=int, default=1, help="training seeds of the n100 rows")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = prepare_data(args.work)
     rows: list[dict] = []
     run_setting("r32", settings / "resolution" / "r32", args.variants, args.work, args, rows)
     if args.samples_n100:
-        run_setting("n100", settings / "samples" / "n100", ["cpdgan", "cpdgan+diffaug"], args.work, args, rows)
+        run_setting("n100", settings / "samples" / "n100", ["cpdgan", "cpdgan+diffaug"], args.work, args, rows,
+                    args.n100_seeds)
+        summarise_n100(rows)
     out = args.work / "sample_efficiency.csv"
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS)

@@ -191,7 +191,7 @@ def test_a_changed_number_reaches_only_the_jobs_downstream_of_it(tmp_path):
     ({"models": {"cpdgan": {"config": "cpdgan-cpu", "max_res": 128}}}, r"models.cpdgan: unknown key\(s\) \['max_res'\]"),
     ({"models": {"cpdgan": {"config": "cpdgan-cpu", "max_resolution": "128"}}}, "models.cpdgan: max_resolution = '128' must be a whole number or null"),
     ({"shared_stop": "yes"}, "shared_stop = 'yes' must be true or false"),
-    ({"privacy": {"copy_rate": 0.1}}, r"privacy: unknown privacy option\(s\) \['copy_rate'\]"),
+    ({"privacy": {"copy_rate": 0.1}}, r"privacy: unknown key\(s\) \['copy_rate'\]"),
     ({"privacy": {"alpha": 0.9}}, r"privacy: alpha = 0.9 must be a number in \(0, 0.5\]"),
 ])
 def test_bad_presets_are_refused_with_the_field_named(tmp_path, change, message):

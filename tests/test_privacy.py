@@ -10,7 +10,7 @@ import pytest
 from PIL import Image
 from sklearn.neighbors import NearestNeighbors
 
-from synthmed.errors import ConfigError
+from synthmed.errors import ConfigError, DataError
 from synthmed.evaluation.privacy import (
     _GAP,
     DEFAULT_OPTIONS,
@@ -146,6 +146,14 @@ def test_a_patient_with_many_images_counts_once() -> None:
             assert single["tests"][name].get(key) == pytest.approx(triple["tests"][name].get(key)), (name, key)
 
 
+def test_a_fold_too_small_for_the_audit_is_a_data_error_that_says_so() -> None:
+    """Three holdout patients cannot be split into a member-reference and a test half: a user's tiny
+    setting gets one line naming the counts, not a traceback."""
+    train, holdout, synthetic = _data(3)
+    with pytest.raises(DataError, match="too small for the privacy audit.*400 and 3"):
+        _audit(train, holdout[:3], synthetic)
+
+
 def test_membership_is_judged_in_pixels_where_the_classifier_has_no_pull() -> None:
     """A classifier trained on the members places them nearer to any real-looking image in its features
     (here: members lean towards the common direction). Membership by feature distance would take that
@@ -178,7 +186,7 @@ def test_pixel_vectors_average_blocks_and_ignore_brightness_and_contrast() -> No
     ({"mia_auc_threshold": 0.4}, "mia_auc_threshold = 0.4 must be a number in [0.5, 1]"),
     ({"copy_excess_threshold": "x"}, "copy_excess_threshold = 'x' must be a number"),
     ({"seed": 1.5}, "seed = 1.5 must be a whole number"),
-    ({"copy_rate": 0.1}, "unknown privacy option(s) ['copy_rate']"),
+    ({"copy_rate": 0.1}, "privacy: unknown key(s) ['copy_rate']"),
 ])
 def test_bad_options_are_refused_by_name(options: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=re.escape(message)):

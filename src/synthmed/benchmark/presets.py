@@ -107,7 +107,7 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
     try:
         values["privacy"] = check_privacy_options(values["privacy"])
     except ConfigError as error:
-        raise ConfigError(f"{where}: privacy: {error}") from None
+        raise ConfigError(f"{where}: {error}") from None
     data = values["data"]
     if "source" not in data:
         raise ConfigError(f"{where}: 'data' needs a 'source' (br35h, chexpert, rsna-ich, medmnist, folder)")

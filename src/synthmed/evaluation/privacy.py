@@ -38,7 +38,8 @@ from PIL import Image
 from scipy import stats
 
 from synthmed._io import write_with_atomic
-from synthmed.errors import ConfigError
+from synthmed.config import check_values
+from synthmed.errors import ConfigError, DataError
 from synthmed.evaluation.privacy_words import reason
 from synthmed.evaluation.stats import auc_test, count_below_test, holm
 from synthmed.metrics.arrays import as_matrix
@@ -79,6 +80,8 @@ class Groups(NamedTuple):
 _GAP = 2  # white pixels between the tiles of nn_grid
 
 
+OPTION_TYPES = {"alpha": float, "copy_quantile": float, "mia_auc_threshold": float, "copy_excess_threshold": float,
+                "seed": int}
 # option: (its valid values, those values in words, what the option is)
 _RANGES = {
     "alpha": (lambda v: 0 < v <= 0.5, "in (0, 0.5]", "the verdict's false-alarm level"),
@@ -90,16 +93,11 @@ _RANGES = {
 
 def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     """``DEFAULT_OPTIONS`` with ``options`` laid over them; an unknown or impossible one is a ConfigError."""
-    unknown = sorted(set(options) - set(DEFAULT_OPTIONS))
-    if unknown:
-        raise ConfigError(f"unknown privacy option(s) {unknown}; known: {sorted(DEFAULT_OPTIONS)}")
+    check_values(options, OPTION_TYPES, "privacy")
     o = {**DEFAULT_OPTIONS, **options}
     for name, (valid, words, what) in _RANGES.items():
-        value = o[name]
-        if isinstance(value, bool) or not isinstance(value, (int, float)) or not valid(value):
-            raise ConfigError(f"{name} = {value!r} must be a number {words}: {what}")
-    if isinstance(o["seed"], bool) or not isinstance(o["seed"], int):
-        raise ConfigError(f"seed = {o['seed']!r} must be a whole number")
+        if not valid(o[name]):
+            raise ConfigError(f"{name} = {o[name]!r} must be a number {words}: {what}", file="privacy")
     return o
 
 
@@ -198,8 +196,8 @@ def _halves(rng: np.random.Generator, codes: np.ndarray) -> tuple[np.ndarray, np
     sizes = np.bincount(codes)[order]
     chosen = order[np.cumsum(sizes) - sizes / 2 < len(codes) / 2]  # groups by their midpoints
     if min(len(chosen), len(order) - len(chosen)) < 2:
-        raise ValueError(f"the holdout's {len(codes)} images in {len(order)} groups cannot be split into two "
-                         "halves of at least 2 groups")
+        raise DataError(f"too small for the privacy audit: the holdout's {len(codes)} images in {len(order)} "
+                        "patients cannot be split into two halves of at least 2 patients")
     first = np.isin(codes, chosen)
     return np.flatnonzero(first), np.flatnonzero(~first)
 
@@ -223,8 +221,8 @@ def _checked(features: Sets, pixels: Sets, groups: Groups | None) -> tuple[dict[
             raise ValueError(f"groups.{part} has {len(labels)} entries for {size} images")
     codes = Groups(_codes(groups.train), _codes(groups.holdout))
     if codes.train.max() < 1 or codes.holdout.max() < 3:
-        raise ValueError(f"need at least 2 training and 4 holdout patients, got {codes.train.max() + 1} and "
-                         f"{codes.holdout.max() + 1}")
+        raise DataError(f"too small for the privacy audit: it needs at least 2 training and 4 holdout (val + test) "
+                        f"patients, the setting has {codes.train.max() + 1} and {codes.holdout.max() + 1}")
     return spaces, codes
 
 
