@@ -8,18 +8,20 @@ test process (about 10 s), every phantom after that in tens of milliseconds.
 from __future__ import annotations
 
 import importlib.util
+from dataclasses import dataclass, replace
 
 import numpy as np
 import pytest
 from scipy import ndimage
 
 from helpers import package_folder, real_chexpert_csv, run_cli
-from synthmed.data import load_source, prepare
+from synthmed.data import describe, load_source, prepare
 from synthmed.data.imaging import dhash, unpack_masks
 from synthmed.data.neardup import near_duplicate_groups
 from synthmed.data.phantom.atlas import load_atlas
 from synthmed.data.phantom.findings import FINDINGS, LUNG_FINDINGS
 from synthmed.data.phantom.render import render
+from synthmed.data.records import SourceData
 from synthmed.data.sources.chexpert import FINDINGS as LABEL_NAMES
 from synthmed.data.sources.chexpert import labels_from_csv
 from synthmed.errors import DataError
@@ -91,6 +93,44 @@ def test_store_keeps_a_lesion_mask_per_finding(atlas, tmp_path):
     assert (store.masks(32) == pooled).all()
     assert (store.masks(64, 3) == masks[3]).all()
     assert (unpack_masks(np.array([[5]], np.uint16), 3)[:, 0, 0] == [True, False, True]).all()
+    assert "not patients" in describe(store)["note"] and describe(store)["lesion_masks"]
+
+
+INTERRUPTED = {"at": None}  # the image index whose rendering is interrupted, while set
+
+
+@dataclass(frozen=True)
+class Interruptible:
+    """A phantom whose rendering stops the whole prepare (as Ctrl-C would) at one index."""
+
+    phantom: object
+    index: int
+
+    def fingerprint(self) -> str:
+        return self.phantom.fingerprint()
+
+    def load_with_masks(self):
+        if INTERRUPTED["at"] == self.index:
+            raise KeyboardInterrupt
+        return self.phantom.load_with_masks()
+
+
+def test_interrupted_prepare_resumes_to_the_same_masks(atlas, tmp_path):
+    source = load_source("phantom-cxr", n=12, seed=4)
+    records = [replace(r, loader=Interruptible(r.loader, i)) for i, r in enumerate(source.records)]
+    interruptible = SourceData(source.name, source.label_names, records, source.params, source.versions, masks=True)
+    out = tmp_path / "store"
+    INTERRUPTED["at"] = 9  # image 8 is written after the checkpoint at 8, then cut off on resume
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            prepare(interruptible, out, resolutions=[32], workers=1, batch_size=4, progress=False, log=print)
+    finally:
+        INTERRUPTED["at"] = None
+    assert not out.exists() and (tmp_path / "store.partial" / "masks_32.bits").stat().st_size == 9 * 32 * 32 * 2
+    resumed = prepare(interruptible, out, resolutions=[32], workers=1, batch_size=4, progress=False, log=print)
+    reference = _prepare(tmp_path / "reference", n=12, seed=4)
+    for name in ("images_32.npy", "masks_32.npy", "labels.npy"):
+        assert (resumed.path / name).read_bytes() == (reference.path / name).read_bytes(), name
 
 
 def test_images_are_distinct_and_reproducible(atlas, tmp_path):

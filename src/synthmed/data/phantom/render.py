@@ -17,8 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from synthmed.data.phantom.atlas import SIZE, Atlas
-from synthmed.data.phantom.findings import COLS, FINDINGS, ROWS, smooth_noise
+from synthmed.data.phantom.atlas import COLS, ROWS, SIZE, Atlas
+from synthmed.data.phantom.findings import FINDINGS, smooth_noise
 
 WATER_MU = 0.02  # attenuation of water per mm at a chest radiograph's mean energy (~60-70 keV)
 
