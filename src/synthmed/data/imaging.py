@@ -273,21 +273,68 @@ def dhash(gray: np.ndarray) -> int:
     return int("".join("1" if b else "0" for b in bits), 2)
 
 
+def mask_dtype(n_labels: int) -> np.dtype:
+    """The unsigned integer type whose bits hold one lesion mask per label."""
+    for dtype in (np.uint8, np.uint16, np.uint32, np.uint64):
+        if n_labels <= np.iinfo(dtype).bits:
+            return np.dtype(dtype)
+    raise ValueError(f"{n_labels} labels: lesion masks are stored as bits of one integer, at most 64")
+
+
+def mask_pyramid(masks: np.ndarray, resolutions: list[int]) -> dict[int, np.ndarray]:
+    """Lesion masks (labels, H, W) -> one bit field (R, R) per resolution: bit j is label j's mask.
+
+    Resized to the base size by nearest neighbour, then halved by max pooling: a pixel is in a
+    finding's mask when any part of it is, so a small finding is not lost at low resolution.
+    """
+    size = base_size(resolutions)
+    level = np.stack([np.asarray(Image.fromarray(m.astype(np.uint8)).resize((size, size), Image.NEAREST))
+                      for m in masks]).astype(bool)
+    dtype = mask_dtype(len(masks))
+    out: dict[int, np.ndarray] = {}
+    while True:
+        if level.shape[-1] in resolutions:
+            bits = np.zeros(level.shape[1:], dtype)
+            for j, mask in enumerate(level):
+                bits |= mask.astype(dtype) << dtype.type(j)
+            out[level.shape[-1]] = bits
+        if level.shape[-1] <= min(resolutions):
+            return out
+        n, h, w = level.shape
+        level = level.reshape(n, h // 2, 2, w // 2, 2).any(axis=(2, 4))
+
+
+def unpack_masks(bits: np.ndarray, n_labels: int) -> np.ndarray:
+    """Bit fields (..., R, R) -> bool masks (..., n_labels, R, R)."""
+    bits = np.asarray(bits)
+    shifts = np.arange(n_labels, dtype=bits.dtype).reshape(n_labels, 1, 1)
+    return (bits[..., None, :, :] >> shifts) & 1 == 1
+
+
 @dataclass
 class Decoded:
-    """What a worker sends back for one record."""
+    """What a worker sends back for one record; ``masks`` only from a source with lesion masks."""
 
     pyramid: dict[int, np.ndarray]
     dhash: int
     patient_id: str | None
+    masks: dict[int, np.ndarray] | None = None
 
 
-def decode(loader, resolutions: list[int], scaling: str) -> Decoded:
-    pixels, patient = loader.load()
+def decode(loader, resolutions: list[int], scaling: str, masks: bool = False) -> Decoded:
+    """The pyramid of one image; with ``masks``, the loader's ``load_with_masks`` gives its lesion masks too."""
+    if masks:
+        (pixels, lesions), patient = loader.load_with_masks(), None
+    else:
+        pixels, patient = loader.load()
     if pixels.ndim != 3 or min(pixels.shape[1:]) < 2:
         raise ValueError(f"image of shape {tuple(pixels.shape)} is too small to use")
     if not np.isfinite(pixels).all():
         raise ValueError("image contains NaN or infinite values")
     code = dhash(pixels.mean(axis=0))
     base = scale_intensity(resize_square(pixels, base_size(resolutions)), scaling)
-    return Decoded(box_pyramid(base, resolutions), code, patient)
+    if not masks:
+        return Decoded(box_pyramid(base, resolutions), code, patient)
+    if lesions.shape[1:] != pixels.shape[1:]:
+        raise ValueError(f"lesion masks of shape {lesions.shape[1:]} do not match the image's {pixels.shape[1:]}")
+    return Decoded(box_pyramid(base, resolutions), code, patient, mask_pyramid(lesions, resolutions))

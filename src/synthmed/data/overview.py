@@ -28,6 +28,9 @@ def describe(store: Store) -> dict[str, Any]:
     groups_per_split = records.groupby("split")["group"].nunique().reindex(list(SPLITS), fill_value=0)
     return {
         "source": store.manifest["source"],
+        # what a reader must know about the images (phantom-cxr: rendered phantoms, not patients)
+        "note": store.manifest["source_params"].get("note"),
+        "lesion_masks": store.has_masks,
         "images": len(records),
         "skipped": store.manifest["n_skipped"],
         "resolutions": store.resolutions,

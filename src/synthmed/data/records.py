@@ -24,6 +24,14 @@ class ImageLoader(Protocol):
         ...
 
 
+class MaskedImageLoader(ImageLoader, Protocol):
+    """A loader that also knows where each label's finding is (a rendered phantom)."""
+
+    def load_with_masks(self) -> tuple[np.ndarray, np.ndarray]:
+        """Pixels as ``load`` gives them, and bool masks (labels, height, width), one per label."""
+        ...
+
+
 @dataclass(frozen=True)
 class Record:
     """One labelled image of a source, before decoding.
@@ -50,6 +58,8 @@ class SourceData:
     records: list[Record]
     params: dict[str, Any] = field(default_factory=dict)
     versions: dict[str, str] = field(default_factory=dict)
+    # True when every record's loader is a ``MaskedImageLoader``: the store then keeps lesion masks.
+    masks: bool = False
 
 
 def combination_key(labels: np.ndarray) -> np.ndarray:

@@ -7,6 +7,9 @@ Layout of a store directory::
     labels.npy           uint8 (N, L); label names are in the manifest
     records.parquet      per image: key, original path, group (int), split, combination
     skipped.csv          images that could not be decoded, with the reason
+    masks_<R>.npy        only from a source with lesion masks (phantom-cxr): unsigned ints (N, R, R),
+                         bit j set where label j's finding is (``unpack_masks``; any part of the
+                         pixel counts, so small findings survive at low resolution)
 
 ``prepare`` streams: workers decode a batch, the main process appends the batch to raw
 files in ``<out>.partial/`` and records how far it got in ``progress.json``. A killed run
@@ -33,7 +36,7 @@ import pandas as pd
 
 from synthmed import __version__
 from synthmed._io import read_json, write_json_atomic, write_with_atomic
-from synthmed.data.imaging import SCALINGS, Decoded, base_size, decode
+from synthmed.data.imaging import SCALINGS, Decoded, base_size, decode, mask_dtype, unpack_masks
 from synthmed.data.neardup import DEFAULT_THRESHOLD, near_duplicate_groups
 from synthmed.data.records import SPLITS, Record, SourceData, combination_key
 from synthmed.data.splits import grouped_split
@@ -50,6 +53,10 @@ MANIFEST, LABELS, RECORDS, SKIPPED = "manifest.json", "labels.npy", "records.par
 
 def images_file(resolution: int) -> str:
     return f"images_{resolution}.npy"
+
+
+def masks_file(resolution: int) -> str:
+    return f"masks_{resolution}.npy"
 
 
 class Store:
@@ -84,6 +91,18 @@ class Store:
                 file=self.path,
             )
         return np.load(self.path / images_file(resolution), mmap_mode="r")
+
+    @property
+    def has_masks(self) -> bool:
+        return bool(self.manifest.get("lesion_masks", False))
+
+    def masks(self, resolution: int, index: int | np.ndarray | slice = slice(None)) -> np.ndarray:
+        """Lesion masks of the images at ``index``: bool (..., labels, R, R)."""
+        if not self.has_masks:
+            raise DataError(f"store of source {self.manifest['source']!r} has no lesion masks", file=self.path)
+        self.images(resolution)  # the same check of the resolution
+        bits = np.load(self.path / masks_file(resolution), mmap_mode="r")[index]
+        return unpack_masks(bits, len(self.label_names))
 
     @property
     def labels(self) -> np.ndarray:
@@ -151,11 +170,11 @@ def prepare(
         return Store(out)
 
     partial = out.with_name(out.name + ".partial")
-    state = _open_partial(partial, fingerprint, resolutions)
+    state = _open_partial(partial, fingerprint, resolutions, source.masks)
     records = source.records
     if state["done"]:
         log(f"resuming: {state['done']} of {len(records)} images were already decoded")
-    _decode_all(records, partial, state, resolutions, scaling, workers, batch_size, progress)
+    _decode_all(records, partial, state, resolutions, scaling, source.masks, workers, batch_size, progress)
     try:
         _finalize(source, partial, state, params, fingerprint, max_bad_fraction, log)
     except DataError:
@@ -186,39 +205,41 @@ def _fingerprint(source: SourceData, params: dict[str, Any]) -> str:
 # ---- decoding, in batches, with a checkpoint after each batch --------------------------------
 
 
-def _raw_files(partial: Path, resolutions: list[int]) -> dict[str, Path]:
+def _raw_files(partial: Path, resolutions: list[int], masks: bool) -> dict[str, Path]:
     files = {f"images_{r}": partial / f"images_{r}.u8" for r in resolutions}
+    if masks:
+        files.update({f"masks_{r}": partial / f"masks_{r}.bits" for r in resolutions})
     files["results"] = partial / "results.jsonl"
     return files
 
 
-def _open_partial(partial: Path, fingerprint: str, resolutions: list[int]) -> dict[str, Any]:
+def _open_partial(partial: Path, fingerprint: str, resolutions: list[int], masks: bool) -> dict[str, Any]:
     """Load the checkpoint of an interrupted run of the same inputs, or start afresh."""
     progress_file = partial / "progress.json"
     if progress_file.is_file():
         state = read_json(progress_file)
         if state.get("fingerprint") == fingerprint:
             # Anything written after the last checkpoint belongs to an unfinished batch: cut it off.
-            for name, path in _raw_files(partial, resolutions).items():
+            for name, path in _raw_files(partial, resolutions, masks).items():
                 with open(path, "ab") as f:
                     f.truncate(state["sizes"][name])
             return state
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    for path in _raw_files(partial, resolutions).values():
+    for path in _raw_files(partial, resolutions, masks).values():
         path.touch()
     state = {"fingerprint": fingerprint, "done": 0, "channels": None,
-             "sizes": {name: 0 for name in _raw_files(partial, resolutions)}}
+             "sizes": {name: 0 for name in _raw_files(partial, resolutions, masks)}}
     write_json_atomic(progress_file, state)
     return state
 
 
-def _decode_one(task: tuple[Any, list[int], str]) -> Decoded | str:
+def _decode_one(task: tuple[Any, list[int], str, bool]) -> Decoded | str:
     """Worker entry point: the decoded pyramid, or the reason the image is unusable."""
-    loader, resolutions, scaling = task
+    loader, resolutions, scaling, masks = task
     try:
-        return decode(loader, resolutions, scaling)
+        return decode(loader, resolutions, scaling, masks)
     except Exception as error:  # noqa: BLE001 - any failure of one file is reported, not fatal
         return f"{type(error).__name__}: {error}".strip()
 
@@ -233,15 +254,15 @@ def _worker_pool(workers: int):
     return get_context(method).Pool(workers)
 
 
-def _decode_all(records, partial, state, resolutions, scaling, workers, batch_size, progress) -> None:
+def _decode_all(records, partial, state, resolutions, scaling, masks, workers, batch_size, progress) -> None:
     workers = workers or os.cpu_count() or 1
-    files = _raw_files(partial, resolutions)
+    files = _raw_files(partial, resolutions, masks)
     pool = _worker_pool(workers) if workers > 1 else None
     try:
         with progress_bar(len(records), "decoding", progress, completed=state["done"]) as bar:
             for start in range(state["done"], len(records), batch_size):
                 batch = records[start : start + batch_size]
-                tasks = [(r.loader, resolutions, scaling) for r in batch]
+                tasks = [(r.loader, resolutions, scaling, masks) for r in batch]
                 if pool is None:
                     results = map(_decode_one, tasks)
                 else:
@@ -269,6 +290,8 @@ def _append_batch(start: int, results, files: dict[str, Path], state: dict[str, 
             if isinstance(result, Decoded):
                 for size, pixels in result.pyramid.items():
                     handles[f"images_{size}"].write(pixels.tobytes())
+                for size, bits in (result.masks or {}).items():
+                    handles[f"masks_{size}"].write(bits.tobytes())
                 row.update(ok=True, dhash=str(result.dhash), patient=_pseudonym(result.patient_id))
             else:
                 row.update(ok=False, reason=result)
@@ -318,14 +341,18 @@ def _finalize(source, partial, state, params, fingerprint, max_bad_fraction, log
     channels = int(state["channels"])
     for size in params["resolutions"]:
         _raw_to_npy(partial / f"images_{size}.u8", partial / images_file(size), (len(kept), channels, size, size))
+        if source.masks:
+            _raw_to_npy(partial / f"masks_{size}.bits", partial / masks_file(size), (len(kept), size, size),
+                        mask_dtype(len(source.label_names)))
     write_store(partial, labels=labels, keys=[r.key for r in kept], paths=[r.path for r in kept], groups=groups,
                 splits=splits, skipped=bad, source=source.name, source_params=source.params,
                 source_versions=source.versions, label_names=source.label_names, channels=channels, **params,
-                group_method=group_method, split_method=split_method, fingerprint=fingerprint)
+                group_method=group_method, split_method=split_method, fingerprint=fingerprint,
+                lesion_masks=source.masks)
     # The checkpoint goes first: a run killed after this starts afresh, whereas a checkpoint
     # without its raw files would be "resumed" from zero-filled files.
     (partial / "progress.json").unlink()
-    for path in _raw_files(partial, params["resolutions"]).values():
+    for path in _raw_files(partial, params["resolutions"], source.masks).values():
         path.unlink()
 
 
@@ -357,14 +384,14 @@ def _assign_splits(kept: list[Record], labels: np.ndarray, groups: np.ndarray, s
         raise DataError(str(error)) from None
 
 
-def _raw_to_npy(raw: Path, target: Path, shape: tuple[int, ...]) -> None:
-    expected = int(np.prod(shape))
+def _raw_to_npy(raw: Path, target: Path, shape: tuple[int, ...], dtype: np.dtype = np.dtype(np.uint8)) -> None:
+    expected = int(np.prod(shape)) * dtype.itemsize
     if raw.stat().st_size != expected:
         raise RuntimeError(f"{raw} holds {raw.stat().st_size} bytes, expected {expected}")
-    source = np.memmap(raw, dtype=np.uint8, mode="r", shape=shape) if expected else np.zeros(shape, np.uint8)
+    source = np.memmap(raw, dtype=dtype, mode="r", shape=shape) if expected else np.zeros(shape, dtype)
 
     def write(tmp: Path) -> None:
-        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=np.uint8, shape=shape)
+        array = np.lib.format.open_memmap(tmp, mode="w+", dtype=dtype, shape=shape)
         for start in range(0, shape[0], _COPY_ROWS):
             array[start : start + _COPY_ROWS] = source[start : start + _COPY_ROWS]
         array.flush()
@@ -385,11 +412,12 @@ def write_store(folder: Path, *, labels: np.ndarray, keys: Sequence[str], paths:
                 splits: Sequence[str], skipped: Sequence[tuple[str, str]], source: str, source_params: dict[str, Any],
                 source_versions: dict[str, Any], label_names: list[str], channels: int, resolutions: list[int],
                 base_size: int, scaling: str, seed: int, near_duplicate_threshold: int | None, group_method: str,
-                split_method: str, fingerprint: str | None) -> dict[str, Any]:
+                split_method: str, fingerprint: str | None, lesion_masks: bool = False) -> dict[str, Any]:
     """The tables and, last, the manifest of a store whose ``images_<R>.npy`` are already in ``folder``.
 
     One row per image: ``keys``, original ``paths``, integer ``groups`` and ``splits``; ``skipped``
-    lists (path, reason) of the images left out. Returns the manifest.
+    lists (path, reason) of the images left out; ``lesion_masks``: ``masks_<R>.npy`` are there too.
+    Returns the manifest.
     """
     splits = np.asarray(splits, dtype=object)
     np.save(folder / LABELS, labels)
@@ -420,15 +448,17 @@ def write_store(folder: Path, *, labels: np.ndarray, keys: Sequence[str], paths:
         "split_method": split_method,
         "split_counts": {s: int((splits == s).sum()) for s in SPLITS},
         "fingerprint": fingerprint,
-        "content_hash": content_hash(folder, resolutions),
+        "lesion_masks": lesion_masks,
+        "content_hash": content_hash(folder, resolutions, lesion_masks),
     }
     write_json_atomic(folder / MANIFEST, manifest)
     return manifest
 
 
-def content_hash(directory: Path, resolutions: list[int]) -> str:
+def content_hash(directory: Path, resolutions: list[int], lesion_masks: bool = False) -> str:
     digest = hashlib.sha256()
-    for name in [images_file(r) for r in resolutions] + [LABELS, RECORDS]:
+    masks = [masks_file(r) for r in resolutions] if lesion_masks else []
+    for name in [images_file(r) for r in resolutions] + masks + [LABELS, RECORDS]:
         with open(directory / name, "rb") as f:
             for chunk in iter(lambda: f.read(1 << 20), b""):
                 digest.update(chunk)

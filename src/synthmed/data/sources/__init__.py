@@ -14,7 +14,7 @@ from typing import Any
 
 from synthmed.config import check_values
 from synthmed.data.records import SourceData
-from synthmed.data.sources import br35h, chexpert, folder, medmnist, rsna_ich
+from synthmed.data.sources import br35h, chexpert, folder, medmnist, phantom_cxr, rsna_ich
 from synthmed.errors import DataError
 
 SOURCES: dict[str, Callable[..., SourceData]] = {
@@ -23,6 +23,7 @@ SOURCES: dict[str, Callable[..., SourceData]] = {
     "medmnist": medmnist.load,
     "folder": folder.load,
     "rsna-ich": rsna_ich.load,
+    "phantom-cxr": phantom_cxr.load,
 }
 
 
