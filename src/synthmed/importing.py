@@ -53,8 +53,9 @@ from synthmed.data.settings import BenchmarkSetting
 from synthmed.data.sources._tables import check_unique, parse_labels, read_table, resolve_in_root
 from synthmed.data.store import Store
 from synthmed.errors import ConfigError, DataError
+from synthmed.output_dir import claim_output_dir
 from synthmed.progress import progress_bar
-from synthmed.synthesis import label_counts, write_set
+from synthmed.synthesis import CARD, label_counts, write_set
 
 MODEL = "external"  # the model name an imported set carries (store manifest, card)
 PATH_COLUMNS = ("Path", "path")
@@ -79,11 +80,7 @@ def import_synthetic(source: str | os.PathLike, real_setting: str | os.PathLike,
     source, out = Path(source), Path(out)
     if seed < 0:
         raise ConfigError(f"--seed {seed} must be >= 0")
-    if (out / "card.json").is_file():
-        if not overwrite:
-            raise DataError("already holds a synthetic set; pass --overwrite", file=out)
-    elif out.exists() and any(out.iterdir()):
-        raise DataError("exists and is not empty; choose another --out", file=out)
+    claim_output_dir(out, CARD, "a synthetic set", overwrite=overwrite)  # an imported set is never "the same"
     real = BenchmarkSetting(real_setting)
     channels, resolution = int(real.store.manifest["channels"]), real.resolution
     pools, source_format = _read_source(source, real.label_names, channels)
@@ -102,8 +99,7 @@ def import_synthetic(source: str | os.PathLike, real_setting: str | os.PathLike,
         log(f"warning: source images of {', '.join(other)} px, the setting is {resolution}x{resolution}: resized "
             f"as `synthmed data prepare` resizes (bilinear to {base_size([resolution])}, then 2x2 box averaging)")
 
-    # write_set's store writer reads only the model name of a generator snapshot
-    write_set(out, images, folds, real, resolution, {"config": {"model": MODEL}}, seed, export_png,
+    write_set(out, images, folds, real, resolution, MODEL, seed, export_png,
               lambda store: _card(real, folds, seed, store, source_format, sum(len(p.labels) for p in pools),
                                   sorted(sizes)))
     log(f"synthetic set: {sum(len(v) for v in folds.values())} imported images in {out}")

@@ -144,7 +144,7 @@ def _write_package(folder: Path, synthetic: BenchmarkSetting, card: dict[str, An
     # stored, not compressed: every byte stays readable (and checkable) as written
     np.savez(folder / "synthetic.npz", **{f"{fold}_images": images[fold] for fold in SPLITS},
              **{f"{fold}_labels": labels[fold] for fold in SPLITS})
-    write_json_atomic(folder / "card.json", card)
+    write_json_atomic(folder / CARD, card)
     write_text_atomic(folder / "card.md", _card_markdown(card))
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     write_text_atomic(folder / "SHA256SUMS",

@@ -141,7 +141,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     with progress_bar(sum(len(v) for v in folds.values()), "generating", progress) as bar:
         for fold, labels in folds.items():
             images[fold] = synthesize(sampler, labels, _fold_seed(seed, fold), options=options, on_batch=bar.advance)
-    write_set(out, images, folds, setting, resolution, snapshot, seed, export_png,
+    write_set(out, images, folds, setting, resolution, snapshot["config"]["model"], seed, export_png,
               lambda store: _card(generator_file, snapshot_file or GENERATOR, info, summary, snapshot, setting,
                                   folds, seed, options, store))
     log(f"synthetic set: {sum(len(v) for v in folds.values())} images in {out}")
@@ -149,14 +149,14 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
 
 
 def write_set(out: Path, images: dict[str, np.ndarray], folds: dict[str, np.ndarray], setting: BenchmarkSetting,
-              resolution: int, snapshot: dict, seed: int, export_png: bool,
+              resolution: int, model: str, seed: int, export_png: bool,
               make_card: Callable[[Store], dict[str, Any]]) -> None:
     """Write a synthetic set (see the module docstring) to a hidden folder beside ``out`` and rename it into place.
-    ``images`` and ``folds`` (labels) per fold, row for row as in ``setting``; ``make_card`` makes the dataset card
-    from the written store."""
+    ``images`` and ``folds`` (labels) per fold, row for row as in ``setting``; ``model`` names the generator in the
+    store's manifest; ``make_card`` makes the dataset card from the written store."""
     with staged_dir(out) as tmp:
         store_dir = tmp / "store"
-        _write_store(store_dir, images, folds, setting.label_names, resolution, snapshot, seed)
+        _write_store(store_dir, images, folds, setting.label_names, resolution, model, seed)
         store = Store(store_dir)
         _write_setting(tmp / "setting", store, setting)
         if export_png:
@@ -167,14 +167,14 @@ def write_set(out: Path, images: dict[str, np.ndarray], folds: dict[str, np.ndar
 
 
 def _write_store(folder: Path, images: dict, folds: dict, label_names: list[str], resolution: int,
-                 snapshot: dict, seed: int) -> None:
+                 model: str, seed: int) -> None:
     folder.mkdir(parents=True)
     all_images = np.concatenate([images[f] for f in SPLITS])
     write_images(folder, resolution, all_images)
     keys = [f"syn-{fold}-{i:06d}" for fold in SPLITS for i in range(len(folds[fold]))]
     write_store(folder, labels=np.concatenate([folds[f] for f in SPLITS]).astype(np.uint8), keys=keys, paths=keys,
                 groups=np.arange(len(keys)), splits=[fold for fold in SPLITS for _ in range(len(folds[fold]))],
-                skipped=[], source=f"synthetic:{snapshot['config']['model']}", source_params={"seed": seed},
+                skipped=[], source=f"synthetic:{model}", source_params={"seed": seed},
                 source_versions={"torch": torch.__version__}, label_names=label_names,
                 channels=int(all_images.shape[1]), resolutions=[resolution], base_size=resolution,
                 scaling="generator output", seed=seed, near_duplicate_threshold=None,
