@@ -145,13 +145,18 @@ def test_images_are_distinct_and_reproducible(atlas, tmp_path):
     images = first.images(32).reshape(10, -1).astype(float)
     distances = np.abs(images[:, None] - images[None]).mean(axis=2)
     assert distances[~np.eye(10, dtype=bool)].min() > 5.0  # gray levels: no two rows give the same picture
-    # Near-duplicate grouping (64-bit dHash within 3 bits, as the store groups images without patient ids)
-    # finds hardly any near-copies. One CT fixes the coarse layout (body edges, spine, abdomen), so about
-    # 16 of the 64 bits are the same in nearly every image and a few pairs out of thousands fall within 3 bits.
-    source = load_source("phantom-cxr", n=150, seed=0)
+
+
+def test_near_duplicate_grouping_leaves_every_phantom_alone(atlas):
+    """The store's near-duplicate grouping (64-bit dHash of each image, within 3 bits, connected components)
+    finds no near-copies among 300 phantoms (44,850 pairs): framing, shape, habitus, processing and
+    burned-in text vary enough that one CT does not make its phantoms near-duplicates of each other."""
+    source = load_source("phantom-cxr", n=300, seed=0)
     hashes = np.array([dhash(record.loader.load()[0][0]) for record in source.records], dtype=np.uint64)
     sizes = np.bincount(near_duplicate_groups(hashes))
-    assert sizes.max() <= 3 and (sizes == 1).sum() >= 0.95 * len(hashes), sizes
+    assert len(sizes) == len(hashes), np.sort(sizes)[-5:]
+    distances = np.bitwise_count(hashes[:, None] ^ hashes[None, :])[np.triu_indices(len(hashes), 1)]
+    assert distances.mean() > 26, distances.mean()  # well apart on average, not only just past the threshold
 
 
 def test_missing_wheel_or_bad_n_is_a_one_line_error(atlas, monkeypatch, tmp_path, capsys):

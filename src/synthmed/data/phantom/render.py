@@ -1,20 +1,26 @@
-"""One phantom radiograph: findings, then anatomy variation, then the detector.
+"""One phantom radiograph: findings, then anatomy variation, then the detector and the site's processing.
 
 Per image, from its own seed: the findings of its label row are added to the atlas's line
 integral (each with its mask); the patient varies in size (the line integral scales with
-the body's depth), aspect, position, a small rotation and inspiration depth (the
-diaphragm moves and the lungs stretch with it), all as one warp of the image and masks;
-then a soft-tissue field (habitus), the exposure (photon count, so quantum noise),
-detector blur and the display curve. Masks are warped with the image, so they stay on
-their finding.
+the body's depth), aspect, position, rotation, inspiration depth (each hemidiaphragm moves
+and the lungs stretch with it) and shape (a smooth elastic deformation at two scales), all
+as one warp of the image and masks; then a soft-tissue field (habitus), the exposure
+(photon count, so quantum noise), detector blur, the site's processing (large-scale
+contrast partly taken out), the display curve, and burned-in text (laterality marker, view
+labels). Masks are warped with the image, so they stay on their finding.
+
+One CT gives every image the same anatomy; these per-image variations are what keep the
+64-bit difference hash that groups near-duplicates from joining phantoms (docs/phantom.md).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cache
 
 import numpy as np
+from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from synthmed.data.phantom.atlas import COLS, ROWS, SIZE, Atlas
@@ -22,7 +28,7 @@ from synthmed.data.phantom.findings import FINDINGS, smooth_noise
 
 # Part of every phantom store's fingerprint: change it with anything that changes the pixels or
 # masks, so that a store (or a half-made one) from the old renderer is made again, not resumed.
-RENDER_VERSION = 1
+RENDER_VERSION = 2
 WATER_MU = 0.02  # attenuation of water per mm at a chest radiograph's mean energy (~60-70 keV)
 
 
@@ -56,8 +62,8 @@ def render(atlas: Atlas, label_names: Sequence[str], labels: Sequence[int], rng:
 
     # soft tissue, breasts, habitus: inside the body only (it fades out where the body gets thin)
     body = np.clip(line_integral / 50.0, 0.0, 1.0)
-    line_integral += (smooth_noise(rng, 64.0) - 0.5) * rng.uniform(10.0, 50.0) * body
-    return Phantom(_detector(line_integral, _exposed_field(rng), rng), masks, lung_field)
+    line_integral += (smooth_noise(rng, rng.uniform(24.0, 64.0)) - 0.5) * rng.uniform(30.0, 100.0) * body
+    return Phantom(_burned_in_text(_detector(line_integral, _exposed_field(rng), rng), rng), masks, lung_field)
 
 
 def _exposed_field(rng: np.random.Generator) -> np.ndarray:
@@ -82,28 +88,32 @@ def _warp_mask(mask: np.ndarray, coordinates: np.ndarray) -> np.ndarray:
 
 
 def _anatomy_warp(atlas: Atlas, rng: np.random.Generator) -> np.ndarray:
-    """Source coordinates (2, SIZE, SIZE) of each output pixel: scale, aspect, rotation, shift, inspiration,
-    and a smooth elastic deformation (hearts, lungs and ribs differ in shape between people)."""
+    """Source coordinates (2, SIZE, SIZE) of each output pixel: scale, aspect, rotation, shift, inspiration
+    (each hemidiaphragm on its own), and a smooth elastic deformation at two scales (hearts, lungs, ribs
+    and body outlines differ in shape between people)."""
     scale = rng.uniform(0.8, 1.3)  # framing: from a wide field to a tight collimation
-    aspect = rng.uniform(0.88, 1.12)
-    angle = np.deg2rad(rng.uniform(-8.0, 8.0))
+    aspect = rng.uniform(0.85, 1.15)
+    angle = np.deg2rad(rng.uniform(-10.0, 10.0))
     shift_rows, shift_cols = rng.uniform(-0.12, 0.12, size=2) * SIZE
     centre = (SIZE - 1) / 2
     rows, cols = ROWS - centre - shift_rows, COLS - centre - shift_cols
     cos, sin = np.cos(angle), np.sin(angle)
     source_rows = (cos * rows - sin * cols) / (scale * aspect) + centre
     source_cols = (sin * rows + cos * cols) / (scale / aspect) + centre
-    # Inspiration: the chest between the lung apices and the diaphragm stretches by ``depth``,
-    # and everything below it moves down by as much.
+    # Inspiration: the chest between the lung apices and the diaphragm stretches by ``depth``, and
+    # everything below it moves down by as much. The two hemidiaphragms differ by up to a few cm.
     top, bottom = np.nonzero(atlas.lung_field.any(axis=1))[0][[0, -1]]
-    depth = rng.uniform(-0.08, 0.12)
+    right_depth, left_depth = rng.uniform(-0.08, 0.12) + rng.uniform(-0.06, 0.06, size=2)
+    midline = float(COLS[0][atlas.lung_field.any(axis=0)].mean())
+    to_left = 1.0 / (1.0 + np.exp(-(source_cols - midline) / 12.0))
+    depth = right_depth + (left_depth - right_depth) * to_left
     stretched_bottom = top + (bottom - top) * (1 + depth)
     source_rows = np.where(source_rows <= top, source_rows,
                            np.where(source_rows <= stretched_bottom, top + (source_rows - top) / (1 + depth),
                                     source_rows - (stretched_bottom - bottom)))
-    elastic = rng.uniform(4.0, 12.0)  # pixels of displacement
-    source_rows = source_rows + (smooth_noise(rng, 80.0) - 0.5) * 2 * elastic
-    source_cols = source_cols + (smooth_noise(rng, 80.0) - 0.5) * 2 * elastic
+    for scale_px, amplitude in ((64.0, rng.uniform(8.0, 18.0)), (40.0, rng.uniform(3.0, 8.0))):
+        source_rows = source_rows + (smooth_noise(rng, scale_px) - 0.5) * 2 * amplitude
+        source_cols = source_cols + (smooth_noise(rng, scale_px) - 0.5) * 2 * amplitude
     return np.stack([source_rows, source_cols]).astype(np.float32)
 
 
@@ -119,8 +129,43 @@ def _detector(line_integral: np.ndarray, exposed: np.ndarray, rng: np.random.Gen
     noisy = np.maximum(photons + rng.standard_normal(photons.shape).astype(np.float32) * np.sqrt(photons), 0.5)
     noisy = ndimage.gaussian_filter(noisy, rng.uniform(0.4, 1.2))
     log_image = -np.log(noisy / photons.max())  # back to attenuation: bones bright
+    log_image = _equalized(log_image, exposed, rng)
     # The window spans the image's own range, so the unattenuated background keeps its heel gradient.
     low, high = np.percentile(log_image[exposed], [0.1, 99.5])
     high *= rng.uniform(0.95, 1.1)
     shown = np.clip((log_image - low) / (high - low), 0.0, 1.0) ** rng.uniform(0.8, 1.25)
     return (shown * 255.0).astype(np.float32)
+
+
+def _equalized(log_image: np.ndarray, exposed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The vendor's processing: part of the large-scale contrast (lungs against abdomen) taken out, so that
+    both show detail. Strength and kernel vary between sites and devices; the shutters are left out."""
+    sigma = rng.uniform(8.0, 32.0)
+    weight = ndimage.gaussian_filter(exposed.astype(np.float32), sigma) + 1e-6
+    background = ndimage.gaussian_filter(log_image * exposed, sigma) / weight
+    return log_image - rng.uniform(0.3, 0.9) * background * exposed
+
+
+VIEW_LABELS = ("AP", "PA", "PORTABLE", "SUPINE", "ERECT", "UPRIGHT", "SEMI-ERECT")
+
+
+@cache
+def _font(size: int) -> ImageFont.FreeTypeFont:
+    return ImageFont.load_default(size)
+
+
+def _burned_in_text(image: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """The laterality marker (a lead letter on the detector, white) near a top corner, and often the site's
+    view and position labels along an edge: where and how large differs between sites."""
+    ink = Image.new("L", (SIZE, SIZE))
+    draw = ImageDraw.Draw(ink)
+    corner_col = rng.uniform(4.0, 48.0)
+    marker_col = corner_col if rng.random() < 0.5 else SIZE - 24.0 - corner_col
+    draw.text((marker_col, rng.uniform(4.0, 64.0)), "L" if rng.random() < 0.5 else "R", fill=255,
+              font=_font(int(rng.integers(14, 29))))
+    for _ in range(rng.binomial(2, 0.6)):
+        label = VIEW_LABELS[rng.integers(len(VIEW_LABELS))]
+        row = rng.uniform(4.0, 24.0) if rng.random() < 0.5 else rng.uniform(SIZE - 40.0, SIZE - 20.0)
+        draw.text((rng.uniform(4.0, SIZE - 100.0), row), label, fill=255, font=_font(int(rng.integers(9, 17))))
+    share = np.asarray(ink, np.float32) / 255.0
+    return image * (1.0 - share) + rng.uniform(220.0, 255.0) * share
