@@ -184,7 +184,7 @@ def test_the_cpu_phantom_preset_runs_the_whole_classes_axis_from_its_own_prepare
     assert prepare.params["source"] == "phantom-cxr" and prepare.params["options"] == {"n": 4000}
     assert count_jobs(jobs)["classes"]["train"] == 6 * 3  # one seed, three models
     budgets = {(j.labels["model"], j.params["config"]["max_images"]) for j in jobs if j.stage == "train"}
-    assert budgets == {("diffusion", 30000), ("cpdgan", 12000), ("proggan", 22000)}
+    assert budgets == {("diffusion", 15000), ("cpdgan", 8000), ("proggan", 14000)}
 
 
 def test_a_changed_number_reaches_only_the_jobs_downstream_of_it(tmp_path):
