@@ -66,6 +66,10 @@ def test_paper_presets_expand_into_the_papers_seed_counts():
     assert brain["classes"]["train"] == (2 * 10 + 3 * 4) * 2 and brain["samples"]["train"] == (2 * 20 + 6 * 4) * 2
     assert brain["resolution"]["train"] == 3 * 4 * 2 + 4
     assert count_jobs(expand(load_preset("br35h-samples", seeds=3)))["samples"]["utility"] == 5 * 3 * 3  # 3 models
+    # the phantom study keeps chest's seeds on its own setting names, with the diffusion model as a third model
+    phantom = count_jobs(expand(load_preset("phantom-chest")))
+    assert phantom["classes"]["train"] == (2 * 10 + 4 * 4) * 3 and phantom["samples"]["train"] == (2 * 20 + 6 * 4) * 3
+    assert phantom["resolution"]["train"] == 3 * 4 * 3 + 4  # the cpD-GAN alone at 256 px
 
 
 @pytest.mark.parametrize("name", ["chest", "brain"])
@@ -170,6 +174,17 @@ def test_the_cpu_samples_preset_gives_every_setting_the_same_smaller_budget():
     quick, full = budgets("br35h-samples"), budgets("br35h-samples-full")
     assert quick == {"diffusion": {30000}, "cpdgan": {12000}, "proggan": {22000}}
     assert all(len(full[m]) == 1 and min(full[m]) > min(quick[m]) for m in quick)
+
+
+def test_the_cpu_phantom_preset_runs_the_whole_classes_axis_from_its_own_prepare_job():
+    preset = load_preset("phantom-chest-cpu")
+    assert [ref.name for ref in preset.settings] == ["k20_n29", "k15_n32", "k10_n40", "k6_n46", "k4_n78", "k2_n126"]
+    jobs = expand(preset)
+    prepare = next(j for j in jobs if j.stage == "prepare")
+    assert prepare.params["source"] == "phantom-cxr" and prepare.params["options"] == {"n": 4000}
+    assert count_jobs(jobs)["classes"]["train"] == 6 * 3  # one seed, three models
+    budgets = {(j.labels["model"], j.params["config"]["max_images"]) for j in jobs if j.stage == "train"}
+    assert budgets == {("diffusion", 15000), ("cpdgan", 8000), ("proggan", 14000)}
 
 
 def test_a_changed_number_reaches_only_the_jobs_downstream_of_it(tmp_path):

@@ -16,6 +16,7 @@ import pytest
 from scipy import ndimage
 
 from helpers import package_folder, real_chexpert_csv, run_cli
+from synthmed.benchmark.presets import load_preset as load_benchmark_preset
 from synthmed.data import describe, load_preset, load_source, plan_settings, prepare
 from synthmed.data.imaging import dhash, unpack_masks
 from synthmed.data.neardup import near_duplicate_groups
@@ -27,6 +28,7 @@ from synthmed.data.sources.chexpert import FINDINGS as LABEL_NAMES
 from synthmed.data.sources.chexpert import labels_from_csv
 from synthmed.data.splits import grouped_split
 from synthmed.errors import DataError
+from synthmed.metrics.auroc import undefined_labels
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +191,24 @@ def test_phantom_chest_preset_plans_on_20000_phantoms(atlas):
     for resolution in (32, 64, 128, 256):
         meta = built[f"resolution/r{resolution}"]
         assert meta["counts"]["val"] == meta["counts"]["test"] == 400 and len(meta["combinations"]) >= 20
+
+
+def test_phantom_chest_cpu_preset_plans_on_the_store_its_benchmark_prepares(atlas):
+    """Every classes setting of phantom-chest-cpu (Table S1 / 50) fits the labels of the store that the
+    phantom-chest-cpu benchmark prepares, with mostly distinct training images and every kept label's AUROC
+    defined on the validation and test folds (labels only)."""
+    data = load_benchmark_preset("phantom-chest-cpu").values["data"]
+    records = load_source(data["source"], **data["options"]).records
+    labels = np.array([r.labels for r in records], dtype=np.uint8)
+    splits = grouped_split(labels, pd.factorize(pd.Series([r.group for r in records]))[0], seed=0)
+    built = {n: (meta, rows) for _, n, meta, rows in plan_settings(load_preset("phantom-chest-cpu"), labels, splits,
+                                                                   LABEL_NAMES)}
+    assert sorted(built) == sorted(f"k{k}_n{n}" for k, n in {20: 29, 15: 32, 10: 40, 6: 46, 4: 78, 2: 126}.items())
+    for meta, rows in built.values():
+        k, per_combination = len(meta["combinations"]), meta["spec"]["train_per_combination"]
+        assert k == meta["spec"]["combinations"] and meta["counts"]["train"] == k * per_combination
+        assert sum(c["train_unique"] for c in meta["combinations"]) >= k * per_combination - 1
+        for fold in ("val", "test"):
+            held_out = labels[rows.store_index[rows.fold == fold].to_numpy()][:, meta["label_columns"]]
+            assert undefined_labels(held_out, meta["label_names"]) == {}, (meta["name"], fold)
+    assert 140 <= built["k20_n29"][0]["counts"]["test"] <= 160 and built["k2_n126"][0]["counts"]["test"] >= 35

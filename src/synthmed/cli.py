@@ -120,7 +120,7 @@ def info_command(
 
 @data_app.command("settings")
 def settings_command(
-    preset: Annotated[str, typer.Option(help="chest, brain, br35h, phantom-chest, or a YAML file")],
+    preset: Annotated[str, typer.Option(help="chest, brain, br35h, phantom-chest(-cpu), or a YAML file")],
     store: Annotated[Path, typer.Option(help="a prepared store directory")],
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for the settings")],
     seed: Annotated[int, typer.Option(help="seed for drawing the rows")] = 0,

@@ -21,7 +21,7 @@ benchmark_app = typer.Typer(help="Run a benchmark preset (data x settings x mode
 def benchmark_command(
     ctx: typer.Context,
     preset: Annotated[Optional[str], typer.Option(help="br35h-samples(-full), br35h-resolution, chest, "
-                                                       "brain, demo or a YAML file")] = None,
+                                                       "brain, phantom-chest(-cpu), demo or a YAML file")] = None,
     out: Annotated[Optional[Path], typer.Option("--out", "-o", help="benchmark directory")] = None,
     seeds: Annotated[Optional[int], typer.Option(help="seeds per setting (replaces the preset's counts)")] = None,
     root: Annotated[Optional[Path], typer.Option(help="the data source's folder (CheXpert, RSNA, ...)")] = None,
