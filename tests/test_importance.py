@@ -14,17 +14,25 @@ from scipy.stats import pearsonr
 from torch import nn
 from torchmetrics.image import StructuralSimilarityIndexMeasure
 
-from helpers import FINDING_NAMES, finding_setting
+from helpers import FINDING_NAMES, finding_setting, one_setting, phantom_store
 from synthmed.cli import main
-from synthmed.errors import DataError
+from synthmed.data.imaging import mask_pyramid, unpack_masks
+from synthmed.data.settings import BenchmarkSetting
+from synthmed.errors import ConfigError, DataError
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig
 from synthmed.evaluation.importance import (
     classifier_maps,
+    in_mask_share,
+    lesion_scores,
+    lesion_union,
     map_similarity,
+    mask_area_share,
     mask_positions,
     masked_losses,
     occlusion_map,
     pearson,
+    pointing_hit,
+    resize_mask,
     spread_sample,
     ssim,
 )
@@ -154,6 +162,96 @@ def test_spread_sample_takes_each_label_combination_in_turn():
     assert len(spread_sample(labels, 50)) == 10
 
 
+# ---- scores against lesion masks ----------------------------------------------------------------
+
+PEAKED = np.array([[0.0, 0.5, 0.0, 0.0],
+                   [0.0, 1.0, 0.0, 0.0],
+                   [0.0, 0.0, 0.0, 0.5],
+                   [0.0, 0.0, 0.0, 0.0]])  # mass 2, its peak at (1, 1)
+
+
+def corner(rows: slice, cols: slice, size: int = 4) -> np.ndarray:
+    mask = np.zeros((size, size), bool)
+    mask[rows, cols] = True
+    return mask
+
+
+def test_in_mask_share_and_pointing_game_by_hand():
+    top_left, right = corner(slice(0, 2), slice(0, 2)), corner(slice(2, 4), slice(2, 4))
+    assert in_mask_share(PEAKED, top_left) == pytest.approx(1.5 / 2)
+    assert in_mask_share(PEAKED, right) == pytest.approx(0.5 / 2)
+    with_negative = PEAKED.copy()
+    with_negative[3, 0] = -3  # negative attribution is no mass: floored at 0
+    assert in_mask_share(with_negative, top_left) == pytest.approx(0.75)
+    assert pointing_hit(PEAKED, top_left) is True and pointing_hit(PEAKED, right) is False
+    assert mask_area_share(top_left) == 0.25 and mask_area_share(corner(slice(0, 1), slice(0, 3))) == 3 / 16
+    # a uniform map scores the mask's area share
+    assert in_mask_share(np.ones((4, 4)), corner(slice(0, 1), slice(0, 3))) == pytest.approx(3 / 16)
+
+
+def test_pointing_game_ties_and_tolerance():
+    tied = np.zeros((4, 4))
+    tied[0, 0] = tied[3, 3] = 1.0
+    assert pointing_hit(tied, corner(slice(3, 4), slice(3, 4))) is True  # any tied maximum inside: the peak patch
+    assert pointing_hit(tied, corner(slice(0, 1), slice(2, 4))) is False
+    far = np.zeros((6, 6))
+    far[5, 5] = 1.0
+    mask = corner(slice(5, 6), slice(2, 3), size=6)  # 3 px left of the peak
+    assert pointing_hit(far, mask) is False
+    assert pointing_hit(far, mask, tolerance=3) is False  # TorchRay's disc: distance < tolerance
+    assert pointing_hit(far, mask, tolerance=4) is True
+    with pytest.raises(ConfigError, match="tolerance = -1"):
+        pointing_hit(far, mask, tolerance=-1)
+
+
+def test_scores_are_undefined_without_a_lesion_or_without_mass():
+    empty, mask = np.zeros((4, 4), bool), corner(slice(0, 2), slice(0, 2))
+    assert in_mask_share(PEAKED, empty) is None and pointing_hit(PEAKED, empty) is None
+    assert mask_area_share(empty) is None
+    assert in_mask_share(np.zeros((4, 4)), mask) is None and pointing_hit(np.zeros((4, 4)), mask) is None
+    assert pointing_hit(np.full((4, 4), 0.3), mask) is None  # a constant map points nowhere
+    with pytest.raises(ValueError, match="one"):
+        in_mask_share(PEAKED, np.zeros((3, 3), bool))
+
+
+def test_resize_mask_keeps_every_pixel_a_lesion_touches():
+    rng = np.random.default_rng(5)
+    fine = rng.random((256, 256)) > 0.995
+    # the store's own rule: nearest to 256 px, then max pooling down
+    [pooled] = unpack_masks(mask_pyramid(fine[None], [32])[32], 1)
+    np.testing.assert_array_equal(resize_mask(fine, (32, 32)), pooled)
+    small = rng.random((8, 8)) > 0.7
+    np.testing.assert_array_equal(resize_mask(small, (56, 56)), np.kron(small, np.ones((7, 7), bool)))  # 7x: nearest
+    # 2 -> 3 px: the middle output pixel overlaps both input pixels
+    np.testing.assert_array_equal(resize_mask(np.array([[True, False], [False, False]]), (3, 3)),
+                                  [[True, True, False], [True, True, False], [False, False, False]])
+
+
+def test_lesion_scores_per_image_and_per_label_by_hand():
+    names = ["No Finding", "A", "B"]
+    a, b = corner(slice(0, 2), slice(0, 2)), corner(slice(2, 4), slice(2, 4))
+    masks = np.stack([np.stack([np.zeros((4, 4), bool), a, b]), np.zeros((3, 4, 4), bool)])
+    labels = np.array([[0, 1, 1], [1, 0, 0]])  # the second image shows no finding
+    maps = {"real": [PEAKED, PEAKED], "synthetic": [np.ones((4, 4)), PEAKED]}
+    per_image, summaries = lesion_scores(maps, masks, labels, names)
+    first, second = per_image
+    assert first["area_share"] == 0.5 and first["real"] == {"in_mask_share": pytest.approx(2 / 2), "pointing_hit": True}
+    assert first["synthetic"] == {"in_mask_share": pytest.approx(0.5), "pointing_hit": None}  # constant map
+    assert set(first["by_label"]) == {"A", "B"}
+    assert first["by_label"]["B"]["real"] == {"in_mask_share": pytest.approx(0.25), "pointing_hit": False}
+    assert second["area_share"] is None and second["real"] == {"in_mask_share": None, "pointing_hit": None}
+    assert second["by_label"]["No Finding"]["area_share"] is None
+    images = summaries["images"]
+    assert images["n_images"] == 2 and images["area_share"]["n_defined"] == 1  # undefined, not 0
+    assert images["real"]["in_mask_share"]["mean"] == pytest.approx(1.0)
+    assert images["real"]["pointing"] == {"rate": 1.0, "hits": 1, "n_defined": 1}
+    assert images["synthetic"]["pointing"] == {"rate": None, "hits": 0, "n_defined": 0}
+    assert summaries["by_label"]["B"]["real"]["pointing"] == {"rate": 0.0, "hits": 0, "n_defined": 1}
+    assert summaries["by_label"]["No Finding"]["n_images"] == 1
+    assert summaries["by_label"]["No Finding"]["area_share"]["n_defined"] == 0
+    np.testing.assert_array_equal(lesion_union(masks, labels), [a | b, np.zeros((4, 4), bool)])
+
+
 @pytest.fixture(scope="module")
 def run_inputs(tmp_path_factory):
     """The tiny 32 px setting and two saved classifiers (random weights: only the plumbing is tested)."""
@@ -177,6 +275,39 @@ def test_evaluate_importance_run_writes_json_and_figure(run_inputs, tmp_path):
         assert -1 <= row["ssim"] <= 1 and (row["pearson"] is None or -1 <= row["pearson"] <= 1)
     assert set(saved["ssim"]) == {"mean", "std", "ddof", "n_defined"} and saved["ssim"]["n_defined"] == 3
     assert Image.open(tmp_path / "importance.png").format == "PNG"
+    assert "lesion_masks" not in saved and "lesion_masks" not in saved["images"][0]  # a store without masks: as before
+
+
+def test_importance_on_phantoms_scores_the_maps_against_their_lesions(tmp_path):
+    """A 40-phantom store (lesion masks), its one 32 px setting (label columns without a positive dropped)."""
+    store = phantom_store(tmp_path / "store", n=40, seed=2)
+    setting = BenchmarkSetting(one_setting(store, tmp_path / "settings", 32))
+    for name, seed in (("real", 1), ("synthetic", 2)):
+        Classifier(ClassifierConfig(seed=seed), 1, setting.label_names).save(tmp_path / f"{name}.pt")
+    result = evaluate_importance_run(setting.path, tmp_path / "real.pt", tmp_path / "synthetic.pt", tmp_path / "out",
+                                     n_images=4, patch=8, stride=8, log=lambda m: None)
+    saved = json.loads((tmp_path / "out" / "importance.json").read_text())
+    assert saved == json.loads(json.dumps(result))
+    lesions = saved["lesion_masks"]
+    assert lesions["mask_resolution"] == 32 and lesions["pointing_tolerance_px"] == 0
+    assert set(lesions["by_label"]) == set(setting.label_names)
+    test_rows, columns = setting.rows("test"), setting.meta["label_columns"]
+    with_lesion = 0
+    for image in saved["images"]:
+        store_row = test_rows[image["test_row"]]
+        masks = store.masks(32, store_row)[columns][setting.labels("test")[image["test_row"]].astype(bool)]
+        union = masks.any(0)
+        scored = image["lesion_masks"]
+        assert scored["area_share"] == (pytest.approx(union.mean()) if union.any() else None)
+        assert set(scored["by_label"]) == set(image["labels"])
+        for role in ("real", "synthetic"):
+            defined = scored[role]["in_mask_share"] is not None
+            assert defined == bool(union.any()) and (scored[role]["pointing_hit"] is not None) <= defined
+            assert not defined or 0 <= scored[role]["in_mask_share"] <= 1
+        with_lesion += bool(union.any())
+    assert lesions["images"]["n_images"] == 4 and lesions["images"]["area_share"]["n_defined"] == with_lesion
+    assert with_lesion >= 1
+    assert Image.open(tmp_path / "out" / "importance.png").format == "PNG"
 
 
 def test_maps_come_at_the_classifier_input_size_and_sizes_must_agree(run_inputs, tmp_path):

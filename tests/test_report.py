@@ -80,3 +80,48 @@ def test_pooled_gap_over_all_settings_of_an_axis(tmp_path):
     html = " ".join(build_report(tmp_path).read_text().split())
     assert (f"samples axis, all settings pooled: cpdgan AUC_real − AUC_syn {np.mean(gaps):.3f} ± "
             f"{np.std(gaps, ddof=0):.3f} (std, ddof 0, n = 6 runs over 2 settings)") in html
+
+
+def stats(mean: float | None, std: float = 0.0, n: int = 0) -> dict:
+    """What ``importance.summary`` writes."""
+    return {"mean": mean, "std": std if mean is not None else None, "ddof": 0, "n_defined": n}
+
+
+def scored(area: dict, real: tuple[dict, int], synthetic: tuple[dict, int], n: int) -> dict:
+    """What ``importance.lesion_scores`` summarises: area share, per role in-mask share and pointing hits."""
+    def role(share: dict, hits: int) -> dict:
+        return {"in_mask_share": share,
+                "pointing": {"rate": hits / share["n_defined"] if share["n_defined"] else None, "hits": hits,
+                             "n_defined": share["n_defined"]}}
+    return {"n_images": n, "area_share": area, "real": role(*real), "synthetic": role(*synthetic)}
+
+
+def test_report_shows_the_maps_scored_against_lesion_masks_and_works_without(tmp_path):
+    jobs = fake_benchmark(tmp_path)
+    phantom = {"images": {}, "by_label": {
+        "Tumor": scored(stats(0.08, 0.02, 3), (stats(0.55, 0.1, 3), 3), (stats(0.09, 0.03, 3), 0), 3),
+        "Cyst": scored(stats(None), (stats(None), 0), (stats(None), 0), 1)}}  # on an image, but without a lesion
+    phantom["images"] = scored(stats(0.1, 0.02, 4), (stats(0.62, 0.1, 4), 3), (stats(0.3, 0.05, 4), 1), 5)
+    for setting, lesions in (("n1000", phantom), ("n50", None)):  # br35h-like data has no masks: no key
+        job = Job(f"importance-{setting}", "importance", {}, {},
+                  {"dataset": "br35h", "dimension": "samples", "setting": setting, "seed": 0, "model": "cpdgan"})
+        folder = tmp_path / "jobs" / job.id
+        folder.mkdir(parents=True)
+        result = {"images": [{}] * 5, "pearson": stats(0.4, 0.1, 5), "ssim": stats(0.5, 0.1, 5)}
+        if lesions is not None:
+            result["lesion_masks"] = lesions
+        (folder / "importance.json").write_text(json.dumps(result))
+        (folder / "done.json").write_text(json.dumps({"seconds": 1.0}))
+        jobs.append(job)
+    (tmp_path / "benchmark.json").write_text(json.dumps({"preset": {"name": "fake", "fidelity": {"max_images": 150}},
+                                                         "runs": [], "jobs": [job.to_dict() for job in jobs]}))
+    html = " ".join(build_report(tmp_path).read_text().split())
+    assert html.count("Mean Pearson r 0.400") == 2 and html.count("Against the truth") == 1
+    assert ("4 of the 5 explained images show a finding with a lesion mask (the others are not scored). Their lesions "
+            "cover 10 % (± 2 %) of the image") in html
+    assert ("The real-data classifier puts 62 % (± 10 %) of its attribution inside the lesions; its strongest point "
+            "lies inside them in 3 of 4 images (pointing game).") in html
+    assert "The synthetic-data classifier puts 30 % (± 5 %) of its attribution inside the lesions" in html
+    assert ('<td class="l">Tumor</td><td>3</td><td>8 % (± 2 %)</td> <td>55 % (± 10 %)</td><td>3 of 3</td>'
+            '<td>9 % (± 3 %)</td><td>0 of 3</td>') in html
+    assert '<td class="l">Cyst</td>' not in html  # no image of it had a lesion to score

@@ -28,12 +28,16 @@ copies in full, so every network works (the window only saves time). For DenseNe
 halves the convolution FLOPs at 224 px (16 px patches: 2.0x fewer, 2 px: 2.2x) but saves little
 at 64 px (1.4x), where the receptive field covers the map after the first block. The memo of
 unmasked activations holds the windowed layers' outputs: about 200 MB at 224 px.
+
+Where the data know where each finding is (lesion masks, ``phantom-cxr``), a map is also scored
+against the truth: the share of its mass inside the lesions and the pointing game (``lesion_scores``).
 """
 
 from __future__ import annotations
 
 import copy
 import os
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -44,6 +48,7 @@ import torch.nn.functional as F
 from monai.metrics.regression import compute_ssim_and_cs
 from monai.networks.nets import DenseNet
 from monai.networks.nets.densenet import _DenseLayer
+from scipy import ndimage
 from torch import Tensor, nn
 
 from synthmed._io import write_with_atomic
@@ -55,6 +60,7 @@ if TYPE_CHECKING:
 
 SSIM_WINDOW = 11  # Gaussian SSIM window (sigma 1.5, k1 0.01, k2 0.03, data range 1): the usual settings
 SSIM_SIGMA = 1.5
+POINTING_TOLERANCE = 0  # px of the map: the peak itself must lie in the lesion (why: ``pointing_hit``)
 _POINTWISE = (nn.BatchNorm2d, nn.ReLU, nn.Identity, nn.Dropout)  # in eval mode: position by position
 
 
@@ -369,6 +375,141 @@ def summary(values: Sequence[float | None]) -> dict[str, Any]:
     return {"mean": spread["mean"], "std": spread["std"], "ddof": spread["ddof"], "n_defined": spread["n"]}
 
 
+# ---- scores against the truth: lesion masks ------------------------------------------------------
+#
+# Where the data know where each finding is (phantom stores keep a lesion mask per finding), a map
+# can be scored against the truth instead of only against another map.
+
+
+def _overlap(n_out: int, n_in: int) -> np.ndarray:
+    """(n_out, n_in) bool: which input pixels each output pixel overlaps along one axis (both span [0, 1))."""
+    out = np.arange(n_out)
+    first = out * n_in // n_out
+    last = ((out + 1) * n_in + n_out - 1) // n_out  # exclusive: ceil((o + 1) * n_in / n_out)
+    pixels = np.arange(n_in)
+    return (pixels >= first[:, None]) & (pixels < last[:, None])
+
+
+def resize_mask(mask: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """A bool mask (h, w) at ``shape``: a pixel is in the mask when any part of it overlaps a mask pixel.
+
+    The store's own rule (``imaging.mask_pyramid``: a pixel is in a finding's mask when any part
+    of it is): halving is its max pooling, an integer enlargement (32 -> 224 px) is nearest
+    neighbour, and a fractional one (64 -> 224 px) keeps every map pixel that touches the lesion.
+    """
+    mask = np.asarray(mask, bool)
+    rows, cols = _overlap(shape[0], mask.shape[0]), _overlap(shape[1], mask.shape[1])
+    return (rows.astype(np.int64) @ mask.astype(np.int64) @ cols.T.astype(np.int64)) > 0
+
+
+def mask_area_share(mask: np.ndarray) -> float | None:
+    """The mask's share of the image area: the in-mask share of a uniform map, the chance level to judge a
+    map's in-mask share by (and, with tolerance 0, a random point's chance to hit); None for an empty mask."""
+    mask = np.asarray(mask, bool)
+    return float(mask.mean()) if mask.any() else None
+
+
+def in_mask_share(attribution: np.ndarray, mask: np.ndarray) -> float | None:
+    """Share of the attribution mass that lies inside the mask: the relevance mass accuracy of Arras,
+    Osman and Samek 2022 ("CLEVR-XAI"); with a box for the mask, Score-CAM's energy-based pointing game.
+
+    Negative values are floored at 0 (an occlusion map has none) and the map divided by its sum.
+    None when the mask is empty or the map carries no mass: undefined, not 0.
+    """
+    mass, mask = _mass_and_mask(attribution, mask)
+    total = mass.sum()
+    if total <= 0 or not mask.any():
+        return None
+    return float(mass[mask].sum() / total)
+
+
+def pointing_hit(attribution: np.ndarray, mask: np.ndarray, tolerance: int = POINTING_TOLERANCE) -> bool | None:
+    """The pointing game (Zhang et al. 2016, "Top-down neural attention by excitation backprop"): a hit
+    when the map's maximum lies within ``tolerance`` pixels of the mask.
+
+    The reference scores a 15 px tolerance at about 224 px, to absorb the slack of hand-drawn
+    boxes (TorchRay's ``PointingGame``: a hit when the mask meets the disc of radius < tolerance
+    around the point). Lesion masks are exact, and resizing them to the map already lets every
+    map pixel that touches a lesion count; a tolerance of 15/224 of the side would be 2 px at
+    32 px, a whole occlusion patch, so the patch beside the lesion would hit. Hence tolerance 0:
+    the maximum itself must lie in the mask, and a random point hits as often as the mask's area
+    share (``mask_area_share``).
+
+    Ties: the reference takes ``argmax`` (the first maximum in row order, an arbitrary pick). An
+    occlusion map spreads a patch's importance evenly over its pixels, so its maximum is always
+    a tie over at least one patch: the hit is whether any tied maximum lies within tolerance of the
+    mask, i.e. whether the most important patch touches the lesion. None when the mask is empty or
+    the map is constant (all zero included), as a constant map points nowhere.
+    """
+    if tolerance < 0:
+        raise ConfigError(f"pointing-game tolerance = {tolerance}: must be at least 0 (pixels of the map)")
+    values, mask = _mass_and_mask(attribution, mask)
+    if not mask.any() or values.max() == values.min():
+        return None
+    if tolerance > 0:  # TorchRay's acceptance disc: distance < tolerance
+        offsets = np.arange(-tolerance + 1, tolerance)
+        disc = offsets[:, None] ** 2 + offsets[None, :] ** 2 < tolerance ** 2
+        mask = ndimage.binary_dilation(mask, structure=disc)
+    return bool(mask[values == values.max()].any())
+
+
+def _mass_and_mask(attribution: np.ndarray, mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The map floored at 0 (float64) and the mask as bool, checked to share one shape."""
+    attribution, mask = np.asarray(attribution, np.float64), np.asarray(mask, bool)
+    if attribution.shape != mask.shape or attribution.ndim != 2:
+        raise ValueError(f"map {attribution.shape} and mask {mask.shape} must be one (H, W) shape")
+    return np.maximum(attribution, 0.0), mask
+
+
+def hit_rate(hits: Sequence[bool | None]) -> dict[str, Any]:
+    """Share of hits among the defined pointing-game results, with their count (None: undefined, left out)."""
+    defined = [hit for hit in hits if hit is not None]
+    return {"rate": sum(defined) / len(defined) if defined else None, "hits": int(sum(defined)),
+            "n_defined": len(defined)}
+
+
+def lesion_union(masks: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """The union of the lesion masks of the labels that are set: masks (..., L, R, R), labels (..., L) -> (..., R, R)."""
+    return (np.asarray(masks, bool) & np.asarray(labels, bool)[..., None, None]).any(-3)
+
+
+def lesion_scores(maps: dict[str, Sequence[np.ndarray]], masks: np.ndarray, labels: np.ndarray,
+                  label_names: Sequence[str], tolerance: int = POINTING_TOLERANCE) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Each role's maps (``{"real": [...], "synthetic": [...]}``, (H, W) each) scored against the lesions.
+
+    ``masks`` (N, L, R, R) and ``labels`` (N, L) are the explained images' lesion masks and labels,
+    columns as ``label_names``. An image is scored against the union of its labels' masks, and per
+    label against that label's own mask (so a label whose attribution left its lesion shows). Per
+    image: the mask's area share (a uniform map's score), and per role the in-mask share and the
+    pointing hit; then their summaries (``summary``, ``hit_rate``) over images and per label. An
+    image without a lesion (no finding, or "No Finding") is undefined, left out of the summaries.
+    """
+    per_image = []
+    for i, (image_masks, image_labels) in enumerate(zip(np.asarray(masks, bool), np.asarray(labels, bool))):
+        image_maps = {role: role_maps[i] for role, role_maps in maps.items()}
+        per_image.append({**_scored(image_maps, lesion_union(image_masks, image_labels), tolerance),
+                          "by_label": {label_names[j]: _scored(image_maps, image_masks[j], tolerance)
+                                       for j in np.flatnonzero(image_labels)}})
+    by_label = {name: _lesion_summary([entry["by_label"][name] for entry in per_image if name in entry["by_label"]],
+                                      list(maps)) for name in label_names}
+    return per_image, {"images": _lesion_summary(per_image, list(maps)), "by_label": by_label}
+
+
+def _scored(image_maps: dict[str, np.ndarray], mask: np.ndarray, tolerance: int) -> dict[str, Any]:
+    """One image's maps against one mask (resized to the maps): area share, per role in-mask share and hit."""
+    mask = resize_mask(mask, np.shape(next(iter(image_maps.values()))))
+    return {"area_share": mask_area_share(mask), **{
+        role: {"in_mask_share": in_mask_share(image_map, mask), "pointing_hit": pointing_hit(image_map, mask, tolerance)}
+        for role, image_map in image_maps.items()}}
+
+
+def _lesion_summary(entries: Sequence[dict[str, Any]], roles: Sequence[str]) -> dict[str, Any]:
+    """Mean/std of the area and in-mask shares and the pointing-game hit rate over scored images."""
+    return {"n_images": len(entries), "area_share": summary([entry["area_share"] for entry in entries]), **{
+        role: {"in_mask_share": summary([entry[role]["in_mask_share"] for entry in entries]),
+               "pointing": hit_rate([entry[role]["pointing_hit"] for entry in entries])} for role in roles}}
+
+
 # ---- choosing images and drawing them ---------------------------------------------------------------
 
 
@@ -389,10 +530,15 @@ def _display(image: np.ndarray) -> tuple[np.ndarray, str | None]:
 
 
 def importance_figure(images: np.ndarray, real_maps: np.ndarray, synthetic_maps: np.ndarray, titles: Sequence[str],
-                      path: str | os.PathLike, scores: Sequence[dict[str, float | None]] | None = None) -> None:
+                      path: str | os.PathLike, scores: Sequence[dict[str, float | None]] | None = None,
+                      lesions: Sequence[np.ndarray | None] | None = None,
+                      lesion_scores: Sequence[dict[str, dict[str, Any]] | None] | None = None) -> None:
     """PNG with one row per image: the image (titled, e.g. with its labels), the real-data and the
     synthetic-data classifier's map (as the paper's Figures 6-7); written atomically.
 
+    ``lesions``: per image a bool mask at the maps' size (or None), outlined over both maps;
+    ``lesion_scores``: per image ``{"real": ..., "synthetic": ...}`` with each map's
+    ``in_mask_share`` and ``pointing_hit``, written under its map.
     Uses Matplotlib's object API (Agg canvas), so no global pyplot state is touched.
     """
     from matplotlib.figure import Figure
@@ -402,17 +548,31 @@ def importance_figure(images: np.ndarray, real_maps: np.ndarray, synthetic_maps:
     for i, image in enumerate(images):
         picture, cmap = _display(np.asarray(image))
         axes[i, 0].imshow(picture, cmap=cmap, vmin=0, vmax=255)
-        axes[i, 0].set_title(titles[i], fontsize=9)
-        axes[i, 1].imshow(real_maps[i], cmap="inferno", vmin=0, vmax=1)
-        axes[i, 1].set_title("real-data classifier", fontsize=9)
-        shown = axes[i, 2].imshow(synthetic_maps[i], cmap="inferno", vmin=0, vmax=1)
-        score = scores[i] if scores is not None else None
-        detail = "" if score is None else (f"\nPearson {_number(score['pearson'])}, SSIM {_number(score['ssim'])}")
-        axes[i, 2].set_title(f"synthetic-data classifier{detail}", fontsize=9)
+        axes[i, 0].set_title(textwrap.fill(titles[i], 28), fontsize=9)  # long label lists wrap
+        similarity = scores[i] if scores is not None else None
+        lesion = lesions[i] if lesions is not None else None
+        for column, (role, maps) in enumerate((("real", real_maps), ("synthetic", synthetic_maps)), start=1):
+            shown = axes[i, column].imshow(maps[i], cmap="inferno", vmin=0, vmax=1)
+            title = f"{role}-data classifier"
+            if role == "synthetic" and similarity is not None:
+                title += f"\nPearson {_number(similarity['pearson'])}, SSIM {_number(similarity['ssim'])}"
+            if lesion is not None:
+                axes[i, column].contour(lesion.astype(np.float32), levels=[0.5], colors="cyan", linewidths=0.8)
+            if lesion_scores is not None and lesion_scores[i] is not None:
+                title += "\n" + _lesion_words(lesion_scores[i][role])
+            axes[i, column].set_title(title, fontsize=9)
         for axis in axes[i]:
             axis.set_axis_off()
     figure.colorbar(shown, ax=axes[:, 1:].ravel().tolist(), shrink=0.6, label="importance (normalised)")
     write_with_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=100), suffix=".png")
+
+
+def _lesion_words(score: dict[str, Any]) -> str:
+    """A map's scores against the lesion outline, short enough for a figure title."""
+    if score["in_mask_share"] is None and score["pointing_hit"] is None:
+        return "no lesion to score"
+    hit = {True: "yes", False: "no", None: "undefined"}[score["pointing_hit"]]
+    return f"in lesion {_number(score['in_mask_share'])} · peak in: {hit}"
 
 
 def _number(value: float | None) -> str:

@@ -11,6 +11,7 @@ Attribution (S.7) reads both classifiers and compares their occlusion maps on re
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -23,7 +24,17 @@ from synthmed.errors import ConfigError, DataError
 from synthmed.evaluation.classifier import Classifier, load_classifier
 from synthmed.evaluation.eval_dir import REAL_CLASSIFIER, SYNTHETIC_CLASSIFIER, EvalDir
 from synthmed.evaluation.fidelity import MIN_IMAGES, FeatureCache, evaluate_fidelity
-from synthmed.evaluation.importance import classifier_maps, importance_figure, map_similarity, spread_sample, summary
+from synthmed.evaluation.importance import (
+    POINTING_TOLERANCE,
+    classifier_maps,
+    importance_figure,
+    lesion_scores,
+    lesion_union,
+    map_similarity,
+    resize_mask,
+    spread_sample,
+    summary,
+)
 from synthmed.evaluation.privacy import Groups, Sets, check_options, nn_grid, pixel_vectors, privacy_report
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import SPREAD
@@ -124,6 +135,9 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
     The images are a seeded sample of the real test fold, taken in turn from each label
     combination. Writes ``importance.json`` (per image: test-fold row, active labels, Pearson,
     SSIM; mean/std of both) and ``importance.png`` (image, real-model map, synthetic-model map).
+    Where the store keeps lesion masks (phantoms), each map is also scored against the truth
+    (``importance.lesion_scores``: in-mask share, pointing game, per image, over images and per
+    label, under ``lesion_masks``) and the figure outlines the lesions; other stores' output is as before.
     """
     out = EvalDir.for_writing(out_dir)
     if n_images < 1:
@@ -155,8 +169,10 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
         scores.append(map_similarity(maps["real"][-1], maps["synthetic"][-1]))
         log(f"image {i + 1}/{len(rows)} (test row {row}, {', '.join(active[i]) or 'no label'}): "
             f"Pearson {format_number(scores[-1]['pearson'])}, SSIM {format_number(scores[-1]['ssim'])}")
+    lesions = _lesions(real, rows, labels[rows], maps) if real.store.has_masks else None
     importance_figure(images, maps["real"], maps["synthetic"], [", ".join(names) or "no label" for names in active],
-                      out.importance_figure, scores)
+                      out.importance_figure, scores, lesions=lesions.outlines if lesions else None,
+                      lesion_scores=lesions.per_image if lesions else None)
     result = {
         "real_setting": str(real.path), "real_classifier": str(real_classifier_path),
         "synthetic_classifier": str(synthetic_classifier_path), "input_size": sizes["real"],
@@ -166,10 +182,41 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
         "pearson": summary([score["pearson"] for score in scores]),
         "ssim": summary([score["ssim"] for score in scores]), "figure": out.importance_figure.name,
     }
+    if lesions is not None:  # stores without lesion masks: importance.json as before
+        for image, entry in zip(result["images"], lesions.per_image):
+            image["lesion_masks"] = entry
+        result["lesion_masks"] = {
+            "mask_resolution": real.resolution, "pointing_tolerance_px": POINTING_TOLERANCE,
+            "resize": "a map pixel is in the mask when any part of it overlaps a lesion pixel",
+            "mask_per_image": "union of the masks of the image's labels (the setting's columns)", **lesions.summaries}
     write_json_atomic(out.importance, result)
     log(f"attribution maps real vs synthetic classifier: Pearson {_mean_std(result['pearson'])}, "
         f"SSIM {_mean_std(result['ssim'])}")
+    if lesions is not None:
+        scored = lesions.summaries["images"]
+        log(f"attribution inside the lesion masks ({scored['area_share']['n_defined']} images with a lesion, which "
+            f"cover {_mean_std(scored['area_share'])} of the image): " + "; ".join(
+                f"{role}-data classifier {_mean_std(scored[role]['in_mask_share'])}, peak inside in "
+                f"{scored[role]['pointing']['hits']}/{scored[role]['pointing']['n_defined']}" for role in models))
     return result
+
+
+@dataclass
+class _Lesions:
+    """The maps scored against the lesion masks (``importance.lesion_scores``), and per image the outline of its
+    lesions at the maps' size for the figure (None where it has none)."""
+
+    per_image: list[dict[str, Any]]
+    summaries: dict[str, Any]
+    outlines: list[np.ndarray | None]
+
+
+def _lesions(real: BenchmarkSetting, rows: np.ndarray, labels: np.ndarray, maps: dict[str, list[np.ndarray]]) -> _Lesions:
+    """Scores of the maps of the test images at ``rows`` (labels as the setting's) against their lesion masks."""
+    masks = real.store.masks(real.resolution, real.rows("test")[rows])[:, real.meta["label_columns"]]
+    per_image, summaries = lesion_scores(maps, masks, labels, real.label_names)
+    outlines = [resize_mask(union, maps["real"][0].shape) for union in lesion_union(masks, labels)]
+    return _Lesions(per_image, summaries, [outline if outline.any() else None for outline in outlines])
 
 
 def _load(path: str | os.PathLike) -> Classifier:

@@ -154,11 +154,48 @@ def _galleries(root: Path, jobs: list[Job], order: dict[str, list[str]]) -> dict
     privacy = [{"job": j, "report": (report := read_json(EvalDir(d).privacy)), "sentences": describe(report),
                 "images": {space: _file_uri(d / name) for space, name in report["figures"].items()}}
                for j, d in done("privacy")]
-    maps = [{"job": j, "image": _file_uri(EvalDir(d).importance_figure), "summary": read_json(EvalDir(d).importance)}
-            for j, d in done("importance")]
+    maps = [{"job": j, "image": _file_uri(EvalDir(d).importance_figure), "summary": (summary := read_json(
+        EvalDir(d).importance)), "lesions": lesion_words(summary)} for j, d in done("importance")]
     cards = [{"job": j, "markdown": (job_synthetic(d) / "card.md").read_text()}
              for j, d in done("generate") + done("import")]  # generated, and made elsewhere (external models)
     return {"samples": samples, "privacy": privacy, "maps": maps, "cards": cards}
+
+
+ROLES = {"real": "real-data classifier", "synthetic": "synthetic-data classifier"}
+
+
+def _share(stats: dict[str, Any]) -> str:
+    """A mean share (with its spread over images) as a percentage; "undefined" without one."""
+    if stats["mean"] is None:
+        return "undefined"
+    return f"{100 * stats['mean']:.0f} %" + (f" (± {100 * stats['std']:.0f} %)" if stats["n_defined"] > 1 else "")
+
+
+def _pointing(stats: dict[str, Any]) -> str:
+    return "undefined" if stats["rate"] is None else f"{stats['hits']} of {stats['n_defined']}"
+
+
+def lesion_words(importance: dict[str, Any]) -> dict[str, Any] | None:
+    """The attribution maps scored against the lesion masks (``importance.json``'s ``lesion_masks``), in
+    sentences and one table row per label; None for data without lesion masks (and older runs)."""
+    lesions = importance.get("lesion_masks")
+    if lesions is None:
+        return None
+    scored = lesions["images"]
+    n_lesion, n_images = scored["area_share"]["n_defined"], len(importance["images"])
+    sentences = [f"{n_lesion} of the {n_images} explained images show a finding with a lesion mask (the others are "
+                 f"not scored). Their lesions cover {_share(scored['area_share'])} of the image: the share of "
+                 "attribution a map spread evenly would put inside, and how often a peak placed at random would "
+                 "land inside."]
+    for role, words in ROLES.items():
+        sentences.append(f"The {words} puts {_share(scored[role]['in_mask_share'])} of its attribution inside the "
+                         f"lesions; its strongest point lies inside them in {_pointing(scored[role]['pointing'])} "
+                         "images (pointing game).")
+    rows = [{"label": name, "images": stats["area_share"]["n_defined"], "area": _share(stats["area_share"]),
+             "cells": [text for role in ROLES for text in (_share(stats[role]["in_mask_share"]),
+                                                          _pointing(stats[role]["pointing"]))]}
+            for name, stats in lesions["by_label"].items() if stats["area_share"]["n_defined"]]
+    return {"sentences": sentences, "rows": rows}
 
 
 def _reader_studies(root: Path) -> list[dict[str, Any]]:
