@@ -23,9 +23,9 @@ Measured at this budget (6 epochs of the tests' fast classifier), seeds 0 / 1 / 
   0.654 / 0.572 / 0.591 (real-data) and 0.290 / 0.332 / 0.281 (ignoring); peak in the mask in 30 / 29 / 28
   and 25 / 21 / 19 of 30.
 The thresholds below leave about 0.05-0.15 of margin to the worst of these.
-Time, on the project's 2-core machine shared with other jobs: this file 6.7 minutes (load average about 9),
-almost all of it the fixture (rendering 500 phantoms, training two classifiers, 60 maps), far over the
-one-minute aim; smaller folds or fewer epochs would eat the margins above.
+Time, on the project's 2-core machine shared with other jobs: this file 6.7 minutes (load average
+about 9) and 2.8 minutes in a later run beside fewer jobs, almost all of it the fixture (rendering
+500 phantoms, training two classifiers, 60 maps), far over the one-minute aim; smaller folds or fewer epochs would eat the margins above.
 """
 
 from __future__ import annotations
