@@ -25,7 +25,8 @@ Measured at this budget (6 epochs of the tests' fast classifier), seeds 0 / 1 / 
 The thresholds below leave about 0.05-0.15 of margin to the worst of these.
 Time, on the project's 2-core machine shared with other jobs: this file 6.7 minutes (load average
 about 9) and 2.8 minutes in a later run beside fewer jobs, almost all of it the fixture (rendering
-500 phantoms, training two classifiers, 60 maps), far over the one-minute aim; smaller folds or fewer epochs would eat the margins above.
+500 phantoms, training two classifiers, 60 maps), far over the one-minute aim; smaller folds or fewer
+epochs would eat the margins above.
 """
 
 from __future__ import annotations
