@@ -38,14 +38,7 @@ from synthmed.evaluation.importance import (
 )
 from synthmed.evaluation.suite import evaluate_importance_run
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """One torch thread: small forward passes on a shared 2-core machine stall in OpenMP waits otherwise."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def naive_map(net: nn.Module, image: torch.Tensor, target: torch.Tensor, patch: int, stride: int) -> np.ndarray:
