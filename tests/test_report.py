@@ -125,3 +125,8 @@ def test_report_shows_the_maps_scored_against_lesion_masks_and_works_without(tmp
     assert ('<td class="l">Tumor</td><td>3</td><td>8 % (± 2 %)</td> <td>55 % (± 10 %)</td><td>3 of 3</td>'
             '<td>9 % (± 3 %)</td><td>0 of 3</td>') in html
     assert '<td class="l">Cyst</td>' not in html  # no image of it had a lesion to score
+    table = collect_results(jobs, tmp_path)  # the results table carries the same numbers
+    lesion = table[table.setting == "n1000"].set_index("metric").value
+    assert lesion[["map_in_lesion", "map_pointing", "map_in_lesion_real", "map_pointing_real",
+                   "lesion_area_share"]].tolist() == pytest.approx([0.3, 0.25, 0.62, 0.75, 0.1])
+    assert not table[table.setting == "n50"].metric.isin(["map_in_lesion", "lesion_area_share"]).any()

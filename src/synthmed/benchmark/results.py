@@ -9,7 +9,10 @@ and never holds a row twice. Metric names:
   ``coverage/...`` (``fd/inception`` is the standard FID, ``in-domain`` the real classifier);
 * ``copy_rate`` (classifier features), ``copy_rate_pixels``, ``mia_auc`` with its one-sided ``mia_p``,
   ``density_auc`` (the DOMIAS-style attack), ``dcr_median_ratio``, ``privacy_fail`` (1 fail, 0.5 warn, 0 pass);
-* ``map_pearson``, ``map_ssim`` (mean similarity of real- and synthetic-model attribution maps);
+* ``map_pearson``, ``map_ssim`` (mean similarity of real- and synthetic-model attribution maps); where the
+  store has lesion masks (phantoms), ``map_in_lesion`` and ``map_pointing`` (the synthetic-data classifier's
+  mean in-mask share and pointing-game hit rate), ``map_in_lesion_real`` and ``map_pointing_real`` (the
+  real-data classifier's) and ``lesion_area_share`` (what a uniform map would score);
 * ``images_seen``, ``train_seconds``; ``train_fid_n10000``, the paper's FID (S.3, Figure 3): the kept
   generator's 10,000 images, made from the label vectors of as many training rows (the fold cycled when
   smaller), against those rows; only where training's FID stopping computed exactly that (standard
@@ -86,6 +89,12 @@ def _metrics(job: Job, folder: Path) -> Iterator[tuple[str, float | None]]:
         maps = read_json(EvalDir(folder).importance)
         yield "map_pearson", maps["pearson"]["mean"]
         yield "map_ssim", maps["ssim"]["mean"]
+        if "lesion_masks" in maps:  # only stores with lesion masks (phantoms) know where the findings are
+            scored = maps["lesion_masks"]["images"]
+            yield "lesion_area_share", scored["area_share"]["mean"]
+            for role, suffix in (("synthetic", ""), ("real", "_real")):
+                yield f"map_in_lesion{suffix}", scored[role]["in_mask_share"]["mean"]
+                yield f"map_pointing{suffix}", scored[role]["pointing"]["rate"]
 
 
 def collect_results(jobs: list[Job], root: str | Path) -> pd.DataFrame:
