@@ -46,7 +46,7 @@ from synthmed.evaluation.privacy_words import reason
 from synthmed.evaluation.stats import auc_test, count_below_test, holm
 from synthmed.metrics.arrays import as_matrix
 from synthmed.metrics.knn import nearest_neighbours
-from synthmed.metrics.registered import registered_nearest
+from synthmed.metrics.registered import registered_nearest, registrations
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "alpha": 0.05,  # the verdict's false-alarm level: chance that a generator which leaks nothing is not "pass"
@@ -137,12 +137,14 @@ def nearest_in_space(queries: np.ndarray, references: np.ndarray, o: Mapping[str
 
 
 def _space_words(sets: Sets, o: Mapping[str, Any]) -> str:
+    """The pixel space in words, with the registrations it tried at this image size."""
     if sets.train.ndim == 2:
         return "pixels as the rows given, cosine distance"
-    side = min(sets.train.shape[2:])
-    zooms = f" and zooms {1 / o['max_scale']:.3g} to {o['max_scale']:.3g}" if o["max_scale"] > 1 else ""
-    return (f"pixels averaged down to at most {PIXEL_SIDE}x{PIXEL_SIDE} (here {side}), 1 - Pearson correlation on "
-            f"the overlap, the smallest over shifts of up to {round(o['max_shift'] * side)} px{zooms}")
+    tried = registrations(sets.train.shape[2:], o["max_shift"], o["max_scale"])
+    zooms = sorted({r.zoom for r in tried})
+    return (f"pixels averaged down to at most {PIXEL_SIDE}x{PIXEL_SIDE} (here {min(sets.train.shape[2:])}), "
+            f"1 - Pearson correlation on the overlap, the smallest over shifts of up to "
+            f"{max(r.shift[0] for r in tried)} px" + (f" and zooms {zooms[0]:.3g} to {zooms[-1]:.3g}" if len(zooms) > 1 else ""))
 
 
 def _summary(d: np.ndarray) -> dict[str, float]:
@@ -274,6 +276,8 @@ def privacy_report(features: Sets, pixels: Sets, groups: Groups | None = None,
                    **options: Any) -> dict[str, Any]:
     """The audit of one synthetic set (JSON-ready); ``options`` are those of ``DEFAULT_OPTIONS``.
 
+    ``features`` are (N, D) rows; ``pixels`` are ``pixel_images`` (N, C, H, W), compared registered, or
+    (N, D) rows, compared by cosine distance as they are.
     Members are the training patients, non-members the holdout patients: ``groups`` says which
     images are one patient's (default: every image its own), because a patient's images are alike
     and counting them as independent would overstate the evidence. Membership scores are per patient;
