@@ -1,7 +1,7 @@
 """Calibration of the privacy audit: how often it cries wolf, how often it catches planted copies,
 and whether it fails a generator that memorised its training images. One run:
 
-    python benchmarks/privacy_calibration.py                    # about 10 minutes on two idle CPU cores
+    python benchmarks/privacy_calibration.py                    # about 13 CPU minutes, plus training
     python benchmarks/privacy_calibration.py --reps 40 --power-reps 20 --memorise-images 4000   # a quick look
 
 1. Simulated features (not images): training, holdout and synthetic sets of n independent draws
@@ -12,7 +12,8 @@ and whether it fails a generator that memorised its training images. One run:
    are a two-class mixture (ReLU of Gaussians, 64-d), "pixels" 64-d Gaussians; the tests only
    assume exchangeable sets, so any distribution does.
 2. Real features: br35h at 32 px (prepared under ``--work``) in the real classifier's features
-   (DenseNet-121 trained on the ``resolution/r32`` train fold) and in pixels. Each repetition deals
+   (DenseNet-121 trained on the ``resolution/r32`` train fold) and in pixels (registered, with the
+   audit's default shifts and zooms; computed once for all images and copies, ``PixelTable``). Each repetition deals
    the patients (the store's groups of alike images, merged where two images are visually the same)
    out into a training set and a holdout of n patients each, and a clean "synthetic" set of one
    image from each of n further patients (real images: an ideal generator); then 0 / 0.5 / 1 / 2
