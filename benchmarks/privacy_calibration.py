@@ -1,7 +1,7 @@
 """Calibration of the privacy audit: how often it cries wolf, how often it catches planted copies,
 and whether it fails a generator that memorised its training images. One run:
 
-    python benchmarks/privacy_calibration.py                    # about 10 minutes on two idle CPU cores
+    python benchmarks/privacy_calibration.py                    # about 13 CPU minutes, plus training
     python benchmarks/privacy_calibration.py --reps 40 --power-reps 20 --memorise-images 4000   # a quick look
 
 1. Simulated features (not images): training, holdout and synthetic sets of n independent draws
@@ -12,7 +12,8 @@ and whether it fails a generator that memorised its training images. One run:
    are a two-class mixture (ReLU of Gaussians, 64-d), "pixels" 64-d Gaussians; the tests only
    assume exchangeable sets, so any distribution does.
 2. Real features: br35h at 32 px (prepared under ``--work``) in the real classifier's features
-   (DenseNet-121 trained on the ``resolution/r32`` train fold) and in pixels. Each repetition deals
+   (DenseNet-121 trained on the ``resolution/r32`` train fold) and in pixels (registered, with the
+   audit's default shifts and zooms; computed once for all images and copies, ``PixelTable``). Each repetition deals
    the patients (the store's groups of alike images, merged where two images are visually the same)
    out into a training set and a holdout of n patients each, and a clean "synthetic" set of one
    image from each of n further patients (real images: an ideal generator); then 0 / 0.5 / 1 / 2
@@ -46,12 +47,14 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from synthmed.data import BenchmarkSetting, build_settings
+from synthmed.evaluation import privacy
 from synthmed.evaluation.classifier import ClassifierConfig
-from synthmed.evaluation.privacy import Groups, Sets, pixel_vectors, privacy_report
+from synthmed.evaluation.privacy import DEFAULT_OPTIONS, Groups, Sets, pixel_images, privacy_report
 from synthmed.evaluation.suite import evaluate_privacy_run
 from synthmed.evaluation.utility import real_classifier
 from synthmed.metrics.extractors import ClassifierFeatures, extract_features
 from synthmed.metrics.knn import nearest_neighbours
+from synthmed.metrics.registered import registered_pairs
 from synthmed.release import ReleaseRefused, release
 from synthmed.synthesis import generate
 from synthmed.training.config import load_config
@@ -134,10 +137,11 @@ def near_copy(image: np.ndarray, kind: str, rng: np.random.Generator) -> np.ndar
 
 
 def patients(groups: np.ndarray, pixels: np.ndarray, threshold: float = 0.01, k: int = 30) -> np.ndarray:
-    """The store's groups, merged wherever two images are visually the same (1 - Pearson r below
-    ``threshold`` at 32 px): br35h's near-duplicate hash misses some identical slices, and a patient in
-    two groups would be a natural copy across the sets."""
-    d, i = nearest_neighbours(pixels, pixels, k=k)
+    """The store's groups, merged wherever two (unregistered) images are visually the same (1 - Pearson r
+    below ``threshold`` at 32 px): br35h's near-duplicate hash misses some identical slices, and a patient
+    in two groups would be a natural copy across the sets."""
+    rows = pixels.reshape(len(pixels), -1)
+    d, i = nearest_neighbours(rows - rows.mean(axis=1, keepdims=True), rows - rows.mean(axis=1, keepdims=True), k=k)
     near = d.ravel() < threshold
     first = np.unique(groups, return_index=True)[1][np.unique(groups, return_inverse=True)[1]]
     rows = np.r_[np.repeat(np.arange(len(pixels)), k)[near], np.arange(len(pixels))]
@@ -156,10 +160,38 @@ def real_spaces(setting: BenchmarkSetting, classifier_path: Path, seed: int = 0)
     kinds = np.array(KINDS)[rng.permutation(len(images)) % len(KINDS)]
     copies = np.stack([near_copy(image, kind, rng) for image, kind in zip(images, kinds)])
     features = ClassifierFeatures(load_classifier(classifier_path)[0])
-    pixels = pixel_vectors(images)
+    pixels = pixel_images(images)
     return {"features": extract_features(features, images), "pixels": pixels,
-            "copy_features": extract_features(features, copies), "copy_pixels": pixel_vectors(copies),
+            "copy_features": extract_features(features, copies), "copy_pixels": pixel_images(copies),
             "kinds": kinds, "groups": patients(setting.store.groups, pixels)}
+
+
+class PixelTable:
+    """The audit's registered pixel distances among the store's images and their near-copies, computed once
+    by ``metrics.registered.registered_pairs`` with the audit's default options and looked up by image,
+    in place of ``registered_nearest`` (the registered search costs about 150 plain ones; a repetition
+    would take most of a minute). Only what the audit asks is computed: every image and every copy
+    against every image; an image against a copy is the copy against the image (the registrations are
+    symmetric: each zoom comes with its inverse and each shift with its opposite)."""
+
+    def __init__(self, pixels: np.ndarray, copies: np.ndarray) -> None:
+        self.row = {image.tobytes(): i for i, image in enumerate(np.concatenate([pixels, copies]))}
+        n = len(pixels)
+        self.d = np.full((2 * n, 2 * n), np.nan)
+        self.d[:, :n] = np.inf
+        for q, r in registered_pairs(np.concatenate([pixels, copies]), pixels, DEFAULT_OPTIONS["max_shift"],
+                                     DEFAULT_OPTIONS["max_scale"]):
+            q, r = (x / np.where((v := np.linalg.norm(x, axis=1, keepdims=True)) > 0, v, 1.0) for x in (q, r))
+            np.minimum(self.d[:, :n], np.maximum(1.0 - q @ r.T, 0.0), out=self.d[:, :n])
+        self.d[:n, n:] = self.d[n:, :n].T
+
+    def nearest(self, queries: np.ndarray, references: np.ndarray, max_shift: float,
+                max_scale: float) -> tuple[np.ndarray, np.ndarray]:
+        assert (max_shift, max_scale) == (DEFAULT_OPTIONS["max_shift"], DEFAULT_OPTIONS["max_scale"])
+        d = self.d[np.ix_([self.row[x.tobytes()] for x in queries], [self.row[x.tobytes()] for x in references])]
+        assert not np.isnan(d).any(), "a copy against a copy: not in the table"
+        i = d.argmin(axis=1)
+        return d[np.arange(len(d)), i], i
 
 
 def deal(rng: np.random.Generator, groups: np.ndarray, n: int) -> list[np.ndarray]:
@@ -177,6 +209,17 @@ def deal(rng: np.random.Generator, groups: np.ndarray, n: int) -> list[np.ndarra
 
 
 def power(space: dict, reps: int) -> list[dict]:
+    started = time.time()
+    table = PixelTable(space["pixels"], space["copy_pixels"])
+    print(f"registered pixel distances among {len(table.d)} images: {time.time() - started:.0f} s", flush=True)
+    searched, privacy.registered_nearest = privacy.registered_nearest, table.nearest
+    try:
+        return power_rows(space, reps)
+    finally:
+        privacy.registered_nearest = searched
+
+
+def power_rows(space: dict, reps: int) -> list[dict]:
     rows = []
     for n in POWER_PATIENTS:
         for rate in RATES:
@@ -197,7 +240,7 @@ def power(space: dict, reps: int) -> list[dict]:
                 report = privacy_report(sets["features"], sets["pixels"], groups, seed=rep)
                 verdicts.append(report["verdict"])
                 for s in ("features", "pixels") if planted else ():
-                    dcr = nearest_neighbours(space[f"copy_{s}"][sources], sets[s].train)[0][:, 0]
+                    dcr = privacy.nearest_in_space(space[f"copy_{s}"][sources], sets[s].train, DEFAULT_OPTIONS)[0]
                     below = dcr < report["tests"][f"copies/{s}"]["distance_threshold"]
                     for kind, hit in zip(space["kinds"][sources], below):
                         found[s, kind][0] += int(hit)

@@ -157,6 +157,11 @@ def _utility(pair: str) -> list[str]:
             "--set", pair, "--no-progress"]
 
 
+def _privacy(*options: str) -> list[str]:
+    return ["evaluate", "privacy", "--real", "{setting}", "--synthetic", "{setting}", "--classifier",
+            "{outs}/real_classifier.pt", "--out", "{outs}/privacy", *options]
+
+
 def _settings(preset: str) -> list[str]:
     return ["data", "settings", "--preset", preset, "--store", "{store}", "--out", "{outs}/settings"]
 
@@ -204,6 +209,11 @@ CASES = [
     ("evaluate-device-number", _utility("device=3"), "classifier: device = 3 must be text"),
     ("evaluate-unknown-key", _utility("colour=red"), "classifier: unknown key(s) ['colour']"),
     ("evaluate-not-key-value", _utility("batch_size"), "--set 'batch_size' is not KEY=VALUE"),
+    # privacy audit options: refused before any image is read
+    ("privacy-max-shift", _privacy("--max-shift", "0.5"),
+     "privacy: max_shift = 0.5 must be a number in [0, 0.25]: the largest shift tried in pixels"),
+    ("privacy-max-scale", _privacy("--max-scale", "0.9"),
+     "privacy: max_scale = 0.9 must be a number in [1, 1.5]: the largest zoom tried in pixels"),
     # settings presets: types, counts below 1, resolutions no store can hold
     ("settings-combinations-two", _settings("{inputs}/settings-two.yaml"),
      "dimensions.samples.settings[0]: combinations = 'two' must be a whole number or 'all'"),

@@ -8,6 +8,7 @@ import pytest
 from sklearn.neighbors import NearestNeighbors
 
 from synthmed.metrics.knn import balls_holding, knn_radii, nearest_neighbours
+from synthmed.metrics.registered import registered_nearest, registrations
 
 
 def brute_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -90,3 +91,72 @@ def test_balls_holding_decides_a_tile_of_duplicates_a_block_of_pairs_at_a_time()
     same = np.ones((12, 3))
     per_point, per_centre = balls_holding(same, same, knn_radii(same, 2, block=5), block=5)
     assert per_point.tolist() == [12] * 12 and per_centre.tolist() == [12] * 12
+
+
+# ---- registered pixel distances (metrics.registered) ----------------------------------------------------
+
+
+def _smooth(rng: np.random.Generator, n: int, side: int, channels: int = 1) -> np.ndarray:
+    """Images of smooth random blobs, like coarse anatomy: noise averaged over 3x3 windows."""
+    from scipy.ndimage import uniform_filter
+
+    noise = rng.normal(size=(n, channels, side + 4, side + 4))
+    return uniform_filter(noise, size=(1, 1, 3, 3))[:, :, 2:-2, 2:-2].astype(np.float32)
+
+
+def brute_registered(queries: np.ndarray, references: np.ndarray, max_shift: float,
+                     max_scale: float) -> tuple[np.ndarray, np.ndarray]:
+    """The registered distance written out pair by pair: for each zoom and shift, the magnified image
+    sampled bilinearly (scipy's map_coordinates) at the other's pixel centres, 1 - Pearson r over the
+    pixels that fall on its content."""
+    from scipy.ndimage import map_coordinates
+
+    side = queries.shape[-1]
+    t, c = round(max_shift * side), (side - 1) / 2
+    zooms = [1.0] + ([1 / max_scale, max_scale] if max_scale > 1 else [])
+    d = np.full((len(queries), len(references)), np.inf)
+    for a, q in enumerate(queries.astype(np.float64)):
+        for b, r in enumerate(references.astype(np.float64)):
+            for zoom in zooms:
+                moving, fixed, z = (r, q, zoom) if zoom >= 1 else (q, r, 1 / zoom)
+                for dy in range(-t, t + 1):
+                    for dx in range(-t, t + 1):
+                        u = (np.arange(side) - c) / z + c
+                        ys, xs = u + dy, u + dx
+                        rows = np.flatnonzero((ys >= -1e-9) & (ys <= side - 1 + 1e-9))
+                        cols = np.flatnonzero((xs >= -1e-9) & (xs <= side - 1 + 1e-9))
+                        yy, xx = np.meshgrid(ys[rows], xs[cols], indexing="ij")
+                        sampled = [map_coordinates(ch, [yy.ravel(), xx.ravel()], order=1) for ch in moving]
+                        kept = [ch[np.ix_(rows, cols)].ravel() for ch in fixed]
+                        r_ = np.corrcoef(np.concatenate(sampled), np.concatenate(kept))[0, 1]
+                        d[a, b] = min(d[a, b], 1 - r_)
+    return d.min(axis=1), d.argmin(axis=1)
+
+
+def test_registered_distance_matches_a_brute_force_loop() -> None:
+    rng = np.random.default_rng(0)
+    queries, references = _smooth(rng, 4, 10, channels=2), _smooth(rng, 5, 10, channels=2)
+    got_d, got_i = registered_nearest(queries, references, max_shift=0.2, max_scale=1.25)
+    want_d, want_i = brute_registered(queries, references, max_shift=0.2, max_scale=1.25)
+    np.testing.assert_allclose(got_d, want_d, atol=1e-5)
+    np.testing.assert_array_equal(got_i, want_i)
+    assert len(registrations((10, 10), 0.2, 1.25)) == 3 * 25 and registrations((10, 10), 0.2, 1.25)[0] == ((1.0, (0, 0)))
+
+
+def test_a_shifted_or_cropped_and_resized_copy_is_close_and_an_unrelated_image_is_not() -> None:
+    from PIL import Image
+
+    rng = np.random.default_rng(3)
+    images = _smooth(rng, 6, 16)
+    source = images[0, 0]
+    shifted = np.pad(source, 2, mode="edge")[4:20, 0:16]  # 2 px down and 2 px right, borders repeated
+    cropped = np.asarray(Image.fromarray(source[1:15, 1:15], mode="F").resize((16, 16), Image.BILINEAR))
+    copies = np.stack([shifted, cropped])[:, None]
+    d, i = registered_nearest(copies, images, max_shift=0.2, max_scale=16 / 14)
+    assert np.all(i == 0) and d[0] < 1e-9 and d[1] < 1e-3, d  # Pillow treats the outermost pixels its own way
+    plain, _ = registered_nearest(copies, images, max_shift=0.0, max_scale=1.0)  # pixel by pixel only
+    assert np.all(plain > 0.05), plain
+    unrelated, _ = registered_nearest(images[1:], images[:1], max_shift=0.2, max_scale=16 / 14)
+    assert np.all(unrelated > 100 * d.max()) and np.all(unrelated > 0.05), unrelated
+    with pytest.raises(ValueError, match="one shape"):
+        registered_nearest(images, images[:, :, :8, :8], 0.1, 1.0)

@@ -17,8 +17,9 @@ from synthmed.evaluation.privacy import (
     Groups,
     Sets,
     check_options,
+    nearest_in_space,
     nn_grid,
-    pixel_vectors,
+    pixel_images,
     privacy_report,
 )
 from synthmed.evaluation.privacy_words import describe
@@ -168,16 +169,16 @@ def test_membership_is_judged_in_pixels_where_the_classifier_has_no_pull() -> No
     assert report["tests"]["membership"]["space"] == "pixels" and report["verdict"] == "pass", report["reason"]
 
 
-def test_pixel_vectors_average_blocks_and_ignore_brightness_and_contrast() -> None:
+def test_pixel_images_average_blocks_and_the_distance_ignores_brightness_and_contrast() -> None:
     rng = np.random.default_rng(8)
     images = rng.integers(0, 200, (3, 1, 64, 64), dtype=np.uint8)
-    vectors = pixel_vectors(images, side=32)
-    blocks = images.astype(np.float32).reshape(3, 1, 32, 2, 32, 2).mean(axis=(3, 5)).reshape(3, -1) / 255
-    np.testing.assert_allclose(vectors, blocks - blocks.mean(axis=1, keepdims=True), atol=1e-6)
+    pixels = pixel_images(images, side=32)
+    blocks = images.astype(np.float32).reshape(3, 1, 32, 2, 32, 2).mean(axis=(3, 5)) / 255
+    np.testing.assert_allclose(pixels, blocks, atol=1e-6)
     brighter = np.clip(images.astype(np.int32) * 1.2 + 10, 0, 255).astype(np.uint8)  # stays below 255: linear
-    d, _ = nearest_neighbours(pixel_vectors(brighter), vectors)
-    assert d[0, 0] < 1e-4  # 1 - Pearson correlation of an image with its brighter, stronger copy
-    assert pixel_vectors(images[:, :, :16, :16]).shape == (3, 256)  # small images are kept as they are
+    d, _ = nearest_in_space(pixel_images(brighter), pixels, DEFAULT_OPTIONS)
+    assert d[0] < 1e-4  # 1 - Pearson correlation of an image with its brighter, stronger copy
+    assert pixel_images(images[:, :, :16, :16]).shape == (3, 1, 16, 16)  # small images are kept as they are
 
 
 @pytest.mark.parametrize("options, message", [
@@ -186,6 +187,8 @@ def test_pixel_vectors_average_blocks_and_ignore_brightness_and_contrast() -> No
     ({"mia_auc_threshold": 0.4}, "mia_auc_threshold = 0.4 must be a number in [0.5, 1]"),
     ({"copy_excess_threshold": "x"}, "copy_excess_threshold = 'x' must be a number"),
     ({"seed": 1.5}, "seed = 1.5 must be a whole number"),
+    ({"max_shift": 0.3}, "max_shift = 0.3 must be a number in [0, 0.25]: the largest shift tried in pixels"),
+    ({"max_scale": 0.9}, "max_scale = 0.9 must be a number in [1, 1.5]: the largest zoom tried in pixels"),
     ({"copy_rate": 0.1}, "privacy: unknown key(s) ['copy_rate']"),
 ])
 def test_bad_options_are_refused_by_name(options: dict, message: str) -> None:

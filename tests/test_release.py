@@ -91,6 +91,9 @@ def test_the_package_holds_the_set_and_nothing_real(trained, tmp_path):
     card = json.loads((out / "card.json").read_text())
     audit = json.loads((trained["run"] / "eval" / "privacy.json").read_text())  # the audit release ran
     assert card["privacy"]["verdict"] == audit["verdict"] != "fail" and card["release"]["forced_by"] is None
+    # the registered pixel distance's defaults are stored with the audit, and what they meant at 16 px
+    assert (audit["options"]["max_shift"], audit["options"]["max_scale"]) == (0.1, 1.15)
+    assert audit["spaces"]["pixels"].endswith("the smallest over shifts of up to 2 px and zooms 0.87 to 1.15")
     assert card["privacy"]["tests"] == audit["tests"] and card["utility"]["auc_real"]["mean"] is not None
     assert card["fidelity"] is None  # not measured: the card says so instead of leaving it out
     markdown = (out / "card.md").read_text()

@@ -275,13 +275,19 @@ PrivacyAuc = Annotated[Optional[float], typer.Option(
 PrivacyExcess = Annotated[Optional[float], typer.Option(
     help="... or a significant share of copies this far above chance (default 0.005)")]
 PrivacySeed = Annotated[Optional[int], typer.Option(help="seed of the member and reference draws (default 0)")]
+PrivacyShift = Annotated[Optional[float], typer.Option(
+    help="pixel distances: the largest shift tried, a share of the image side (default 0.1)")]
+PrivacyScale = Annotated[Optional[float], typer.Option(
+    help="pixel distances: zooms from 1 / this to this are tried (default 1.15)")]
 
 
 def _privacy_options(alpha: Optional[float], copy_quantile: Optional[float], mia_auc_threshold: Optional[float],
-                     copy_excess_threshold: Optional[float], seed: Optional[int]) -> dict[str, Any]:
+                     copy_excess_threshold: Optional[float], seed: Optional[int], max_shift: Optional[float],
+                     max_scale: Optional[float]) -> dict[str, Any]:
     """The privacy options given on the command line; the others keep privacy.DEFAULT_OPTIONS."""
     given = {"alpha": alpha, "copy_quantile": copy_quantile, "mia_auc_threshold": mia_auc_threshold,
-             "copy_excess_threshold": copy_excess_threshold, "seed": seed}
+             "copy_excess_threshold": copy_excess_threshold, "seed": seed, "max_shift": max_shift,
+             "max_scale": max_scale}
     return {name: value for name, value in given.items() if value is not None}
 
 
@@ -296,12 +302,15 @@ def evaluate_privacy_command(
     mia_auc_threshold: PrivacyAuc = None,
     copy_excess_threshold: PrivacyExcess = None,
     seed: PrivacySeed = None,
+    max_shift: PrivacyShift = None,
+    max_scale: PrivacyScale = None,
 ) -> None:
     """Privacy audit: membership inference, copies in features and pixels, a density attack; a calibrated verdict."""
     from synthmed.evaluation.suite import evaluate_privacy_run
 
     evaluate_privacy_run(real, synthetic, classifier, out, log=console.print,
-                         **_privacy_options(alpha, copy_quantile, mia_auc_threshold, copy_excess_threshold, seed))
+                         **_privacy_options(alpha, copy_quantile, mia_auc_threshold, copy_excess_threshold, seed,
+                                           max_shift, max_scale))
 
 
 @evaluate_app.command("importance")

@@ -2,7 +2,8 @@
 
 The paper (3.4, S.6) only looks at synthetic images beside their nearest training image in the
 real-data classifier's 1024-d feature space (cosine distance). Here neighbours in that space and
-in pixels (``pixel_vectors``: where a copy the classifier maps elsewhere is still a copy) feed
+in pixels (``pixel_images``: where a copy the classifier maps elsewhere is still a copy; compared under
+small shifts and zooms, ``metrics.registered``, so that a shifted or cropped-and-resized copy is one) feed
 calibrated tests, each with an effect, an interval and a p-value, per patient (``Groups``):
 
 * membership inference, in pixels: training patients (members) and patients the generator never
@@ -23,7 +24,8 @@ calibrated tests, each with an effect, an interval and a p-value, per patient (`
 The verdict holds the first two kinds at a stated false-alarm level ``alpha`` for all of them
 together (Holm's correction): "fail" needs a significant test whose effect reaches its threshold
 (the AUC, or the copy share above chance), "warn" a significant test below it, else "pass".
-Vectors in, numbers out: any (N, D) rows work.
+Vectors or images in, numbers out: any (N, D) rows work in either space (pixels given as rows are compared
+by cosine distance, without registration).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ from synthmed.evaluation.privacy_words import reason
 from synthmed.evaluation.stats import auc_test, count_below_test, holm
 from synthmed.metrics.arrays import as_matrix
 from synthmed.metrics.knn import nearest_neighbours
+from synthmed.metrics.registered import registered_nearest, registrations
 
 DEFAULT_OPTIONS: dict[str, Any] = {
     "alpha": 0.05,  # the verdict's false-alarm level: chance that a generator which leaks nothing is not "pass"
@@ -54,12 +57,16 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "mia_auc_threshold": 0.55,  # "fail" needs a significant membership AUC at least this high ...
     "copy_excess_threshold": 0.005,  # ... or a significant copy share this far above chance
     "seed": 0,  # picks the copy test's holdout image per patient and the density attack's reference half
+    # pixel space: each query compared with each reference at every whole-pixel shift up to this share of
+    # the side (3 px at 32) and at zooms 1 / max_scale, 1 and max_scale (metrics.registered), so that a
+    # shifted or cropped-and-resized copy is as close to its source as a noisy one
+    "max_shift": 0.1,
+    "max_scale": 1.15,
 }
 PIXEL_SIDE = 32  # pixel space: images box-averaged down to at most this side (bounded cost, copies survive)
 DENSITY_K = 5  # neighbours behind each k-NN density estimate of the density attack
 CLOSEST = 8  # closest synthetic-training pairs kept per space (for the figure)
-SPACES = {"features": "the real classifier's features, cosine distance",
-          "pixels": f"pixels averaged down to at most {PIXEL_SIDE}x{PIXEL_SIDE}, 1 - Pearson correlation"}
+FEATURES_SPACE = "the real classifier's features, cosine distance"
 
 
 class Sets(NamedTuple):
@@ -81,13 +88,15 @@ _GAP = 2  # white pixels between the tiles of nn_grid
 
 
 OPTION_TYPES = {"alpha": float, "copy_quantile": float, "mia_auc_threshold": float, "copy_excess_threshold": float,
-                "seed": int}
+                "seed": int, "max_shift": float, "max_scale": float}
 # option: (its valid values, those values in words, what the option is)
 _RANGES = {
     "alpha": (lambda v: 0 < v <= 0.5, "in (0, 0.5]", "the verdict's false-alarm level"),
     "copy_quantile": (lambda v: 0 < v < 1, "in (0, 1)", "the holdout distance quantile that makes a copy"),
     "mia_auc_threshold": (lambda v: 0.5 <= v <= 1, "in [0.5, 1]", "the membership AUC that counts as leakage"),
     "copy_excess_threshold": (lambda v: 0 <= v <= 1, "in [0, 1]", "the copy share above chance that counts as leakage"),
+    "max_shift": (lambda v: 0 <= v <= 0.25, "in [0, 0.25]", "the largest shift tried in pixels, a share of the side"),
+    "max_scale": (lambda v: 1 <= v <= 1.5, "in [1, 1.5]", "the largest zoom tried in pixels"),
 }
 
 
@@ -101,21 +110,41 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
     return o
 
 
-def pixel_vectors(images: np.ndarray, side: int = PIXEL_SIDE, batch: int = 1024) -> np.ndarray:
-    """uint8 (N, C, R, R) images as float32 rows for the pixel space: box-averaged by the largest
-    whole factor that leaves at least ``side`` pixels, then centred per image, so that cosine
-    distance is 1 - Pearson correlation (blind to a change of brightness or contrast)."""
+def pixel_images(images: np.ndarray, side: int = PIXEL_SIDE, batch: int = 1024) -> np.ndarray:
+    """uint8 (N, C, R, R) images as float32 (N, C, r, r) images in [0, 1] for the pixel space,
+    box-averaged by the largest whole factor that leaves at least ``side`` pixels (bounded cost; copies
+    survive it). Compared by 1 - Pearson correlation (blind to a change of brightness or contrast),
+    registered (``metrics.registered``)."""
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {images.shape}")
     n, c, h, w = images.shape
     f = max(1, min(h, w) // side)
     h, w = h // f * f, w // f * f  # a size the factor does not divide loses its last rows/columns
-    out = np.empty((n, c * (h // f) * (w // f)), np.float32)
+    out = np.empty((n, c, h // f, w // f), np.float32)
     for start in range(0, n, batch):
         x = np.asarray(images[start:start + batch, :, :h, :w], dtype=np.float32) / 255
-        x = x.reshape(len(x), c, h // f, f, w // f, f).mean(axis=(3, 5)).reshape(len(x), -1)
-        out[start:start + batch] = x - x.mean(axis=1, keepdims=True)
+        out[start:start + batch] = x.reshape(len(x), c, h // f, f, w // f, f).mean(axis=(3, 5))
     return out
+
+
+def nearest_in_space(queries: np.ndarray, references: np.ndarray, o: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+    """Each query's closest reference, ``(distances (Q,), indices (Q,))``: images (N, C, H, W) by the
+    registered 1 - Pearson r, rows (N, D) by cosine distance."""
+    if queries.ndim == 4:
+        return registered_nearest(queries, references, o["max_shift"], o["max_scale"])
+    d, i = nearest_neighbours(queries, references)
+    return d[:, 0], i[:, 0]
+
+
+def _space_words(sets: Sets, o: Mapping[str, Any]) -> str:
+    """The pixel space in words, with the registrations it tried at this image size."""
+    if sets.train.ndim == 2:
+        return "pixels as the rows given, cosine distance"
+    tried = registrations(sets.train.shape[2:], o["max_shift"], o["max_scale"])
+    zooms = sorted({r.zoom for r in tried})
+    return (f"pixels averaged down to at most {PIXEL_SIDE}x{PIXEL_SIDE} (here {min(sets.train.shape[2:])}), "
+            f"1 - Pearson correlation on the overlap, the smallest over shifts of up to "
+            f"{max(r.shift[0] for r in tried)} px" + (f" and zooms {zooms[0]:.3g} to {zooms[-1]:.3g}" if len(zooms) > 1 else ""))
 
 
 def _summary(d: np.ndarray) -> dict[str, float]:
@@ -135,10 +164,10 @@ def _per_group(values: np.ndarray, codes: np.ndarray, reduce: np.ufunc) -> np.nd
     return out
 
 
-def _membership(sets: Sets, groups: Groups, confidence: float) -> dict[str, Any]:
+def _membership(sets: Sets, groups: Groups, confidence: float, o: Mapping[str, Any]) -> dict[str, Any]:
     """Distance-to-closest-record attack, per patient: the closer a patient's closest image is to a
     synthetic one, the likelier the patient is a member."""
-    d = nearest_neighbours(np.concatenate([sets.train, sets.holdout]), sets.synthetic)[0][:, 0]
+    d = nearest_in_space(np.concatenate([sets.train, sets.holdout]), sets.synthetic, o)[0]
     members = _per_group(d[: len(sets.train)], groups.train, np.minimum)
     others = _per_group(d[len(sets.train):], groups.holdout, np.minimum)
     result = auc_test(-members, -others, confidence)
@@ -147,11 +176,12 @@ def _membership(sets: Sets, groups: Groups, confidence: float) -> dict[str, Any]
             "p_value": result["p_value"], "n_members": len(members), "n_nonmembers": len(others)}
 
 
-def _copies(sets: Sets, picks: np.ndarray, quantile: float, confidence: float) -> tuple[dict, dict]:
+def _copies(sets: Sets, picks: np.ndarray, confidence: float, o: Mapping[str, Any]) -> tuple[dict, dict]:
     """The copy test of one space against one holdout image per patient (``picks``), and the distance
     summary with the closest pairs behind it."""
-    syn_d, syn_i = (a[:, 0] for a in nearest_neighbours(sets.synthetic, sets.train))
-    hold_d = nearest_neighbours(sets.holdout[picks], sets.train)[0][:, 0]
+    syn_d, syn_i = nearest_in_space(sets.synthetic, sets.train, o)
+    hold_d = nearest_in_space(sets.holdout[picks], sets.train, o)[0]
+    quantile = o["copy_quantile"]
     k = max(1, math.floor(quantile * len(hold_d)))
     result = count_below_test(syn_d, hold_d, k)
     rate = result["count"] / result["n"]
@@ -209,8 +239,11 @@ def _one_per_group(rng: np.random.Generator, codes: np.ndarray) -> np.ndarray:
 
 
 def _checked(features: Sets, pixels: Sets, groups: Groups | None) -> tuple[dict[str, Sets], Groups]:
-    spaces = {name: Sets(*(as_matrix(f"{name}.{part}", x) for part, x in zip(Sets._fields, sets)))
-              for name, sets in (("features", features), ("pixels", pixels))}
+    """Both spaces as float arrays (pixels as images when given as images) and the groups as codes."""
+    images = all(np.ndim(x) == 4 for x in pixels)
+    spaces = {"features": Sets(*(as_matrix(f"features.{part}", x) for part, x in zip(Sets._fields, features))),
+              "pixels": Sets(*(np.asarray(x, np.float32) if images else as_matrix(f"pixels.{part}", x)
+                               for part, x in zip(Sets._fields, pixels)))}
     sizes = [len(x) for x in spaces["features"]]
     for name, sets in spaces.items():
         if [len(x) for x in sets] != sizes:
@@ -243,6 +276,8 @@ def privacy_report(features: Sets, pixels: Sets, groups: Groups | None = None,
                    **options: Any) -> dict[str, Any]:
     """The audit of one synthetic set (JSON-ready); ``options`` are those of ``DEFAULT_OPTIONS``.
 
+    ``features`` are (N, D) rows; ``pixels`` are ``pixel_images`` (N, C, H, W), compared registered, or
+    (N, D) rows, compared by cosine distance as they are.
     Members are the training patients, non-members the holdout patients: ``groups`` says which
     images are one patient's (default: every image its own), because a patient's images are alike
     and counting them as independent would overstate the evidence. Membership scores are per patient;
@@ -259,15 +294,16 @@ def privacy_report(features: Sets, pixels: Sets, groups: Groups | None = None,
     rng = np.random.default_rng(o["seed"])
     reference, unseen = _halves(rng, codes.holdout)
     picks = _one_per_group(rng, codes.holdout)
-    tests = {"membership": {**_membership(spaces["pixels"], codes, confidence), "effect": "auc",
+    tests = {"membership": {**_membership(spaces["pixels"], codes, confidence, o), "effect": "auc",
                             "effect_threshold": o["mia_auc_threshold"]}}
     dcr = {}
     for name, sets in spaces.items():
-        test, dcr[name] = _copies(sets, picks, o["copy_quantile"], confidence)
+        test, dcr[name] = _copies(sets, picks, confidence, o)
         tests[f"copies/{name}"] = {"space": name, **test, "effect": "excess",
                                    "effect_threshold": o["copy_excess_threshold"]}
     verdict, decided_by = _verdict(tests, o["alpha"])
-    report = {"options": o, "confidence": confidence, "spaces": {name: SPACES[name] for name in spaces},
+    report = {"options": o, "confidence": confidence, "spaces": {"features": FEATURES_SPACE,
+                                                              "pixels": _space_words(spaces["pixels"], o)},
               "tests": tests, "density_attack": _density(f, codes, unseen, reference, confidence), "dcr": dcr,
               "verdict": verdict, "decided_by": decided_by}
     return {**report, "reason": reason(report)}

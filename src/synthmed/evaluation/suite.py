@@ -35,7 +35,7 @@ from synthmed.evaluation.importance import (
     spread_sample,
     summary,
 )
-from synthmed.evaluation.privacy import Groups, Sets, check_options, nn_grid, pixel_vectors, privacy_report
+from synthmed.evaluation.privacy import Groups, Sets, check_options, nn_grid, pixel_images, privacy_report
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import SPREAD
 from synthmed.evaluation.utility import pair_identity
@@ -108,7 +108,7 @@ def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_
     log(f"privacy audit: {len(train_images)} training, {len(holdout_images)} unseen real and "
         f"{len(synthetic_images)} synthetic images")
     spaces = {name: Sets(*(vectors(x) for x in (train_images, holdout_images, synthetic_images)))
-              for name, vectors in (("features", lambda x: extract_features(features, x)), ("pixels", pixel_vectors))}
+              for name, vectors in (("features", lambda x: extract_features(features, x)), ("pixels", pixel_images))}
     patients = real.store.groups  # the store's groups: patient ids, or near-duplicate groups where there are none
     groups = Groups(patients[real.rows("train")], patients[np.concatenate([real.rows("val"), real.rows("test")])])
     report = privacy_report(spaces["features"], spaces["pixels"], groups, **options)
