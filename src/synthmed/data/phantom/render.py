@@ -53,7 +53,8 @@ def render(atlas: Atlas, label_names: Sequence[str], labels: Sequence[int], rng:
         if present and name in FINDINGS:
             delta, masks[j] = FINDINGS[name](atlas, finding_seeds[j])
             line_integral += delta
-            metal |= delta > 0.5 * METAL_MM[0]
+            if name == "Support Devices":  # where its wires and can are: denser than anything in a body
+                metal |= delta > 0.5 * METAL_MM[0]
     line_integral -= _bowel_gas(atlas, rng)
     line_integral *= rng.uniform(0.85, 1.2)  # body depth
 
