@@ -8,7 +8,8 @@ anatomy afterwards. Severity and position are drawn from ``rng``.
 
 Lung findings replace lung by fluid or tissue along a ray: ``fill`` in 0..1 is the share of
 the lung crossed by that ray that becomes water-dense, so the added attenuation is
-``(1 - lung density) * lung thickness * fill`` and nothing is added outside the lung field.
+``(1 - lung density) * lung thickness * fill`` and nothing is added outside the lung field
+(a pleural effusion adds a fluid layer on top: at least a few centimetres of water per ray).
 Their mask is where the fill reaches a quarter of its peak: the finding's own extent,
 whatever its severity.
 """
