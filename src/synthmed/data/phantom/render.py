@@ -24,11 +24,11 @@ from PIL import Image, ImageDraw, ImageFont
 from scipy import ndimage
 
 from synthmed.data.phantom.atlas import COLS, ROWS, SIZE, Atlas
-from synthmed.data.phantom.findings import FINDINGS, smooth_noise
+from synthmed.data.phantom.findings import FINDINGS, METAL_MM, smooth_noise
 
 # Part of every phantom store's fingerprint: change it with anything that changes the pixels or
 # masks, so that a store (or a half-made one) from the old renderer is made again, not resumed.
-RENDER_VERSION = 2
+RENDER_VERSION = 3
 WATER_MU = 0.02  # attenuation of water per mm at a chest radiograph's mean energy (~60-70 keV)
 
 
@@ -48,10 +48,13 @@ def render(atlas: Atlas, label_names: Sequence[str], labels: Sequence[int], rng:
     finding_seeds = rng.spawn(len(label_names))
     line_integral = atlas.tissue.copy()
     masks = np.zeros((len(label_names), SIZE, SIZE), bool)
+    metal = np.zeros((SIZE, SIZE), bool)
     for j, (name, present) in enumerate(zip(label_names, labels)):
         if present and name in FINDINGS:
             delta, masks[j] = FINDINGS[name](atlas, finding_seeds[j])
             line_integral += delta
+            if name == "Support Devices":  # where its wires and can are: denser than anything in a body
+                metal |= delta > 0.5 * METAL_MM[0]
     line_integral -= _bowel_gas(atlas, rng)
     line_integral *= rng.uniform(0.85, 1.2)  # body depth
 
@@ -59,11 +62,13 @@ def render(atlas: Atlas, label_names: Sequence[str], labels: Sequence[int], rng:
     line_integral = ndimage.map_coordinates(line_integral, coordinates, order=1, mode="constant")
     masks = np.stack([_warp_mask(m, coordinates) if m.any() else m for m in masks])
     lung_field = _warp_mask(atlas.lung_field, coordinates)
+    metal = _warp_mask(metal, coordinates) if metal.any() else metal
 
     # soft tissue, breasts, habitus: inside the body only (it fades out where the body gets thin)
     body = np.clip(line_integral / 50.0, 0.0, 1.0)
     line_integral += (smooth_noise(rng, rng.uniform(24.0, 64.0)) - 0.5) * rng.uniform(30.0, 100.0) * body
-    return Phantom(_burned_in_text(_detector(line_integral, _exposed_field(rng), rng), rng), masks, lung_field)
+    pixels = _detector(line_integral, _exposed_field(rng), metal, rng)
+    return Phantom(_burned_in_text(pixels, rng), masks, lung_field)
 
 
 def _exposed_field(rng: np.random.Generator) -> np.ndarray:
@@ -117,10 +122,13 @@ def _anatomy_warp(atlas: Atlas, rng: np.random.Generator) -> np.ndarray:
     return np.stack([source_rows, source_cols]).astype(np.float32)
 
 
-def _detector(line_integral: np.ndarray, exposed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _detector(line_integral: np.ndarray, exposed: np.ndarray, metal: np.ndarray,
+              rng: np.random.Generator) -> np.ndarray:
     """Photon counts with quantum noise, detector blur, then the log image and a display curve.
 
-    Behind the shutters only scatter arrives (0.1 % here): white, and left out of the display window."""
+    Behind the shutters only scatter arrives (0.1 % here): white, and left out of the display window.
+    Metal (devices' wires and cans) is left out of the processing too, as vendors' histogram analysis
+    does, so that it shows white without darkening the anatomy around it."""
     # The heel effect: the tube's output falls off along one direction of the field (up to 25 %).
     direction = rng.uniform(0.0, 2 * np.pi)
     heel = 1.0 + rng.uniform(0.0, 0.25) * ((ROWS * np.sin(direction) + COLS * np.cos(direction)) / SIZE - 0.5)
@@ -129,20 +137,23 @@ def _detector(line_integral: np.ndarray, exposed: np.ndarray, rng: np.random.Gen
     noisy = np.maximum(photons + rng.standard_normal(photons.shape).astype(np.float32) * np.sqrt(photons), 0.5)
     noisy = ndimage.gaussian_filter(noisy, rng.uniform(0.4, 1.2))
     log_image = -np.log(noisy / photons.max())  # back to attenuation: bones bright
-    log_image = _equalized(log_image, exposed, rng)
+    anatomy = exposed & ~metal
+    log_image = _equalized(log_image, exposed, anatomy, rng)
     # The window spans the image's own range, so the unattenuated background keeps its heel gradient.
-    low, high = np.percentile(log_image[exposed], [0.1, 99.5])
+    low, high = np.percentile(log_image[anatomy], [0.1, 99.5])
     high *= rng.uniform(0.95, 1.1)
     shown = np.clip((log_image - low) / (high - low), 0.0, 1.0) ** rng.uniform(0.8, 1.25)
     return (shown * 255.0).astype(np.float32)
 
 
-def _equalized(log_image: np.ndarray, exposed: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+def _equalized(log_image: np.ndarray, exposed: np.ndarray, anatomy: np.ndarray,
+               rng: np.random.Generator) -> np.ndarray:
     """The vendor's processing: part of the large-scale contrast (lungs against abdomen) taken out, so that
-    both show detail. Strength and kernel vary between sites and devices; the shutters are left out."""
+    both show detail. Strength and kernel vary between sites and devices; the background is the anatomy's
+    alone (shutters and metal left out), and it is taken out inside the shutters."""
     sigma = rng.uniform(8.0, 32.0)
-    weight = ndimage.gaussian_filter(exposed.astype(np.float32), sigma) + 1e-6
-    background = ndimage.gaussian_filter(log_image * exposed, sigma) / weight
+    weight = ndimage.gaussian_filter(anatomy.astype(np.float32), sigma) + 1e-6
+    background = ndimage.gaussian_filter(log_image * anatomy, sigma) / weight
     return log_image - rng.uniform(0.3, 0.9) * background * exposed
 
 
