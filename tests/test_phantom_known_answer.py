@@ -13,20 +13,19 @@ evaluated by the utility stage (real- and synthetic-data classifier on the real 
 real-data classifier is what a faithful generator's classifier would be. The maps of both on the
 real test images labelled Edema are scored against Edema's lesion masks (``lesion_scores``).
 
-Measured at this budget (6 epochs of the tests' fast classifier), seeds 0 / 1 / 2, 120 test images:
-- real-data classifier, test AUROC: Edema 0.942 / 0.981 / 0.945; Cardiomegaly 0.624 / 0.645 / 0.740 and
-  Pleural Effusion 0.571 / 0.614 / 0.587 (at 320 training images only Edema is reliably strong).
-- Edema's generator-ignoring classifier: Edema 0.505 / 0.657 / 0.420 (a stand-in such as a lung opacity
-  can look like edema's haze, so not exactly 0.5); Cardiomegaly and Pleural Effusion on average 0.004 /
-  0.022 / 0.081 below the real-data classifier's; "No Finding" falls with Edema (no finding = not Edema).
-- maps on 30 test images labelled Edema, against Edema's masks (22 % of the image): in-mask share
-  0.654 / 0.572 / 0.591 (real-data) and 0.290 / 0.332 / 0.281 (ignoring); peak in the mask in 30 / 29 / 28
-  and 25 / 21 / 19 of 30.
-The thresholds below leave about 0.05-0.15 of margin to the worst of these.
-Time, on the project's 2-core machine shared with other jobs: this file 6.7 minutes (load average
-about 9) and 2.8 minutes in a later run beside fewer jobs, almost all of it the fixture (rendering
-500 phantoms, training two classifiers, 60 maps), far over the one-minute aim; smaller folds or fewer
-epochs would eat the margins above.
+Measured at this budget (6 epochs of the tests' fast classifier), renderer version 3, seeds 0 / 1 / 2,
+120 test images:
+- real-data classifier, test AUROC: Edema 0.830 / 0.925 / 0.952, Pleural Effusion 0.786 / 0.789 / 0.819;
+  Cardiomegaly 0.652 / 0.759 / 0.612 (at 320 training images not reliably strong).
+- Edema's generator-ignoring classifier: Edema 0.408 / 0.600 / 0.660 (a stand-in such as a lung opacity
+  can look like edema's haze, so not exactly 0.5); Cardiomegaly and Pleural Effusion on average 0.049 /
+  0.082 / 0.084 below the real-data classifier's; "No Finding" falls with Edema (no finding = not Edema).
+- maps on 30 test images labelled Edema, against Edema's masks (31-32 % of the image): in-mask share
+  0.578 / 0.600 / 0.685 (real-data) and 0.349 / 0.351 / 0.413 (ignoring); peak in the mask in 83 / 97 / 93 %
+  and 56 / 63 / 60 % of them.
+The thresholds below leave about 0.05-0.1 of margin to the worst of these.
+About 75 s on two otherwise idle cores (one torch thread), almost all of it the fixture (rendering 500
+phantoms, training two classifiers, 60 maps).
 """
 
 from __future__ import annotations
@@ -140,9 +139,9 @@ def test_the_generator_changes_only_the_images_labelled_with_the_ignored_finding
     assert (np.abs(synthetic[carrying].astype(int) - real[carrying]).mean(axis=(1, 2, 3)) > 1).all()
 
 
-def test_a_classifier_trained_on_phantoms_finds_edema(known):
+def test_a_classifier_trained_on_phantoms_finds_the_strong_findings(known):
     auroc = known.utility["auc_real"]["per_label"]
-    assert auroc[IGNORED] >= 0.85, auroc
+    assert auroc["Edema"] >= 0.78 and auroc["Pleural Effusion"] >= 0.72, auroc
 
 
 def test_a_generator_that_ignores_a_label_collapses_its_auroc_and_keeps_the_others(known):
@@ -159,4 +158,4 @@ def test_attribution_leaves_the_lesion_of_the_ignored_label(known):
     real, synthetic = (scored[role]["in_mask_share"]["mean"] for role in ("real", "synthetic"))
     assert real >= area + 0.2 and synthetic <= real - 0.15, (area, real, synthetic)
     hits = {role: scored[role]["pointing"]["rate"] for role in ("real", "synthetic")}
-    assert hits["real"] >= 0.85 and hits["synthetic"] < hits["real"], hits
+    assert hits["real"] >= 0.75 and hits["synthetic"] <= hits["real"] - 0.15, hits
