@@ -178,10 +178,10 @@ def test_the_cpu_samples_preset_gives_every_setting_the_same_smaller_budget():
 
 def test_the_cpu_phantom_preset_runs_the_whole_classes_axis_from_its_own_prepare_job():
     preset = load_preset("phantom-chest-cpu")
-    assert [ref.name for ref in preset.settings] == ["k20_n29", "k15_n32", "k10_n40", "k6_n46", "k4_n78", "k2_n126"]
+    assert [ref.name for ref in preset.settings] == ["k20_n72", "k15_n80", "k10_n100", "k6_n115", "k4_n195", "k2_n315"]
     jobs = expand(preset)
     prepare = next(j for j in jobs if j.stage == "prepare")
-    assert prepare.params["source"] == "phantom-cxr" and prepare.params["options"] == {"n": 4000}
+    assert prepare.params["source"] == "phantom-cxr" and prepare.params["options"] == {"n": 10000}
     assert count_jobs(jobs)["classes"]["train"] == 6 * 3  # one seed, three models
     budgets = {(j.labels["model"], j.params["config"]["max_images"]) for j in jobs if j.stage == "train"}
     assert budgets == {("diffusion", 15000), ("cpdgan", 8000), ("proggan", 14000)}

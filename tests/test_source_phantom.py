@@ -194,21 +194,26 @@ def test_phantom_chest_preset_plans_on_20000_phantoms(atlas):
 
 
 def test_phantom_chest_cpu_preset_plans_on_the_store_its_benchmark_prepares(atlas):
-    """Every classes setting of phantom-chest-cpu (Table S1 / 50) fits the labels of the store that the
+    """Every classes setting of phantom-chest-cpu (Table S1 / 20) fits the labels of the store that the
     phantom-chest-cpu benchmark prepares, with mostly distinct training images and every kept label's AUROC
-    defined on the validation and test folds (labels only)."""
+    defined on the validation and test folds unless the combinations all share it (labels only)."""
     data = load_benchmark_preset("phantom-chest-cpu").values["data"]
     records = load_source(data["source"], **data["options"]).records
     labels = np.array([r.labels for r in records], dtype=np.uint8)
     splits = grouped_split(labels, pd.factorize(pd.Series([r.group for r in records]))[0], seed=0)
     built = {n: (meta, rows) for _, n, meta, rows in plan_settings(load_preset("phantom-chest-cpu"), labels, splits,
                                                                    LABEL_NAMES)}
-    assert sorted(built) == sorted(f"k{k}_n{n}" for k, n in {20: 29, 15: 32, 10: 40, 6: 46, 4: 78, 2: 126}.items())
+    assert sorted(built) == sorted(f"k{k}_n{n}" for k, n in {20: 72, 15: 80, 10: 100, 6: 115, 4: 195, 2: 315}.items())
     for meta, rows in built.values():
         k, per_combination = len(meta["combinations"]), meta["spec"]["train_per_combination"]
         assert k == meta["spec"]["combinations"] and meta["counts"]["train"] == k * per_combination
-        assert sum(c["train_unique"] for c in meta["combinations"]) >= k * per_combination - 1
+        assert sum(c["train_unique"] for c in meta["combinations"]) >= k * per_combination - 11
+        trained_on = labels[rows.store_index[rows.fold == "train"].to_numpy()][:, meta["label_columns"]]
+        # a label the kept combinations all share (k2: "No Finding" alone and with support devices) has
+        # no AUROC anywhere; every other label must have one in each held-out fold
+        shared = set(undefined_labels(trained_on, meta["label_names"]))
         for fold in ("val", "test"):
             held_out = labels[rows.store_index[rows.fold == fold].to_numpy()][:, meta["label_columns"]]
-            assert undefined_labels(held_out, meta["label_names"]) == {}, (meta["name"], fold)
-    assert 140 <= built["k20_n29"][0]["counts"]["test"] <= 160 and built["k2_n126"][0]["counts"]["test"] >= 35
+            assert set(undefined_labels(held_out, meta["label_names"])) == shared, (meta["name"], fold)
+            assert len(shared) < len(meta["label_names"])
+    assert 340 <= built["k20_n72"][0]["counts"]["test"] <= 390 and built["k2_n315"][0]["counts"]["test"] >= 80
