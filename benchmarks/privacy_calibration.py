@@ -49,7 +49,7 @@ from scipy.sparse.csgraph import connected_components
 from synthmed.data import BenchmarkSetting, build_settings
 from synthmed.evaluation import privacy
 from synthmed.evaluation.classifier import ClassifierConfig
-from synthmed.evaluation.privacy import DEFAULT_OPTIONS, Groups, Sets, pixel_images, privacy_report
+from synthmed.evaluation.privacy import DEFAULT_OPTIONS, PIXEL_BLUR, Groups, Sets, pixel_images, privacy_report
 from synthmed.evaluation.suite import evaluate_privacy_run
 from synthmed.evaluation.utility import real_classifier
 from synthmed.metrics.extractors import ClassifierFeatures, extract_features
@@ -180,7 +180,7 @@ class PixelTable:
         self.d = np.full((2 * n, 2 * n), np.nan)
         self.d[:, :n] = np.inf
         for q, r in registered_pairs(np.concatenate([pixels, copies]), pixels, DEFAULT_OPTIONS["max_shift"],
-                                     DEFAULT_OPTIONS["max_scale"]):
+                                     DEFAULT_OPTIONS["max_scale"], PIXEL_BLUR):
             q, r = (x / np.where((v := np.linalg.norm(x, axis=1, keepdims=True)) > 0, v, 1.0) for x in (q, r))
             np.minimum(self.d[:, :n], np.maximum(1.0 - q @ r.T, 0.0), out=self.d[:, :n])
         self.d[:n, n:] = self.d[n:, :n].T

@@ -105,11 +105,14 @@ def _smooth(rng: np.random.Generator, n: int, side: int, channels: int = 1) -> n
 
 
 def brute_registered(queries: np.ndarray, references: np.ndarray, max_shift: float,
-                     max_scale: float) -> tuple[np.ndarray, np.ndarray]:
+                     max_scale: float, blur: float = 0.0) -> tuple[np.ndarray, np.ndarray]:
     """The registered distance written out pair by pair: for each zoom and shift, the magnified image
-    sampled bilinearly (scipy's map_coordinates) at the other's pixel centres, 1 - Pearson r over the
-    pixels that fall on its content."""
-    from scipy.ndimage import map_coordinates
+    sampled bilinearly (scipy's map_coordinates) at the other's pixel centres, both cut to the pixels
+    that fall on its content and smoothed there (scipy's gaussian_filter, ``blur`` > 0), 1 - Pearson r."""
+    from scipy.ndimage import gaussian_filter, map_coordinates
+
+    def smoothed(channel: np.ndarray) -> np.ndarray:
+        return (gaussian_filter(channel, blur, mode="nearest") if blur > 0 else channel).ravel()
 
     side = queries.shape[-1]
     t, c = round(max_shift * side), (side - 1) / 2
@@ -126,8 +129,9 @@ def brute_registered(queries: np.ndarray, references: np.ndarray, max_shift: flo
                         rows = np.flatnonzero((ys >= -1e-9) & (ys <= side - 1 + 1e-9))
                         cols = np.flatnonzero((xs >= -1e-9) & (xs <= side - 1 + 1e-9))
                         yy, xx = np.meshgrid(ys[rows], xs[cols], indexing="ij")
-                        sampled = [map_coordinates(ch, [yy.ravel(), xx.ravel()], order=1) for ch in moving]
-                        kept = [ch[np.ix_(rows, cols)].ravel() for ch in fixed]
+                        sampled = [smoothed(map_coordinates(ch, [yy.ravel(), xx.ravel()], order=1).reshape(yy.shape))
+                                   for ch in moving]
+                        kept = [smoothed(ch[np.ix_(rows, cols)]) for ch in fixed]
                         r_ = np.corrcoef(np.concatenate(sampled), np.concatenate(kept))[0, 1]
                         d[a, b] = min(d[a, b], 1 - r_)
     return d.min(axis=1), d.argmin(axis=1)
@@ -138,6 +142,10 @@ def test_registered_distance_matches_a_brute_force_loop() -> None:
     queries, references = _smooth(rng, 4, 10, channels=2), _smooth(rng, 5, 10, channels=2)
     got_d, got_i = registered_nearest(queries, references, max_shift=0.2, max_scale=1.25)
     want_d, want_i = brute_registered(queries, references, max_shift=0.2, max_scale=1.25)
+    np.testing.assert_allclose(got_d, want_d, atol=1e-5)
+    np.testing.assert_array_equal(got_i, want_i)
+    got_d, got_i = registered_nearest(queries, references, max_shift=0.2, max_scale=1.25, blur=0.7)
+    want_d, want_i = brute_registered(queries, references, max_shift=0.2, max_scale=1.25, blur=0.7)
     np.testing.assert_allclose(got_d, want_d, atol=1e-5)
     np.testing.assert_array_equal(got_i, want_i)
     assert len(registrations((10, 10), 0.2, 1.25)) == 3 * 25 and registrations((10, 10), 0.2, 1.25)[0] == ((1.0, (0, 0)))
@@ -154,6 +162,8 @@ def test_a_shifted_or_cropped_and_resized_copy_is_close_and_an_unrelated_image_i
     copies = np.stack([shifted, cropped])[:, None]
     d, i = registered_nearest(copies, images, max_shift=0.2, max_scale=16 / 14)
     assert np.all(i == 0) and d[0] < 1e-9 and d[1] < 1e-3, d  # Pillow treats the outermost pixels its own way
+    smoothed, _ = registered_nearest(copies, images, max_shift=0.2, max_scale=16 / 14, blur=0.7)
+    assert smoothed[0] < 1e-9 and smoothed[1] < 1e-3, smoothed  # smoothed on the overlap: the shift stays exact
     plain, _ = registered_nearest(copies, images, max_shift=0.0, max_scale=1.0)  # pixel by pixel only
     assert np.all(plain > 0.05), plain
     unrelated, _ = registered_nearest(images[1:], images[:1], max_shift=0.2, max_scale=16 / 14)

@@ -27,6 +27,7 @@ from synthmed.evaluation.privacy import (
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import auc_test, holm
 from synthmed.metrics.knn import nearest_neighbours
+from synthmed.metrics.registered import registered_nearest
 
 
 def _data(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -176,8 +177,7 @@ def test_pixel_images_average_blocks_and_the_distance_ignores_brightness_and_con
     images = rng.integers(0, 200, (3, 1, 64, 64), dtype=np.uint8)
     pixels = pixel_images(images, side=32)
     blocks = images.astype(np.float32).reshape(3, 1, 32, 2, 32, 2).mean(axis=(3, 5)) / 255
-    smoothed = [[ndimage.gaussian_filter(channel, PIXEL_BLUR, mode="nearest") for channel in image] for image in blocks]
-    np.testing.assert_allclose(pixels, smoothed, atol=1e-6)
+    np.testing.assert_allclose(pixels, blocks, atol=1e-6)
     brighter = np.clip(images.astype(np.int32) * 1.2 + 10, 0, 255).astype(np.uint8)  # stays below 255: linear
     d, _ = nearest_in_space(pixel_images(brighter), pixels, DEFAULT_OPTIONS)
     assert d[0] < 1e-4  # 1 - Pearson correlation of an image with its brighter, stronger copy
@@ -187,7 +187,7 @@ def test_pixel_images_average_blocks_and_the_distance_ignores_brightness_and_con
 def test_pixel_noise_does_not_hide_a_copy() -> None:
     """A training image plus pixel noise against another patient's image that differs from it only
     in smooth shapes (a near-identical slice): unsmoothed, the noise puts the copy further from its
-    source than the other patient; after pixel_images' smoothing the copy is the closer one."""
+    source than the other patient; with the audit's smoothing (PIXEL_BLUR) the copy is the closer one."""
     rng = np.random.default_rng(3)
     anatomy = ndimage.gaussian_filter(rng.normal(0, 1, (32, 32)), 2.0)
     source = 128 + 60 * anatomy / anatomy.std()
@@ -196,13 +196,11 @@ def test_pixel_noise_does_not_hide_a_copy() -> None:
     copy = source + rng.normal(0, 6, (32, 32))
     images = np.clip(np.round(np.stack([source, neighbour, copy]))[:, None], 0, 255).astype(np.uint8)
 
-    def distances(pixels: np.ndarray) -> np.ndarray:
-        return nearest_in_space(pixels[1:], pixels[:1], {"max_shift": 0.0, "max_scale": 1.0})[0]
-
-    unsmoothed = distances(images.astype(np.float32) / 255)
+    pixels = pixel_images(images)
+    unsmoothed = registered_nearest(pixels[1:], pixels[:1], max_shift=0.0, max_scale=1.0, blur=0.0)[0]
     assert unsmoothed[1] > unsmoothed[0]  # the noisy copy looks further away than the other patient
-    smoothed = distances(pixel_images(images))
-    assert smoothed[1] < smoothed[0] / 2
+    smoothed = nearest_in_space(pixels[1:], pixels[:1], {"max_shift": 0.0, "max_scale": 1.0})[0]
+    assert PIXEL_BLUR > 0 and smoothed[1] < smoothed[0] / 2
 
 
 @pytest.mark.parametrize("options, message", [

@@ -37,7 +37,7 @@ from typing import Any, NamedTuple
 
 import numpy as np
 from PIL import Image
-from scipy import ndimage, stats
+from scipy import stats
 
 from synthmed._io import write_with_atomic
 from synthmed.config import check_values
@@ -64,9 +64,9 @@ DEFAULT_OPTIONS: dict[str, Any] = {
     "max_scale": 1.15,
 }
 PIXEL_SIDE = 32  # pixel space: images box-averaged down to at most this side (bounded cost, copies survive)
-# ... then smoothed by a Gaussian of this standard deviation (in those pixels), so that pixel noise does not
-# hide a copy: on br35h at 32 px a training image plus noise of 6 grey levels beat every unseen patient's
-# closest training image in 87 % of draws unsmoothed and in 99 % smoothed (docs/privacy.md)
+# each compared overlap smoothed by a Gaussian of this standard deviation (in those pixels), so that pixel
+# noise does not hide a copy: on br35h at 32 px a training image plus noise of 6 grey levels beat every unseen
+# patient's closest training image in 87 % of draws unsmoothed and in 99 % smoothed (docs/privacy.md)
 PIXEL_BLUR = 0.7
 DENSITY_K = 5  # neighbours behind each k-NN density estimate of the density attack
 CLOSEST = 8  # closest synthetic-training pairs kept per space (for the figure)
@@ -117,9 +117,8 @@ def check_options(options: Mapping[str, Any]) -> dict[str, Any]:
 def pixel_images(images: np.ndarray, side: int = PIXEL_SIDE, batch: int = 1024) -> np.ndarray:
     """uint8 (N, C, R, R) images as float32 (N, C, r, r) images in [0, 1] for the pixel space,
     box-averaged by the largest whole factor that leaves at least ``side`` pixels (bounded cost; copies
-    survive it), then smoothed by a Gaussian of ``PIXEL_BLUR`` of those pixels (scipy's
-    ``gaussian_filter``, edges repeated) so that noise does not hide a copy. Compared by 1 - Pearson
-    correlation (blind to a change of brightness or contrast), registered (``metrics.registered``)."""
+    survive it). Compared by 1 - Pearson correlation (blind to a change of brightness or contrast),
+    registered and smoothed by ``PIXEL_BLUR`` pixels (``metrics.registered``)."""
     if images.ndim != 4:
         raise ValueError(f"images must be (N, C, H, W), got shape {images.shape}")
     n, c, h, w = images.shape
@@ -128,16 +127,15 @@ def pixel_images(images: np.ndarray, side: int = PIXEL_SIDE, batch: int = 1024) 
     out = np.empty((n, c, h // f, w // f), np.float32)
     for start in range(0, n, batch):
         x = np.asarray(images[start:start + batch, :, :h, :w], dtype=np.float32) / 255
-        out[start:start + batch] = ndimage.gaussian_filter(x.reshape(len(x), c, h // f, f, w // f, f).mean(axis=(3, 5)),
-                                                           sigma=(0, 0, PIXEL_BLUR, PIXEL_BLUR), mode="nearest")
+        out[start:start + batch] = x.reshape(len(x), c, h // f, f, w // f, f).mean(axis=(3, 5))
     return out
 
 
 def nearest_in_space(queries: np.ndarray, references: np.ndarray, o: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
     """Each query's closest reference, ``(distances (Q,), indices (Q,))``: images (N, C, H, W) by the
-    registered 1 - Pearson r, rows (N, D) by cosine distance."""
+    registered, smoothed 1 - Pearson r, rows (N, D) by cosine distance."""
     if queries.ndim == 4:
-        return registered_nearest(queries, references, o["max_shift"], o["max_scale"])
+        return registered_nearest(queries, references, o["max_shift"], o["max_scale"], PIXEL_BLUR)
     d, i = nearest_neighbours(queries, references)
     return d[:, 0], i[:, 0]
 
@@ -148,9 +146,9 @@ def _space_words(sets: Sets, o: Mapping[str, Any]) -> str:
         return "pixels as the rows given, cosine distance"
     tried = registrations(sets.train.shape[2:], o["max_shift"], o["max_scale"])
     zooms = sorted({r.zoom for r in tried})
-    return (f"pixels averaged down to at most {PIXEL_SIDE}x{PIXEL_SIDE} (here {min(sets.train.shape[2:])}) and "
-            f"smoothed (Gaussian, {PIXEL_BLUR} px), "
-            f"1 - Pearson correlation on the overlap, the smallest over shifts of up to "
+    return (f"pixels averaged down to at most {PIXEL_SIDE}x{PIXEL_SIDE} (here {min(sets.train.shape[2:])}), "
+            f"1 - Pearson correlation on the overlap smoothed by a Gaussian of {PIXEL_BLUR} px, the smallest "
+            f"over shifts of up to "
             f"{max(r.shift[0] for r in tried)} px" + (f" and zooms {zooms[0]:.3g} to {zooms[-1]:.3g}" if len(zooms) > 1 else ""))
 
 

@@ -15,6 +15,11 @@ made-up content that a copier may have filled differently. The overlap is the sa
 pair at a given registration, so each registration is one exact search of
 ``metrics.knn.nearest_neighbours`` and the distance is the minimum over the registrations: the cost is
 that of the plain search times their number.
+
+``blur`` > 0 smooths both overlaps by a Gaussian of that many pixels (scipy's ``gaussian_filter``, edges
+repeated) before they are compared, so that pixel noise does not hide a copy. On the overlap, not on the
+whole images: smoothing first would mix the content beyond the overlap into its edge pixels, and an
+exactly shifted copy would no longer be at distance 0 from its source.
 """
 
 from __future__ import annotations
@@ -25,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy import ndimage
 
 from synthmed.metrics.knn import BLOCK, nearest_neighbours
 
@@ -73,17 +79,20 @@ def _resampled(images: np.ndarray, zoom: float, shift: tuple[int, int]) -> tuple
     return out.numpy(), (rows, cols)
 
 
-def _centred(x: np.ndarray) -> np.ndarray:
-    """Images as rows, each minus its mean: the cosine distance of two such rows is 1 - Pearson r."""
+def _centred(x: np.ndarray, blur: float) -> np.ndarray:
+    """Images (smoothed by ``blur`` pixels) as rows, each minus its mean: the cosine distance of two such
+    rows is 1 - Pearson r."""
+    if blur > 0:
+        x = ndimage.gaussian_filter(x, sigma=(0, 0, blur, blur), mode="nearest")
     rows = x.reshape(len(x), -1).astype(np.float64)
     return rows - rows.mean(axis=1, keepdims=True)
 
 
-def registered_pairs(queries: np.ndarray, references: np.ndarray, max_shift: float,
-                     max_scale: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+def registered_pairs(queries: np.ndarray, references: np.ndarray, max_shift: float, max_scale: float,
+                     blur: float = 0.0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Per registration (``registrations``), the query and reference images as centred float64 rows of
-    the pixels they share: the cosine distance of two such rows is their 1 - Pearson r there. Images are
-    (N, C, H, W) arrays of one shape."""
+    the pixels they share, each overlap smoothed by ``blur`` pixels: the cosine distance of two such rows
+    is their 1 - Pearson r there. Images are (N, C, H, W) arrays of one shape."""
     queries, references = np.asarray(queries, dtype=np.float32), np.asarray(references, dtype=np.float32)
     if queries.ndim != 4 or queries.shape[1:] != references.shape[1:] or not len(queries) or not len(references):
         raise ValueError(f"queries and references must be non-empty (N, C, H, W) images of one shape, "
@@ -91,19 +100,20 @@ def registered_pairs(queries: np.ndarray, references: np.ndarray, max_shift: flo
     for zoom, shift in registrations(queries.shape[2:], max_shift, max_scale):
         if zoom >= 1:  # the query shows the reference magnified: the reference is resampled onto the query's grid
             moved, (rows, cols) = _resampled(references, zoom, shift)
-            yield _centred(queries[:, :, rows, cols]), _centred(moved[:, :, rows, cols])
+            yield _centred(queries[:, :, rows, cols], blur), _centred(moved[:, :, rows, cols], blur)
         else:
             moved, (rows, cols) = _resampled(queries, 1 / zoom, shift)
-            yield _centred(moved[:, :, rows, cols]), _centred(references[:, :, rows, cols])
+            yield _centred(moved[:, :, rows, cols], blur), _centred(references[:, :, rows, cols], blur)
 
 
 def registered_nearest(queries: np.ndarray, references: np.ndarray, max_shift: float, max_scale: float,
-                       block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
+                       blur: float = 0.0, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
     """For every query image, the smallest 1 - Pearson r to a reference image over ``registrations``,
-    compared on the overlap, and that reference's index: ``(distances (Q,), indices (Q,))``. On equal
-    distances the earlier registration (the identity first) and then the lower index win."""
+    compared on the overlap (smoothed by ``blur`` pixels), and that reference's index: ``(distances (Q,),
+    indices (Q,))``. On equal distances the earlier registration (the identity first) and then the lower
+    index win."""
     best_d, best_i = np.full(len(queries), np.inf), np.zeros(len(queries), np.int64)
-    for q, r in registered_pairs(queries, references, max_shift, max_scale):
+    for q, r in registered_pairs(queries, references, max_shift, max_scale, blur):
         d, i = nearest_neighbours(q, r, block=block)
         closer = d[:, 0] < best_d
         best_d[closer], best_i[closer] = d[closer, 0], i[closer, 0]
