@@ -186,8 +186,8 @@ class PixelTable:
         self.d[:n, n:] = self.d[n:, :n].T
 
     def nearest(self, queries: np.ndarray, references: np.ndarray, max_shift: float,
-                max_scale: float) -> tuple[np.ndarray, np.ndarray]:
-        assert (max_shift, max_scale) == (DEFAULT_OPTIONS["max_shift"], DEFAULT_OPTIONS["max_scale"])
+                max_scale: float, blur: float) -> tuple[np.ndarray, np.ndarray]:
+        assert (max_shift, max_scale, blur) == (DEFAULT_OPTIONS["max_shift"], DEFAULT_OPTIONS["max_scale"], PIXEL_BLUR)
         d = self.d[np.ix_([self.row[x.tobytes()] for x in queries], [self.row[x.tobytes()] for x in references])]
         assert not np.isnan(d).any(), "a copy against a copy: not in the table"
         i = d.argmin(axis=1)
