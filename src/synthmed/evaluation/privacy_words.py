@@ -62,15 +62,18 @@ def describe(report: dict[str, Any]) -> list[str]:
     ]
     for name, test in tests.items():
         if name.startswith("copies/"):
+            beside = "" if test["in_verdict"] else (
+                " Beside the verdict, not part of it: images unlike any real one can gather near one training "
+                "image in this space without copying it; look at the closest pairs before acting on it.")
             lines.append(f"Copies in {report['spaces'][test['space']]}: {effect_words(name, test, confidence)} are "
                          f"closer to a training image than {_closer_than(test)} patients the generator never saw "
-                         f"(one image each); p = {test['p_value']:.2g}.")
+                         f"(one image each); p = {test['p_value']:.2g}.{beside}")
     lines += [
         f"Density attack (DOMIAS-style, beside the verdict, not part of it): AUC {d['auc']:.3f} "
         f"({_interval(d, confidence)}), p = {d['p_value']:.2g}, {d['n_members']} training against "
         f"{d['n_nonmembers']} unseen patients, with {d['n_reference']} other unseen patients as the reference.",
         f"How the verdict is reached: 'fail' when a test is significant after Holm's correction over its "
-        f"{len(tests)} tests at the {o['alpha']:g} level (the chance that a generator which leaks nothing is "
+        f"{sum(t['in_verdict'] for t in tests.values())} tests in the verdict at the {o['alpha']:g} level (the chance that a generator which leaks nothing is "
         f"flagged) and its effect reaches the threshold (membership AUC {o['mia_auc_threshold']:g}; copies "
         f"{percent(o['copy_excess_threshold'])} above chance); 'warn' when a test is significant below the "
         "threshold. This is an empirical audit of these images against these attacks, not a proof of privacy: "
