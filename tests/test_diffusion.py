@@ -67,6 +67,46 @@ def test_guidance_scale_zero_ignores_labels_and_the_scale_changes_the_images():
     torch.testing.assert_close(model.sample(labels, noise(), guidance_scale=3.0), plain, atol=1e-5, rtol=0)
 
 
+def test_a_guidance_interval_guides_only_the_steps_whose_noise_level_it_holds():
+    model = tiny_model(sample_steps=4)
+    labels = torch.tensor([[1.0, 0, 1], [0.0, 1, 0]])
+    noise = lambda: torch.Generator().manual_seed(2)  # noqa: E731
+    guided = model.sample(labels, noise(), guidance_scale=3.0)
+    plain = model.sample(labels, noise(), guidance_scale=1.0)
+    scheduler = model._sampling_schedule()
+    scheduler.set_timesteps(4)
+    sigmas = [float(((1 - scheduler.alphas_cumprod[t]) / scheduler.alphas_cumprod[t]).sqrt())
+              for t in scheduler.timesteps]
+    assert sigmas == sorted(sigmas, reverse=True)
+    # an interval holding every step's noise level is plain guidance; one holding none is no guidance
+    torch.testing.assert_close(model.sample(labels, noise(), guidance_scale=3.0, guidance_interval=(0, 1e9)), guided)
+    torch.testing.assert_close(model.sample(labels, noise(), guidance_scale=3.0,
+                                            guidance_interval=(sigmas[0], 1e9)), plain)
+    # (low, high]: leaving out the noisiest step only changes the images, and so does the model's own interval
+    skip_first = model.sample(labels, noise(), guidance_scale=3.0, guidance_interval=(0, sigmas[1]))
+    assert not torch.allclose(skip_first, guided) and not torch.allclose(skip_first, plain)
+    model.guidance_interval = [0.0, sigmas[1]]
+    torch.testing.assert_close(model.sample(labels, noise(), guidance_scale=3.0), skip_first)
+    # the same as guiding by hand at every step but the first
+    x = torch.randn((2, 1, 8, 8), generator=noise()) * scheduler.init_noise_sigma
+    for i, t in enumerate(scheduler.timesteps):
+        cond = model(x, t.expand(2), labels)
+        out = cond if i == 0 else model(x, t.expand(2), labels, drop=torch.ones(2, dtype=torch.bool)) * -2 + 3 * cond
+        x = scheduler.step(out, t, x).prev_sample
+    torch.testing.assert_close(x.clamp(-1, 1), skip_first, atol=1e-5, rtol=1e-5)
+
+
+def test_a_guidance_interval_in_the_config_reaches_the_sampler_and_older_configs_keep_their_keys():
+    from synthmed.training.diffusion import build_diffusion
+
+    config = config_from_dict({"model": "diffusion", "guidance_interval": [0, 5], **TINY_NET})
+    assert config.to_dict()["guidance_interval"] == [0.0, 5.0]
+    assert config_from_dict(config.to_dict()) == config
+    assert build_diffusion(config, 8, 3, 1).guidance_interval == [0.0, 5.0]
+    # unset, the key stays out of the config's dict: benchmark job keys hash it, so earlier jobs keep theirs
+    assert "guidance_interval" not in config_from_dict({"model": "diffusion"}).to_dict()
+
+
 def test_guidance_combines_the_two_branches_linearly():
     """One denoiser call on the doubled batch gives uncond + w * (cond - uncond)."""
     model = tiny_model()
@@ -86,6 +126,9 @@ def test_guidance_combines_the_two_branches_linearly():
     ({"model": "diffusion", "sample_steps": 0}, r"sample_steps = 0 must be an integer in \[1, 1000\]"),
     ({"model": "diffusion", "label_dropout": 1.0}, r"label_dropout = 1.0 must be in \[0, 1\)"),
     ({"model": "diffusion", "augment": "color"}, "augment = 'color' applies to the GANs only"),
+    ({"model": "diffusion", "guidance_interval": [3.0, 0.3]}, r"guidance_interval = \(3.0, 0.3\) must be two noise"),
+    ({"model": "diffusion", "guidance_interval": [0.3]}, r"guidance_interval = \[0.3\] must be a list of 2 numbers or null"),
+    ({"model": "diffusion", "guidance_interval": "all"}, r"guidance_interval = 'all' must be"),
     ({"model": "cpdgan", "augment": "color,flip"}, "augment = 'color,flip' unknown augmentation 'flip'"),
 ])
 def test_bad_diffusion_and_augmentation_keys_are_refused_by_name(values, message):

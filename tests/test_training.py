@@ -240,6 +240,8 @@ def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path)
 def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_path, capsys):
     from synthmed.cli import main
 
+    messages = []
+
     gan = start_run(config_from_dict({**TINY_TRAINING, "max_images": 160}), tiny_setting, tmp_path / "gan")
     quiet_train(gan)
     with pytest.raises(SystemExit) as exit_:
@@ -260,13 +262,29 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
     assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(early / "store" / "images_16.npy"))
     guided = generate(diffusion, tmp_path / "guided", guidance_scale=4.0, sample_steps=2, progress=False,
                       log=lambda m: None)
-    assert json.loads((guided / "card.json").read_text())["sampling_options"] == {"sample_steps": 2,
-                                                                                 "guidance_scale": 4.0}
+    assert json.loads((guided / "card.json").read_text())["sampling_options"] == {
+        "sample_steps": 2, "guidance_scale": 4.0, "guidance_interval": None}
     assert "guidance scale 4.0" in (guided / "card.md").read_text()
-    # the run's own settings are on the card too (TINY_DIFFUSION: 3 steps, the default guidance 2)
-    assert json.loads((plain / "card.json").read_text())["sampling_options"] == {"sample_steps": 3,
-                                                                                "guidance_scale": 2.0}
+    # the run's own settings are on the card too (TINY_DIFFUSION: 3 steps, the default guidance 2, every step)
+    assert json.loads((plain / "card.json").read_text())["sampling_options"] == {
+        "sample_steps": 3, "guidance_scale": 2.0, "guidance_interval": None}
     assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(guided / "store" / "images_16.npy"))
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", str(diffusion), "--out", str(tmp_path / "interval"), "--guidance-interval", "0", "5",
+              "--no-progress", "--no-png"])
+    assert exit_.value.code == 0
+    interval = tmp_path / "interval"
+    assert json.loads((interval / "card.json").read_text())["sampling_options"]["guidance_interval"] == [0.0, 5.0]
+    assert "guidance interval [0.0, 5.0]" in (interval / "card.md").read_text()
+    assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(interval / "store" / "images_16.npy"))
+    generate(diffusion, interval, guidance_interval=(0, 5), progress=False, log=messages.append)
+    assert "already holds this synthetic set" in messages[-1]  # the card's list is the same interval
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", str(diffusion), "--out", str(tmp_path / "bad"), "--guidance-interval", "5", "1",
+              "--no-progress"])
+    assert exit_.value.code == 2
+    assert "--guidance-interval 5.0 1.0 must be two noise levels 0 <= low < high" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
 
 
 def test_a_snapshot_from_before_full_size_is_refused_by_name(tiny_setting, tmp_path):

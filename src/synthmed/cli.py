@@ -183,6 +183,9 @@ def generate_command(
         help="diffusion: sampler steps (default: the run's sample_steps)")] = None,
     guidance_scale: Annotated[Optional[float], typer.Option(
         help="diffusion: classifier-free guidance scale, 1 = none (default: the run's guidance_scale)")] = None,
+    guidance_interval: Annotated[Optional[tuple[float, float]], typer.Option(
+        help="diffusion: guide only at steps whose noise level sigma is in (LOW, HIGH]; 0 1e9 = every step "
+             "(default: the run's guidance_interval)")] = None,
     snapshot: Annotated[Optional[str], typer.Option(
         help="sample a snapshot of the run (e.g. snapshots/generator_0000020000.pt) instead of generator.pt")] = None,
     png: Annotated[bool, typer.Option(help="also export PNG files and CheXpert-style CSVs")] = True,
@@ -192,8 +195,8 @@ def generate_command(
     """Make the synthetic train/val/test folds: one image per real row, with its label vector."""
     from synthmed.synthesis import generate
 
-    generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale, snapshot_file=snapshot,
-             export_png=png, overwrite=overwrite, progress=progress, log=console.print)
+    generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale,
+             guidance_interval=guidance_interval, snapshot_file=snapshot, export_png=png, overwrite=overwrite, progress=progress, log=console.print)
 
 
 @app.command("models")

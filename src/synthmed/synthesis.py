@@ -37,6 +37,7 @@ from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting, write_setting
 from synthmed.data.store import Store, write_images, write_store
 from synthmed.errors import ConfigError, DataError
+from synthmed.models.diffusion import interval_problem
 from synthmed.output_dir import check_output_path, claim_output_dir, staged_dir
 from synthmed.progress import progress_bar
 from synthmed.training.config import config_from_dict
@@ -95,11 +96,13 @@ def synthesize(sampler: torch.nn.Module, labels: np.ndarray, seed: int, device="
 
 
 def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
-             sample_steps: int | None = None, guidance_scale: float | None = None, snapshot_file: str | None = None,
+             sample_steps: int | None = None, guidance_scale: float | None = None,
+             guidance_interval: tuple[float, float] | None = None, snapshot_file: str | None = None,
              export_png: bool = True, overwrite: bool = False, progress: bool = True,
              log: Callable[[str], None] = print) -> Path:
-    """Write the synthetic set of a finished run (see the module docstring). ``sample_steps`` and
-    ``guidance_scale`` override a diffusion model's sampler settings; None keeps the run's.
+    """Write the synthetic set of a finished run (see the module docstring). ``sample_steps``,
+    ``guidance_scale`` and ``guidance_interval`` override a diffusion model's sampler settings; None
+    keeps the run's.
     ``snapshot_file`` samples an intermediate snapshot of the run instead of its final generator."""
     run = RunDir(run_dir)
     out = check_output_path(out if out is not None else run.path / "synthetic")
@@ -109,8 +112,12 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         raise ConfigError(f"--sample-steps {sample_steps} must be in [1, 1000]")
     if guidance_scale is not None and guidance_scale < 0:
         raise ConfigError(f"--guidance-scale {guidance_scale} must be >= 0 (1 = no guidance)")
-    options = sampling_options(sampler, {"sample_steps": sample_steps, "guidance_scale": guidance_scale},
-                               snapshot["config"]["model"])
+    if guidance_interval is not None:
+        if problem := interval_problem(guidance_interval):
+            raise ConfigError(f"--guidance-interval {' '.join(map(str, guidance_interval))} {problem}")
+        guidance_interval = [float(v) for v in guidance_interval]  # as the card's JSON gives it back
+    options = sampling_options(sampler, {"sample_steps": sample_steps, "guidance_scale": guidance_scale,
+                                         "guidance_interval": guidance_interval}, snapshot["config"]["model"])
     info = run.read_info()
     summary = run.read_summary() or {
         "images_seen": snapshot["images_seen"], "stop_reason": "still training", "best_fid": None,
@@ -271,7 +278,7 @@ def _generator_lines(card: dict[str, Any]) -> list[str]:
         f"- best FD during training: {'none' if card['best_fid'] is None else format(card['best_fid'], '.2f')} "
         f"({card['fid_extractor']})",
         f"- generation seed: {card['generation_seed']}"
-        + "".join(f"; {k.replace('_', ' ')} {v}" for k, v in card["sampling_options"].items()),
+        + "".join(f"; {k.replace('_', ' ')} {v}" for k, v in card["sampling_options"].items() if v is not None),
     ]
 
 

@@ -42,7 +42,8 @@ def _check_proggan_resolution(config: TrainConfig, resolution: int) -> None:
 
 
 def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
-    from synthmed.models.diffusion import NOISE_SCHEDULES, PREDICTIONS, SAMPLERS  # imports torch: only here
+    # imports torch: only here
+    from synthmed.models.diffusion import NOISE_SCHEDULES, PREDICTIONS, SAMPLERS, interval_problem
 
     if c.augment:
         fail("augment", "applies to the GANs only (the diffusion model has no discriminator)")
@@ -64,6 +65,8 @@ def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
         fail("label_dropout", "must be in [0, 1)")
     if c.guidance_scale < 0:
         fail("guidance_scale", "must be >= 0 (1 = no guidance)")
+    if c.guidance_interval is not None and (problem := interval_problem(c.guidance_interval)):
+        fail("guidance_interval", problem)
 
 
 CPDGAN = Generator(

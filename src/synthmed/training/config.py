@@ -53,6 +53,7 @@ class TrainConfig:
     sampler: str = "dpm-solver++"  # or "ddim"
     sample_steps: int = 20
     guidance_scale: float = 2.0  # 1 = conditional branch only, no guidance
+    guidance_interval: tuple[float, float] | None = None  # guide only where the noise level sigma is in (low, high]
     # prog-GAN growth: each fade-in and stabilisation phase lasts phase_images real images
     start_resolution: int = 8
     phase_images: int | dict[int, int] = 1_400_000  # a number, or one per final resolution
@@ -95,6 +96,10 @@ class TrainConfig:
         data = dataclasses.asdict(self)
         if not self.model_options:  # the built-in models have none: their configs and digests stay as they were
             del data["model_options"]
+        if self.guidance_interval is None:  # likewise the configs from before the key (benchmark job keys hash them)
+            del data["guidance_interval"]
+        else:
+            data["guidance_interval"] = list(self.guidance_interval)
         data["betas"] = list(self.betas)
         channels = self.unet_channels
         data["unet_channels"] = ({r: list(v) for r, v in channels.items()} if isinstance(channels, dict)
@@ -120,8 +125,9 @@ def load_config(preset_or_path: str | Path, overrides: dict[str, Any] | None = N
 def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConfig:
     check_values(values, field_types(TrainConfig), where)  # names and types before any comparison
     values = dict(values)
-    if "betas" in values:
-        values["betas"] = tuple(float(b) for b in values["betas"])
+    for key in ("betas", "guidance_interval"):
+        if values.get(key) is not None:
+            values[key] = tuple(float(b) for b in values[key])
     if isinstance(values.get("unet_channels"), (list, tuple)):
         values["unet_channels"] = tuple(values["unet_channels"])
     if isinstance(values.get("unet_channels"), dict):

@@ -24,7 +24,8 @@ def build_diffusion(config: TrainConfig, resolution: int, label_dim: int, image_
         resolution, label_dim, image_channels, unet_channels=config.for_resolution(resolution).unet_channels,
         layers_per_block=config.layers_per_block, attention=config.attention, prediction=config.prediction,
         noise_schedule=config.noise_schedule, train_timesteps=config.train_timesteps, sampler=config.sampler,
-        sample_steps=config.sample_steps, guidance_scale=config.guidance_scale)
+        sample_steps=config.sample_steps, guidance_scale=config.guidance_scale,
+        guidance_interval=config.guidance_interval)
 
 
 class DiffusionTraining:
