@@ -23,6 +23,8 @@ and costs variety, and every unguided step costs one denoiser evaluation instead
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -33,7 +35,7 @@ SAMPLERS = ("dpm-solver++", "ddim")
 NOISE_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")
 
 
-def interval_problem(interval) -> str | None:
+def interval_problem(interval: Sequence[float]) -> str | None:
     """What is wrong with a guidance interval (low, high), or None."""
     if len(interval) != 2 or not 0 <= interval[0] < interval[1] < float("inf"):
         return "must be two noise levels 0 <= low < high, finite (0 1e9 guides at every step)"
