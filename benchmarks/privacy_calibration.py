@@ -325,8 +325,8 @@ def tables(result: dict) -> str:
     lines += [f"| {r['n']:,} | {100 * r['rate']:g} % ({r['planted']}) | {r['fail']['n']} | {pct(r['not_pass'])} | "
               f"{above(r)} | {pct(r['fail'])} | {' / '.join(pct(a) for a in r['alone'].values())} |"
               for r in result["simulated"]]
-    lines += ["", f"| patients per set (images: train / holdout / synthetic) | planted | not pass (95 % CI) | {level} | "
-              "fail (95 % CI) | copies found, features: noise / shift / crop / contrast | found, pixels |",
+    lines += ["", "| patients per set (images: train / holdout / synthetic) | planted | not pass (95 % CI) | "
+              f"{level} | fail (95 % CI) | copies found, features: noise / shift / crop / contrast | found, pixels |",
               "|---|---|---|---|---|---|---|"]
     for r in result["power"]:
         found = {s: " / ".join("-" if r["copies_found"][f"{s}/{k}"] is None else f"{r['copies_found'][f'{s}/{k}']:.2f}"

@@ -127,7 +127,8 @@ def test_guidance_combines_the_two_branches_linearly():
     ({"model": "diffusion", "label_dropout": 1.0}, r"label_dropout = 1.0 must be in \[0, 1\)"),
     ({"model": "diffusion", "augment": "color"}, "augment = 'color' applies to the GANs only"),
     ({"model": "diffusion", "guidance_interval": [3.0, 0.3]}, r"guidance_interval = \(3.0, 0.3\) must be two noise"),
-    ({"model": "diffusion", "guidance_interval": [0.3]}, r"guidance_interval = \[0.3\] must be a list of 2 numbers or null"),
+    ({"model": "diffusion", "guidance_interval": [0.3]},
+     r"guidance_interval = \[0.3\] must be a list of 2 numbers or null"),
     ({"model": "diffusion", "guidance_interval": "all"}, r"guidance_interval = 'all' must be"),
     ({"model": "cpdgan", "augment": "color,flip"}, "augment = 'color,flip' unknown augmentation 'flip'"),
 ])

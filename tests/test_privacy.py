@@ -112,7 +112,8 @@ def test_verdict_needs_significance_and_an_effect_and_holds_the_tests_together()
     half = np.concatenate([copies[:100], _data(9)[2][100:]])
     lenient = _audit(train, holdout, half, mia_auc_threshold=0.99, copy_excess_threshold=0.9)
     assert lenient["verdict"] == "warn" and lenient["reason"].startswith("warn: ")
-    assert lenient["decided_by"] == min(("membership", "copies/pixels"), key=lambda k: lenient["tests"][k]["p_adjusted"])
+    assert lenient["decided_by"] == min(("membership", "copies/pixels"),
+                                        key=lambda k: lenient["tests"][k]["p_adjusted"])
     assert lenient["options"]["mia_auc_threshold"] == 0.99 and lenient["options"]["seed"] == 0
 
 

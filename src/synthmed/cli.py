@@ -196,7 +196,8 @@ def generate_command(
     from synthmed.synthesis import generate
 
     generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale,
-             guidance_interval=guidance_interval, snapshot_file=snapshot, export_png=png, overwrite=overwrite, progress=progress, log=console.print)
+             guidance_interval=guidance_interval, snapshot_file=snapshot, export_png=png, overwrite=overwrite,
+             progress=progress, log=console.print)
 
 
 @app.command("models")

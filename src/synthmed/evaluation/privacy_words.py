@@ -73,10 +73,11 @@ def describe(report: dict[str, Any]) -> list[str]:
         f"({_interval(d, confidence)}), p = {d['p_value']:.2g}, {d['n_members']} training against "
         f"{d['n_nonmembers']} unseen patients, with {d['n_reference']} other unseen patients as the reference.",
         f"How the verdict is reached: 'fail' when a test is significant after Holm's correction over its "
-        f"{sum(t['in_verdict'] for t in tests.values())} tests in the verdict at the {o['alpha']:g} level (the chance that a generator which leaks nothing is "
-        f"flagged) and its effect reaches the threshold (membership AUC {o['mia_auc_threshold']:g}; copies "
-        f"{percent(o['copy_excess_threshold'])} above chance); 'warn' when a test is significant below the "
-        "threshold. This is an empirical audit of these images against these attacks, not a proof of privacy: "
-        "it gives no differential-privacy guarantee and cannot see leaks that these attacks miss.",
+        f"{sum(t['in_verdict'] for t in tests.values())} tests in the verdict at the {o['alpha']:g} level (the "
+        "chance that a generator which leaks nothing is flagged) and its effect reaches the threshold (membership "
+        f"AUC {o['mia_auc_threshold']:g}; copies {percent(o['copy_excess_threshold'])} above chance); 'warn' when "
+        "a test is significant below the threshold. This is an empirical audit of these images against these "
+        "attacks, not a proof of privacy: it gives no differential-privacy guarantee and cannot see leaks that "
+        "these attacks miss.",
     ]
     return lines
