@@ -16,7 +16,7 @@ import yaml
 
 from helpers import write_br35h_tree
 from synthmed.benchmark.executors import run_local
-from synthmed.benchmark.jobs import expand, job_state
+from synthmed.benchmark.jobs import LABEL_CHECK_SEED, expand, job_state
 from synthmed.benchmark.presets import load_preset, preset_names, resolve_preset
 from synthmed.benchmark.results import read_results
 from synthmed.benchmark.runner import benchmark_status, count_jobs, load_jobs, run_benchmark
@@ -154,13 +154,16 @@ def test_each_seed_runs_with_its_own_seed_and_its_own_job_key(name):
         # through the jobs they read.
         if job.stage in ("train", "real-classifier", "utility"):
             assert job.params["config"]["seed"] == job.labels["seed"], job.id
+        if job.stage == "label-check":  # another seed than the real classifier that scores the sets
+            assert job.params["config"]["seed"] == LABEL_CHECK_SEED + job.labels["seed"], job.id
         if job.stage == "importance":
             assert job.params["seed"] == job.labels["seed"], job.id
         where = (job.stage, *(job.labels.get(k) for k in ("dimension", "setting", "model")))
         keys.setdefault(where, set()).add(job.id.rsplit("-", 1)[1])  # the id ends in the key's hash
     assert {len(hashes) for hashes in keys.values()} == {3}
+    checked = any(entry.get("label_check_tries") for entry in load_preset(name).models.values())
     assert {stage for stage, *_ in keys} == {"train", "generate", "real-classifier", "utility", "fidelity", "privacy",
-                                             "importance"}
+                                             "importance", *(["label-check"] if checked else [])}
 
 
 def test_the_cpu_samples_preset_gives_every_setting_the_same_smaller_budget():
@@ -198,6 +201,28 @@ def test_a_changed_number_reaches_only_the_jobs_downstream_of_it(tmp_path):
     assert {j.stage for j in changed} == {"train", "generate", "utility", "fidelity", "privacy", "importance"}
 
 
+def test_a_label_check_adds_one_classifier_of_another_seed_read_only_by_the_checked_models(tmp_path):
+    path = tiny_preset(tmp_path, settings=1, seeds=2)
+    plain = {j.id: j for j in expand(load_preset(path))}
+    values = yaml.safe_load(path.read_text())
+    values["models"]["cpdgan"]["label_check_tries"] = 3
+    jobs = {j.id: j for j in expand(resolve_preset(values))}
+    checks = {j.labels["seed"]: j for j in jobs.values() if j.stage == "label-check"}
+    real = {j.labels["seed"]: j for j in jobs.values() if j.stage == "real-classifier"}
+    assert sorted(checks) == [0, 1]  # one per setting and seed
+    for seed, check in checks.items():
+        assert check.params["config"] == {**real[seed].params["config"], "seed": LABEL_CHECK_SEED + seed}
+    for job in jobs.values():
+        if job.stage == "generate":
+            checked = job.labels["model"] == "cpdgan"
+            assert (job.inputs.get("label_check") == checks[job.labels["seed"]].id) == checked
+            assert job.params == ({"label_check_tries": 3} if checked else {})
+    # prog-GAN's jobs and the real classifiers keep their keys; cpD-GAN's sets and what reads them change
+    changed = {j.stage for i, j in jobs.items() if i not in plain and j.stage != "label-check"}
+    assert changed == {"generate", "utility", "fidelity", "privacy", "importance"}
+    assert all(jobs[i].labels.get("model") == "cpdgan" for i in jobs if i not in plain and jobs[i].stage != "label-check")
+
+
 @pytest.mark.parametrize("change, message", [
     ({"colour": 1}, "unknown key"),
     ({"dimensions": ["classes"]}, "not in the settings preset"),
@@ -208,6 +233,8 @@ def test_a_changed_number_reaches_only_the_jobs_downstream_of_it(tmp_path):
     ({"shared_stop": "yes"}, "shared_stop = 'yes' must be true or false"),
     ({"privacy": {"copy_rate": 0.1}}, r"privacy: unknown key\(s\) \['copy_rate'\]"),
     ({"privacy": {"alpha": 0.9}}, r"privacy: alpha = 0.9 must be a number in \(0, 0.5\]"),
+    ({"models": {"cpdgan": {"config": "cpdgan-cpu", "label_check_tries": 11}}},
+     r"models.cpdgan.label_check_tries must be in \[0, 10\] \(0 = no label check\), got 11"),
 ])
 def test_bad_presets_are_refused_with_the_field_named(tmp_path, change, message):
     values = {**yaml.safe_load(tiny_preset(tmp_path).read_text()), **change}

@@ -3,15 +3,21 @@ contract of a synthetic set), in the store, the setting and the PNG export alike
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
+import pytest
 import torch
 from PIL import Image
 
 import synthmed.synthesis
-from helpers import TINY_TRAINING, array_source, one_setting
+from helpers import TINY_TRAINING, array_source, one_setting, run_cli
+from synthmed._io import sha256_file
 from synthmed.data import BenchmarkSetting, prepare
 from synthmed.data.records import SPLITS
+from synthmed.errors import UserError
 from synthmed.synthesis import generate
 from synthmed.training.config import config_from_dict
 from synthmed.training.loop import start_run
@@ -38,7 +44,8 @@ def painted_labels(images: np.ndarray, n_labels: int) -> np.ndarray:
     return (painted // 255).astype(np.uint8)
 
 
-def test_synthetic_image_i_is_made_from_label_vector_i(tmp_path, monkeypatch):
+def _painted_run(tmp_path: Path, monkeypatch, painter: LabelPainter) -> tuple[BenchmarkSetting, Path]:
+    """A 16 px setting of three labels and a run whose generator is ``painter``."""
     store = prepare(array_source(n_labels=3), tmp_path / "store", resolutions=[16], workers=1, progress=False,
                     log=lambda m: None)
     real = BenchmarkSetting(one_setting(store, tmp_path / "settings", 16))
@@ -47,7 +54,12 @@ def test_synthetic_image_i_is_made_from_label_vector_i(tmp_path, monkeypatch):
     # a generator snapshot as training leaves it, whose sampler is the painter
     torch.save({"state_dict": {}, "config": config.to_dict(), "resolution": 16, "label_names": real.label_names,
                 "image_channels": 1, "images_seen": 0}, run / "generator.pt")
-    monkeypatch.setattr(synthmed.synthesis, "load_sampler", lambda snapshot, config: LabelPainter(16))
+    monkeypatch.setattr(synthmed.synthesis, "load_sampler", lambda snapshot, config: painter)
+    return real, run
+
+
+def test_synthetic_image_i_is_made_from_label_vector_i(tmp_path, monkeypatch):
+    real, run = _painted_run(tmp_path, monkeypatch, LabelPainter(16))
     monkeypatch.setattr(synthmed.synthesis, "BATCH", 7)  # several batches per fold
 
     out = generate(run, progress=False, log=lambda m: None)
@@ -65,3 +77,86 @@ def test_synthetic_image_i_is_made_from_label_vector_i(tmp_path, monkeypatch):
     # the store on its own (what a release packs): image row i shows label row i
     images, labels = np.load(out / "store" / "images_16.npy"), np.load(out / "store" / "labels.npy")
     np.testing.assert_array_equal(painted_labels(images, n_labels), labels)
+
+
+# ---- the label check (label_check.py) ---------------------------------------------------------------
+
+
+class SometimesWrongPainter(LabelPainter):
+    """Paints the inverted label vector for about half of the rows, chosen by the noise, so that a
+    new draw of the noise can put a row right."""
+
+    def sample(self, labels: torch.Tensor, noise: torch.Generator) -> torch.Tensor:
+        wrong = torch.rand(len(labels), generator=noise) < 0.5
+        return super().sample(torch.where(wrong[:, None], 1 - labels, labels), noise)
+
+
+class PaintReader:
+    """A stand-in classifier of the real data that reads the painted label pixels exactly."""
+
+    def __init__(self, n_labels: int) -> None:
+        self.n_labels = n_labels
+
+    def predict(self, images: np.ndarray) -> np.ndarray:
+        return painted_labels(images, self.n_labels).astype(np.float32)
+
+
+def test_the_label_check_makes_off_label_rows_again_and_only_those(tmp_path, monkeypatch):
+    from synthmed.label_check import LabelCheck
+
+    real, run = _painted_run(tmp_path, monkeypatch, SometimesWrongPainter(16))
+    n_labels = len(real.label_names)
+    plain = BenchmarkSetting(generate(run, tmp_path / "plain", progress=False, log=lambda m: None) / "setting")
+    check = LabelCheck(PaintReader(n_labels), "0" * 64, tries=8)
+    monkeypatch.setattr(synthmed.synthesis, "load_label_check", lambda path, tries, *args: check)
+    out = generate(run, tmp_path / "checked", label_check=tmp_path / "any.pt", progress=False, log=lambda m: None)
+    checked, card = BenchmarkSetting(out / "setting"), json.loads((out / "card.json").read_text())
+    for fold in SPLITS:
+        labels = real.labels(fold)
+        np.testing.assert_array_equal(checked.labels(fold), labels)  # same rows, same labels
+        was_right = (painted_labels(plain.images(fold), n_labels) == labels).all(axis=1)
+        assert 0 < was_right.sum() < len(labels), "the painter should get some rows wrong and some right"
+        np.testing.assert_array_equal(checked.images(fold)[was_right], plain.images(fold)[was_right])  # kept
+        now_right = (painted_labels(checked.images(fold), n_labels) == labels).all(axis=1)
+        counts = card["label_check"]["off_label_rows"][fold]
+        assert counts[0] == (~was_right).sum() and counts[-1] == (~now_right).sum()
+        assert counts[-1] <= counts[0] / 8, "a fair coin per try should leave few rows wrong after 8 tries"
+    assert "label check:" in (out / "card.md").read_text()
+    # the same options find the set already made; another number of tries is another set
+    messages = []
+    generate(run, out, label_check=tmp_path / "any.pt", progress=False, log=messages.append)
+    assert "already holds this synthetic set" in messages[0]
+    check.tries = 2
+    with pytest.raises(UserError, match="overwrite"):
+        generate(run, out, label_check=tmp_path / "any.pt", progress=False, log=lambda m: None)
+
+
+def test_the_label_check_refuses_a_classifier_that_cannot_read_the_setting(tmp_path, monkeypatch, capsys):
+    from synthmed.evaluation.classifier import Classifier, ClassifierConfig
+
+    real, run = _painted_run(tmp_path, monkeypatch, LabelPainter(16))
+    other = tmp_path / "other_labels.pt"
+    Classifier(ClassifierConfig(input_size=32), 1, ["a", "b", "c"]).save(other)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint")
+    for path, tries, message in [(other, 3, "the classifier reads labels \\['a', 'b', 'c'\\]"),
+                                 (garbage, 3, "is not a synthmed classifier file"),
+                                 (tmp_path / "missing.pt", 3, "no such classifier file"),
+                                 (other, 0, "--label-check-tries 0 must be in \\[1, 10\\]")]:
+        with pytest.raises(UserError, match=message) as caught:
+            generate(run, tmp_path / "out", label_check=path, label_check_tries=tries, progress=False,
+                     log=lambda m: None)
+        assert tries == 0 or str(path) in str(caught.value)
+        assert not (tmp_path / "out").exists()  # refused before anything is written
+    # from the command line: one line that names the file, exit status 2
+    assert run_cli(["generate", str(run), "--out", str(tmp_path / "out"), "--label-check", str(garbage)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and str(garbage) in error and "is not a synthmed classifier file" in error
+    # a classifier of the setting's labels (untrained here) is read as it is, and the card names it by hash
+    fitting = tmp_path / "fitting.pt"
+    Classifier(ClassifierConfig(input_size=32), 1, real.label_names).save(fitting)
+    out = generate(run, tmp_path / "out", label_check=fitting, label_check_tries=1, progress=False,
+                   log=lambda m: None)
+    card = json.loads((out / "card.json").read_text())["label_check"]
+    assert card["classifier_sha256"] == sha256_file(fitting) and card["tries"] == 1
+    assert str(fitting) not in (out / "card.json").read_text()  # the card records no local path

@@ -10,7 +10,8 @@ import pytest
 import torch
 from sklearn.metrics import roc_auc_score
 
-from helpers import FAST_CLASSIFIER, FINDING_NAMES, finding_images, finding_setting
+from helpers import FAST_CLASSIFIER, FINDING_NAMES, finding_images, finding_setting, run_cli
+from synthmed.data.settings import BenchmarkSetting
 from synthmed.evaluation.classifier import (
     Classifier,
     ClassifierConfig,
@@ -182,3 +183,17 @@ def test_evaluate_utility_writes_all_numbers_and_reuses_the_real_classifier(tmp_
     again = evaluate_utility(real, synthetic, config, out, log=logs.append, progress=False)
     assert again["real_classifier"]["reused"] is True and any("reusing" in m for m in logs)
     assert again["auc_real"] == result["auc_real"]
+
+
+def test_the_real_classifier_alone_from_the_cli_is_the_one_evaluate_utility_trains(tmp_path, capsys):
+    real, synthetic = finding_setting(tmp_path, "real", seed=4), finding_setting(tmp_path, "synthetic", seed=5)
+    sets = ["max_epochs=1", "batch_size=16", "lr=0.001", "threads=1", "seed=1000"]
+    assert run_cli(["evaluate", "real-classifier", "--real", str(real), "--out", str(tmp_path / "checker"),
+                    "--no-progress", *[a for s in sets for a in ("--set", s)]]) == 0
+    assert "mean AUROC on the real test fold" in capsys.readouterr().out
+    alone, _ = load_classifier(tmp_path / "checker" / "real_classifier.pt")
+    config = ClassifierConfig(max_epochs=1, **FAST_CLASSIFIER, seed=1000)
+    evaluate_utility(real, synthetic, config, tmp_path / "utility", log=lambda m: None, progress=False)
+    paired, _ = load_classifier(tmp_path / "utility" / "real_classifier.pt")
+    images = BenchmarkSetting(synthetic).images("test")  # the same seed and config: the same network
+    np.testing.assert_array_equal(alone.predict(images), paired.predict(images))

@@ -188,6 +188,10 @@ def generate_command(
              "(default: the run's guidance_interval)")] = None,
     snapshot: Annotated[Optional[str], typer.Option(
         help="sample a snapshot of the run (e.g. snapshots/generator_0000020000.pt) instead of generator.pt")] = None,
+    label_check: Annotated[Optional[Path], typer.Option(
+        help="a classifier of the real data (`synthmed evaluate real-classifier --set seed=1000`: another seed than "
+             "the one that will score the set): rows it reads against their label are made again")] = None,
+    label_check_tries: Annotated[int, typer.Option(help="with --label-check: new images tried per off-label row")] = 3,
     png: Annotated[bool, typer.Option(help="also export PNG files and CheXpert-style CSVs")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace another synthetic set in --out")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -196,8 +200,9 @@ def generate_command(
     from synthmed.synthesis import generate
 
     generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale,
-             guidance_interval=guidance_interval, snapshot_file=snapshot, export_png=png, overwrite=overwrite,
-             progress=progress, log=console.print)
+             guidance_interval=guidance_interval, snapshot_file=snapshot, label_check=label_check,
+             label_check_tries=label_check_tries, export_png=png, overwrite=overwrite, progress=progress,
+             log=console.print)
 
 
 @app.command("models")
@@ -253,6 +258,27 @@ def evaluate_utility_command(
 
     config = ClassifierConfig.from_dict(_parse_sets(set_))
     evaluate_utility(real, synthetic, config, out, log=console.print, progress=progress)
+
+
+@evaluate_app.command("real-classifier")
+def evaluate_real_classifier_command(
+    real: RealSetting,
+    out: Annotated[Path, typer.Option("--out", "-o", help=f"directory for {REAL_CLASSIFIER}")],
+    set_: ClassifierSets = [],
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
+) -> None:
+    """Train DenseNet-121 on the real setting alone (e.g. with --set seed=1000, for `generate --label-check`)."""
+    from synthmed.data.settings import BenchmarkSetting
+    from synthmed.evaluation.classifier import ClassifierConfig
+    from synthmed.evaluation.eval_dir import EvalDir
+    from synthmed.evaluation.utility import real_classifier
+    from synthmed.metrics.auroc import auroc_per_label
+
+    config = ClassifierConfig.from_dict(_parse_sets(set_))
+    setting, path = BenchmarkSetting(real), EvalDir.for_writing(out).real_classifier
+    model, _, _ = real_classifier(setting, config, path, console.print, progress)
+    auc = auroc_per_label(setting.labels("test"), model.predict(setting.images("test")), setting.label_names)["mean"]
+    console.print(f"{path}: mean AUROC on the real test fold {'undefined' if auc is None else format(auc, '.4f')}")
 
 
 @evaluate_app.command("fidelity")

@@ -37,6 +37,7 @@ from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting, write_setting
 from synthmed.data.store import Store, write_images, write_store
 from synthmed.errors import ConfigError, DataError
+from synthmed.label_check import load_label_check
 from synthmed.models.diffusion import interval_problem
 from synthmed.output_dir import check_output_path, claim_output_dir, staged_dir
 from synthmed.progress import progress_bar
@@ -98,12 +99,15 @@ def synthesize(sampler: torch.nn.Module, labels: np.ndarray, seed: int, device="
 def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
              sample_steps: int | None = None, guidance_scale: float | None = None,
              guidance_interval: tuple[float, float] | None = None, snapshot_file: str | None = None,
+             label_check: str | os.PathLike | None = None, label_check_tries: int = 3,
              export_png: bool = True, overwrite: bool = False, progress: bool = True,
              log: Callable[[str], None] = print) -> Path:
     """Write the synthetic set of a finished run (see the module docstring). ``sample_steps``,
     ``guidance_scale`` and ``guidance_interval`` override a diffusion model's sampler settings; None
     keeps the run's.
-    ``snapshot_file`` samples an intermediate snapshot of the run instead of its final generator."""
+    ``snapshot_file`` samples an intermediate snapshot of the run instead of its final generator.
+    ``label_check`` (a classifier file of the real data) makes off-label rows again, up to
+    ``label_check_tries`` times (``label_check.py``)."""
     run = RunDir(run_dir)
     out = check_output_path(out if out is not None else run.path / "synthetic")
     sampler, snapshot = load_generator(run.path, snapshot=snapshot_file)
@@ -127,30 +131,40 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         raise DataError(f"the generator was trained on labels {snapshot['label_names']}, the setting now has "
                         f"{setting.label_names}", file=info["setting"])
     seed = int(snapshot["config"]["seed"] if seed is None else seed)
+    folds = {fold: setting.labels(fold) for fold in SPLITS}
+    resolution = int(snapshot["resolution"])
+    first = sampler.sample(torch.from_numpy(folds["train"][:1].astype(np.float32)), torch.Generator().manual_seed(0),
+                           **options)
+    if first.shape[-1] != resolution:  # e.g. a prog-GAN snapshot from before it had grown to the setting's size
+        raise DataError(f"makes {first.shape[-1]} px images, the setting is {resolution} px: choose a snapshot from "
+                        "after the generator reached full size", file=generator_file)
+    check = None if label_check is None else load_label_check(label_check, label_check_tries, setting.label_names,
+                                                              int(first.shape[1]), resolution)
 
     def same() -> bool:
         card = read_json(out / CARD)
         return (card.get("generation_seed") == seed and card.get("sampling_options", {}) == options  # get: an
-                and card.get("generator_sha256") == sha256_file(generator_file))  # imported set has neither
+                and card.get("generator_sha256") == sha256_file(generator_file)  # imported set has neither
+                and {k: v for k, v in (card.get("label_check") or {}).items() if k != "off_label_rows"}
+                == (check.identity() if check else {}))
 
     if claim_output_dir(out, CARD, "a synthetic set", same=same, overwrite=overwrite):
         log(f"{out} already holds this synthetic set; nothing to do")
         return out
 
-    folds = {fold: setting.labels(fold) for fold in SPLITS}
-    resolution = int(snapshot["resolution"])
-    made = sampler.sample(torch.from_numpy(folds["train"][:1].astype(np.float32)), torch.Generator().manual_seed(0),
-                          **options).shape[-1]
-    if made != resolution:  # e.g. a prog-GAN snapshot from before it had grown to the setting's size
-        raise DataError(f"makes {made} px images, the setting is {resolution} px: choose a snapshot from after the "
-                        "generator reached full size", file=generator_file)
-    images = {}
+    images, off_label = {}, {}
     with progress_bar(sum(len(v) for v in folds.values()), "generating", progress) as bar:
         for fold, labels in folds.items():
             images[fold] = synthesize(sampler, labels, _fold_seed(seed, fold), options=options, on_batch=bar.advance)
+            if check is not None:
+                images[fold], off_label[fold] = check.resample(images[fold], labels, lambda rows, attempt: synthesize(
+                    sampler, labels[rows], _fold_seed(seed, f"{fold}/retry-{attempt}"), options=options))
+                log(f"label check, {fold}: off-label rows {' -> '.join(map(str, off_label[fold]))} "
+                    f"of {len(labels)} (before the first try, then after each)")
+    checked = None if check is None else {**check.identity(), "off_label_rows": off_label}
     write_set(out, images, folds, setting, resolution, snapshot["config"]["model"], seed, export_png,
               lambda store: _card(generator_file, snapshot_file or GENERATOR, info, summary, snapshot, setting,
-                                  folds, seed, options, store))
+                                  folds, seed, options, checked, store))
     log(f"synthetic set: {sum(len(v) for v in folds.values())} images in {out}")
     return out
 
@@ -220,7 +234,7 @@ def label_counts(folds: dict[str, np.ndarray], label_names: list[str]) -> dict[s
     return {fold: dict(zip(label_names, folds[fold].sum(axis=0).astype(int).tolist())) for fold in SPLITS}
 
 
-def _card(generator_file, generator_name, info, summary, snapshot, setting, folds, seed, options,
+def _card(generator_file, generator_name, info, summary, snapshot, setting, folds, seed, options, label_check,
           store) -> dict[str, Any]:
     return {
         "model": snapshot["config"]["model"],
@@ -240,6 +254,7 @@ def _card(generator_file, generator_name, info, summary, snapshot, setting, fold
         "generator_sha256": sha256_file(generator_file),
         "generation_seed": seed,
         "sampling_options": options,
+        "label_check": label_check,
         "images_per_fold": {fold: int(len(folds[fold])) for fold in SPLITS},
         "label_counts": label_counts(folds, setting.label_names),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -279,7 +294,17 @@ def _generator_lines(card: dict[str, Any]) -> list[str]:
         f"({card['fid_extractor']})",
         f"- generation seed: {card['generation_seed']}"
         + "".join(f"; {k.replace('_', ' ')} {v}" for k, v in card["sampling_options"].items() if v is not None),
+        *_label_check_lines(card.get("label_check")),
     ]
+
+
+def _label_check_lines(check: dict[str, Any] | None) -> list[str]:
+    if not check:
+        return []
+    counts = "; ".join(f"{fold} {' -> '.join(map(str, n))}" for fold, n in check["off_label_rows"].items())
+    return [f"- label check: rows that a classifier of the real data (sha256 `{check['classifier_sha256'][:16]}`) "
+            f"read against their label were made again, up to {check['tries']} times; off-label rows before the "
+            f"first try, then after each: {counts}"]
 
 
 def _imported_lines(card: dict[str, Any]) -> list[str]:

@@ -5,6 +5,8 @@
     prepare -> settings -> train (per model, setting, seed) -> generate
                         -> import (per external model, setting, seed: a set made elsewhere, external.py)
                         -> real-classifier (per setting, seed; shared by the models)
+                        -> label-check (per setting, seed, when a model has label_check_tries)
+    train + label-check -> generate (the label check's classifier is another seed of the real one)
     generate or import + real-classifier -> utility, fidelity, privacy;  utility -> importance
 
 With ``shared_stop`` the trainings of seeds 1..n also read seed 0's training of their setting
@@ -36,6 +38,9 @@ from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.training.config import load_config
 
 JOB_FORMAT = 1  # bump when a stage's outputs change meaning: every key changes with it
+# the label check's classifier differs from the real classifier that scores the sets only in its seed,
+# so that the real classifier's AUROC on the synthetic test fold does not grade its own choice
+LABEL_CHECK_SEED = 1000
 HARDWARE_KEYS = ("device", "threads")  # where a job runs does not change what it computes
 STATES = ("done", "running", "failed", "pending")
 
@@ -85,6 +90,10 @@ def expand(preset: BenchmarkPreset) -> list[Job]:
             real = _make("real-classifier", {**setting, "config": classifier}, {"settings": settings.id},
                          {**where, "model": "real", "seed": seed})
             jobs.append(real)  # first: every evaluation waits for it, so it runs beside the trainings
+            checker = None
+            if any(entry.get("label_check_tries") for entry in models.values()):
+                checker = _make("label-check", {**setting, "config": {**classifier, "seed": LABEL_CHECK_SEED + seed}},
+                                {"settings": settings.id}, {**where, "seed": seed})
             generated = {}
             for model, entry in models.items():
                 labels = {**where, "model": model, "seed": seed}
@@ -101,8 +110,14 @@ def expand(preset: BenchmarkPreset) -> list[Job]:
                     reads["first_seed"] = first_seed[model]
                 train = _make("train", {**setting, "config": _without_hardware(config)}, reads, labels)
                 first_seed.setdefault(model, train.id)
-                generated[model] = _make("generate", {}, {"run": train.id}, labels)
-                jobs += [train, generated[model]]
+                jobs.append(train)
+                if checker is not None and checker not in jobs:  # after the first training: it is not needed sooner
+                    jobs.append(checker)
+                tries = entry["label_check_tries"]
+                generated[model] = (_make("generate", {"label_check_tries": tries},
+                                          {"run": train.id, "label_check": checker.id}, labels) if tries
+                                    else _make("generate", {}, {"run": train.id}, labels))
+                jobs.append(generated[model])
             for model, generate in generated.items():
                 labels = {**where, "model": model, "seed": seed}
                 pair = {"settings": settings.id, "synthetic": generate.id, "real_classifier": real.id}

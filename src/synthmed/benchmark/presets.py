@@ -36,6 +36,7 @@ from synthmed.data.settings import load_preset as load_settings_preset
 from synthmed.errors import ConfigError
 from synthmed.evaluation.privacy import DEFAULT_OPTIONS as PRIVACY_OPTIONS
 from synthmed.evaluation.privacy import check_options as check_privacy_options
+from synthmed.label_check import MAX_TRIES
 
 # the keys of a preset and of each entry of its ``models``, with their types (config.check_values)
 KEYS: dict[str, Any] = {
@@ -43,7 +44,8 @@ KEYS: dict[str, Any] = {
     "seeds": int | dict, "shared_stop": bool, "classifier": dict | None, "fidelity": dict | None,
     "privacy": dict | None, "importance": dict | None, "slurm": dict | None,
 }
-MODEL_KEYS: dict[str, Any] = {"config": str, "set": dict, "max_resolution": int | None}
+# label_check_tries: generate with a label check (label_check.py) of that many tries per off-label row; 0 = none
+MODEL_KEYS: dict[str, Any] = {"config": str, "set": dict, "max_resolution": int | None, "label_check_tries": int}
 EXTERNAL_KEYS: dict[str, Any] = {"external": str, "max_resolution": int | None}  # a model made elsewhere
 DEFAULTS: dict[str, Any] = {
     "classifier": {}, "fidelity": {"extractors": ["inception"], "max_images": None},
@@ -142,6 +144,10 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
             entry["external"] = str((base / folder).resolve() if base is not None else folder.resolve())
             continue
         entry.setdefault("set", {})
+        tries = entry.setdefault("label_check_tries", 0)
+        if not 0 <= tries <= MAX_TRIES:
+            raise ConfigError(f"{where}: models.{model}.label_check_tries must be in [0, {MAX_TRIES}] (0 = no label "
+                              f"check), got {tries!r}")
         if str(entry["config"]).endswith((".yaml", ".yml")) and base is not None:
             entry["config"] = str((base / entry["config"]).resolve())
     values.setdefault("shared_stop", False)

@@ -89,8 +89,10 @@ def train(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any],
 def generate(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
     from synthmed.synthesis import generate as generate_set
 
-    synthetic = generate_set(job_run(inputs["run"]).path, job_synthetic(out), export_png=False, overwrite=True,
-                             progress=False, log=log)
+    check = EvalDir(inputs["label_check"]).real_classifier if "label_check" in inputs else None
+    synthetic = generate_set(job_run(inputs["run"]).path, job_synthetic(out), label_check=check,
+                             label_check_tries=job.params.get("label_check_tries", 3), export_png=False,
+                             overwrite=True, progress=False, log=log)
     return {"synthetic": synthetic.name}
 
 
@@ -111,7 +113,8 @@ def _pair(job: Job, inputs: dict[str, Path]) -> tuple[Path, Path, Path]:
 
 
 def real_classifier(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict:
-    """The real-data classifier of one setting and seed, shared by every model's evaluation."""
+    """The real-data classifier of one setting and seed, shared by every model's evaluation; as the
+    ``label-check`` stage, the same with another seed, for the label check of ``generate``."""
     from synthmed.data.settings import BenchmarkSetting
     from synthmed.evaluation.utility import real_classifier as train_real
     from synthmed.metrics.auroc import auroc_per_label
@@ -166,7 +169,7 @@ def importance(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, 
 
 STAGES: dict[str, Callable[..., dict[str, Any]]] = {
     "prepare": prepare, "settings": settings, "train": train, "generate": generate, "import": import_external,
-    "real-classifier": real_classifier, "utility": utility, "fidelity": fidelity, "privacy": privacy,
-    "importance": importance,
+    "real-classifier": real_classifier, "label-check": real_classifier, "utility": utility, "fidelity": fidelity,
+    "privacy": privacy, "importance": importance,
 }
 
