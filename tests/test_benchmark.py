@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -30,7 +31,8 @@ GAN = {"latent_dim": 8, "channels_base": 128, "channels_max": 16, "batch_size": 
 
 
 def tiny_preset(tmp_path: Path, settings: int = 2, seeds: int = 1) -> Path:
-    """Two GANs, ``settings`` settings of a br35h-like tree at 32 px, a few hundred images seen."""
+    """Two GANs, ``settings`` settings of a br35h-like tree at 32 px, a few hundred images seen; cpD-GAN's
+    sets made with the label check."""
     root = write_br35h_tree(tmp_path / "br35h", per_class=60)
     preset = {
         "name": "tiny",
@@ -39,7 +41,8 @@ def tiny_preset(tmp_path: Path, settings: int = 2, seeds: int = 1) -> Path:
             "defaults": {"resolution": 32, "combinations": 2, "val_per_combination": 2, "test_per_combination": 2},
             "settings": [{"train_per_combination": 24}, {"train_per_combination": 12}][:settings]}}},
         "models": {
-            "cpdgan": {"config": "cpdgan-cpu", "set": {**GAN, "min_images": 128, "max_images": 128}},
+            "cpdgan": {"config": "cpdgan-cpu", "set": {**GAN, "min_images": 128, "max_images": 128},
+                       "label_check_tries": 2},
             "proggan": {"config": "proggan-cpu", "set": {**GAN, "phase_images": 16, "min_images": 128,
                                                          "max_images": 128}}},
         "seeds": seeds,
@@ -202,9 +205,10 @@ def test_a_changed_number_reaches_only_the_jobs_downstream_of_it(tmp_path):
 
 
 def test_a_label_check_adds_one_classifier_of_another_seed_read_only_by_the_checked_models(tmp_path):
-    path = tiny_preset(tmp_path, settings=1, seeds=2)
-    plain = {j.id: j for j in expand(load_preset(path))}
-    values = yaml.safe_load(path.read_text())
+    values = yaml.safe_load(tiny_preset(tmp_path, settings=1, seeds=2).read_text())
+    values["models"]["cpdgan"]["label_check_tries"] = 0
+    plain = {j.id: j for j in expand(resolve_preset(copy.deepcopy(values)))}
+    assert not any(j.stage == "label-check" for j in plain.values())
     values["models"]["cpdgan"]["label_check_tries"] = 3
     jobs = {j.id: j for j in expand(resolve_preset(values))}
     checks = {j.labels["seed"]: j for j in jobs.values() if j.stage == "label-check"}
@@ -328,6 +332,7 @@ def test_a_killed_sweep_resumes_runs_every_job_once_and_reports(tmp_path):
         assert section in html
     assert html.count("data:image/png;base64,") >= 2 + 2 + 2 * 2 + 2  # axis + extremes, samples, NN grids, maps
     assert html.count("Verdict: ") == 2 * 2 and "Holm" in html  # the privacy audit in words, per model and setting
+    assert html.count("label check: rows that a classifier") == 2  # cpD-GAN's cards, one per setting
     assert str(tmp_path / "br35h") not in html.split("<h3>Preset</h3>")[0]  # no real file paths in the figures
 
 

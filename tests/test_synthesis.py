@@ -142,11 +142,12 @@ def test_the_label_check_refuses_a_classifier_that_cannot_read_the_setting(tmp_p
     for path, tries, message in [(other, 3, "the classifier reads labels \\['a', 'b', 'c'\\]"),
                                  (garbage, 3, "is not a synthmed classifier file"),
                                  (tmp_path / "missing.pt", 3, "no such classifier file"),
-                                 (other, 0, "--label-check-tries 0 must be in \\[1, 10\\]")]:
+                                 (other, 0, "--label-check-tries 0 must be in \\[1, 10\\]"),
+                                 (None, 5, "--label-check-tries 5 needs --label-check CLASSIFIER")]:
         with pytest.raises(UserError, match=message) as caught:
             generate(run, tmp_path / "out", label_check=path, label_check_tries=tries, progress=False,
                      log=lambda m: None)
-        assert tries == 0 or str(path) in str(caught.value)
+        assert path is None or tries == 0 or str(path) in str(caught.value)
         assert not (tmp_path / "out").exists()  # refused before anything is written
     # from the command line: one line that names the file, exit status 2
     assert run_cli(["generate", str(run), "--out", str(tmp_path / "out"), "--label-check", str(garbage)]) == 2

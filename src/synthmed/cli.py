@@ -191,7 +191,8 @@ def generate_command(
     label_check: Annotated[Optional[Path], typer.Option(
         help="a classifier of the real data (`synthmed evaluate real-classifier --set seed=1000`: another seed than "
              "the one that will score the set): rows it reads against their label are made again")] = None,
-    label_check_tries: Annotated[int, typer.Option(help="with --label-check: new images tried per off-label row")] = 3,
+    label_check_tries: Annotated[Optional[int], typer.Option(
+        help="with --label-check: new images tried per off-label row (default 3)")] = None,
     png: Annotated[bool, typer.Option(help="also export PNG files and CheXpert-style CSVs")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace another synthetic set in --out")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,

@@ -99,7 +99,7 @@ def synthesize(sampler: torch.nn.Module, labels: np.ndarray, seed: int, device="
 def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
              sample_steps: int | None = None, guidance_scale: float | None = None,
              guidance_interval: tuple[float, float] | None = None, snapshot_file: str | None = None,
-             label_check: str | os.PathLike | None = None, label_check_tries: int = 3,
+             label_check: str | os.PathLike | None = None, label_check_tries: int | None = None,
              export_png: bool = True, overwrite: bool = False, progress: bool = True,
              log: Callable[[str], None] = print) -> Path:
     """Write the synthetic set of a finished run (see the module docstring). ``sample_steps``,
@@ -107,7 +107,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     keeps the run's.
     ``snapshot_file`` samples an intermediate snapshot of the run instead of its final generator.
     ``label_check`` (a classifier file of the real data) makes off-label rows again, up to
-    ``label_check_tries`` times (``label_check.py``)."""
+    ``label_check_tries`` times (default 3; ``label_check.py``)."""
     run = RunDir(run_dir)
     out = check_output_path(out if out is not None else run.path / "synthetic")
     sampler, snapshot = load_generator(run.path, snapshot=snapshot_file)
@@ -138,8 +138,11 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     if first.shape[-1] != resolution:  # e.g. a prog-GAN snapshot from before it had grown to the setting's size
         raise DataError(f"makes {first.shape[-1]} px images, the setting is {resolution} px: choose a snapshot from "
                         "after the generator reached full size", file=generator_file)
-    check = None if label_check is None else load_label_check(label_check, label_check_tries, setting.label_names,
-                                                              int(first.shape[1]), resolution)
+    if label_check is None and label_check_tries is not None:
+        raise ConfigError(f"--label-check-tries {label_check_tries} needs --label-check CLASSIFIER")
+    check = None if label_check is None else load_label_check(
+        label_check, 3 if label_check_tries is None else label_check_tries, setting.label_names, int(first.shape[1]),
+        resolution)
 
     def same() -> bool:
         card = read_json(out / CARD)

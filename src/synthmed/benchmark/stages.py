@@ -91,7 +91,7 @@ def generate(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, An
 
     check = EvalDir(inputs["label_check"]).real_classifier if "label_check" in inputs else None
     synthetic = generate_set(job_run(inputs["run"]).path, job_synthetic(out), label_check=check,
-                             label_check_tries=job.params.get("label_check_tries", 3), export_png=False,
+                             label_check_tries=job.params.get("label_check_tries"), export_png=False,
                              overwrite=True, progress=False, log=log)
     return {"synthetic": synthetic.name}
 
