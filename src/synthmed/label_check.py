@@ -18,7 +18,6 @@ on the validation fold), as the generator did; the real test fold stays out of t
 
 from __future__ import annotations
 
-import pickle
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,7 @@ import numpy as np
 from synthmed._io import sha256_file
 from synthmed.errors import ConfigError, DataError
 from synthmed.evaluation.classifier import Classifier, load_classifier
+from synthmed.training.run_dir import UNREADABLE_TORCH_FILE, unreadable_torch_file
 
 MAX_TRIES = 10
 
@@ -75,10 +75,9 @@ def load_label_check(path: str | Path, tries: int, label_names: list[str], image
         raise DataError("no such classifier file for --label-check", file=path)
     try:
         classifier, _ = load_classifier(path, device="cpu")
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, TypeError) as error:
-        detail = str(error).splitlines()[0] if str(error) else type(error).__name__
-        raise DataError(f"is not a synthmed classifier file (real_classifier.pt of `synthmed evaluate`): {detail}",
-                        file=path) from None
+    except (*UNREADABLE_TORCH_FILE, TypeError) as error:  # TypeError: a checkpoint whose config is not a classifier's
+        raise unreadable_torch_file(error, path, "is not a synthmed classifier file (real_classifier.pt of "
+                                    "`synthmed evaluate real-classifier`)") from None
     if classifier.label_names != list(label_names):
         raise DataError(f"the classifier reads labels {classifier.label_names}, the setting has {list(label_names)}",
                         file=path)

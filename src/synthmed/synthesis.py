@@ -131,18 +131,12 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         raise DataError(f"the generator was trained on labels {snapshot['label_names']}, the setting now has "
                         f"{setting.label_names}", file=info["setting"])
     seed = int(snapshot["config"]["seed"] if seed is None else seed)
-    folds = {fold: setting.labels(fold) for fold in SPLITS}
     resolution = int(snapshot["resolution"])
-    first = sampler.sample(torch.from_numpy(folds["train"][:1].astype(np.float32)), torch.Generator().manual_seed(0),
-                           **options)
-    if first.shape[-1] != resolution:  # e.g. a prog-GAN snapshot from before it had grown to the setting's size
-        raise DataError(f"makes {first.shape[-1]} px images, the setting is {resolution} px: choose a snapshot from "
-                        "after the generator reached full size", file=generator_file)
     if label_check is None and label_check_tries is not None:
         raise ConfigError(f"--label-check-tries {label_check_tries} needs --label-check CLASSIFIER")
     check = None if label_check is None else load_label_check(
-        label_check, 3 if label_check_tries is None else label_check_tries, setting.label_names, int(first.shape[1]),
-        resolution)
+        label_check, 3 if label_check_tries is None else label_check_tries, setting.label_names,
+        int(snapshot["image_channels"]), resolution)
 
     def same() -> bool:
         card = read_json(out / CARD)
@@ -155,6 +149,12 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         log(f"{out} already holds this synthetic set; nothing to do")
         return out
 
+    folds = {fold: setting.labels(fold) for fold in SPLITS}
+    made = sampler.sample(torch.from_numpy(folds["train"][:1].astype(np.float32)), torch.Generator().manual_seed(0),
+                          **options).shape[-1]
+    if made != resolution:  # e.g. a prog-GAN snapshot from before it had grown to the setting's size
+        raise DataError(f"makes {made} px images, the setting is {resolution} px: choose a snapshot from after the "
+                        "generator reached full size", file=generator_file)
     images, off_label = {}, {}
     with progress_bar(sum(len(v) for v in folds.values()), "generating", progress) as bar:
         for fold, labels in folds.items():

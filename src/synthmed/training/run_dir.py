@@ -101,15 +101,22 @@ class RunDir:
         return read_json(self.summary) if self.summary.is_file() else None
 
 
+# what torch.load raises for a cut-off zip, a stray pickle or a file of another program
+UNREADABLE_TORCH_FILE = (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
+                         ImportError)
+
+
+def unreadable_torch_file(error: Exception, path: Path, problem: str) -> DataError:
+    """The one-line error for a torch file that could not be loaded: ``problem``, then the first line of why."""
+    detail = str(error).splitlines()[0] if str(error) else "no detail"
+    return DataError(f"{problem} ({type(error).__name__}: {detail})", file=path)
+
+
 def load_torch_file(path: Path, device: Any = "cpu") -> dict[str, Any]:
     """A checkpoint or generator file of a run; a truncated or damaged one is an error naming it."""
     import torch
 
     try:
         return torch.load(path, map_location=device, weights_only=False)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError, KeyError, AttributeError,
-            ImportError) as error:
-        # what torch.load raises for a cut-off zip, a stray pickle or a file of another program
-        detail = str(error).splitlines()[0] if str(error) else "no detail"
-        raise DataError(f"cannot be read: it is truncated or damaged ({type(error).__name__}: {detail})",
-                        file=path) from None
+    except UNREADABLE_TORCH_FILE as error:
+        raise unreadable_torch_file(error, path, "cannot be read: it is truncated or damaged") from None
