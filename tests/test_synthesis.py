@@ -120,6 +120,7 @@ def test_the_label_check_makes_off_label_rows_again_and_only_those(tmp_path, mon
         now_right = (painted_labels(checked.images(fold), n_labels) == labels).all(axis=1)
         counts = card["label_check"]["off_label_rows"][fold]
         assert counts[0] == (~was_right).sum() and counts[-1] == (~now_right).sum()
+        assert card["label_check"]["wrong_labels"][fold][0] == n_labels * counts[0]  # the painter flips every label
         assert counts[-1] <= counts[0] / 8, "a fair coin per try should leave few rows wrong after 8 tries"
     assert "label check:" in (out / "card.md").read_text()
     # the same options find the set already made; another number of tries is another set
@@ -129,6 +130,34 @@ def test_the_label_check_makes_off_label_rows_again_and_only_those(tmp_path, mon
     check.tries = 2
     with pytest.raises(UserError, match="overwrite"):
         generate(run, out, label_check=tmp_path / "any.pt", progress=False, log=lambda m: None)
+
+
+def test_the_label_check_keeps_the_image_with_the_fewest_labels_read_wrong():
+    """Several labels (chest findings): a new image replaces a row's only when it reads fewer labels wrong,
+    a row is tried again until none is wrong, and rows read right are never made again."""
+    from synthmed.label_check import LabelCheck
+
+    def paint(vectors) -> np.ndarray:  # the painter's pixels for label vectors: 255 where a label is 1
+        images = np.zeros((len(vectors), 1, 4, 4), np.uint8)
+        images[:, 0, 0, :3] = np.asarray(vectors, np.uint8) * 255
+        return images
+
+    labels = np.array([[1, 1, 1], [0, 1, 0], [1, 0, 0]], np.float32)
+    first = paint([[0, 0, 1], [0, 0, 0], [1, 0, 0]])  # row 0: 2 labels wrong, row 1: 1, row 2: right
+    draws = {1: {0: [0, 0, 0], 1: [0, 1, 0]},  # try 1: row 0 worse (3 wrong), row 1 right
+             2: {0: [1, 0, 1]},  # try 2: row 0 better (1 wrong)
+             3: {0: [0, 1, 0]}}  # try 3: row 0 worse again (2 wrong)
+    asked = []
+
+    def make(rows: np.ndarray, attempt: int) -> np.ndarray:
+        asked.append(rows.tolist())
+        return paint([draws[attempt][row] for row in rows])
+
+    images, counts = LabelCheck(PaintReader(3), "0" * 64, tries=3).resample(first, labels, make)
+    assert asked == [[0, 1], [0], [0]]  # the right row never, row 1 no more once right
+    np.testing.assert_array_equal(painted_labels(images, 3), [[1, 0, 1], [0, 1, 0], [1, 0, 0]])
+    assert counts == {"off_label_rows": [2, 1, 1, 1], "wrong_labels": [3, 2, 1, 1]}
+    np.testing.assert_array_equal(first[0, 0, 0, :3], [0, 0, 255])  # the caller's array is left as it was
 
 
 def test_the_label_check_refuses_a_classifier_that_cannot_read_the_setting(tmp_path, monkeypatch, capsys):

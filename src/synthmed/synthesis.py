@@ -37,7 +37,7 @@ from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting, write_setting
 from synthmed.data.store import Store, write_images, write_store
 from synthmed.errors import ConfigError, DataError
-from synthmed.label_check import load_label_check
+from synthmed.label_check import CHECK_COUNTS, load_label_check
 from synthmed.models.diffusion import interval_problem
 from synthmed.output_dir import check_output_path, claim_output_dir, staged_dir
 from synthmed.progress import progress_bar
@@ -142,7 +142,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         card = read_json(out / CARD)
         return (card.get("generation_seed") == seed and card.get("sampling_options", {}) == options  # get: an
                 and card.get("generator_sha256") == sha256_file(generator_file)  # imported set has neither
-                and {k: v for k, v in (card.get("label_check") or {}).items() if k != "off_label_rows"}
+                and {k: v for k, v in (card.get("label_check") or {}).items() if k not in CHECK_COUNTS}
                 == (check.identity() if check else {}))
 
     if claim_output_dir(out, CARD, "a synthetic set", same=same, overwrite=overwrite):
@@ -155,16 +155,17 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     if made != resolution:  # e.g. a prog-GAN snapshot from before it had grown to the setting's size
         raise DataError(f"makes {made} px images, the setting is {resolution} px: choose a snapshot from after the "
                         "generator reached full size", file=generator_file)
-    images, off_label = {}, {}
+    images, counts = {}, {}
     with progress_bar(sum(len(v) for v in folds.values()), "generating", progress) as bar:
         for fold, labels in folds.items():
             images[fold] = synthesize(sampler, labels, _fold_seed(seed, fold), options=options, on_batch=bar.advance)
             if check is not None:
-                images[fold], off_label[fold] = check.resample(images[fold], labels, lambda rows, attempt: synthesize(
+                images[fold], counts[fold] = check.resample(images[fold], labels, lambda rows, attempt: synthesize(
                     sampler, labels[rows], _fold_seed(seed, f"{fold}/retry-{attempt}"), options=options))
-                log(f"label check, {fold}: off-label rows {' -> '.join(map(str, off_label[fold]))} "
-                    f"of {len(labels)} (before the first try, then after each)")
-    checked = None if check is None else {**check.identity(), "off_label_rows": off_label}
+                log(f"label check, {fold} ({len(labels)} rows): {_check_counts(**counts[fold])} "
+                    "(before the first try, then after each)")
+    checked = None if check is None else {
+        **check.identity(), **{key: {fold: c[key] for fold, c in counts.items()} for key in CHECK_COUNTS}}
     write_set(out, images, folds, setting, resolution, snapshot["config"]["model"], seed, export_png,
               lambda store: _card(generator_file, snapshot_file or GENERATOR, info, summary, snapshot, setting,
                                   folds, seed, options, checked, store))
@@ -304,10 +305,20 @@ def _generator_lines(card: dict[str, Any]) -> list[str]:
 def _label_check_lines(check: dict[str, Any] | None) -> list[str]:
     if not check:
         return []
-    counts = "; ".join(f"{fold} {' -> '.join(map(str, n))}" for fold, n in check["off_label_rows"].items())
+    labels = check.get("wrong_labels") or {}  # absent on cards written before it was counted
+    counts = "; ".join(f"{fold}: {_check_counts(rows, labels.get(fold))}"
+                       for fold, rows in check["off_label_rows"].items())
     return [f"- label check: rows that a classifier of the real data (sha256 `{check['classifier_sha256'][:16]}`) "
-            f"read against their label were made again, up to {check['tries']} times; off-label rows before the "
-            f"first try, then after each: {counts}"]
+            f"read against their label were made again, up to {check['tries']} times, each new image kept when it "
+            f"read fewer labels wrong; before the first try, then after each: {counts}"]
+
+
+def _check_counts(off_label_rows: list[int], wrong_labels: list[int] | None) -> str:
+    """'off-label rows 298 -> 33 -> 7 -> 0', and the labels read wrong where rows had several of them."""
+    text = f"off-label rows {' -> '.join(map(str, off_label_rows))}"
+    if wrong_labels is not None and wrong_labels != off_label_rows:  # equal: every off-label row had one wrong
+        text += f", labels read wrong {' -> '.join(map(str, wrong_labels))}"
+    return text
 
 
 def _imported_lines(card: dict[str, Any]) -> list[str]:
