@@ -6,10 +6,10 @@ trained on the real training fold. A classifier trained on those images learns f
 label. The check reads every synthetic image with such a classifier of the real data; a row it
 reads against its label (any label's probability on the other side of 0.5) is made again with
 fresh noise, up to ``tries`` times. A new image replaces the row's when the classifier reads fewer
-of its labels wrong, and the row is done once it reads none wrong. With one label that is the first
-image read right; with many (chest findings) a row that never comes out fully right still keeps
-its best image rather than its first. The check only swaps images, never drops rows or changes
-labels.
+of its labels wrong, and the row is done once it reads none wrong: the first image read right wins,
+and a row that never comes out fully right (common with many labels, as chest findings) keeps the
+earliest of its images with the fewest labels read wrong. The check only swaps images, never drops
+rows or changes labels.
 
 The classifier must not be the one that later scores the set: the real classifier's AUROC on the
 synthetic test fold would then grade its own choice. The benchmark trains a separate one (another
