@@ -120,13 +120,21 @@ def test_the_label_check_makes_off_label_rows_again_and_only_those(tmp_path, mon
         now_right = (painted_labels(checked.images(fold), n_labels) == labels).all(axis=1)
         counts = card["label_check"]["off_label_rows"][fold]
         assert counts[0] == (~was_right).sum() and counts[-1] == (~now_right).sum()
-        assert card["label_check"]["wrong_labels"][fold][0] == n_labels * counts[0]  # the painter flips every label
+        wrong = card["label_check"]["wrong_labels"][fold]
+        assert wrong[0] == n_labels * counts[0] and wrong[-1] == n_labels * counts[-1]  # the painter flips every label
         assert counts[-1] <= counts[0] / 8, "a fair coin per try should leave few rows wrong after 8 tries"
-    assert "label check:" in (out / "card.md").read_text()
+    assert "label check:" in (out / "card.md").read_text() and "labels read wrong" in (out / "card.md").read_text()
     # the same options find the set already made; another number of tries is another set
     messages = []
     generate(run, out, label_check=tmp_path / "any.pt", progress=False, log=messages.append)
     assert "already holds this synthetic set" in messages[0]
+    # a set made by the first rule (its card has no keep rule) is not this one, and its card keeps its own words
+    first_rule = {k: v for k, v in card["label_check"].items() if k not in ("keep", "wrong_labels")}
+    (out / "card.json").write_text(json.dumps({**card, "label_check": first_rule}))
+    assert "the first image read right" in synthmed.synthesis.card_markdown({**card, "label_check": first_rule})
+    with pytest.raises(UserError, match="overwrite"):
+        generate(run, out, label_check=tmp_path / "any.pt", progress=False, log=lambda m: None)
+    (out / "card.json").write_text(json.dumps(card))
     check.tries = 2
     with pytest.raises(UserError, match="overwrite"):
         generate(run, out, label_check=tmp_path / "any.pt", progress=False, log=lambda m: None)
@@ -146,7 +154,7 @@ def test_the_label_check_keeps_the_image_with_the_fewest_labels_read_wrong():
     first = paint([[0, 0, 1], [0, 0, 0], [1, 0, 0]])  # row 0: 2 labels wrong, row 1: 1, row 2: right
     draws = {1: {0: [0, 0, 0], 1: [0, 1, 0]},  # try 1: row 0 worse (3 wrong), row 1 right
              2: {0: [1, 0, 1]},  # try 2: row 0 better (1 wrong)
-             3: {0: [0, 1, 0]}}  # try 3: row 0 worse again (2 wrong)
+             3: {0: [1, 1, 0]}}  # try 3: row 0 no better (1 wrong): the earlier image stays
     asked = []
 
     def make(rows: np.ndarray, attempt: int) -> np.ndarray:

@@ -35,6 +35,7 @@ from synthmed.training.run_dir import UNREADABLE_TORCH_FILE, unreadable_torch_fi
 MAX_TRIES = 10
 # what the dataset card records of a check's run beside its identity (resample's counts)
 CHECK_COUNTS = ("off_label_rows", "wrong_labels")
+KEEP_RULE = "fewer labels read wrong"
 
 
 @dataclass
@@ -44,8 +45,9 @@ class LabelCheck:
     tries: int
 
     def identity(self) -> dict[str, Any]:
-        """What the card records and what makes two checked sets the same (the file's path does not)."""
-        return {"classifier_sha256": self.sha256, "tries": self.tries}
+        """What the card records and what makes two checked sets the same (the file's path does not).
+        ``keep`` names the rule: sets made before it (first fully right image, else the first) lack it."""
+        return {"classifier_sha256": self.sha256, "tries": self.tries, "keep": KEEP_RULE}
 
     def wrong_labels(self, images: np.ndarray, labels: np.ndarray) -> np.ndarray:
         """How many of each row's labels the classifier reads the other way (probability across 0.5)."""

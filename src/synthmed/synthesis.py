@@ -37,7 +37,7 @@ from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting, write_setting
 from synthmed.data.store import Store, write_images, write_store
 from synthmed.errors import ConfigError, DataError
-from synthmed.label_check import CHECK_COUNTS, load_label_check
+from synthmed.label_check import CHECK_COUNTS, KEEP_RULE, load_label_check
 from synthmed.models.diffusion import interval_problem
 from synthmed.output_dir import check_output_path, claim_output_dir, staged_dir
 from synthmed.progress import progress_bar
@@ -162,7 +162,8 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
             if check is not None:
                 images[fold], counts[fold] = check.resample(images[fold], labels, lambda rows, attempt: synthesize(
                     sampler, labels[rows], _fold_seed(seed, f"{fold}/retry-{attempt}"), options=options))
-                log(f"label check, {fold} ({len(labels)} rows): {_check_counts(**counts[fold])} "
+                log(f"label check, {fold} ({len(labels)} rows): "
+                    f"{_check_counts(counts[fold]['off_label_rows'], counts[fold]['wrong_labels'])} "
                     "(before the first try, then after each)")
     checked = None if check is None else {
         **check.identity(), **{key: {fold: c[key] for fold, c in counts.items()} for key in CHECK_COUNTS}}
@@ -305,12 +306,14 @@ def _generator_lines(card: dict[str, Any]) -> list[str]:
 def _label_check_lines(check: dict[str, Any] | None) -> list[str]:
     if not check:
         return []
-    labels = check.get("wrong_labels") or {}  # absent on cards written before it was counted
-    counts = "; ".join(f"{fold}: {_check_counts(rows, labels.get(fold))}"
+    wrong = check.get("wrong_labels") or {}  # absent on cards of sets made before the keep rule
+    counts = "; ".join(f"{fold}: {_check_counts(rows, wrong.get(fold))}"
                        for fold, rows in check["off_label_rows"].items())
+    kept = ("each new image kept when it read fewer labels wrong" if check.get("keep") == KEEP_RULE
+            else "the first image read right replacing the row's")
     return [f"- label check: rows that a classifier of the real data (sha256 `{check['classifier_sha256'][:16]}`) "
-            f"read against their label were made again, up to {check['tries']} times, each new image kept when it "
-            f"read fewer labels wrong; before the first try, then after each: {counts}"]
+            f"read against their label were made again, up to {check['tries']} times, {kept}; before the first "
+            f"try, then after each: {counts}"]
 
 
 def _check_counts(off_label_rows: list[int], wrong_labels: list[int] | None) -> str:
