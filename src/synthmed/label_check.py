@@ -32,6 +32,7 @@ from synthmed.errors import ConfigError, DataError
 from synthmed.evaluation.classifier import Classifier, load_classifier
 from synthmed.training.run_dir import UNREADABLE_TORCH_FILE, unreadable_torch_file
 
+DEFAULT_TRIES = 3  # generate's --label-check-tries when not given
 MAX_TRIES = 10
 # what the dataset card records of a check's run beside its identity (resample's counts)
 CHECK_COUNTS = ("off_label_rows", "wrong_labels")

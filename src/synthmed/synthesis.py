@@ -37,7 +37,7 @@ from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting, write_setting
 from synthmed.data.store import Store, write_images, write_store
 from synthmed.errors import ConfigError, DataError
-from synthmed.label_check import CHECK_COUNTS, KEEP_RULE, load_label_check
+from synthmed.label_check import CHECK_COUNTS, DEFAULT_TRIES, KEEP_RULE, load_label_check
 from synthmed.models.diffusion import interval_problem
 from synthmed.output_dir import check_output_path, claim_output_dir, staged_dir
 from synthmed.progress import progress_bar
@@ -107,7 +107,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     keeps the run's.
     ``snapshot_file`` samples an intermediate snapshot of the run instead of its final generator.
     ``label_check`` (a classifier file of the real data) makes off-label rows again, up to
-    ``label_check_tries`` times (default 3; ``label_check.py``)."""
+    ``label_check_tries`` times (default ``DEFAULT_TRIES``, 3; ``label_check.py``)."""
     run = RunDir(run_dir)
     out = check_output_path(out if out is not None else run.path / "synthetic")
     sampler, snapshot = load_generator(run.path, snapshot=snapshot_file)
@@ -135,7 +135,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     if label_check is None and label_check_tries is not None:
         raise ConfigError(f"--label-check-tries {label_check_tries} needs --label-check CLASSIFIER")
     check = None if label_check is None else load_label_check(
-        label_check, 3 if label_check_tries is None else label_check_tries, setting.label_names,
+        label_check, DEFAULT_TRIES if label_check_tries is None else label_check_tries, setting.label_names,
         int(snapshot["image_channels"]), resolution)
 
     def same() -> bool:
