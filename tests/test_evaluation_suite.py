@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 
 import pytest
@@ -47,6 +48,32 @@ def test_fidelity_and_privacy_runs_write_their_outputs(tmp_path):
     assert lines[1].startswith("Verdict: ") and lines[1].endswith(saved["reason"] + ".")
     for space in ("features", "pixels"):
         assert Image.open(out / saved["figures"][space]).size[1] == 2 * 32 + 2
+
+
+def test_real_features_are_cached_for_one_classifier_file_only(tmp_path):
+    """Fidelity and privacy share the real images' features; a classifier trained again in the same
+    folder gets features of its own, never the old one's."""
+    real, synthetic = finding_setting(tmp_path, "real", seed=4), finding_setting(tmp_path, "synthetic", seed=5)
+    out, cache = tmp_path / "eval", tmp_path / "eval" / "feature_cache"
+    config = ClassifierConfig(max_epochs=1, **FAST_CLASSIFIER)
+    evaluate_utility(real, synthetic, config, out, log=lambda m: None, progress=False)
+    classifier = out / "real_classifier.pt"
+    quiet = {"log": lambda m: None}
+
+    first = evaluate_fidelity_run(real, synthetic, classifier, out, extractors=("pixels",), **quiet)
+    assert len(list(cache.iterdir())) == 2  # the real train fold in pixels and in the classifier's features
+    uncached = evaluate_privacy_run(real, synthetic, classifier, tmp_path / "alone", **quiet)
+    cached = evaluate_privacy_run(real, synthetic, classifier, out, **quiet)
+    assert len(list(cache.iterdir())) == 4  # + the train and the unseen real images in the classifier's features
+    assert evaluate_privacy_run(real, synthetic, classifier, out, **quiet)["tests"] == cached["tests"]
+    assert len(list(cache.iterdir())) == 4  # read back, not computed again
+    assert cached["tests"] == uncached["tests"]
+
+    evaluate_utility(real, synthetic, dataclasses.replace(config, seed=1), out, log=lambda m: None, progress=False)
+    again = evaluate_fidelity_run(real, synthetic, classifier, out, extractors=("pixels",), **quiet)
+    assert len(list(cache.iterdir())) == 6
+    assert again["metrics"]["in-domain"]["fd"] != first["metrics"]["in-domain"]["fd"]
+    assert again["metrics"]["pixels"]["fd"] == first["metrics"]["pixels"]["fd"]
 
 
 def test_evaluate_all_writes_every_output_from_the_cli(tmp_path):

@@ -140,8 +140,7 @@ def fidelity(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, An
     from synthmed.evaluation.suite import evaluate_fidelity_run
 
     real, synthetic, classifier = _pair(job, inputs)
-    # the real set's features are shared by every model and seed of the setting
-    cache = EvalDir(inputs["real_classifier"]).feature_cache
+    cache = EvalDir(inputs["real_classifier"]).feature_cache  # the real features: shared by every model and seed
     evaluate_fidelity_run(real, synthetic, classifier, out, tuple(job.params["extractors"]),
                           job.params["max_images"], log=log, cache_dir=cache)
     return {"fidelity": EvalDir(out).fidelity.name}
@@ -153,7 +152,8 @@ def privacy(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any
 
     real, synthetic, classifier = _pair(job, inputs)
     options = {name: job.params[name] for name in DEFAULT_OPTIONS}
-    result = evaluate_privacy_run(real, synthetic, classifier, out, log=log, **options)
+    result = evaluate_privacy_run(real, synthetic, classifier, out, log=log,
+                                  cache_dir=EvalDir(inputs["real_classifier"]).feature_cache, **options)
     return {"verdict": result["verdict"], "decided_by": result["decided_by"]}
 
 

@@ -5,7 +5,7 @@
     utility.json                 AUROCs of both classifiers on the real test fold (evaluate utility)
     real_classifier.pt           the classifier trained on the real setting (reused when it matches)
     synthetic_classifier.pt      the classifier trained on the synthetic set
-    fidelity.json  feature_cache/    FD, KID, PRDC; cached real features (evaluate fidelity)
+    fidelity.json  feature_cache/    FD, KID, PRDC; real features cached by fidelity and privacy
     privacy.json  nearest_neighbours_<space>.png   the audit and its closest pairs (evaluate privacy)
     importance.json  importance.png  occlusion maps and their similarity (evaluate importance)
 

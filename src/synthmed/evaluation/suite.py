@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from synthmed._io import write_json_atomic
+from synthmed._io import sha256_file, write_json_atomic
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.errors import ConfigError, DataError
@@ -45,6 +45,12 @@ from synthmed.metrics.extractors import ClassifierFeatures, extract_features, ma
 
 def _pair(real_setting_dir, synthetic_setting_dir) -> tuple[BenchmarkSetting, BenchmarkSetting]:
     return BenchmarkSetting(real_setting_dir), BenchmarkSetting(synthetic_setting_dir)
+
+
+def _real_key(real: BenchmarkSetting, classifier_path: str | os.PathLike, images: str) -> str:
+    """The feature cache's key of some real images: the store's content, the setting, which images, and
+    the classifier file (its in-domain features change whenever it is trained again in the same folder)."""
+    return f"{real.meta['store_content_hash']}:{real.path.name}:{images}:{sha256_file(classifier_path)}"
 
 
 def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting_dir: str | os.PathLike,
@@ -76,7 +82,7 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
     log(f"fidelity on {len(real_images)} real and {len(fake_images)} synthetic training images: {list(chosen)}")
     cache = FeatureCache(cache_dir or out.feature_cache)
     metrics = evaluate_fidelity(real_images, fake_images, chosen, cache=cache,
-                                real_key=f"{real.meta['store_content_hash']}:{real.path.name}:train:{max_images}",
+                                real_key=_real_key(real, classifier_path, f"train:{max_images}"),
                                 kid_subset_size=min(1000, len(real_images), len(fake_images)))
     result = {"real_setting": str(real.path), "synthetic_setting": str(synthetic.path),
               **pair_identity(real, synthetic), "metrics": metrics}
@@ -89,14 +95,15 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
 
 def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_dir: str | os.PathLike,
                          classifier_path: str | os.PathLike, out_dir: str | os.PathLike,
-                         log: Callable[[str], None] = print, **options: Any) -> dict[str, Any]:
+                         log: Callable[[str], None] = print, cache_dir: str | os.PathLike | None = None,
+                         **options: Any) -> dict[str, Any]:
     """The privacy audit (``evaluation/privacy.py``; ``options`` as ``privacy.DEFAULT_OPTIONS``).
 
     Members are the patients of the real train fold, the generator's training data; non-members
     those of the real val and test folds, which it never saw (patients: the store's groups); the
     synthetic set is every synthetic image, all folds. Spaces: the real classifier's features and
     pixels. Writes ``privacy.json`` (the report, both settings' identities) and per space a grid of
-    the closest synthetic-training pairs.
+    the closest synthetic-training pairs. The real images' features are cached as fidelity's are.
     """
     out = EvalDir.for_writing(out_dir)
     options = check_options(options)  # before the features, not after them
@@ -107,8 +114,14 @@ def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_
     synthetic_images = np.concatenate([synthetic.images(fold) for fold in SPLITS])
     log(f"privacy audit: {len(train_images)} training, {len(holdout_images)} unseen real and "
         f"{len(synthetic_images)} synthetic images")
-    spaces = {name: Sets(*(vectors(x) for x in (train_images, holdout_images, synthetic_images)))
-              for name, vectors in (("features", lambda x: extract_features(features, x)), ("pixels", pixel_images))}
+    cache = FeatureCache(cache_dir or out.feature_cache)
+
+    def real_features(images: np.ndarray, which: str) -> np.ndarray:
+        return cache.get(_real_key(real, classifier_path, which), features.name, images.shape[-1],
+                         lambda: extract_features(features, images))
+    spaces = {"features": Sets(real_features(train_images, "train"), real_features(holdout_images, "val+test"),
+                               extract_features(features, synthetic_images)),
+              "pixels": Sets(*(pixel_images(x) for x in (train_images, holdout_images, synthetic_images)))}
     patients = real.store.groups  # the store's groups: patient ids, or near-duplicate groups where there are none
     groups = Groups(patients[real.rows("train")], patients[np.concatenate([real.rows("val"), real.rows("test")])])
     report = privacy_report(spaces["features"], spaces["pixels"], groups, **options)
