@@ -11,9 +11,11 @@ from PIL import Image
 from helpers import FAST_CLASSIFIER, finding_setting
 from synthmed.data import BenchmarkSetting
 from synthmed.errors import ConfigError
+from synthmed.evaluation import fidelity, suite
 from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.evaluation.suite import evaluate_fidelity_run, evaluate_privacy_run
 from synthmed.evaluation.utility import evaluate_utility, setting_identity
+from synthmed.metrics.extractors import extract_features
 
 
 def test_fidelity_and_privacy_runs_write_their_outputs(tmp_path):
@@ -50,30 +52,43 @@ def test_fidelity_and_privacy_runs_write_their_outputs(tmp_path):
         assert Image.open(out / saved["figures"][space]).size[1] == 2 * 32 + 2
 
 
-def test_real_features_are_cached_for_one_classifier_file_only(tmp_path):
-    """Fidelity and privacy share the real images' features; a classifier trained again in the same
-    folder gets features of its own, never the old one's."""
+def test_real_features_are_computed_once_per_classifier_and_shared_by_fidelity_and_privacy(tmp_path, monkeypatch):
+    """What each run extracts: the real images' features come from the cache after the first run, and
+    a classifier trained again in the same folder gets features of its own, never the old one's."""
     real, synthetic = finding_setting(tmp_path, "real", seed=4), finding_setting(tmp_path, "synthetic", seed=5)
-    out, cache = tmp_path / "eval", tmp_path / "eval" / "feature_cache"
+    out = tmp_path / "eval"
     config = ClassifierConfig(max_epochs=1, **FAST_CLASSIFIER)
     evaluate_utility(real, synthetic, config, out, log=lambda m: None, progress=False)
     classifier = out / "real_classifier.pt"
-    quiet = {"log": lambda m: None}
+    extracted = []  # (extractor, images) per computation
 
-    first = evaluate_fidelity_run(real, synthetic, classifier, out, extractors=("pixels",), **quiet)
-    assert len(list(cache.iterdir())) == 2  # the real train fold in pixels and in the classifier's features
-    uncached = evaluate_privacy_run(real, synthetic, classifier, tmp_path / "alone", **quiet)
-    cached = evaluate_privacy_run(real, synthetic, classifier, out, **quiet)
-    assert len(list(cache.iterdir())) == 4  # + the train and the unseen real images in the classifier's features
-    assert evaluate_privacy_run(real, synthetic, classifier, out, **quiet)["tests"] == cached["tests"]
-    assert len(list(cache.iterdir())) == 4  # read back, not computed again
-    assert cached["tests"] == uncached["tests"]
+    def counted(extractor, images, *args, **kwargs):
+        extracted.append((extractor.name.split("-")[0], len(images)))
+        return extract_features(extractor, images, *args, **kwargs)
+    monkeypatch.setattr(suite, "extract_features", counted)
+    monkeypatch.setattr(fidelity, "extract_features", counted)
+
+    def runs(evaluate, cache_dir=None, folder=out) -> tuple[dict, list]:
+        extracted.clear()
+        result = evaluate(real, synthetic, classifier, folder, log=lambda m: None, cache_dir=cache_dir)
+        return result, sorted(extracted)
+
+    first, done = runs(lambda *a, **k: evaluate_fidelity_run(*a, extractors=("pixels",), **k))
+    assert done == [("densenet121", 60), ("densenet121", 60), ("pixels", 60), ("pixels", 60)]
+    private, done = runs(evaluate_privacy_run)  # the 60 training images' features: fidelity's
+    assert done == [("densenet121", 40), ("densenet121", 100)]
+    assert runs(evaluate_privacy_run)[1] == [("densenet121", 100)]  # only the synthetic images now
+    assert runs(evaluate_privacy_run, tmp_path / "empty", tmp_path / "alone")[0]["tests"] == private["tests"]
 
     evaluate_utility(real, synthetic, dataclasses.replace(config, seed=1), out, log=lambda m: None, progress=False)
-    again = evaluate_fidelity_run(real, synthetic, classifier, out, extractors=("pixels",), **quiet)
-    assert len(list(cache.iterdir())) == 6
-    assert again["metrics"]["in-domain"]["fd"] != first["metrics"]["in-domain"]["fd"]
-    assert again["metrics"]["pixels"]["fd"] == first["metrics"]["pixels"]["fd"]
+    again, done = runs(lambda *a, **k: evaluate_fidelity_run(*a, extractors=("pixels",), **k))
+    assert done == [("densenet121", 60), ("densenet121", 60), ("pixels", 60)]  # the pixels' real set is kept
+    fresh, _ = runs(lambda *a, **k: evaluate_fidelity_run(*a, extractors=("pixels",), **k), tmp_path / "fresh",
+                    tmp_path / "fresh-eval")
+    assert again["metrics"] == fresh["metrics"] and again["metrics"]["in-domain"] != first["metrics"]["in-domain"]
+    private_again, done = runs(evaluate_privacy_run)
+    assert done == [("densenet121", 40), ("densenet121", 100)]
+    assert private_again["tests"] == runs(evaluate_privacy_run, tmp_path / "fresh2", tmp_path / "alone2")[0]["tests"]
 
 
 def test_evaluate_all_writes_every_output_from_the_cli(tmp_path):

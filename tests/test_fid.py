@@ -129,6 +129,18 @@ def test_frechet_distance_closed_form_for_diagonal_covariances():
         frechet_distance(mu1, np.diag(s1), mu2[:5], np.diag(s2)[:5, :5])
 
 
+def test_frechet_distance_takes_rounding_below_zero_as_zero_and_refuses_what_is_no_covariance():
+    zero = np.zeros(2)
+    # an eigenvalue of -1e-12 (rounding) counts as 0; its root's absolute value (1e-6) would move d^2 by 2e-6
+    assert abs(frechet_distance(zero, np.diag([1.0, 0.0]), zero, np.diag([1.0, -1e-12]))) < 1e-9
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        frechet_distance(zero, np.diag([1.0, -4.0]), zero, np.eye(2))
+    with pytest.raises(ValueError, match="a covariance holds NaN"):
+        frechet_distance(zero, np.diag([1.0, np.nan]), zero, np.eye(2))
+    with pytest.raises(ValueError, match="a mean holds NaN"):
+        frechet_distance(np.array([0.0, np.inf]), np.eye(2), zero, np.eye(2))
+
+
 # --- Inception ------------------------------------------------------------------------------------
 
 

@@ -140,7 +140,7 @@ def fidelity(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, An
     from synthmed.evaluation.suite import evaluate_fidelity_run
 
     real, synthetic, classifier = _pair(job, inputs)
-    cache = EvalDir(inputs["real_classifier"]).feature_cache  # the real features: shared by every model and seed
+    cache = EvalDir(inputs["real_classifier"]).feature_cache  # the real features: shared by the models of a seed
     evaluate_fidelity_run(real, synthetic, classifier, out, tuple(job.params["extractors"]),
                           job.params["max_images"], log=log, cache_dir=cache)
     return {"fidelity": EvalDir(out).fidelity.name}

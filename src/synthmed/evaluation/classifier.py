@@ -22,6 +22,7 @@ names a local state dict.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import os
 import re
 import warnings
@@ -164,6 +165,14 @@ class Classifier:
         """The pooled 1024-d features before the classification layer (N, 1024)."""
         pooled = self.net.class_layers[:-1]  # relu, global average pool, flatten; not "out"
         return self._run(images, lambda x: pooled(self.net.features(x)), FEATURE_DIM)
+
+    def digest(self) -> str:
+        """sha256 of the weights and buffers, by name: equal exactly when the network computes the same."""
+        hashed = hashlib.sha256()
+        for name, tensor in self.net.state_dict().items():
+            hashed.update(name.encode())
+            hashed.update(tensor.detach().cpu().contiguous().numpy().tobytes())
+        return hashed.hexdigest()
 
     def save(self, path: str | os.PathLike, history: dict | None = None, meta: dict | None = None) -> None:
         checkpoint = {

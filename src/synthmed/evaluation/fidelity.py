@@ -27,21 +27,22 @@ MIN_IMAGES = max(PR_K, DC_K) + 1  # each image's k-th nearest other image must e
 
 
 class FeatureCache:
-    """Features stored as ``.npy`` in ``directory``, one file per (data set key, extractor name, resolution).
+    """Features stored as ``.npy`` in ``directory``, one file per (data set key, extractor, resolution).
 
     The triple is hashed into the file name, so any key string is safe; the key must change
-    whenever the data set's content does (e.g. include the store's digest).
+    whenever the data set's content does (e.g. include the store's digest), and the extractor is
+    named by its ``cache_name`` (a trained classifier's includes its weights).
     """
 
     def __init__(self, directory: str | Path):
         self.directory = Path(directory)
 
-    def path(self, key: str, extractor_name: str, resolution: int) -> Path:
-        identity = json.dumps([key, extractor_name, int(resolution)])
+    def path(self, key: str, extractor: str, resolution: int) -> Path:
+        identity = json.dumps([key, extractor, int(resolution)])
         return self.directory / f"{hashlib.sha256(identity.encode()).hexdigest()[:32]}.npy"
 
-    def get(self, key: str, extractor_name: str, resolution: int, compute: Callable[[], np.ndarray]) -> np.ndarray:
-        path = self.path(key, extractor_name, resolution)
+    def get(self, key: str, extractor: str, resolution: int, compute: Callable[[], np.ndarray]) -> np.ndarray:
+        path = self.path(key, extractor, resolution)
         if path.is_file():
             return np.load(path)
         features = np.asarray(compute())
@@ -66,7 +67,7 @@ def evaluate_fidelity(real_images: Features, fake_images: Features, extractors: 
     def features(extractor: FeatureExtractor, images: Features, key: str | None) -> np.ndarray:
         if cache is None or key is None:
             return extract_features(extractor, images)
-        return cache.get(key, extractor.name, images.shape[-1], lambda: extract_features(extractor, images))
+        return cache.get(key, extractor.cache_name, images.shape[-1], lambda: extract_features(extractor, images))
 
     results = {}
     for name, extractor in extractors.items():

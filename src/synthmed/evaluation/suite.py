@@ -17,7 +17,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from synthmed._io import sha256_file, write_json_atomic
+from synthmed._io import write_json_atomic
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.errors import ConfigError, DataError
@@ -38,7 +38,7 @@ from synthmed.evaluation.importance import (
 from synthmed.evaluation.privacy import Groups, Sets, check_options, nn_grid, pixel_images, privacy_report
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import SPREAD
-from synthmed.evaluation.utility import pair_identity
+from synthmed.evaluation.utility import pair_identity, setting_identity
 from synthmed.metrics.density_coverage import DC_K
 from synthmed.metrics.extractors import ClassifierFeatures, extract_features, make_extractor
 
@@ -47,10 +47,10 @@ def _pair(real_setting_dir, synthetic_setting_dir) -> tuple[BenchmarkSetting, Be
     return BenchmarkSetting(real_setting_dir), BenchmarkSetting(synthetic_setting_dir)
 
 
-def _real_key(real: BenchmarkSetting, classifier_path: str | os.PathLike, images: str) -> str:
-    """The feature cache's key of some real images: the store's content, the setting, which images, and
-    the classifier file (its in-domain features change whenever it is trained again in the same folder)."""
-    return f"{real.meta['store_content_hash']}:{real.path.name}:{images}:{sha256_file(classifier_path)}"
+def _real_key(real: BenchmarkSetting, images: str) -> str:
+    """The feature cache's key of some of a real setting's images: its store's content, its rows, and which."""
+    identity = setting_identity(real)
+    return f"{identity['store_content_hash']}:{identity['rows_sha256']}:{images}"
 
 
 def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting_dir: str | os.PathLike,
@@ -82,7 +82,7 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
     log(f"fidelity on {len(real_images)} real and {len(fake_images)} synthetic training images: {list(chosen)}")
     cache = FeatureCache(cache_dir or out.feature_cache)
     metrics = evaluate_fidelity(real_images, fake_images, chosen, cache=cache,
-                                real_key=_real_key(real, classifier_path, f"train:{max_images}"),
+                                real_key=_real_key(real, "train" if max_images is None else f"train:{max_images}"),
                                 kid_subset_size=min(1000, len(real_images), len(fake_images)))
     result = {"real_setting": str(real.path), "synthetic_setting": str(synthetic.path),
               **pair_identity(real, synthetic), "metrics": metrics}
@@ -116,8 +116,8 @@ def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_
         f"{len(synthetic_images)} synthetic images")
     cache = FeatureCache(cache_dir or out.feature_cache)
 
-    def real_features(images: np.ndarray, which: str) -> np.ndarray:
-        return cache.get(_real_key(real, classifier_path, which), features.name, images.shape[-1],
+    def real_features(images: np.ndarray, which: str) -> np.ndarray:  # "train": the same as fidelity's
+        return cache.get(_real_key(real, which), features.cache_name, images.shape[-1],
                          lambda: extract_features(features, images))
     spaces = {"features": Sets(real_features(train_images, "train"), real_features(holdout_images, "val+test"),
                                extract_features(features, synthetic_images)),

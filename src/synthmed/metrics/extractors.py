@@ -48,6 +48,11 @@ class FeatureExtractor(ABC):
     standard_fid: bool = False  # True only for the real FID Inception at 299 px
     batch_size: int
 
+    @property
+    def cache_name(self) -> str:
+        """What its cached features are filed under: the name, plus anything else that changes them."""
+        return self.name
+
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         check_uint8_images(images)
         return self.features(images)
@@ -196,6 +201,9 @@ class TrainedClassifier(Protocol):
     def features(self, images: np.ndarray) -> np.ndarray:
         """uint8 (N, C, H, W) -> float (N, feature_dim)."""
 
+    def digest(self) -> str:
+        """A hash of the weights."""
+
 
 class ClassifierFeatures(FeatureExtractor):
     """A trained downstream classifier's pooled features (DenseNet-121: 1024-d).
@@ -209,6 +217,12 @@ class ClassifierFeatures(FeatureExtractor):
     def __init__(self, classifier: TrainedClassifier):
         self.classifier = classifier
         self.dim, self.batch_size = classifier.feature_dim, classifier.config.batch_size
+        self._digest = classifier.digest()
+
+    @property
+    def cache_name(self) -> str:
+        """The name and the weights: a classifier trained again (in the same folder) has features of its own."""
+        return f"{self.name} {self._digest}"
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         return torch.from_numpy(self.classifier.features(images.cpu().numpy()))
