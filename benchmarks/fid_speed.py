@@ -73,6 +73,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    if args.repeats < 1:
+        parser.error("--repeats must be at least 1")
     print(f"load average {os.getloadavg()[0]:.2f}, {args.threads} BLAS/LAPACK threads")
     with threadpool_limits(limits=args.threads):
         for images in args.images:

@@ -109,6 +109,8 @@ def test_frechet_distance_equals_pytorch_fids_sqrtm_form_also_on_singular_covari
         diff = real.mean(0) - fake.mean(0)
         reference = diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
         assert frechet_distance(real.mean(0), s1, fake.mean(0), s2) == pytest.approx(reference, rel=1e-7)
+        single = (x.astype(np.float32) for x in (real.mean(0), s1, fake.mean(0), s2))  # computed in float64
+        assert frechet_distance(*single) == pytest.approx(reference, rel=1e-5)
 
 
 def test_too_few_images_for_the_feature_dimensions_gives_a_warning_that_says_why():

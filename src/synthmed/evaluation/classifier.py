@@ -167,10 +167,11 @@ class Classifier:
         return self._run(images, lambda x: pooled(self.net.features(x)), FEATURE_DIM)
 
     def digest(self) -> str:
-        """sha256 of the weights and buffers, by name: equal exactly when the network computes the same."""
+        """sha256 of the weights and buffers (name, dtype, shape and values): equal exactly when the network
+        computes the same."""
         hashed = hashlib.sha256()
         for name, tensor in self.net.state_dict().items():
-            hashed.update(name.encode())
+            hashed.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
             hashed.update(tensor.detach().cpu().contiguous().numpy().tobytes())
         return hashed.hexdigest()
 

@@ -116,7 +116,7 @@ def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_
         f"{len(synthetic_images)} synthetic images")
     cache = FeatureCache(cache_dir or out.feature_cache)
 
-    def real_features(images: np.ndarray, which: str) -> np.ndarray:  # "train": the same as fidelity's
+    def real_features(images: np.ndarray, which: str) -> np.ndarray:  # "train": fidelity's too, without max_images
         return cache.get(_real_key(real, which), features.cache_name, images.shape[-1],
                          lambda: extract_features(features, images))
     spaces = {"features": Sets(real_features(train_images, "train"), real_features(holdout_images, "val+test"),

@@ -118,7 +118,8 @@ class InceptionFID(FeatureExtractor):
         self.device = torch.device(device)
         # On a CPU, 10 images at 299 px: a batch of 50 outgrows the caches and takes 0.245 s per
         # image against 0.17 (one thread, 4 December); features move by < 1e-5 (docs/compute.md)
-        self.input_size, self.batch_size = input_size, batch_size or (10 if self.device.type == "cpu" else 50)
+        self.input_size = input_size
+        self.batch_size = batch_size if batch_size is not None else 10 if self.device.type == "cpu" else 50
         self.standard_fid = input_size == STANDARD_SIZE and digest == DEFAULT_WEIGHTS_SHA256
         if self.standard_fid:
             self.name = f"inception-fid-{input_size}"
