@@ -53,6 +53,10 @@ class FeatureCache:
         write_with_atomic(path, save)
         return features
 
+    def features(self, key: str, extractor: FeatureExtractor, images: Features) -> np.ndarray:
+        """``extractor``'s features of ``images``, the data set under ``key``: read back, or computed and kept."""
+        return self.get(key, extractor.cache_name, images.shape[-1], lambda: extract_features(extractor, images))
+
 
 def evaluate_fidelity(real_images: Features, fake_images: Features, extractors: dict[str, FeatureExtractor],
                       cache: FeatureCache | None = None, real_key: str | None = None, fake_key: str | None = None,
@@ -67,7 +71,7 @@ def evaluate_fidelity(real_images: Features, fake_images: Features, extractors: 
     def features(extractor: FeatureExtractor, images: Features, key: str | None) -> np.ndarray:
         if cache is None or key is None:
             return extract_features(extractor, images)
-        return cache.get(key, extractor.cache_name, images.shape[-1], lambda: extract_features(extractor, images))
+        return cache.features(key, extractor, images)
 
     results = {}
     for name, extractor in extractors.items():

@@ -114,12 +114,9 @@ def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_
     synthetic_images = np.concatenate([synthetic.images(fold) for fold in SPLITS])
     log(f"privacy audit: {len(train_images)} training, {len(holdout_images)} unseen real and "
         f"{len(synthetic_images)} synthetic images")
-    cache = FeatureCache(cache_dir or out.feature_cache)
-
-    def real_features(images: np.ndarray, which: str) -> np.ndarray:  # "train": fidelity's too, without max_images
-        return cache.get(_real_key(real, which), features.cache_name, images.shape[-1],
-                         lambda: extract_features(features, images))
-    spaces = {"features": Sets(real_features(train_images, "train"), real_features(holdout_images, "val+test"),
+    cache = FeatureCache(cache_dir or out.feature_cache)  # "train": fidelity's key too, without max_images
+    spaces = {"features": Sets(cache.features(_real_key(real, "train"), features, train_images),
+                               cache.features(_real_key(real, "val+test"), features, holdout_images),
                                extract_features(features, synthetic_images)),
               "pixels": Sets(*(pixel_images(x) for x in (train_images, holdout_images, synthetic_images)))}
     patients = real.store.groups  # the store's groups: patient ids, or near-duplicate groups where there are none
