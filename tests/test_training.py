@@ -91,6 +91,7 @@ def test_fid_grid_starts_at_the_minimum_as_in_the_paper():
     ({"start_resolution": 12}, "start_resolution = 12 must be a power of two"),
     ({"reset_adam_per_phase": True}, "reset_adam_per_phase = True applies to prog-GAN only"),
     ({"model": "proggan", "reset_adam_per_phase": "yes"}, "reset_adam_per_phase = 'yes' must be true or false"),
+    ({"bf16": "yes"}, "bf16 = 'yes' must be true or false or 'auto'"),
 ])
 def test_bad_configs_are_refused_by_name(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -203,10 +204,12 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     TINY_TRAINING,
     # the augmentation draws are resumed too
     {**TINY_TRAINING, "augment": "color,translation,cutout", "ema_warmup": True},
+    # bfloat16 where this CPU has its kernels (float32 elsewhere): a resumed run continues in it exactly
+    {**TINY_TRAINING, "bf16": "auto"},
     TINY_DIFFUSION,
     # phases end at 240 and 480 images, after the kill: the resumed run resets Adam where the other did
     {**PROGGAN_PHASES, "phase_images": 240, "min_images": 720, "reset_adam_per_phase": True},
-], ids=["cpdgan", "cpdgan-augmented", "diffusion", "proggan-adam-reset"])
+], ids=["cpdgan", "cpdgan-augmented", "cpdgan-bf16-auto", "diffusion", "proggan-adam-reset"])
 def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path):
     """A real SIGKILL in the middle of training, then --resume: the final generator equals an
     uninterrupted run's bit for bit."""

@@ -12,6 +12,8 @@ from sklearn.metrics import roc_auc_score
 
 from helpers import FAST_CLASSIFIER, FINDING_NAMES, finding_images, finding_setting, run_cli
 from synthmed.data.settings import BenchmarkSetting
+from synthmed.device import bf16_is_fast
+from synthmed.errors import ConfigError
 from synthmed.evaluation.classifier import (
     Classifier,
     ClassifierConfig,
@@ -134,6 +136,21 @@ def test_same_seed_gives_identical_history_and_predictions():
     runs = [train_classifier(*train, *val, config, log=lambda m: None, progress=False) for _ in range(2)]
     assert runs[0][1] == runs[1][1]
     np.testing.assert_array_equal(runs[0][0].predict(val[0]), runs[1][0].predict(val[0]))
+
+
+def test_bf16_trains_in_bfloat16_and_auto_follows_the_device():
+    """bf16 changes the training (the autocast is on), not the evaluation's float32 outputs; auto is
+    bfloat16 exactly where ``bf16_is_fast`` says so, and the history records which it was."""
+    train, val = finding_images(32, 16, seed=2), finding_images(16, 16, seed=3)
+    runs = {choice: train_classifier(*train, *val, ClassifierConfig(input_size=32, max_epochs=1, seed=7, bf16=choice,
+                                                                    **FAST_CLASSIFIER),
+                                     log=lambda m: None, progress=False) for choice in (False, True, "auto")}
+    assert [runs[c][1]["bf16"] for c in (False, True, "auto")] == [False, True, bf16_is_fast(torch.device("cpu"))]
+    assert runs[False][1]["epochs"][0]["loss"] != runs[True][1]["epochs"][0]["loss"]
+    assert runs["auto"][1] == runs[runs["auto"][1]["bf16"]][1]
+    assert runs[True][0].predict(val[0]).dtype == np.float32
+    with pytest.raises(ConfigError, match="classifier: bf16 = 'yes' must be"):
+        ClassifierConfig.from_dict({"bf16": "yes"})
 
 
 def test_pretrained_weights_load_from_torchvision_names(tmp_path):

@@ -13,7 +13,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from synthmed.config import check_values, field_types, load_mapping
 from synthmed.errors import ConfigError
@@ -73,7 +73,7 @@ class TrainConfig:
     seed: int = 0
     # hardware
     device: str = "auto"  # auto = cuda when available
-    bf16: bool = False  # autocast the forward passes in bfloat16 (GPU)
+    bf16: bool | Literal["auto"] = False  # autocast the forward passes in bfloat16; auto: where it is fast
     channels_last: bool = False
     threads: int = 0  # torch CPU threads; 0 = torch's default
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from synthmed.device import resolve_bf16
 from synthmed.models.diffusion import ConditionalDiffusion
 from synthmed.training import distributed
 from synthmed.training.config import TrainConfig
@@ -69,7 +70,7 @@ class DiffusionTraining:
         drop = torch.rand(n, device=device, generator=noise) < self.config.label_dropout
         noisy = self.noising.add_noise(x_real, eps, timesteps).contiguous(memory_format=self.memory_format)
         target = eps if self.config.prediction == "epsilon" else self.noising.get_velocity(x_real, eps, timesteps)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=self.config.bf16):
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_bf16(self.config.bf16, device)):
             prediction = self.model(noisy, timesteps, labels, drop)
         per_row = (prediction.float() - target.float()).square().mean(dim=(1, 2, 3))
         if self.config.snr_gamma:

@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from synthmed.device import resolve_bf16
 from synthmed.models import build_models
 from synthmed.training import distributed
 from synthmed.training.augment import diff_augment, parse_policy
@@ -35,13 +36,14 @@ def gan_step(generator, discriminator, opt_g, opt_d, x_real: torch.Tensor, y: to
              noise_gen: torch.Generator, env: distributed.Dist = distributed.Dist()):
     """One critic step (WGAN-GP + drift [+ AC]) and one generator step on the same label vectors."""
     device = x_real.device
+    bf16 = resolve_bf16(config.bf16, device)
     policy = parse_policy(config.augment)
 
     def augment(x: torch.Tensor) -> torch.Tensor:  # the critic sees every image through the same policy
         return diff_augment(x, policy, noise_gen) if policy else x
 
     z = torch.randn(len(y), generator.latent_dim, device=device, generator=noise_gen)
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         with torch.no_grad():
             x_fake = generator(z, y).float()
         x_real, x_fake = augment(x_real), augment(x_fake)
@@ -58,7 +60,7 @@ def gan_step(generator, discriminator, opt_g, opt_d, x_real: torch.Tensor, y: to
 
     z = torch.randn(len(y), generator.latent_dim, device=device, generator=noise_gen)
     discriminator.requires_grad_(False)  # the generator step needs no critic gradients
-    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16):
+    with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
         g_score, g_logits = discriminator(augment(generator(z, y)), y)
     g_loss = -g_score.float().mean()
     if g_logits is not None:

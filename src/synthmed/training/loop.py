@@ -40,7 +40,7 @@ from synthmed._io import (
     write_with_atomic,
 )
 from synthmed.data.settings import BenchmarkSetting
-from synthmed.device import resolve_device
+from synthmed.device import resolve_bf16, resolve_device
 from synthmed.metrics.extractors import FeatureExtractor, make_extractor
 from synthmed.metrics.fid import RunningStats, frechet_from_stats
 from synthmed.output_dir import claim_output_dir
@@ -178,6 +178,8 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     if config.threads:
         torch.set_num_threads(config.threads)
     say = log if env.is_main else (lambda message: None)
+    if config.bf16 == "auto":
+        say(f"bf16 auto: autocast in {'bfloat16' if resolve_bf16('auto', device) else 'float32'} on {device}")
 
     # ---- data: the setting's training fold, in memory as uint8 --------------------------------------
     setting = BenchmarkSetting(info["setting"])
