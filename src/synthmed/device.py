@@ -3,6 +3,7 @@ generators) and evaluation (the classifier)."""
 
 from __future__ import annotations
 
+import functools
 from typing import Literal
 
 import torch
@@ -15,17 +16,23 @@ def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     return torch.device(name)
 
 
+@functools.lru_cache(maxsize=None)
 def bf16_is_fast(device: torch.device) -> bool:
-    """Whether bfloat16 autocast runs faster than float32 on ``device``.
-
-    A GPU that supports bfloat16; a CPU with AVX-512 BF16 or AMX, whose oneDNN kernels trained
-    the classifier's DenseNet-121 1.3x as fast as float32 here. Elsewhere a CPU emulates bfloat16:
-    10-20x slower than float32 (measured with oneDNN held to AVX2, ``ONEDNN_MAX_CPU_ISA=AVX2``)."""
+    """Whether bfloat16 autocast runs faster than float32 on ``device``: a GPU with bfloat16 units
+    (compute capability 8.0, Ampere, and later; older ones emulate it), or a CPU with AVX-512 BF16
+    or AMX-BF16 for which oneDNN has bfloat16 kernels. There the classifier's DenseNet-121 trained
+    1.3x as fast as in float32; a CPU without them emulates bfloat16, 10-20x slower than float32
+    (measured with oneDNN held to AVX2, ``ONEDNN_MAX_CPU_ISA=AVX2``)."""
     if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    if device.type != "cpu" or not torch.ops.mkldnn._is_mkldnn_bf16_supported():  # oneDNN's own ISA check
+        return torch.cuda.get_device_capability(device) >= (8, 0)
+    if device.type != "cpu" or not torch.backends.mkldnn.is_available():
         return False
-    return torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    try:  # oneDNN's own check, which also honours ONEDNN_MAX_CPU_ISA
+        onednn_bf16 = bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # a torch built without the op
+        return False
+    capabilities = torch.cpu.get_capabilities()
+    return onednn_bf16 and bool(capabilities.get("avx512_bf16") or capabilities.get("amx_bf16"))
 
 
 def resolve_bf16(choice: bool | Literal["auto"], device: torch.device) -> bool:

@@ -41,7 +41,9 @@ JOB_FORMAT = 1  # bump when a stage's outputs change meaning: every key changes 
 # the label check's classifier differs from the real classifier that scores the sets only in its seed,
 # so that the real classifier's AUROC on the synthetic test fold does not grade its own choice
 LABEL_CHECK_SEED = 1000
-HARDWARE_KEYS = ("device", "threads")  # where a job runs does not change what it computes
+# where a job runs, kept out of its identity; its numbers still round as that hardware does (a CPU or
+# a GPU; bfloat16 or float32 under `bf16: auto`), as every floating-point result does
+HARDWARE_KEYS = ("device", "threads")
 STATES = ("done", "running", "failed", "pending")
 
 

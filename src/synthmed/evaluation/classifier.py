@@ -254,9 +254,9 @@ def _train_epoch(model: Classifier, optimizer: torch.optim.Optimizer, loss_fn: n
         for batch in _batches(order, model.config.batch_size):
             x = torch.from_numpy(images[batch.numpy()])
             flip = torch.rand(len(batch), generator=generator) < 0.5
-            x = torch.where(flip[:, None, None, None], x.flip(-1), x)
+            x = model.inputs(torch.where(flip[:, None, None, None], x.flip(-1), x))  # float32
             with torch.autocast(model.device.type, dtype=torch.bfloat16, enabled=bf16):
-                logits = model.net(model.inputs(x))
+                logits = model.net(x)
             loss = loss_fn(logits.float(), targets[batch].to(model.device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -26,6 +26,7 @@ from typing import Any
 from synthmed._io import sha256_file, write_json_atomic
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import ROWS_FILE, BenchmarkSetting
+from synthmed.device import resolve_bf16, resolve_device
 from synthmed.errors import DataError
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig, load_classifier, train_classifier
 from synthmed.evaluation.eval_dir import EvalDir
@@ -68,6 +69,8 @@ def real_classifier(real: BenchmarkSetting, config: ClassifierConfig, path: Path
                      progress: bool) -> tuple[Classifier, dict[str, Any], bool]:
     """The saved real-data classifier when it matches this setting and config, else a newly trained one."""
     meta = {"setting": setting_identity(real), "config": config.identity()}
+    if config.bf16 == "auto":  # a classifier trained in bfloat16 is not reused where it would train in float32
+        meta["bf16"] = resolve_bf16("auto", resolve_device(config.device))
     if path.is_file():
         model, checkpoint = load_classifier(path, device=config.device)
         if checkpoint["meta"] == meta:

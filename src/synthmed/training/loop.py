@@ -75,6 +75,7 @@ class RunState:
     best_images: int = 0
     evaluations_without_improvement: int = 0
     train_seconds: float = 0.0  # time spent in training steps (not FID, grids or checkpoints)
+    bf16: bool | None = None  # the config's ``bf16`` as resolved where the steps so far ran (auto: True or False)
 
 
 def _next_indices(state: RunState, n_rows: int, count: int, data_gen: torch.Generator) -> torch.Tensor:
@@ -178,8 +179,9 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     if config.threads:
         torch.set_num_threads(config.threads)
     say = log if env.is_main else (lambda message: None)
+    bf16 = resolve_bf16(config.bf16, device)
     if config.bf16 == "auto":
-        say(f"bf16 auto: autocast in {'bfloat16' if resolve_bf16('auto', device) else 'float32'} on {device}")
+        say(f"bf16 auto: autocast in {'bfloat16' if bf16 else 'float32'} on {device}")
 
     # ---- data: the setting's training fold, in memory as uint8 --------------------------------------
     setting = BenchmarkSetting(info["setting"])
@@ -205,6 +207,10 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
         noise_gen.set_state(checkpoint["noise_gen"][env.rank])
         state = checkpoint["state"]
         say(f"resuming {run.path} at {state.images_seen:,} images")
+        if state.bf16 is not None and state.bf16 != bf16:
+            say(f"warning: the run trained in {_precision(state.bf16)} so far and continues in {_precision(bf16)} "
+                f"(bf16 = {config.bf16!r} on {device}): it will not match a run that never stopped")
+    state.bf16 = bf16
     if env.is_main:
         _truncate_log(run.log, state.images_seen)
     writer = _tensorboard(run.tb, state.images_seen) if env.is_main else None
@@ -301,6 +307,10 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
 # ---- helpers of the loop ----------------------------------------------------------------------------
 
 
+def _precision(bf16: bool) -> str:
+    return "bfloat16" if bf16 else "float32"
+
+
 def _tensorboard(folder: Path, images_seen: int):
     from torch.utils.tensorboard import SummaryWriter
 
@@ -388,6 +398,7 @@ def _finish(run: RunDir, method: TrainingMethod, info, config, state: RunState, 
         "images_seen": state.images_seen,
         "steps": state.step,
         "train_seconds": round(state.train_seconds, 1),
+        "bf16": state.bf16,
         "best_fid": None if math.isinf(state.best_fid) else state.best_fid,
         "best_images": state.best_images if run.best.exists() else state.images_seen,
         "fid_extractor": extractor.name,
