@@ -14,6 +14,7 @@ from helpers import FAST_CLASSIFIER, FINDING_NAMES, finding_images, finding_sett
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.device import bf16_is_fast
 from synthmed.errors import ConfigError
+from synthmed.evaluation import classifier, utility
 from synthmed.evaluation.classifier import (
     Classifier,
     ClassifierConfig,
@@ -23,7 +24,7 @@ from synthmed.evaluation.classifier import (
     plateau_step,
     train_classifier,
 )
-from synthmed.evaluation.utility import evaluate_utility
+from synthmed.evaluation.utility import evaluate_utility, real_classifier
 from synthmed.metrics.auroc import auroc_per_label, release_flip
 
 
@@ -199,6 +200,22 @@ def test_evaluate_utility_writes_all_numbers_and_reuses_the_real_classifier(tmp_
     again = evaluate_utility(real, synthetic, config, out, log=logs.append, progress=False)
     assert again["real_classifier"]["reused"] is True and any("reusing" in m for m in logs)
     assert again["auc_real"] == result["auc_real"]
+
+
+def test_a_real_classifier_trained_under_bf16_auto_is_reused_only_where_it_would_train_alike(tmp_path, monkeypatch):
+    real = BenchmarkSetting(finding_setting(tmp_path, "real", seed=4))
+    config, path = ClassifierConfig(max_epochs=1, bf16="auto", **FAST_CLASSIFIER), tmp_path / "real_classifier.pt"
+
+    def on_a_cpu_where_bf16(fast: bool):
+        monkeypatch.setattr(utility, "resolve_bf16", lambda choice, device: fast if choice == "auto" else choice)
+        monkeypatch.setattr(classifier, "resolve_bf16", lambda choice, device: fast if choice == "auto" else choice)
+        return real_classifier(real, config, path, log=lambda m: None, progress=False)
+
+    _, first, _ = on_a_cpu_where_bf16(True)
+    assert first["bf16"] is True
+    assert on_a_cpu_where_bf16(True)[2] is True  # reused
+    _, retrained, reused = on_a_cpu_where_bf16(False)
+    assert reused is False and retrained["bf16"] is False
 
 
 def test_the_real_classifier_alone_from_the_cli_is_the_one_evaluate_utility_trains(tmp_path, capsys):
