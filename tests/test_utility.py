@@ -11,10 +11,10 @@ import torch
 from sklearn.metrics import roc_auc_score
 
 from helpers import FAST_CLASSIFIER, FINDING_NAMES, finding_images, finding_setting, run_cli
+from synthmed import device as device_module
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.device import bf16_is_fast
 from synthmed.errors import ConfigError
-from synthmed.evaluation import classifier, utility
 from synthmed.evaluation.classifier import (
     Classifier,
     ClassifierConfig,
@@ -207,8 +207,7 @@ def test_a_real_classifier_trained_under_bf16_auto_is_reused_only_where_it_would
     config, path = ClassifierConfig(max_epochs=1, bf16="auto", **FAST_CLASSIFIER), tmp_path / "real_classifier.pt"
 
     def on_a_cpu_where_bf16(fast: bool):
-        monkeypatch.setattr(utility, "resolve_bf16", lambda choice, device: fast if choice == "auto" else choice)
-        monkeypatch.setattr(classifier, "resolve_bf16", lambda choice, device: fast if choice == "auto" else choice)
+        monkeypatch.setattr(device_module, "bf16_is_fast", lambda device: fast)
         return real_classifier(real, config, path, log=lambda m: None, progress=False)
 
     _, first, _ = on_a_cpu_where_bf16(True)

@@ -38,3 +38,8 @@ def bf16_is_fast(device: torch.device) -> bool:
 def resolve_bf16(choice: bool | Literal["auto"], device: torch.device) -> bool:
     """A ``bf16`` key's value on ``device``: ``auto`` is bfloat16 exactly where it is fast."""
     return bf16_is_fast(device) if choice == "auto" else bool(choice)
+
+
+def precision_name(bf16: bool) -> str:
+    """How logs name a resolved ``bf16``."""
+    return "bfloat16" if bf16 else "float32"

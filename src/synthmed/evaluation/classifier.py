@@ -43,7 +43,7 @@ from torch import nn
 
 from synthmed._io import sha256_file, write_with_atomic
 from synthmed.config import check_values, field_types
-from synthmed.device import resolve_bf16, resolve_device
+from synthmed.device import precision_name, resolve_bf16, resolve_device
 from synthmed.errors import ConfigError, DataError
 from synthmed.metrics.auroc import auroc_per_label, undefined_labels
 from synthmed.progress import progress_bar
@@ -298,7 +298,7 @@ def train_classifier(
 
     bf16 = resolve_bf16(config.bf16, model.device)
     if config.bf16 == "auto":
-        log(f"bf16 auto: training in {'bfloat16' if bf16 else 'float32'} on {model.device}")
+        log(f"bf16 auto: training in {precision_name(bf16)} on {model.device}")
     pos_weight = class_pos_weight(train_labels)
     loss_fn = nn.BCEWithLogitsLoss(pos_weight=pos_weight.to(model.device))
     optimizer = torch.optim.Adam(model.net.parameters(), lr=config.lr)

@@ -40,7 +40,7 @@ from synthmed._io import (
     write_with_atomic,
 )
 from synthmed.data.settings import BenchmarkSetting
-from synthmed.device import resolve_bf16, resolve_device
+from synthmed.device import precision_name, resolve_bf16, resolve_device
 from synthmed.metrics.extractors import FeatureExtractor, make_extractor
 from synthmed.metrics.fid import RunningStats, frechet_from_stats
 from synthmed.output_dir import claim_output_dir
@@ -181,7 +181,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     say = log if env.is_main else (lambda message: None)
     bf16 = resolve_bf16(config.bf16, device)
     if config.bf16 == "auto":
-        say(f"bf16 auto: autocast in {'bfloat16' if bf16 else 'float32'} on {device}")
+        say(f"bf16 auto: autocast in {precision_name(bf16)} on {device}")
 
     # ---- data: the setting's training fold, in memory as uint8 --------------------------------------
     setting = BenchmarkSetting(info["setting"])
@@ -208,7 +208,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
         state = checkpoint["state"]
         say(f"resuming {run.path} at {state.images_seen:,} images")
         if state.bf16 is not None and state.bf16 != bf16:
-            say(f"warning: the run trained in {_precision(state.bf16)} so far and continues in {_precision(bf16)} "
+            say(f"warning: the run trained in {precision_name(state.bf16)} so far and continues in {precision_name(bf16)} "
                 f"(bf16 = {config.bf16!r} on {device}): it will not match a run that never stopped")
     state.bf16 = bf16
     if env.is_main:
@@ -305,10 +305,6 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
 
 
 # ---- helpers of the loop ----------------------------------------------------------------------------
-
-
-def _precision(bf16: bool) -> str:
-    return "bfloat16" if bf16 else "float32"
 
 
 def _tensorboard(folder: Path, images_seen: int):
