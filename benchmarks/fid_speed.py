@@ -1,17 +1,19 @@
-"""Seconds per Fréchet distance: synthmed's eigenvalue trace against pytorch-fid's full matrix square root.
+"""Seconds per Fréchet distance: synthmed's eigenvalue traces against pytorch-fid's full matrix square root.
 
     python benchmarks/fid_speed.py                      # 2048 dims (the Inception's), 150 and 10,000 images
     python benchmarks/fid_speed.py --dims 1024 --images 500 --threads 2
 
-Both sides get the same two covariances and means: features drawn with a different scale per
-dimension, the fake ones partly correlated with the real ones, as Inception features of two
-related image sets are. pytorch-fid's ``calculate_frechet_distance`` takes
-``scipy.linalg.sqrtm(sigma1 @ sigma2)`` and its trace; synthmed (``metrics/fid.py``) takes the
-square roots of the eigenvalues of the same product, as torchmetrics does. Fewer images than
-dimensions make both covariances singular, as in the demo's 150-image FID. The two alternate
-after one untimed round and the best of ``--repeats`` times is kept for each, so that load
-from other processes hurts both alike; both run on ``--threads`` BLAS/LAPACK threads (default 1,
-as in a benchmark job beside another), and the load average is printed.
+Every form gets the same two feature sets: features drawn with a different scale per dimension,
+the fake ones partly correlated with the real ones, as Inception features of two related image
+sets are. pytorch-fid's ``calculate_frechet_distance`` takes ``scipy.linalg.sqrtm(sigma1 @ sigma2)``
+and its trace; synthmed's ``frechet_distance`` takes the square roots of the eigenvalues of the
+same product, as torchmetrics does. Fewer images than dimensions make both covariances singular,
+as in the demo's 150-image FID; there synthmed's ``frechet`` takes
+``frechet_distance_few_images``, the same eigenvalues from an images x images matrix, timed as a
+third column (from the real features and the fake statistics, as ``frechet`` is given them). The
+forms alternate after one untimed round and the best of ``--repeats`` times is kept for each, so
+that load from other processes hurts all alike; all run on ``--threads`` BLAS/LAPACK threads
+(default 1, as in a benchmark job beside another), and the load average is printed.
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ import numpy as np
 from scipy import linalg
 from threadpoolctl import threadpool_limits  # scikit-learn's dependency: numpy's and scipy's BLAS threads
 
-from synthmed.metrics.fid import frechet_distance
+from synthmed.metrics.fid import frechet_distance, frechet_distance_few_images
 
 
 def pytorch_fid_form(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
@@ -35,12 +37,11 @@ def pytorch_fid_form(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
 
 
-def statistics(images: int, dims: int, seed: int) -> tuple[np.ndarray, ...]:
+def features(images: int, dims: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     rng = np.random.default_rng(seed)
     scale = rng.uniform(0.1, 1.0, dims)
     real = rng.standard_normal((images, dims)) * scale
-    fake = 0.6 * real + 0.8 * rng.standard_normal((images, dims)) * scale + 0.05
-    return real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False)
+    return real, 0.6 * real + 0.8 * rng.standard_normal((images, dims)) * scale + 0.05
 
 
 def timed(function: Callable[..., float], arguments: tuple) -> tuple[float, float]:
@@ -51,18 +52,24 @@ def timed(function: Callable[..., float], arguments: tuple) -> tuple[float, floa
 
 
 def compare(images: int, dims: int, repeats: int, seed: int) -> None:
-    """Time both forms on the statistics of ``images`` draws in ``dims`` dimensions and print the line."""
-    arguments = statistics(images, dims, seed)
-    pytorch_fid_form(*arguments), frechet_distance(*arguments)  # untimed: warm both code paths
-    reference_s, ours_s = [], []
-    for _ in range(repeats):  # alternating, so that a burst of load hits both
-        seconds, reference = timed(pytorch_fid_form, arguments)
-        reference_s.append(seconds)
-        seconds, ours = timed(frechet_distance, arguments)
-        ours_s.append(seconds)
-    print(f"{images:>6} images, {dims} dims: sqrtm (pytorch-fid) {min(reference_s):6.2f} s, "
-          f"eigenvalues (synthmed) {min(ours_s):6.2f} s, {min(reference_s) / min(ours_s):4.1f}x faster; "
-          f"FD {reference:.6f} against {ours:.6f} (relative difference {abs(ours - reference) / reference:.1e})")
+    """Time every form on ``images`` draws in ``dims`` dimensions and print the line."""
+    real, fake = features(images, dims, seed)
+    statistics = (real.mean(0), np.cov(real, rowvar=False), fake.mean(0), np.cov(fake, rowvar=False))
+    forms = {"sqrtm (pytorch-fid)": (pytorch_fid_form, statistics),
+             "eigenvalues (synthmed)": (frechet_distance, statistics)}
+    if images <= dims:
+        forms["few-image eigenvalues (synthmed)"] = (frechet_distance_few_images, (real, *statistics[2:]))
+    seconds: dict[str, list[float]] = {name: [] for name in forms}
+    values = {name: function(*arguments) for name, (function, arguments) in forms.items()}  # untimed: warm up
+    for _ in range(repeats):  # alternating, so that a burst of load hits every form
+        for name, (function, arguments) in forms.items():
+            seconds[name].append(timed(function, arguments)[0])
+    reference, reference_s = values["sqrtm (pytorch-fid)"], min(seconds["sqrtm (pytorch-fid)"])
+    print(f"{images} images, {dims} dims:")
+    for name in forms:
+        off, speedup = abs(values[name] - reference) / reference, reference_s / min(seconds[name])
+        against = "" if name.startswith("sqrtm") else f" ({off:.1e} off sqrtm, {speedup:.0f}x faster)"
+        print(f"    {name:34} {min(seconds[name]):6.2f} s, FD {values[name]:.6f}{against}")
 
 
 def main() -> None:

@@ -254,10 +254,12 @@ def test_the_training_fid_at_n10000_is_a_metric_and_figure_3_uses_it(tmp_path):
     paper = {"images_seen": 9_800_192, "best_fid": 21.5, "fid_standard": True, "fid_images": 10_000}
     runs = {"paper": (paper, "inception", 10_000),  # what the paper presets' runs write
             "n5000": ({**paper, "fid_images": 5000}, "inception", 5000),
-            "cpu": ({**paper, "fid_standard": False, "fid_images": 500}, "inception-96", 500)}
+            "cpu": ({**paper, "fid_standard": False, "fid_images": 500}, "inception-96", 500),
+            "unchecked": ({**paper, "best_fid": None, "fid_standard": False, "fid_images": 0}, "inception-96", 0)}
     jobs = []
     for setting, (summary, extractor, images) in runs.items():
-        job = Job(f"train-{setting}", "train", {"config": {"fid_extractor": extractor, "fid_samples": images}}, {},
+        config = {"fid_extractor": extractor, "fid_samples": images or 500, "fid_every": 1000 if images else 0}
+        job = Job(f"train-{setting}", "train", {"config": config}, {},
                   {"dataset": "d", "dimension": "samples", "setting": setting, "model": "cpdgan", "seed": 0})
         (job_dir(tmp_path, job.id) / "run").mkdir(parents=True)
         (job_dir(tmp_path, job.id) / "run" / "summary.json").write_text(json.dumps(summary))
@@ -271,7 +273,8 @@ def test_the_training_fid_at_n10000_is_a_metric_and_figure_3_uses_it(tmp_path):
     metric, title = figure3_fid(table[table.setting == "cpu"], jobs[2:], "samples", preset)
     assert metric == "fd/inception"
     assert "fidelity job: min(n_train, 150) images, not cycled" in title
-    assert "no FID at N = 10,000 (too costly for this preset): training used inception-96 on 500 images" in title
+    assert ("no FID at N = 10,000 (too costly for this preset): training used inception-96 on 500 images, "
+            "no FID checks") in title
 
 
 def test_a_bad_classifier_value_in_a_preset_is_one_line_from_the_cli(tmp_path):

@@ -22,7 +22,7 @@ from synthmed.metrics.extractors import (
     feature_stats,
     make_extractor,
 )
-from synthmed.metrics.fid import RunningStats, frechet, frechet_distance
+from synthmed.metrics.fid import RunningStats, frechet, frechet_distance, frechet_distance_few_images
 
 
 def random_features(n: int, dim: int, seed: int, shift: float = 0.0) -> np.ndarray:
@@ -111,6 +111,32 @@ def test_frechet_distance_equals_pytorch_fids_sqrtm_form_also_on_singular_covari
         assert frechet_distance(real.mean(0), s1, fake.mean(0), s2) == pytest.approx(reference, rel=1e-7)
         single = (x.astype(np.float32) for x in (real.mean(0), s1, fake.mean(0), s2))  # computed in float64
         assert frechet_distance(*single) == pytest.approx(reference, rel=1e-5)
+
+
+def test_few_images_take_the_small_eigenproblem_and_give_the_full_ones_distance():
+    """With no more images than dimensions, ``frechet`` finds the eigenvalues in n dimensions; the value
+    is pytorch-fid's sqrtm form and torchmetrics', whichever side, type or form the sets come in."""
+    real, fake = random_features(30, 64, seed=8), random_features(40, 64, seed=9, shift=0.3)
+    s1, s2 = np.cov(real, rowvar=False), np.cov(fake, rowvar=False)
+    diff = real.mean(0) - fake.mean(0)
+    reference = diff @ diff + np.trace(s1) + np.trace(s2) - 2 * np.trace(linalg.sqrtm(s1 @ s2).real)
+    metric = FrechetInceptionDistance(feature=_GivenFeatures(64))
+    metric.update(torch.from_numpy(real), real=True)
+    metric.update(torch.from_numpy(fake), real=False)
+    assert float(metric.compute()) == pytest.approx(reference, rel=1e-6)
+    with pytest.warns(RuntimeWarning, match="FID from 30 images in 64"):
+        values = [frechet(real, fake), frechet(fake, real),
+                  frechet(torch.from_numpy(real), RunningStats(64).update(fake)),
+                  frechet(RunningStats(64).update(real), fake.astype(np.float32)),
+                  frechet_distance_few_images(fake, real.mean(0), s1)]
+    assert values == pytest.approx([reference] * 5, rel=1e-6)
+    assert frechet_distance_few_images(real, real.mean(0), s1) == pytest.approx(0.0, abs=1e-6 * reference)
+    with pytest.raises(ValueError, match=r"2 <= n <= dim.*features \(65, 64\)"):
+        frechet_distance_few_images(random_features(65, 64, seed=1), fake.mean(0), s2)
+    with pytest.raises(ValueError, match="not positive semi-definite"):
+        frechet_distance_few_images(real, fake.mean(0), -s2)
+    with pytest.raises(ValueError, match="a feature matrix holds NaN"):
+        frechet_distance_few_images(np.full_like(real, np.nan), fake.mean(0), s2)
 
 
 def test_too_few_images_for_the_feature_dimensions_gives_a_warning_that_says_why():

@@ -92,6 +92,7 @@ def test_fid_grid_starts_at_the_minimum_as_in_the_paper():
     ({"reset_adam_per_phase": True}, "reset_adam_per_phase = True applies to prog-GAN only"),
     ({"model": "proggan", "reset_adam_per_phase": "yes"}, "reset_adam_per_phase = 'yes' must be true or false"),
     ({"bf16": "yes"}, "bf16 = 'yes' must be true or false or 'auto'"),
+    ({"fid_every": -1}, r"fid_every = -1 must be a non-negative integer \(0: no FID checks\)"),
 ])
 def test_bad_configs_are_refused_by_name(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -145,6 +146,23 @@ def test_fid_runs_at_the_minimum_then_every_fid_every_after_it(tiny_setting, tmp
     run = start_run(config_from_dict({**TINY_TRAINING, "min_images": 200}), tiny_setting, tmp_path / "run")
     summary = quiet_train(run)
     assert [h["images_seen"] for h in summary["fid_history"]] == [200, 280, 360, 440]  # not 240, 320, 400, 480
+
+
+def test_fid_every_0_makes_no_checks_and_keeps_the_final_generator(tiny_setting, tmp_path):
+    """Where min_images = max_images the one check can neither stop the run nor choose a snapshot: without
+    it the run trains the same weights and keeps the same generator, and says that no check was made."""
+    once = {**TINY_TRAINING, "min_images": 160, "max_images": 160}
+    checked = start_run(config_from_dict(once), tiny_setting, tmp_path / "checked")
+    unchecked = start_run(config_from_dict({**once, "fid_every": 0}), tiny_setting, tmp_path / "unchecked")
+    assert [h["images_seen"] for h in quiet_train(checked)["fid_history"]] == [160]
+    summary = quiet_train(unchecked)
+    assert (summary["fid_history"], summary["best_fid"], summary["fid_extractor"], summary["images_seen"]) == (
+        [], None, None, 160)
+    assert not list(unchecked.glob("*stats*")) and list(checked.glob("*stats*"))  # no real features taken
+    a, b = _state_dict(checked / "generator.pt"), _state_dict(unchecked / "generator.pt")
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    card = (generate(unchecked, tmp_path / "syn", progress=False, log=lambda m: None) / "card.md").read_text()
+    assert "- best FD during training: none (no FID checks: fid_every = 0)" in card
 
 
 PROGGAN_PHASES = {**TINY_TRAINING, "model": "proggan", "start_resolution": 8, "phase_images": 40,

@@ -170,8 +170,9 @@ def train_command(
             raise ConfigError("a new run needs --config, --data and --out (or --resume RUN)")
         run = start_run(load_config(config, _parse_sets(set_)), data, out)
     summary = train(run, progress=progress, log=console.print)
-    console.print(f"generator: {run / summary['generator']}  (best FD {summary['best_fid']}, "
-                  f"{summary['fid_extractor']}; stopped: {summary['stop_reason']})")
+    checks = f"best FD {summary['best_fid']}, {summary['fid_extractor']}" if summary["fid_extractor"] else (
+        "no FID checks, final EMA weights")
+    console.print(f"generator: {run / summary['generator']}  ({checks}; stopped: {summary['stop_reason']})")
 
 
 @app.command("generate")

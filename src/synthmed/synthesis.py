@@ -129,7 +129,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     info = run.read_info()
     summary = run.read_summary() or {
         "images_seen": snapshot["images_seen"], "stop_reason": "still training", "best_fid": None,
-        "fid_extractor": snapshot["config"]["fid_extractor"]}
+        "fid_extractor": snapshot["config"]["fid_extractor"] if snapshot["config"]["fid_every"] else None}
     setting = BenchmarkSetting(info["setting"])
     if setting.label_names != snapshot["label_names"]:
         raise DataError(f"the generator was trained on labels {snapshot['label_names']}, the setting now has "
@@ -300,7 +300,7 @@ def _generator_lines(card: dict[str, Any]) -> list[str]:
         f"- generator: EMA weights ({card['generator_file']}) after {card['images_seen_by_generator']:,} real images "
         f"(training stopped at {card['training_images_seen']:,}: {card['stop_reason']})",
         f"- best FD during training: {'none' if card['best_fid'] is None else format(card['best_fid'], '.2f')} "
-        f"({card['fid_extractor']})",
+        f"({card['fid_extractor'] or 'no FID checks: fid_every = 0'})",
         f"- generation seed: {card['generation_seed']}"
         + "".join(f"; {k.replace('_', ' ')} {v}" for k, v in card["sampling_options"].items() if v is not None),
         *_label_check_lines(card.get("label_check")),

@@ -93,39 +93,90 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
     (``benchmarks/fid_speed.py``); the two agree within 1e-7 relative (tests/test_fid.py), also on
     singular covariances.
     """
-    # float64 throughout: single-precision statistics would put rounding near the check below
+    # float64 throughout: single-precision statistics would put rounding near the check in _distance
     mu1, mu2 = (np.atleast_1d(np.asarray(m, np.float64)) for m in (mu1, mu2))
     sigma1, sigma2 = (np.atleast_2d(np.asarray(c, np.float64)) for c in (sigma1, sigma2))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise ValueError(f"mismatched statistics: means {mu1.shape} vs {mu2.shape}, "
                          f"covariances {sigma1.shape} vs {sigma2.shape}")
-    for name, value in (("mean", mu1), ("mean", mu2), ("covariance", sigma1), ("covariance", sigma2)):
-        if not np.isfinite(value).all():
+    _check_finite({"mean": [mu1, mu2], "covariance": [sigma1, sigma2]})
+    return _distance(mu1 - mu2, np.trace(sigma1) + np.trace(sigma2), linalg.eigvals(sigma1 @ sigma2))
+
+
+def frechet_distance_few_images(features1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray) -> float:
+    """``frechet_distance`` where the first set is given as its ``(n, dim)`` features, n <= dim.
+
+    Its covariance is C^T C / (n - 1), C the centred features, so sigma1 sigma2 has the same
+    nonzero eigenvalues as the n x n matrix C sigma2 C^T / (n - 1) (XY and YX share them), which
+    is symmetric: 150 images against statistics in 2048 Inception dimensions take 0.04 s instead
+    of 3.5 s on one thread. The two differ by 1e-7 relative, the rounding that leaves the full
+    product's ~1900 zero eigenvalues at +-1e-16 and adds their roots (tests/test_fid.py).
+    """
+    x = np.asarray(features1, np.float64)
+    mu2, sigma2 = np.atleast_1d(np.asarray(mu2, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    shapes_fit = x.ndim == 2 and mu2.shape == x.shape[1:] and sigma2.shape == (x.shape[1],) * 2
+    if not shapes_fit or not 2 <= len(x) <= x.shape[1]:
+        raise ValueError(f"expected (n, dim) features with 2 <= n <= dim and statistics of that dim, got "
+                         f"features {x.shape}, mean {mu2.shape}, covariance {sigma2.shape}")
+    _check_finite({"feature matrix": [x], "mean": [mu2], "covariance": [sigma2]})
+    mu1 = x.mean(axis=0)
+    centred = x - mu1
+    small = centred @ sigma2 @ centred.T / (len(x) - 1)
+    small = (small + small.T) / 2  # symmetric up to rounding; eigvalsh reads one triangle
+    return _distance(mu1 - mu2, (centred**2).sum() / (len(x) - 1) + np.trace(sigma2), linalg.eigvalsh(small))
+
+
+def _check_finite(arrays: dict[str, list[np.ndarray]]) -> None:
+    for name, values in arrays.items():
+        if not all(np.isfinite(v).all() for v in values):
             raise ValueError(f"a {name} holds NaN or infinite values: the features it came from are not finite")
-    eigenvalues = linalg.eigvals(sigma1 @ sigma2)
+
+
+def _distance(diff: np.ndarray, traces: float, eigenvalues: np.ndarray) -> float:
+    """||diff||^2 + traces - 2 sum sqrt(eigenvalues), the eigenvalues those of sigma1 sigma2 (or its twin)."""
     # rounding leaves eigenvalues a hair below zero or off the real axis, whose roots' real parts
     # are ~0; anything larger means that a "covariance" is not positive semi-definite
+    eigenvalues = eigenvalues.astype(complex)
     largest = max(float(np.abs(eigenvalues).max()), np.finfo(float).tiny)
     if eigenvalues.real.min() < -1e-6 * largest or np.abs(eigenvalues.imag).max() > 1e-6 * largest:
         raise ValueError("sigma1 sigma2 has a negative or complex eigenvalue: a covariance is not positive "
                          "semi-definite")
-    diff = mu1 - mu2
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.sqrt(eigenvalues).real.sum())
+    return float(diff.dot(diff) + traces - 2 * np.sqrt(eigenvalues).real.sum())
 
 
 def frechet_from_stats(a: RunningStats, b: RunningStats) -> float:
     """Fréchet distance between two sets' statistics; warns when a set has no more images than
     feature dimensions, where its covariance is singular and the distance biased upward."""
-    fewest, dim = min(a.count, b.count), len(a.mean)
-    if fewest <= dim:
-        warnings.warn(f"FID from {fewest} images in {dim} feature dimensions: the covariance is singular and "
-                      "the value biased upward, so compare FIDs only at equal image counts",
-                      RuntimeWarning, stacklevel=2)
+    _warn_if_singular(a.count, b.count, a.dim)
     return frechet_distance(a.mean, a.cov, b.mean, b.cov)
 
 
+def _warn_if_singular(count_a: int, count_b: int, dim: int) -> None:
+    fewest = min(count_a, count_b)
+    if fewest <= dim:
+        warnings.warn(f"FID from {fewest} images in {dim} feature dimensions: the covariance is singular and "
+                      "the value biased upward, so compare FIDs only at equal image counts",
+                      RuntimeWarning, stacklevel=3)
+
+
 def frechet(real: Features | RunningStats, fake: Features | RunningStats) -> float:
-    """Fréchet distance between two ``(n, dim)`` feature matrices or ``RunningStats`` (either may be either)."""
+    """Fréchet distance between two ``(n, dim)`` feature matrices or ``RunningStats`` (either may be either).
+
+    A feature matrix with no more rows than dimensions (150 images in the Inception's 2048) takes
+    ``frechet_distance_few_images``; the value is the same, the eigenvalues are found in n
+    dimensions instead of dim.
+    """
+    def few(x: Features | RunningStats) -> bool:
+        return not isinstance(x, RunningStats) and len(x) <= x.shape[1]
+
     def stats(x: Features | RunningStats) -> RunningStats:
         return x if isinstance(x, RunningStats) else RunningStats(x.shape[1]).update(x)
-    return frechet_from_stats(stats(real), stats(fake))
+
+    if not (few(real) or few(fake)):
+        return frechet_from_stats(stats(real), stats(fake))
+    given, other = (real, fake) if few(real) else (fake, real)
+    other = stats(other)
+    _warn_if_singular(len(given), other.count, other.dim)
+    if isinstance(given, torch.Tensor):
+        given = given.detach().cpu().numpy()
+    return frechet_distance_few_images(given, other.mean, other.cov)

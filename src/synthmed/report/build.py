@@ -114,8 +114,9 @@ def figure3_fid(table: pd.DataFrame, jobs: list[Job], dimension: str, preset: di
     runs computed it, else the fidelity job's, titled with its image count and why N = 10,000 is missing."""
     if ((table.dimension == dimension) & (table.metric == TRAIN_FID)).any():
         return TRAIN_FID, "FID, N = 10,000 (training fold cycled, S.3)"
-    used = sorted({f"{j.params['config']['fid_extractor']} on {j.params['config']['fid_samples']:,} images"
-                   for j in jobs if j.stage == "train" and j.labels.get("dimension") == dimension})
+    configs = [j.params["config"] for j in jobs if j.stage == "train" and j.labels.get("dimension") == dimension]
+    used = sorted({f"{c['fid_extractor']} on {c['fid_samples']:,} images" if c["fid_every"] else "no FID checks"
+                   for c in configs})
     return "fd/inception", (f"FID, fidelity job: {_fidelity_images(preset)} images, not cycled\n"
                             f"no FID at N = 10,000 (too costly for this preset): training used {', '.join(used)}")
 

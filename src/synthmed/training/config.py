@@ -62,7 +62,7 @@ class TrainConfig:
     # schedule, all in real images seen
     min_images: int | dict[int, int] = 7_000_000  # a number, or one per final resolution
     max_images: int = 20_000_000
-    fid_every: int = 400_000
+    fid_every: int = 400_000  # 0: no FID checks; the run trains to max_images and keeps its final EMA generator
     fid_samples: int = 10_000
     fid_extractor: str = "inception"  # "inception" = the standard FID network at 299 px
     patience: int = 2
@@ -150,12 +150,14 @@ def _validate(c: TrainConfig, where: str) -> None:
         raise ConfigError(f"{where}: {key} = {getattr(c, key)!r} {message}")
 
     for key in ("latent_dim", "channels_base", "channels_max", "batch_size", "min_images", "max_images",
-                "fid_every", "fid_samples", "sample_every", "checkpoint_every", "log_every", "phase_images"):
+                "fid_samples", "sample_every", "checkpoint_every", "log_every", "phase_images"):
         value = getattr(c, key)
         if any(not isinstance(v, int) or v < 1 for v in (value.values() if isinstance(value, dict) else [value])):
             fail(key, "must be a positive integer (or a mapping resolution: positive integer)")
     if isinstance(c.snapshot_every, bool) or not isinstance(c.snapshot_every, int) or c.snapshot_every < 0:
         fail("snapshot_every", "must be a non-negative integer (0: no snapshots)")
+    if isinstance(c.fid_every, bool) or not isinstance(c.fid_every, int) or c.fid_every < 0:
+        fail("fid_every", "must be a non-negative integer (0: no FID checks)")
     if not 0 < c.learning_rate < 1:
         fail("learning_rate", "must be in (0, 1)")
     if not 0 <= c.ema_decay < 1:

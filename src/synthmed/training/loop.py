@@ -7,7 +7,8 @@ keeps the schedule, the EMA sampler, FID stopping, logs and checkpoints.
 Progress is counted in real images seen. Every few images the loop logs, writes a sample
 grid, checkpoints, and (at ``min_images`` and every ``fid_every`` after it: ``fid_due``)
 evaluates FID against the training fold; it stops after ``patience`` evaluations without
-improvement or at ``max_images`` and keeps the best-FID EMA generator. A checkpoint holds
+improvement or at ``max_images`` and keeps the best-FID EMA generator (with ``fid_every = 0``
+there are no checks, and it keeps the final one). A checkpoint holds
 everything (networks, EMA, optimisers, images seen, FID history, the data order and every
 random generator), so a killed run resumed with ``train(resume=True)`` continues exactly as
 if it had never stopped. The files of a run directory are named in ``run_dir.py``.
@@ -42,7 +43,7 @@ from synthmed._io import (
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.device import precision_name, resolve_bf16, resolve_device
 from synthmed.metrics.extractors import FeatureExtractor, make_extractor
-from synthmed.metrics.fid import RunningStats, frechet_from_stats
+from synthmed.metrics.fid import RunningStats, frechet
 from synthmed.output_dir import claim_output_dir
 from synthmed.progress import progress_bar
 from synthmed.training import distributed
@@ -98,7 +99,7 @@ def fid_due(before: int, now: int, config: TrainConfig) -> bool:
     """Whether the step from ``before`` to ``now`` images ends on the FID grid: at ``min_images``,
     then every ``fid_every`` images after it (the paper's 7.0M, 7.4M, ... rather than 7.2M, 7.6M)."""
     low, every = config.min_images, config.fid_every
-    return now >= low and (before < low or (now - low) // every > (before - low) // every)
+    return every > 0 and now >= low and (before < low or (now - low) // every > (before - low) // every)
 
 
 def _real_at(images: torch.Tensor, resolution: int, alpha: float) -> torch.Tensor:
@@ -159,7 +160,8 @@ def check_hardware(config: TrainConfig, channels: int) -> None:
     except (RuntimeError, AssertionError, TypeError) as error:
         raise ConfigError(f"device = {config.device!r} cannot be used here: {str(error).splitlines()[0]} "
                           "(use auto, cpu, cuda or cuda:N)") from None
-    make_extractor(config.fid_extractor, channels=channels)  # an unknown name or missing weights file
+    if config.fid_every:
+        make_extractor(config.fid_extractor, channels=channels)  # an unknown name or missing weights file
 
 
 def load_run_config(run: RunDir) -> TrainConfig:
@@ -216,8 +218,11 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     writer = _tensorboard(run.tb, state.images_seen) if env.is_main else None
     columns = log_columns(method)
 
-    extractor = make_extractor(config.fid_extractor, channels=reals.shape[1], device=device)
-    real_stats = _real_stats(run, extractor, reals, config) if env.is_main else None
+    # no checks, no feature extractor: its real statistics alone take seconds
+    extractor = None
+    if config.fid_every:
+        extractor = make_extractor(config.fid_extractor, channels=reals.shape[1], device=device)
+    real_stats = _real_stats(run, extractor, reals, config) if env.is_main and extractor else None
     grid_labels = _grid_labels(labels)
 
     def checkpoint_now() -> None:
@@ -299,7 +304,8 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     if writer is not None:
         writer.close()
     distributed.barrier(env)  # rank 0 has written the summary
-    say(f"done ({stop_reason}): {state.images_seen:,} images, best {extractor.name} FD {state.best_fid:.2f}")
+    say(f"done ({stop_reason}): {state.images_seen:,} images, "
+        + (f"best {extractor.name} FD {state.best_fid:.2f}" if extractor else "no FID checks (fid_every = 0)"))
     distributed.shutdown(env)
     return summary or read_json(run.summary)
 
@@ -360,11 +366,11 @@ def _evaluate_fid(sampler: nn.Module, extractor, real_stats: RunningStats, label
     """FD between EMA fakes and the real rows, the fakes made from the same label vectors."""
     rows = _fid_rows(labels.shape[0], config)
     noise = torch.Generator(device=device).manual_seed(config.seed + 29)  # the same noise at every evaluation
-    stats = RunningStats(extractor.dim)
+    features = []
     for start in range(0, len(rows), 250):
         y = labels[rows[start : start + 250].to(labels.device)]
-        stats.update(extractor(to_uint8(sampler.sample(y, noise)).cpu()))
-    return frechet_from_stats(stats, real_stats)
+        features.append(extractor(to_uint8(sampler.sample(y, noise)).cpu()))
+    return frechet(torch.cat(features), real_stats)
 
 
 def _grid_labels(labels: torch.Tensor) -> torch.Tensor:
@@ -382,10 +388,10 @@ def _generator_snapshot(method: TrainingMethod, info: dict, config: TrainConfig,
 
 
 def _finish(run: RunDir, method: TrainingMethod, info, config, state: RunState, reason: str,
-            extractor: FeatureExtractor) -> dict[str, Any]:
+            extractor: FeatureExtractor | None) -> dict[str, Any]:
     if run.best.exists():
         snapshot = load_torch_file(run.best)
-    else:  # no FID evaluation happened (a run resumed past min_images from an older synthmed): the final EMA
+    else:  # no FID evaluation happened (fid_every = 0, or a run resumed past min_images from an older synthmed)
         snapshot = _generator_snapshot(method, info, config, state)
     _save(snapshot, run.generator)
     summary = {
@@ -397,9 +403,9 @@ def _finish(run: RunDir, method: TrainingMethod, info, config, state: RunState, 
         "bf16": state.bf16,
         "best_fid": None if math.isinf(state.best_fid) else state.best_fid,
         "best_images": state.best_images if run.best.exists() else state.images_seen,
-        "fid_extractor": extractor.name,
-        "fid_standard": extractor.standard_fid,  # the FID Inception at 299 px: comparable with published FIDs
-        "fid_images": config.fid_samples,  # generated images per evaluation, against as many real rows (cycled)
+        "fid_extractor": extractor.name if extractor else None,
+        "fid_standard": bool(extractor and extractor.standard_fid),  # the FID Inception at 299 px: as published FIDs
+        "fid_images": config.fid_samples if extractor else 0,  # generated images per check, against as many real rows
         "fid_history": [{"images_seen": i, "fid": f} for i, f in state.fid_history],
         "generator": run.generator.name,
     }
