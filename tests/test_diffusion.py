@@ -107,6 +107,35 @@ def test_a_guidance_interval_in_the_config_reaches_the_sampler_and_older_configs
     assert "guidance_interval" not in config_from_dict({"model": "diffusion"}).to_dict()
 
 
+def test_bfloat16_sampling_rounds_only_the_network_and_auto_follows_the_device(monkeypatch):
+    from synthmed import device
+    from synthmed.training.diffusion import build_diffusion
+
+    model = tiny_model(sample_steps=4)
+    labels, noise = torch.tensor([[1.0, 0, 1], [0.0, 1, 0]]), lambda: torch.Generator().manual_seed(3)  # noqa: E731
+    plain = model.sample(labels, noise())
+    rounded = model.sample(labels, noise(), sample_bf16=True)
+    assert rounded.dtype == torch.float32 and torch.equal(rounded, model.sample(labels, noise(), sample_bf16=True))
+    assert 0 < (rounded - plain).abs().mean() < 0.05  # bfloat16 keeps 8 bits of mantissa: close, not equal
+    # the network under autocast, the guidance and the solver in float32: the same as doing it by hand
+    scheduler = model._sampling_schedule()
+    scheduler.set_timesteps(4)
+    x = torch.randn((2, 1, 8, 8), generator=noise()) * scheduler.init_noise_sigma
+    both, drop = torch.cat([labels, labels]), torch.tensor([False, False, True, True])
+    for t in scheduler.timesteps:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            cond, uncond = model(torch.cat([x, x]), t.expand(4), both, drop).float().chunk(2)
+        x = scheduler.step(uncond + model.guidance_scale * (cond - uncond), t, x).prev_sample
+    torch.testing.assert_close(x.clamp(-1, 1), rounded, atol=1e-6, rtol=0)
+    for fast, expected in ((True, rounded), (False, plain)):
+        monkeypatch.setattr(device, "bf16_is_fast", lambda _device, fast=fast: fast)
+        assert torch.equal(model.sample(labels, noise(), sample_bf16="auto"), expected)
+    # the config key reaches the model; unset, it stays out of the config's dict (benchmark job keys)
+    config = config_from_dict({"model": "diffusion", "sample_bf16": "auto", **TINY_NET})
+    assert build_diffusion(config, 8, 3, 1).sample_bf16 == "auto" and config.to_dict()["sample_bf16"] == "auto"
+    assert "sample_bf16" not in config_from_dict({"model": "diffusion"}).to_dict()
+
+
 def test_guidance_combines_the_two_branches_linearly():
     """One denoiser call on the doubled batch gives uncond + w * (cond - uncond)."""
     model = tiny_model()
@@ -130,6 +159,7 @@ def test_guidance_combines_the_two_branches_linearly():
     ({"model": "diffusion", "guidance_interval": [0.3]},
      r"guidance_interval = \[0.3\] must be a list of 2 numbers or null"),
     ({"model": "diffusion", "guidance_interval": "all"}, r"guidance_interval = 'all' must be"),
+    ({"model": "diffusion", "sample_bf16": "yes"}, "sample_bf16 = 'yes' must be true or false or 'auto'"),
     ({"model": "cpdgan", "augment": "color,flip"}, "augment = 'color,flip' unknown augmentation 'flip'"),
 ])
 def test_bad_diffusion_and_augmentation_keys_are_refused_by_name(values, message):

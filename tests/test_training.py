@@ -17,6 +17,7 @@ import torch
 from helpers import TINY_TRAINING, array_source, one_setting
 from synthmed.data import BenchmarkSetting
 from synthmed.data.records import SPLITS
+from synthmed.device import bf16_is_fast
 from synthmed.synthesis import generate
 from synthmed.training.config import (
     ConfigError,
@@ -285,11 +286,11 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
     guided = generate(diffusion, tmp_path / "guided", guidance_scale=4.0, sample_steps=2, progress=False,
                       log=lambda m: None)
     assert json.loads((guided / "card.json").read_text())["sampling_options"] == {
-        "sample_steps": 2, "guidance_scale": 4.0, "guidance_interval": None}
+        "sample_steps": 2, "guidance_scale": 4.0, "guidance_interval": None, "sample_bf16": False}
     assert "guidance scale 4.0" in (guided / "card.md").read_text()
     # the run's own settings are on the card too (TINY_DIFFUSION: 3 steps, the default guidance 2, every step)
     assert json.loads((plain / "card.json").read_text())["sampling_options"] == {
-        "sample_steps": 3, "guidance_scale": 2.0, "guidance_interval": None}
+        "sample_steps": 3, "guidance_scale": 2.0, "guidance_interval": None, "sample_bf16": False}
     assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(guided / "store" / "images_16.npy"))
     with pytest.raises(SystemExit) as exit_:
         main(["generate", str(diffusion), "--out", str(tmp_path / "interval"), "--guidance-interval", "0", "5",
@@ -307,6 +308,22 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
     assert exit_.value.code == 2
     assert "--guidance-interval 5.0 1.0 must be two noise levels 0 <= low < high" in capsys.readouterr().err
     assert not (tmp_path / "bad").exists()
+    # bfloat16 sampling: the card names the precision that auto chose on this machine
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", str(diffusion), "--out", str(tmp_path / "bf16"), "--sample-bf16", "auto", "--no-progress",
+              "--no-png"])
+    assert exit_.value.code == 0
+    chosen = json.loads((tmp_path / "bf16" / "card.json").read_text())["sampling_options"]["sample_bf16"]
+    assert chosen is bf16_is_fast(torch.device("cpu"))
+    rounded = generate(diffusion, tmp_path / "rounded", sample_bf16=True, progress=False, log=lambda m: None)
+    assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(rounded / "store" / "images_16.npy"))
+    for args, message in ((["--sample-bf16", "yes"], "--sample-bf16 'yes' must be true, false or auto"),
+                          (["--sample-bf16", "true"], "--sample-bf16 does not apply to a cpdgan run")):
+        with pytest.raises(SystemExit) as exit_:
+            main(["generate", str(gan if "true" in args else diffusion), "--out", str(tmp_path / "bad"), *args,
+                  "--no-progress"])
+        assert exit_.value.code == 2 and message in capsys.readouterr().err
+        assert not (tmp_path / "bad").exists()
 
 
 def test_a_snapshot_from_before_full_size_is_refused_by_name(tiny_setting, tmp_path):

@@ -187,6 +187,9 @@ def generate_command(
     guidance_interval: Annotated[Optional[tuple[float, float]], typer.Option(
         help="diffusion: guide only at steps whose noise level sigma is in (LOW, HIGH]; 0 1e9 = every step "
              "(default: the run's guidance_interval)")] = None,
+    sample_bf16: Annotated[Optional[str], typer.Option(
+        help="diffusion: sample under bfloat16 autocast: true, false or auto (where the CPU has fast bfloat16 "
+             "kernels); the images change by rounding (default: the run's sample_bf16)")] = None,
     snapshot: Annotated[Optional[str], typer.Option(
         help="sample a snapshot of the run (e.g. snapshots/generator_0000020000.pt) instead of generator.pt")] = None,
     label_check: Annotated[Optional[Path], typer.Option(
@@ -201,8 +204,9 @@ def generate_command(
     """Make the synthetic train/val/test folds: one image per real row, with its label vector."""
     from synthmed.synthesis import generate
 
+    precision = {"true": True, "false": False}.get(str(sample_bf16).lower(), sample_bf16)
     generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale,
-             guidance_interval=guidance_interval, snapshot_file=snapshot, label_check=label_check,
+             guidance_interval=guidance_interval, sample_bf16=precision, snapshot_file=snapshot, label_check=label_check,
              label_check_tries=label_check_tries, export_png=png, overwrite=overwrite, progress=progress,
              log=console.print)
 

@@ -36,6 +36,7 @@ from synthmed._io import read_json, sha256_file, write_json_atomic, write_text_a
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting, write_setting
 from synthmed.data.store import Store, write_images, write_store
+from synthmed.device import resolve_bf16
 from synthmed.errors import ConfigError, DataError
 from synthmed.label_check import CHECK_COUNTS, DEFAULT_TRIES, KEEP_RULE, load_label_check
 from synthmed.models.diffusion import interval_problem
@@ -102,13 +103,14 @@ def synthesize(sampler: torch.nn.Module, labels: np.ndarray, seed: int, device="
 
 def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
              sample_steps: int | None = None, guidance_scale: float | None = None,
-             guidance_interval: tuple[float, float] | None = None, snapshot_file: str | None = None,
+             guidance_interval: tuple[float, float] | None = None, sample_bf16: bool | str | None = None,
+             snapshot_file: str | None = None,
              label_check: str | os.PathLike | None = None, label_check_tries: int | None = None,
              export_png: bool = True, overwrite: bool = False, progress: bool = True,
              log: Callable[[str], None] = print) -> Path:
     """Write the synthetic set of a finished run (see the module docstring). ``sample_steps``,
-    ``guidance_scale`` and ``guidance_interval`` override a diffusion model's sampler settings; None
-    keeps the run's.
+    ``guidance_scale``, ``guidance_interval`` and ``sample_bf16`` override a diffusion model's sampler
+    settings; None keeps the run's. The card records the precision that ``sample_bf16 = "auto"`` chose.
     ``snapshot_file`` samples an intermediate snapshot of the run instead of its final generator.
     ``label_check`` (a classifier file of the real data) makes off-label rows again, up to
     ``label_check_tries`` times (default ``DEFAULT_TRIES``, 3; ``label_check.py``)."""
@@ -124,8 +126,13 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         if problem := interval_problem(guidance_interval):
             raise ConfigError(f"--guidance-interval {' '.join(map(str, guidance_interval))} {problem}")
         guidance_interval = [float(v) for v in guidance_interval]  # as the card's JSON gives it back
+    if sample_bf16 not in (None, True, False, "auto"):
+        raise ConfigError(f"--sample-bf16 {sample_bf16!r} must be true, false or auto")
     options = sampling_options(sampler, {"sample_steps": sample_steps, "guidance_scale": guidance_scale,
-                                         "guidance_interval": guidance_interval}, snapshot["config"]["model"])
+                                         "guidance_interval": guidance_interval, "sample_bf16": sample_bf16},
+                               snapshot["config"]["model"])
+    if "sample_bf16" in options:  # the images depend on the precision it resolves to here, so the card names that
+        options["sample_bf16"] = resolve_bf16(options["sample_bf16"], torch.device("cpu"))
     info = run.read_info()
     summary = run.read_summary() or {
         "images_seen": snapshot["images_seen"], "stop_reason": "still training", "best_fid": None,
@@ -144,7 +151,9 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
 
     def same() -> bool:
         card = read_json(out / CARD)
-        return (card.get("generation_seed") == seed and card.get("sampling_options", {}) == options  # get: an
+        # a diffusion card from before sample_bf16 sampled in float32
+        earlier = {**({"sample_bf16": False} if "sample_bf16" in options else {}), **card.get("sampling_options", {})}
+        return (card.get("generation_seed") == seed and earlier == options  # get: an
                 and card.get("generator_sha256") == sha256_file(generator_file)  # imported set has neither
                 and {k: v for k, v in (card.get("label_check") or {}).items() if k not in CHECK_COUNTS}
                 == (check.identity() if check else {}))

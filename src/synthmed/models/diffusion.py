@@ -28,6 +28,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from synthmed.device import resolve_bf16
+
 # diffusers takes seconds to import, so it is imported where a model or scheduler is built
 
 PREDICTIONS = ("epsilon", "v_prediction")
@@ -65,7 +67,8 @@ class ConditionalDiffusion(nn.Module):
                  unet_channels: tuple[int, ...] = (32, 64, 64), layers_per_block: int = 1, attention: bool = True,
                  prediction: str = "epsilon", noise_schedule: str = "squaredcos_cap_v2",
                  train_timesteps: int = 1000, sampler: str = "dpm-solver++", sample_steps: int = 20,
-                 guidance_scale: float = 2.0, guidance_interval: tuple[float, float] | None = None) -> None:
+                 guidance_scale: float = 2.0, guidance_interval: tuple[float, float] | None = None,
+                 sample_bf16: bool | str = False) -> None:
         from diffusers import UNet2DModel
 
         super().__init__()
@@ -84,6 +87,7 @@ class ConditionalDiffusion(nn.Module):
         self.sampler, self.sample_steps, self.guidance_scale = sampler, sample_steps, guidance_scale
         # a list, as the dataset card's JSON gives it back (a rerun compares the two)
         self.guidance_interval = None if guidance_interval is None else [float(v) for v in guidance_interval]
+        self.sample_bf16 = sample_bf16
         time_dim = unet_channels[0] * 4  # UNet2DModel's timestep-embedding width
         groups = min(8, unet_channels[0])
         self.unet = UNet2DModel(
@@ -120,12 +124,14 @@ class ConditionalDiffusion(nn.Module):
     @torch.no_grad()
     def sample(self, labels: torch.Tensor, noise: torch.Generator, sample_steps: int | None = None,
                guidance_scale: float | None = None,
-               guidance_interval: tuple[float, float] | list[float] | None = None) -> torch.Tensor:
+               guidance_interval: tuple[float, float] | list[float] | None = None,
+               sample_bf16: bool | str | None = None) -> torch.Tensor:
         """Images in [-1, 1] for ``labels``. The samplers are deterministic given the starting
         noise, which is drawn from ``noise`` on its own device (a CPU generator gives the same
         starting noise whatever device the model is on). ``guidance_interval`` (low, high): guide
         only where the step's noise level sigma is in (low, high]; None keeps the model's (None:
-        every step)."""
+        every step). ``sample_bf16`` (True, False or "auto": where it is fast) runs the network under
+        bfloat16 autocast; the guidance and the solver stay in float32."""
         steps = self.sample_steps if sample_steps is None else int(sample_steps)
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         low, high = (self.guidance_interval if guidance_interval is None else guidance_interval) or (0.0, float("inf"))
@@ -137,12 +143,18 @@ class ConditionalDiffusion(nn.Module):
         x = torch.randn(shape, device=noise.device, generator=noise).to(labels.device) * scheduler.init_noise_sigma
         both_labels = torch.cat([labels, labels])  # the second half gets the null condition
         drop = torch.arange(2 * n, device=labels.device) >= n
+        bf16 = resolve_bf16(self.sample_bf16 if sample_bf16 is None else sample_bf16, labels.device)
+
+        def predict(inputs: torch.Tensor, t: torch.Tensor, y: torch.Tensor, dropped: torch.Tensor | None = None):
+            with torch.autocast(labels.device.type, dtype=torch.bfloat16, enabled=bf16):
+                return self(inputs, t.expand(len(inputs)), y, dropped).float()
+
         for t in scheduler.timesteps:
             model_input = scheduler.scale_model_input(x, t)
             if scale == 1.0 or not low < float(sigmas[int(t)]) <= high:
-                out = self(model_input, t.expand(n), labels)
+                out = predict(model_input, t, labels)
             else:  # both branches in one batch
-                cond, uncond = self(torch.cat([model_input, model_input]), t.expand(2 * n), both_labels, drop).chunk(2)
+                cond, uncond = predict(torch.cat([model_input, model_input]), t, both_labels, drop).chunk(2)
                 out = uncond + scale * (cond - uncond)
             x = scheduler.step(out, t, x).prev_sample
         return x.clamp(-1, 1)

@@ -54,6 +54,9 @@ class TrainConfig:
     sample_steps: int = 20
     guidance_scale: float = 2.0  # 1 = conditional branch only, no guidance
     guidance_interval: tuple[float, float] | None = None  # guide only where the noise level sigma is in (low, high]
+    # sample under bfloat16 autocast (auto: where it is fast, synthmed.device): 1.6x as fast with AVX-512 BF16
+    # and channels_last off. It changes the images by rounding, so it is a sampling setting, not a hardware key
+    sample_bf16: bool | Literal["auto"] = False
     # prog-GAN growth: each fade-in and stabilisation phase lasts phase_images real images
     start_resolution: int = 8
     phase_images: int | dict[int, int] = 1_400_000  # a number, or one per final resolution
@@ -100,6 +103,8 @@ class TrainConfig:
             del data["guidance_interval"]
         else:
             data["guidance_interval"] = list(self.guidance_interval)
+        if self.sample_bf16 is False:  # and before this one
+            del data["sample_bf16"]
         data["betas"] = list(self.betas)
         channels = self.unet_channels
         data["unet_channels"] = ({r: list(v) for r, v in channels.items()} if isinstance(channels, dict)
