@@ -311,6 +311,8 @@ def test_a_killed_sweep_resumes_runs_every_job_once_and_reports(tmp_path):
     rerun = subprocess.run([sys.executable, "-m", "synthmed.cli", "benchmark", "--preset", str(preset), "--out",
                             str(out)], cwd=tmp_path, capture_output=True, text=True)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert "Warning" not in rerun.stdout + rerun.stderr  # a job's warnings are in its own log
+    assert any("warning: FID from" in log.read_text() for log in out.glob("jobs/fidelity-*/log.txt"))
     status = benchmark_status(out)
     assert status["total"] == {"done": len(jobs)}, status["failed"]
     for job in jobs:  # a job done before the kill never ran again

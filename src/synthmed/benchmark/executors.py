@@ -8,11 +8,13 @@ the jobs that need it wait for the next run; the others go on.
 from __future__ import annotations
 
 import concurrent.futures as futures
+import contextlib
 import multiprocessing
 import os
 import time
 import traceback
-from collections.abc import Callable, Iterable
+import warnings
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +45,8 @@ def run_job(job: Job, root: str | os.PathLike, runtime: dict[str, Any] | None = 
     inputs = {role: job_dir(root, dep) for role, dep in job.inputs.items()}
     log = _job_logger(folder) if main_rank else (lambda message: None)
     try:
-        outputs = STAGES[job.stage](job, folder, inputs, runtime, log)
+        with _warnings_into(log):
+            outputs = STAGES[job.stage](job, folder, inputs, runtime, log)
     except Exception as error:  # recorded for `benchmark status`; dependants wait for a rerun
         if main_rank:
             log(traceback.format_exc())
@@ -52,6 +55,17 @@ def run_job(job: Job, root: str | os.PathLike, runtime: dict[str, Any] | None = 
     if main_rank:
         mark_finished(folder, started, outputs)
     return "done"
+
+
+@contextlib.contextmanager
+def _warnings_into(log: Log) -> Iterator[None]:
+    """A job's warnings go to its log, beside the lines they explain, not to the console of the whole run."""
+    with warnings.catch_warnings(record=True) as caught:
+        try:
+            yield
+        finally:
+            for warning in caught:
+                log(f"warning: {warning.message}")
 
 
 def _job_logger(folder: Path) -> Log:
