@@ -273,7 +273,7 @@ def test_the_training_fid_at_n10000_is_a_metric_and_figure_3_uses_it(tmp_path):
     metric, title = figure3_fid(table[table.setting == "cpu"], jobs[2:], "samples", preset)
     assert metric == "fd/inception"
     assert "fidelity job: min(n_train, 150) images, not cycled" in title
-    assert ("no FID at N = 10,000 (too costly for this preset): training used inception-96 on 500 images, "
+    assert ("no FID at N = 10,000 (too costly for this preset); training: inception-96 on 500 images, "
             "no FID checks") in title
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import warnings
 
 import numpy as np
 import pytest
@@ -113,7 +114,7 @@ def test_frechet_distance_equals_pytorch_fids_sqrtm_form_also_on_singular_covari
         assert frechet_distance(*single) == pytest.approx(reference, rel=1e-5)
 
 
-def test_few_images_take_the_small_eigenproblem_and_give_the_full_ones_distance():
+def test_few_images_take_the_small_eigenproblem_and_give_the_full_ones_distance(monkeypatch):
     """With no more images than dimensions, ``frechet`` finds the eigenvalues in n dimensions; the value
     is pytorch-fid's sqrtm form and torchmetrics', whichever side, type or form the sets come in."""
     real, fake = random_features(30, 64, seed=8), random_features(40, 64, seed=9, shift=0.3)
@@ -124,12 +125,18 @@ def test_few_images_take_the_small_eigenproblem_and_give_the_full_ones_distance(
     metric.update(torch.from_numpy(real), real=True)
     metric.update(torch.from_numpy(fake), real=False)
     assert float(metric.compute()) == pytest.approx(reference, rel=1e-6)
-    with pytest.warns(RuntimeWarning, match="FID from 30 images in 64"):
+    monkeypatch.setattr(linalg, "eigvals", None)  # the 64 x 64 eigenproblem is not solved: calling it would fail
+    with pytest.warns(RuntimeWarning, match="FID from 30 images in 64") as caught:
         values = [frechet(real, fake), frechet(fake, real),
                   frechet(torch.from_numpy(real), RunningStats(64).update(fake)),
                   frechet(RunningStats(64).update(real), fake.astype(np.float32)),
                   frechet_distance_few_images(fake, real.mean(0), s1)]
     assert values == pytest.approx([reference] * 5, rel=1e-6)
+    assert {warning.filename for warning in caught} == {__file__}  # the warning points at the caller's line
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # a set too small for any covariance: the error alone, no warning first
+        with pytest.raises(ValueError, match=r"2 <= n <= dim.*features \(1, 64\)"):
+            frechet(real[:1], fake)
     assert frechet_distance_few_images(real, real.mean(0), s1) == pytest.approx(0.0, abs=1e-6 * reference)
     with pytest.raises(ValueError, match=r"2 <= n <= dim.*features \(65, 64\)"):
         frechet_distance_few_images(random_features(65, 64, seed=1), fake.mean(0), s2)

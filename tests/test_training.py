@@ -94,6 +94,7 @@ def test_fid_grid_starts_at_the_minimum_as_in_the_paper():
     ({"model": "proggan", "reset_adam_per_phase": "yes"}, "reset_adam_per_phase = 'yes' must be true or false"),
     ({"bf16": "yes"}, "bf16 = 'yes' must be true or false or 'auto'"),
     ({"fid_every": -1}, r"fid_every = -1 must be a non-negative integer \(0: no FID checks\)"),
+    ({"sample_bf16": "auto"}, "sample_bf16 = 'auto' applies to the diffusion model only"),
 ])
 def test_bad_configs_are_refused_by_name(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -287,7 +288,7 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
                       log=lambda m: None)
     assert json.loads((guided / "card.json").read_text())["sampling_options"] == {
         "sample_steps": 2, "guidance_scale": 4.0, "guidance_interval": None, "sample_bf16": False}
-    assert "guidance scale 4.0" in (guided / "card.md").read_text()
+    assert "guidance scale 4.0; sampling precision float32" in (guided / "card.md").read_text()
     # the run's own settings are on the card too (TINY_DIFFUSION: 3 steps, the default guidance 2, every step)
     assert json.loads((plain / "card.json").read_text())["sampling_options"] == {
         "sample_steps": 3, "guidance_scale": 2.0, "guidance_interval": None, "sample_bf16": False}
@@ -310,7 +311,7 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
     assert not (tmp_path / "bad").exists()
     # bfloat16 sampling: the card names the precision that auto chose on this machine
     with pytest.raises(SystemExit) as exit_:
-        main(["generate", str(diffusion), "--out", str(tmp_path / "bf16"), "--sample-bf16", "auto", "--no-progress",
+        main(["generate", str(diffusion), "--out", str(tmp_path / "bf16"), "--sample-bf16", "AUTO", "--no-progress",
               "--no-png"])
     assert exit_.value.code == 0
     chosen = json.loads((tmp_path / "bf16" / "card.json").read_text())["sampling_options"]["sample_bf16"]

@@ -204,7 +204,7 @@ def generate_command(
     """Make the synthetic train/val/test folds: one image per real row, with its label vector."""
     from synthmed.synthesis import generate
 
-    precision = {"true": True, "false": False}.get(str(sample_bf16).lower(), sample_bf16)
+    precision = {"true": True, "false": False, "auto": "auto"}.get(str(sample_bf16).lower(), sample_bf16)
     generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale,
              guidance_interval=guidance_interval, sample_bf16=precision, snapshot_file=snapshot, label_check=label_check,
              label_check_tries=label_check_tries, export_png=png, overwrite=overwrite, progress=progress,

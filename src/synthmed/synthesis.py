@@ -36,7 +36,7 @@ from synthmed._io import read_json, sha256_file, write_json_atomic, write_text_a
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting, write_setting
 from synthmed.data.store import Store, write_images, write_store
-from synthmed.device import resolve_bf16
+from synthmed.device import precision_name, resolve_bf16
 from synthmed.errors import ConfigError, DataError
 from synthmed.label_check import CHECK_COUNTS, DEFAULT_TRIES, KEEP_RULE, load_label_check
 from synthmed.models.diffusion import interval_problem
@@ -303,6 +303,12 @@ def card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _option_words(name: str, value: Any) -> str:
+    if name == "sample_bf16":
+        return f"sampling precision {precision_name(value)}"
+    return f"{name.replace('_', ' ')} {value}"
+
+
 def _generator_lines(card: dict[str, Any]) -> list[str]:
     return [
         f"- model: {card['model']} (config digest `{card['config_digest']}`)",
@@ -311,7 +317,7 @@ def _generator_lines(card: dict[str, Any]) -> list[str]:
         f"- best FD during training: {'none' if card['best_fid'] is None else format(card['best_fid'], '.2f')} "
         f"({card['fid_extractor'] or 'no FID checks: fid_every = 0'})",
         f"- generation seed: {card['generation_seed']}"
-        + "".join(f"; {k.replace('_', ' ')} {v}" for k, v in card["sampling_options"].items() if v is not None),
+        + "".join(f"; {_option_words(k, v)}" for k, v in card["sampling_options"].items() if v is not None),
         *_label_check_lines(card.get("label_check")),
     ]
 

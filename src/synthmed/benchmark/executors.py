@@ -59,13 +59,11 @@ def run_job(job: Job, root: str | os.PathLike, runtime: dict[str, Any] | None = 
 
 @contextlib.contextmanager
 def _warnings_into(log: Log) -> Iterator[None]:
-    """A job's warnings go to its log, beside the lines they explain, not to the console of the whole run."""
-    with warnings.catch_warnings(record=True) as caught:
-        try:
-            yield
-        finally:
-            for warning in caught:
-                log(f"warning: {warning.message}")
+    """A job's warnings go to its log as they come, beside the lines they explain, not to the console of
+    the whole run."""
+    with warnings.catch_warnings():  # restores showwarning on leaving
+        warnings.showwarning = lambda message, *_, **__: log(f"warning: {message}")
+        yield
 
 
 def _job_logger(folder: Path) -> Log:

@@ -42,7 +42,7 @@ JOB_FORMAT = 1  # bump when a stage's outputs change meaning: every key changes 
 # so that the real classifier's AUROC on the synthetic test fold does not grade its own choice
 LABEL_CHECK_SEED = 1000
 # where a job runs, kept out of its identity; its numbers still round as that hardware does (a CPU or
-# a GPU; bfloat16 or float32 under `bf16: auto`), as every floating-point result does
+# a GPU; bfloat16 or float32 under `bf16: auto` and `sample_bf16: auto`), as every floating-point result does
 HARDWARE_KEYS = ("device", "threads")
 STATES = ("done", "running", "failed", "pending")
 

@@ -68,7 +68,8 @@ def settings(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, An
 
 def train(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
     """Train one run; with a ``first_seed`` input (shared_stop) to the step where seed 0 kept its
-    generator, evaluating FID there once: every seed's generator then comes from the same step (S.3)."""
+    generator, evaluating FID there once (unless ``fid_every`` is 0): every seed's generator then comes
+    from the same step (S.3)."""
     from synthmed.training.config import config_from_dict
     from synthmed.training.loop import start_run
     from synthmed.training.loop import train as train_run

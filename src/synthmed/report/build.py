@@ -118,7 +118,7 @@ def figure3_fid(table: pd.DataFrame, jobs: list[Job], dimension: str, preset: di
     used = sorted({f"{c['fid_extractor']} on {c['fid_samples']:,} images" if c["fid_every"] else "no FID checks"
                    for c in configs})
     return "fd/inception", (f"FID, fidelity job: {_fidelity_images(preset)} images, not cycled\n"
-                            f"no FID at N = 10,000 (too costly for this preset): training used {', '.join(used)}")
+                            f"no FID at N = 10,000 (too costly for this preset); training: {', '.join(used)}")
 
 
 def pooled_gaps(table: pd.DataFrame, dimension: str) -> list[dict[str, Any]]:

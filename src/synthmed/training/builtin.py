@@ -27,8 +27,14 @@ def _check_no_growth(c: TrainConfig, fail: Fail) -> None:
         fail("reset_adam_per_phase", "applies to prog-GAN only (the only model that grows in phases)")
 
 
-def _check_cpdgan(c: TrainConfig, fail: Fail) -> None:
+def _check_gan(c: TrainConfig, fail: Fail) -> None:
     _check_augment(c, fail)
+    if c.sample_bf16 is not False:
+        fail("sample_bf16", "applies to the diffusion model only (a GAN samples in one cheap forward pass)")
+
+
+def _check_cpdgan(c: TrainConfig, fail: Fail) -> None:
+    _check_gan(c, fail)
     _check_no_growth(c, fail)
 
 
@@ -73,7 +79,7 @@ CPDGAN = Generator(
     method="synthmed.training.gan:GanTraining", presets=PRESETS, check_config=_check_cpdgan,
     summary="cpD-GAN: conditional WGAN-GP with a projection critic, one resolution (the paper's)")
 PROGGAN = Generator(
-    method="synthmed.training.gan:GanTraining", presets=PRESETS, check_config=_check_augment,
+    method="synthmed.training.gan:GanTraining", presets=PRESETS, check_config=_check_gan,
     check_resolution=_check_proggan_resolution,
     summary="prog-GAN: progressively grown WGAN-GP with an auxiliary classifier (the paper's)")
 DIFFUSION = Generator(

@@ -97,7 +97,8 @@ def _next_indices(state: RunState, n_rows: int, count: int, data_gen: torch.Gene
 
 def fid_due(before: int, now: int, config: TrainConfig) -> bool:
     """Whether the step from ``before`` to ``now`` images ends on the FID grid: at ``min_images``,
-    then every ``fid_every`` images after it (the paper's 7.0M, 7.4M, ... rather than 7.2M, 7.6M)."""
+    then every ``fid_every`` images after it (the paper's 7.0M, 7.4M, ... rather than 7.2M, 7.6M);
+    never when ``fid_every`` is 0."""
     low, every = config.min_images, config.fid_every
     return every > 0 and now >= low and (before < low or (now - low) // every > (before - low) // every)
 
