@@ -288,7 +288,7 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
                       log=lambda m: None)
     assert json.loads((guided / "card.json").read_text())["sampling_options"] == {
         "sample_steps": 2, "guidance_scale": 4.0, "guidance_interval": None, "sample_bf16": False}
-    assert "guidance scale 4.0; sampling precision float32" in (guided / "card.md").read_text()
+    assert "guidance scale 4.0; sampling precision float32; sampled on cpu" in (guided / "card.md").read_text()
     # the run's own settings are on the card too (TINY_DIFFUSION: 3 steps, the default guidance 2, every step)
     assert json.loads((plain / "card.json").read_text())["sampling_options"] == {
         "sample_steps": 3, "guidance_scale": 2.0, "guidance_interval": None, "sample_bf16": False}
@@ -314,11 +314,12 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
         main(["generate", str(diffusion), "--out", str(tmp_path / "bf16"), "--sample-bf16", "AUTO", "--no-progress",
               "--no-png"])
     assert exit_.value.code == 0
-    chosen = json.loads((tmp_path / "bf16" / "card.json").read_text())["sampling_options"]["sample_bf16"]
-    assert chosen is bf16_is_fast(torch.device("cpu"))
+    card = json.loads((tmp_path / "bf16" / "card.json").read_text())
+    assert card["sampling_options"]["sample_bf16"] is bf16_is_fast(torch.device("cpu")) and card["sampled_on"] == "cpu"
     rounded = generate(diffusion, tmp_path / "rounded", sample_bf16=True, progress=False, log=lambda m: None)
     assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(rounded / "store" / "images_16.npy"))
     for args, message in ((["--sample-bf16", "yes"], "--sample-bf16 'yes' must be true, false or auto"),
+                          (["--device", "gpu0"], "--device 'gpu0' cannot be used here: "),
                           (["--sample-bf16", "true"], "--sample-bf16 does not apply to a cpdgan run")):
         with pytest.raises(SystemExit) as exit_:
             main(["generate", str(gan if "true" in args else diffusion), "--out", str(tmp_path / "bad"), *args,

@@ -197,6 +197,9 @@ def generate_command(
              "the one that will score the set): rows it reads against their label are made again")] = None,
     label_check_tries: Annotated[Optional[int], typer.Option(
         help="with --label-check: new images tried per off-label row (default 3)")] = None,
+    device: Annotated[str, typer.Option(
+        help="where the generator runs: cpu, cuda, cuda:N or auto; a GPU rounds differently from the CPU, so the "
+             "card names it")] = "cpu",
     png: Annotated[bool, typer.Option(help="also export PNG files and CheXpert-style CSVs")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace another synthetic set in --out")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -207,7 +210,8 @@ def generate_command(
     precision = {"true": True, "false": False, "auto": "auto"}.get(str(sample_bf16).lower(), sample_bf16)
     generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale,
              guidance_interval=guidance_interval, sample_bf16=precision, snapshot_file=snapshot, label_check=label_check,
-             label_check_tries=label_check_tries, export_png=png, overwrite=overwrite, progress=progress,
+             label_check_tries=label_check_tries, device=device, export_png=png, overwrite=overwrite,
+             progress=progress,
              log=console.print)
 
 

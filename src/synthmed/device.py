@@ -8,12 +8,26 @@ from typing import Literal
 
 import torch
 
+from synthmed.errors import ConfigError
+
 
 def resolve_device(name: str, local_rank: int = 0) -> torch.device:
     """``auto``: this process's GPU when there is one, else the CPU; any other name as given."""
     if name == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     return torch.device(name)
+
+
+def usable_device(name: str, what: str) -> torch.device:
+    """``resolve_device(name)``, tried with an empty tensor there, so that an unknown or absent device
+    fails before anything is written; the error starts with ``what`` (e.g. ``"--device 'cuda'"``)."""
+    try:
+        device = resolve_device(name)
+        torch.empty(0, device=device)
+    except (RuntimeError, AssertionError, TypeError) as error:
+        raise ConfigError(f"{what} cannot be used here: {str(error).splitlines()[0]} "
+                          "(use auto, cpu, cuda or cuda:N)") from None
+    return device
 
 
 @functools.lru_cache(maxsize=None)

@@ -36,7 +36,7 @@ from synthmed._io import read_json, sha256_file, write_json_atomic, write_text_a
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting, write_setting
 from synthmed.data.store import Store, write_images, write_store
-from synthmed.device import precision_name, resolve_bf16
+from synthmed.device import precision_name, resolve_bf16, usable_device
 from synthmed.errors import ConfigError, DataError
 from synthmed.label_check import CHECK_COUNTS, DEFAULT_TRIES, KEEP_RULE, load_label_check
 from synthmed.models.diffusion import interval_problem
@@ -106,17 +106,20 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
              guidance_interval: tuple[float, float] | None = None, sample_bf16: bool | str | None = None,
              snapshot_file: str | None = None,
              label_check: str | os.PathLike | None = None, label_check_tries: int | None = None,
-             export_png: bool = True, overwrite: bool = False, progress: bool = True,
+             device: str = "cpu", export_png: bool = True, overwrite: bool = False, progress: bool = True,
              log: Callable[[str], None] = print) -> Path:
     """Write the synthetic set of a finished run (see the module docstring). ``sample_steps``,
     ``guidance_scale``, ``guidance_interval`` and ``sample_bf16`` override a diffusion model's sampler
     settings; None keeps the run's. The card records the precision that ``sample_bf16 = "auto"`` chose.
+    ``device`` (cpu, cuda, cuda:N or auto) runs the generator there; the starting noise is drawn on the
+    CPU whatever the device, but a GPU rounds differently, so the card names the device type.
     ``snapshot_file`` samples an intermediate snapshot of the run instead of its final generator.
     ``label_check`` (a classifier file of the real data) makes off-label rows again, up to
     ``label_check_tries`` times (default ``DEFAULT_TRIES``, 3; ``label_check.py``)."""
     run = RunDir(run_dir)
     out = check_output_path(out if out is not None else run.path / "synthetic")
-    sampler, snapshot = load_generator(run.path, snapshot=snapshot_file)
+    target = usable_device(device, f"--device {device!r}")
+    sampler, snapshot = load_generator(run.path, device=target, snapshot=snapshot_file)
     generator_file = run.path / (snapshot_file or GENERATOR)
     if sample_steps is not None and not 1 <= sample_steps <= 1000:
         raise ConfigError(f"--sample-steps {sample_steps} must be in [1, 1000]")
@@ -132,7 +135,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
                                          "guidance_interval": guidance_interval, "sample_bf16": sample_bf16},
                                snapshot["config"]["model"])
     if "sample_bf16" in options:  # the images depend on the precision it resolves to here, so the card names that
-        options["sample_bf16"] = resolve_bf16(options["sample_bf16"], torch.device("cpu"))
+        options["sample_bf16"] = resolve_bf16(options["sample_bf16"], target)
     info = run.read_info()
     summary = run.read_summary() or {
         "images_seen": snapshot["images_seen"], "stop_reason": "still training", "best_fid": None,
@@ -151,10 +154,11 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
 
     def same() -> bool:
         card = read_json(out / CARD)
-        # a diffusion card from before sample_bf16 sampled in float32
+        # a card from before sample_bf16 sampled in float32, one from before sampled_on on the CPU
         earlier = {**({"sample_bf16": False} if "sample_bf16" in options else {}), **card.get("sampling_options", {})}
-        return (card.get("generation_seed") == seed and earlier == options  # get: an
-                and card.get("generator_sha256") == sha256_file(generator_file)  # imported set has neither
+        return (card.get("generation_seed") == seed and earlier == options  # get: an imported set
+                and card.get("generator_sha256") == sha256_file(generator_file)  # has neither
+                and card.get("sampled_on", "cpu") == target.type
                 and {k: v for k, v in (card.get("label_check") or {}).items() if k not in CHECK_COUNTS}
                 == (check.identity() if check else {}))
 
@@ -163,18 +167,19 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         return out
 
     folds = {fold: setting.labels(fold) for fold in SPLITS}
-    made = sampler.sample(torch.from_numpy(folds["train"][:1].astype(np.float32)), torch.Generator().manual_seed(0),
-                          **options).shape[-1]
+    made = sampler.sample(torch.from_numpy(folds["train"][:1].astype(np.float32)).to(target),
+                          torch.Generator().manual_seed(0), **options).shape[-1]
     if made != resolution:  # e.g. a prog-GAN snapshot from before it had grown to the setting's size
         raise DataError(f"makes {made} px images, the setting is {resolution} px: choose a snapshot from after the "
                         "generator reached full size", file=generator_file)
     images, counts = {}, {}
     with progress_bar(sum(len(v) for v in folds.values()), "generating", progress) as bar:
         for fold, labels in folds.items():
-            images[fold] = synthesize(sampler, labels, _fold_seed(seed, fold), options=options, on_batch=bar.advance)
+            images[fold] = synthesize(sampler, labels, _fold_seed(seed, fold), device=target, options=options,
+                                      on_batch=bar.advance)
             if check is not None:
                 images[fold], counts[fold] = check.resample(images[fold], labels, lambda rows, attempt: synthesize(
-                    sampler, labels[rows], _fold_seed(seed, f"{fold}/retry-{attempt}"), options=options))
+                    sampler, labels[rows], _fold_seed(seed, f"{fold}/retry-{attempt}"), device=target, options=options))
                 log(f"label check, {fold} ({len(labels)} rows): "
                     f"{_check_counts(counts[fold]['off_label_rows'], counts[fold]['wrong_labels'])} "
                     "(before the first try, then after each)")
@@ -182,7 +187,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         **check.identity(), **{key: {fold: c[key] for fold, c in counts.items()} for key in CHECK_COUNTS}}
     write_set(out, images, folds, setting, resolution, snapshot["config"]["model"], seed, export_png,
               lambda store: _card(generator_file, snapshot_file or GENERATOR, info, summary, snapshot, setting,
-                                  folds, seed, options, checked, store))
+                                  folds, seed, options, checked, target, store))
     log(f"synthetic set: {sum(len(v) for v in folds.values())} images in {out}")
     return out
 
@@ -253,7 +258,7 @@ def label_counts(folds: dict[str, np.ndarray], label_names: list[str]) -> dict[s
 
 
 def _card(generator_file, generator_name, info, summary, snapshot, setting, folds, seed, options, label_check,
-          store) -> dict[str, Any]:
+          device, store) -> dict[str, Any]:
     return {
         "model": snapshot["config"]["model"],
         "config_digest": info["config_digest"],
@@ -272,6 +277,7 @@ def _card(generator_file, generator_name, info, summary, snapshot, setting, fold
         "generator_sha256": sha256_file(generator_file),
         "generation_seed": seed,
         "sampling_options": options,
+        "sampled_on": device.type,  # "cpu" or "cuda": the images round as the device does
         "label_check": label_check,
         "images_per_fold": {fold: int(len(folds[fold])) for fold in SPLITS},
         "label_counts": label_counts(folds, setting.label_names),
@@ -317,7 +323,8 @@ def _generator_lines(card: dict[str, Any]) -> list[str]:
         f"- best FD during training: {'none' if card['best_fid'] is None else format(card['best_fid'], '.2f')} "
         f"({card['fid_extractor'] or 'no FID checks: fid_every = 0'})",
         f"- generation seed: {card['generation_seed']}"
-        + "".join(f"; {_option_words(k, v)}" for k, v in card["sampling_options"].items() if v is not None),
+        + "".join(f"; {_option_words(k, v)}" for k, v in card["sampling_options"].items() if v is not None)
+        + f"; sampled on {card.get('sampled_on', 'cpu')}",  # get: a card from before the key
         *_label_check_lines(card.get("label_check")),
     ]
 

@@ -41,7 +41,7 @@ from synthmed._io import (
     write_with_atomic,
 )
 from synthmed.data.settings import BenchmarkSetting
-from synthmed.device import precision_name, resolve_bf16, resolve_device
+from synthmed.device import precision_name, resolve_bf16, resolve_device, usable_device
 from synthmed.metrics.extractors import FeatureExtractor, make_extractor
 from synthmed.metrics.fid import RunningStats, frechet
 from synthmed.output_dir import claim_output_dir
@@ -156,11 +156,7 @@ def check_hardware(config: TrainConfig, channels: int) -> None:
     config is read (``generate`` reads a GPU run's config on a laptop)."""
     if config.threads < 0:  # its type is checked when the config is read
         raise ConfigError(f"threads = {config.threads!r} must be a non-negative integer (0: torch's default)")
-    try:  # an unknown or absent device fails here, not after the run folder is made
-        torch.empty(0, device=resolve_device(config.device))
-    except (RuntimeError, AssertionError, TypeError) as error:
-        raise ConfigError(f"device = {config.device!r} cannot be used here: {str(error).splitlines()[0]} "
-                          "(use auto, cpu, cuda or cuda:N)") from None
+    usable_device(config.device, f"device = {config.device!r}")  # fails here, not after the run folder is made
     if config.fid_every:
         make_extractor(config.fid_extractor, channels=channels)  # an unknown name or missing weights file
 
