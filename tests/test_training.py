@@ -238,10 +238,14 @@ def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path)
     expected = quiet_train(reference)
 
     run = start_run(config, tiny_setting, tmp_path / "killed")
-    child = subprocess.Popen(
-        [sys.executable, "-c", f"from synthmed.training.loop import train; train({str(run)!r}, progress=False)"],
-        stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-    )
+    # the child stops for good after 224 images (step 27; checkpoints every 40), so the kill lands between the
+    # checkpoint at 200 and the next, and never races the end of a run that trains faster than it is watched
+    child_code = (
+        "import time\nfrom synthmed.training import loop\nema = loop.update_ema\n"
+        "def update_ema(sampler, model, config, step):\n    ema(sampler, model, config, step)\n"
+        "    if step == 27:\n        time.sleep(600)\n"
+        f"loop.update_ema = update_ema\nloop.train({str(run)!r}, progress=False)\n")
+    child = subprocess.Popen([sys.executable, "-c", child_code], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while not (run / "checkpoint.pt").exists() or torch.load(run / "checkpoint.pt", weights_only=False)["state"].images_seen < 200:
         assert child.poll() is None, f"training ended before it could be killed: {child.stderr.read().decode()[-2000:]}"
