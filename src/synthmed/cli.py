@@ -209,10 +209,9 @@ def generate_command(
 
     precision = {"true": True, "false": False, "auto": "auto"}.get(str(sample_bf16).lower(), sample_bf16)
     generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale,
-             guidance_interval=guidance_interval, sample_bf16=precision, snapshot_file=snapshot, label_check=label_check,
-             label_check_tries=label_check_tries, device=device, export_png=png, overwrite=overwrite,
-             progress=progress,
-             log=console.print)
+             guidance_interval=guidance_interval, sample_bf16=precision, snapshot_file=snapshot,
+             label_check=label_check, label_check_tries=label_check_tries, device=device, export_png=png,
+             overwrite=overwrite, progress=progress, log=console.print)
 
 
 @app.command("models")

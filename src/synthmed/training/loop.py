@@ -207,8 +207,9 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
         state = checkpoint["state"]
         say(f"resuming {run.path} at {state.images_seen:,} images")
         if state.bf16 is not None and state.bf16 != bf16:
-            say(f"warning: the run trained in {precision_name(state.bf16)} so far and continues in {precision_name(bf16)} "
-                f"(bf16 = {config.bf16!r} on {device}): it will not match a run that never stopped")
+            say(f"warning: the run trained in {precision_name(state.bf16)} so far and continues in "
+                f"{precision_name(bf16)} (bf16 = {config.bf16!r} on {device}): it will not match a run that never "
+                "stopped")
     state.bf16 = bf16
     if env.is_main:
         _truncate_log(run.log, state.images_seen)
