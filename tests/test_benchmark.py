@@ -351,3 +351,16 @@ def test_the_submitit_path_runs_the_same_jobs(tmp_path):
     assert (out / "submitit").is_dir() and len(read_results(out))
     summary = json.loads((out / "benchmark.json").read_text())
     assert [r["executor"] for r in summary["runs"]] == ["submitit-local"]
+
+
+@pytest.mark.parametrize("runtime, device", [({}, "auto"), ({"threads": 2}, "auto"), ({"device": "cuda:1"}, "cuda:1")])
+def test_the_generate_stage_samples_where_its_training_ran(runtime, device, tmp_path, monkeypatch):
+    """A GPU sweep samples on its GPU (auto, as training), not on the CPU that `synthmed generate` defaults to."""
+    from synthmed import synthesis
+    from synthmed.benchmark.jobs import Job
+    from synthmed.benchmark.stages import generate
+
+    calls = []
+    monkeypatch.setattr(synthesis, "generate", lambda run, out, **options: calls.append(options) or Path(out))
+    generate(Job("generate-x", "generate", {}), tmp_path / "job", {"run": tmp_path / "train"}, runtime, print)
+    assert [call["device"] for call in calls] == [device]

@@ -88,11 +88,15 @@ def train(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any],
 
 
 def generate(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any], log: Log) -> dict[str, Any]:
+    """Sample where the training ran: the runtime's device, else ``auto`` (a GPU when the worker has one), as the
+    train stage does. A GPU sweep thus samples on its GPU, and the card's ``sampled_on`` says which device type
+    made the images; ``synthmed generate`` alone stays on the CPU unless told otherwise."""
     from synthmed.synthesis import generate as generate_set
 
     check = EvalDir(inputs["label_check"]).real_classifier if "label_check" in inputs else None
     synthetic = generate_set(job_run(inputs["run"]).path, job_synthetic(out), label_check=check,
-                             label_check_tries=job.params.get("label_check_tries"), export_png=False,
+                             label_check_tries=job.params.get("label_check_tries"),
+                             device=_hardware(runtime).get("device", "auto"), export_png=False,
                              overwrite=True, progress=False, log=log)
     return {"synthetic": synthetic.name}
 
