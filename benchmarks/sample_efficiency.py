@@ -6,11 +6,16 @@ this machine, so that they share its state.
     python benchmarks/sample_efficiency.py --variants diffusion cpdgan --budget 12000 --snapshots 2
     python benchmarks/sample_efficiency.py --samples-n100         # plus cpD-GAN +/- DiffAugment at n100
     python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --variants   # n100 only, 3 seeds
+    python benchmarks/sample_efficiency.py --device cuda --variants cpdgan-paper cpdgan-paper+diffaug+ema-warmup \
+        --budget 120000 --snapshots 4 --fid-extractor pixels                   # on a GPU (benchmarks/gpu_check.sh)
 
 Setting: br35h at 32x32 (``resolution/r32`` of the ``br35h`` settings preset), prepared under
 ``--work`` when missing. Every variant trains to ``--budget`` real images from its CPU preset
 with the overrides below and keeps its EMA generator every ``budget / snapshots`` images
-(``snapshot_every``). For each snapshot it generates the synthetic folds and measures:
+(``snapshot_every``). By default only the CPU presets' variants run; the ``-paper`` ones train
+the paper-width networks, which want a GPU. Training, sampling and the classifiers run on
+``--device`` (auto: a GPU when there is one). For each snapshot it generates the synthetic
+folds and measures:
 
 * ``gap`` = AUC_real - AUC_syn (DenseNet-121 on real vs synthetic training data, real test fold;
   the real classifier is trained once and shared);
@@ -55,7 +60,12 @@ VARIANTS = {
     "proggan+diffaug": ("proggan-cpu", {"phase_images": 1600, "augment": AUGMENT}),
     "diffusion": ("diffusion-cpu", {}),
     "diffusion+min-snr": ("diffusion-cpu", {"snr_gamma": 5.0}),
+    # the paper's widths (for a GPU, bfloat16 where it is fast): the paper preset against its best switches
+    "cpdgan-paper": ("cpdgan-paper", {"bf16": "auto"}),
+    "cpdgan-paper+diffaug+ema-warmup": ("cpdgan-paper", {"bf16": "auto", "augment": AUGMENT, "ema_warmup": True}),
+    "diffusion-paper": ("diffusion-paper", {}),
 }
+CPU_VARIANTS = [name for name, (preset, _) in VARIANTS.items() if not preset.endswith("-paper")]
 COLUMNS = ["setting", "variant", "seed", "images_seen", "train_seconds", "auc_real", "auc_syn", "gap", "delta_syn",
            "real_on_syn", "fd", "fd_extractor", "fd_images"]
 
@@ -75,13 +85,15 @@ def prepare_data(work: Path) -> Path:
 
 
 def train_variant(name: str, setting: Path, out: Path, budget: int, snapshots: int, threads: int,
-                  seed: int = 0) -> Path:
+                  device: str, seed: int = 0) -> Path:
+    """Train to ``budget`` images, keeping the EMA generator at every ``budget / snapshots`` (no FID checks: the
+    snapshots are scored here)."""
     preset, overrides = VARIANTS[name]
     if not (out / "run.json").is_file():
         every = budget // snapshots
-        config = load_config(preset, {**overrides, "seed": seed, "min_images": budget, "max_images": budget, "fid_every": budget,
-                                      "sample_every": every, "snapshot_every": every, "checkpoint_every": every,
-                                      "threads": threads})
+        config = load_config(preset, {**overrides, "seed": seed, "min_images": budget, "max_images": budget,
+                                      "fid_every": 0, "sample_every": every, "snapshot_every": every,
+                                      "checkpoint_every": every, "threads": threads, "device": device})
         start_run(config, setting, out)
     train(out, progress=False, log=quiet)
     return out
@@ -102,13 +114,13 @@ class FrechetScorer:
 
 
 def score_snapshot(run: Path, snapshot: Path, real_dir: Path, classifier: ClassifierConfig, real_path: Path,
-                   fd: FrechetScorer) -> dict:
+                   fd: FrechetScorer, device: str) -> dict:
     tag = snapshot.stem.split("_")[-1]
     done = run / "scored" / tag / "score.json"
     if done.is_file():
         return json.loads(done.read_text())
     synthetic = generate(run, run / "scored" / tag / "synthetic", snapshot_file=f"snapshots/{snapshot.name}",
-                         export_png=False, overwrite=True, progress=False, log=quiet)
+                         device=device, export_png=False, overwrite=True, progress=False, log=quiet)
     utility = evaluate_utility(real_dir, synthetic / "setting", classifier, run / "scored" / tag, log=quiet,
                                progress=False, real_classifier_path=real_path)
     meta = torch.load(snapshot, map_location="cpu", weights_only=False)
@@ -124,7 +136,8 @@ def score_snapshot(run: Path, snapshot: Path, real_dir: Path, classifier: Classi
 def run_setting(label: str, real_dir: Path, variants: list[str], work: Path, args, rows: list[dict],
                 seeds: int = 1) -> None:
     """Every variant at training seeds 0..seeds-1 (seed 0 in WORK/LABEL/VARIANT, seed s in .../VARIANT-seedS)."""
-    classifier = ClassifierConfig(input_size=None, max_epochs=args.classifier_epochs, threads=args.threads)
+    classifier = ClassifierConfig(input_size=None, max_epochs=args.classifier_epochs, threads=args.threads,
+                                  device=args.device)
     real = BenchmarkSetting(real_dir)
     real_path = work / label / "real_classifier.pt"
     real_classifier(real, classifier, real_path, quiet, progress=False)
@@ -132,10 +145,10 @@ def run_setting(label: str, real_dir: Path, variants: list[str], work: Path, arg
     for name, seed in [(name, seed) for seed in range(seeds) for name in variants]:
         started = time.time()
         folder = work / label / (name if seed == 0 else f"{name}-seed{seed}")
-        run = train_variant(name, real_dir, folder, args.budget, args.snapshots, args.threads, seed)
+        run = train_variant(name, real_dir, folder, args.budget, args.snapshots, args.threads, args.device, seed)
         for snapshot in sorted((run / "snapshots").glob("generator_*.pt")):
-            row = {"setting": label, "variant": name, "seed": seed, **score_snapshot(run, snapshot, real_dir, classifier,
-                                                                       real_path, fd)}
+            row = {"setting": label, "variant": name, "seed": seed,
+                   **score_snapshot(run, snapshot, real_dir, classifier, real_path, fd, args.device)}
             rows.append(row)
             print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
                   flush=True)
@@ -191,11 +204,12 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--work", type=Path, default=Path("runs/sample-efficiency"))
-    parser.add_argument("--variants", nargs="*", default=list(VARIANTS), choices=list(VARIANTS),
-                        help="variants on r32 (none: only the n100 rows)")
+    parser.add_argument("--variants", nargs="*", default=CPU_VARIANTS, choices=list(VARIANTS),
+                        help="variants on r32 (none: only the n100 rows); by default those of the CPU presets")
     parser.add_argument("--budget", type=int, default=24_000, help="real images per variant")
     parser.add_argument("--snapshots", type=int, default=3, help="scored snapshots per variant")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N")
     parser.add_argument("--classifier-epochs", type=int, default=4)
     parser.add_argument("--fid-extractor", default="inception-96")
     parser.add_argument("--fid-images", type=int, default=500)
