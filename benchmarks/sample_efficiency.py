@@ -10,9 +10,9 @@ this machine, so that they share its state.
         --budget 120000 --snapshots 4 --fid-extractor pixels                   # on a GPU (benchmarks/gpu_check.sh)
 
 Setting: br35h at 32x32 (``resolution/r32`` of the ``br35h`` settings preset), prepared under
-``--work`` when missing. Every variant trains to ``--budget`` real images from its CPU preset
-with the overrides below and keeps its EMA generator every ``budget / snapshots`` images
-(``snapshot_every``). By default only the CPU presets' variants run; the ``-paper`` ones train
+``--work`` when missing. Every variant trains to ``--budget`` real images from its preset with
+the overrides below, without FID checks (``fid_every: 0``: the snapshots are scored here), and
+keeps its EMA generator every ``budget / snapshots`` images (``snapshot_every``). By default only the CPU presets' variants run; the ``-paper`` ones train
 the paper-width networks, which want a GPU. Training, sampling and the classifiers run on
 ``--device`` (auto: a GPU when there is one). For each snapshot it generates the synthetic
 folds and measures:
@@ -23,8 +23,8 @@ folds and measures:
 * ``fd``: Fréchet distance on ``--fid-images`` images (one fixed draw of real training rows;
   ``--fid-extractor``, by default Inception at 96 px, which ranks like FID at a tenth of its cost).
 
-``train_seconds`` is time spent in training steps (no FID, grids or checkpoints) on
-``--threads`` threads. Results go to ``WORK/sample_efficiency.csv`` and ``.png``; every
+``train_seconds`` is time spent in training steps (no grids or checkpoints), on ``--threads``
+threads on a CPU. Results go to ``WORK/sample_efficiency.csv`` and ``.png``; every
 finished piece (training run, scored snapshot) is kept, so a rerun continues where it stopped.
 """
 
