@@ -140,6 +140,22 @@ def test_the_label_check_makes_off_label_rows_again_and_only_those(tmp_path, mon
         generate(run, out, label_check=tmp_path / "any.pt", progress=False, log=lambda m: None)
 
 
+def test_the_label_check_reads_on_the_device_that_samples(tmp_path, monkeypatch):
+    """`generate --device` moves the label check's classifier there too ("cpu:0" stands in for a GPU here)."""
+    from synthmed import label_check
+    from synthmed.evaluation.classifier import Classifier, ClassifierConfig
+
+    real, run = _painted_run(tmp_path, monkeypatch, LabelPainter(16))
+    fitting = tmp_path / "fitting.pt"
+    Classifier(ClassifierConfig(input_size=32), 1, real.label_names).save(fitting)
+    devices, load = [], label_check.load_classifier
+    monkeypatch.setattr(label_check, "load_classifier",
+                        lambda path, device: devices.append(device) or load(path, device))
+    generate(run, tmp_path / "out", label_check=fitting, label_check_tries=1, device="cpu:0", progress=False,
+             log=lambda m: None)
+    assert devices == ["cpu:0"]
+
+
 def test_the_label_check_keeps_the_image_with_the_fewest_labels_read_wrong():
     """Several labels (chest findings): a new image replaces a row's only when it reads fewer labels wrong,
     a row is tried again until none is wrong, and rows read right are never made again."""

@@ -198,8 +198,8 @@ def generate_command(
     label_check_tries: Annotated[Optional[int], typer.Option(
         help="with --label-check: new images tried per off-label row (default 3)")] = None,
     device: Annotated[str, typer.Option(
-        help="where the generator runs: cpu, cuda, cuda:N or auto; a GPU rounds differently from the CPU, so the "
-             "card names it")] = "cpu",
+        help="where the generator (and the --label-check classifier) runs: cpu, cuda, cuda:N or auto; a GPU rounds "
+             "differently from the CPU, so the card names it")] = "cpu",
     png: Annotated[bool, typer.Option(help="also export PNG files and CheXpert-style CSVs")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace another synthetic set in --out")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,

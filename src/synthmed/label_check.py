@@ -78,15 +78,16 @@ class LabelCheck:
 
 
 def load_label_check(path: str | Path, tries: int, label_names: list[str], image_channels: int,
-                     resolution: int) -> LabelCheck:
-    """The classifier file checked against the setting it is to read, before anything is generated."""
+                     resolution: int, device: str = "cpu") -> LabelCheck:
+    """The classifier file checked against the setting it is to read, before anything is generated; it reads
+    on ``device``, the one that samples."""
     path = Path(path)
     if not 1 <= tries <= MAX_TRIES:
         raise ConfigError(f"--label-check-tries {tries} must be in [1, {MAX_TRIES}]")
     if not path.is_file():
         raise DataError("no such classifier file for --label-check", file=path)
     try:
-        classifier, _ = load_classifier(path, device="cpu")
+        classifier, _ = load_classifier(path, device=device)
     except (*UNREADABLE_TORCH_FILE, TypeError) as error:  # TypeError: a checkpoint whose config is not a classifier's
         raise unreadable_torch_file(error, path, "is not a synthmed classifier file (real_classifier.pt of "
                                     "`synthmed evaluate real-classifier`)") from None

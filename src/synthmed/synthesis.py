@@ -111,8 +111,9 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     """Write the synthetic set of a finished run (see the module docstring). ``sample_steps``,
     ``guidance_scale``, ``guidance_interval`` and ``sample_bf16`` override a diffusion model's sampler
     settings; None keeps the run's. The card records the precision that ``sample_bf16 = "auto"`` chose.
-    ``device`` (cpu, cuda, cuda:N or auto) runs the generator there; the starting noise is drawn on the
-    CPU whatever the device, but a GPU rounds differently, so the card names the device type.
+    ``device`` (cpu, cuda, cuda:N or auto) runs the generator and the label check's classifier there; the
+    starting noise is drawn on the CPU whatever the device, but a GPU rounds differently, so the card names
+    the device type.
     ``snapshot_file`` samples an intermediate snapshot of the run instead of its final generator.
     ``label_check`` (a classifier file of the real data) makes off-label rows again, up to
     ``label_check_tries`` times (default ``DEFAULT_TRIES``, 3; ``label_check.py``)."""
@@ -150,7 +151,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         raise ConfigError(f"--label-check-tries {label_check_tries} needs --label-check CLASSIFIER")
     check = None if label_check is None else load_label_check(
         label_check, DEFAULT_TRIES if label_check_tries is None else label_check_tries, setting.label_names,
-        int(snapshot["image_channels"]), resolution)
+        int(snapshot["image_channels"]), resolution, str(target))
 
     def same() -> bool:
         card = read_json(out / CARD)
