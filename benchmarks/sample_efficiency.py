@@ -12,10 +12,10 @@ this machine, so that they share its state.
 Setting: br35h at 32x32 (``resolution/r32`` of the ``br35h`` settings preset), prepared under
 ``--work`` when missing. Every variant trains to ``--budget`` real images from its preset with
 the overrides below, without FID checks (``fid_every: 0``: the snapshots are scored here), and
-keeps its EMA generator every ``budget / snapshots`` images (``snapshot_every``). By default only the CPU presets' variants run; the ``-paper`` ones train
-the paper-width networks, which want a GPU. Training, sampling and the classifiers run on
-``--device`` (auto: a GPU when there is one). For each snapshot it generates the synthetic
-folds and measures:
+keeps its EMA generator every ``budget / snapshots`` images (``snapshot_every``). By default
+only the CPU presets' variants run; the ``-paper`` ones train the paper-width networks, which
+want a GPU. Training, sampling and the classifiers run on ``--device`` (auto: a GPU when there
+is one). For each snapshot it generates the synthetic folds and measures:
 
 * ``gap`` = AUC_real - AUC_syn (DenseNet-121 on real vs synthetic training data, real test fold;
   the real classifier is trained once and shared);

@@ -9,8 +9,9 @@ A GAN's step is exactly the training loop's ``gan_step`` (critic step with gradi
 generator step); the diffusion model's is ``DiffusionTraining.step`` (one denoising-loss Adam
 step). Sampling is the generator's own ``sample`` on ``--sample-batch`` labels: one forward pass
 for a GAN, the preset's solver steps with classifier-free guidance for the diffusion model
-(its ``sample_bf16`` follows ``--bf16``). FLOPs are counted with torch's FLOP formulas (``flop_registry``, the ones
-``FlopCounterMode`` uses) over every op dispatched, the penalty's double backward included;
+(its ``sample_bf16`` follows ``--bf16``). FLOPs are counted with torch's FLOP formulas
+(``flop_registry``, the ones ``FlopCounterMode`` uses) over every op dispatched, the penalty's
+double backward included;
 ``FlopCounterMode`` itself cannot be used here: its module hooks break ``autograd.grad``. The peak is the best of a few
 square float32 (or bfloat16 with --bf16) matrix products of the same device.
 """
@@ -95,16 +96,17 @@ def sampling_rate(sampler, args, device: torch.device) -> float:
     """Images/s of ``sampler.sample`` on ``--sample-batch`` labels, the best of five timings after a warm-up
     (a GAN's is uncompiled: ``--compile`` compiles the training step only)."""
     labels = torch.nn.functional.one_hot(torch.arange(args.sample_batch) % args.labels, args.labels).float().to(device)
-    best = float("inf")
-    for repeat in range(6):
-        noise = torch.Generator().manual_seed(repeat)
+
+    def seconds(seed: int) -> float:
         _sync(device)
         start = time.perf_counter()
         with torch.no_grad():
-            sampler.sample(labels, noise)
+            sampler.sample(labels, torch.Generator().manual_seed(seed))
         _sync(device)
-        best = best if repeat == 0 else min(best, time.perf_counter() - start)
-    return args.sample_batch / best
+        return time.perf_counter() - start
+
+    seconds(0)  # warm-up
+    return args.sample_batch / min(seconds(seed) for seed in range(1, 6))
 
 
 def measure(model: str, widths: str, args, device: torch.device) -> dict:
