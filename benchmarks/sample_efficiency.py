@@ -20,8 +20,9 @@ is one). For each snapshot it generates the synthetic folds and measures:
 * ``gap`` = AUC_real - AUC_syn (DenseNet-121 on real vs synthetic training data, real test fold;
   the real classifier is trained once and shared);
 * ``real_on_syn``: the real classifier's AUROC on the synthetic test fold ("GAN-test");
-* ``fd``: Fréchet distance on ``--fid-images`` images (one fixed draw of real training rows;
-  ``--fid-extractor``, by default Inception at 96 px, which ranks like FID at a tenth of its cost).
+* ``fd``: Fréchet distance between ``--fid-images`` fixed real training images of the full r32 setting
+  and as many images the snapshot makes for their labels, the same reference for every setting
+  (``--fid-extractor``, by default Inception at 96 px, which ranks like FID at a tenth of its cost).
 
 ``train_seconds`` is time spent in training steps (no grids or checkpoints), on ``--threads``
 threads on a CPU. Results go to ``WORK/sample_efficiency.csv`` and ``.png``; every
@@ -40,11 +41,12 @@ import numpy as np
 import torch
 
 from synthmed.data import BenchmarkSetting, build_settings, prepare_source
+from synthmed.device import resolve_device
 from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.evaluation.utility import evaluate_utility, real_classifier
 from synthmed.metrics.extractors import extract_features, make_extractor
 from synthmed.metrics.fid import frechet
-from synthmed.synthesis import generate
+from synthmed.synthesis import generate, load_generator, synthesize
 from synthmed.training.config import load_config
 from synthmed.training.loop import start_run, train
 
@@ -100,17 +102,22 @@ def train_variant(name: str, setting: Path, out: Path, budget: int, snapshots: i
 
 
 class FrechetScorer:
-    """FD of synthetic training images against one fixed draw of real training rows."""
+    """FD between ``n`` fixed real training images of the full r32 setting and ``n`` images a generator makes
+    for their labels. Every setting is measured against the same reference: a generator trained on n100's 200
+    images is compared with the whole training fold, as ADA's limited-data runs are with the whole dataset
+    (Karras et al. 2020), and its FD does not rest on the 200 images of its own small set (in 2,048
+    dimensions an FD on 200 images is mostly the estimate's bias)."""
 
-    def __init__(self, real: BenchmarkSetting, extractor: str, n: int) -> None:
-        self.extractor, self.n = make_extractor(extractor), n
-        rows = np.sort(np.random.default_rng(0).permutation(len(real.rows("train")))[:n])
-        self.real = extract_features(self.extractor, real.images("train")[rows])
+    def __init__(self, reference: BenchmarkSetting, extractor: str, n: int, device: str) -> None:
+        self.extractor, self.device = make_extractor(extractor), resolve_device(device)
+        rows = np.sort(np.random.default_rng(0).permutation(len(reference.rows("train")))[:n])
+        self.n, self.labels = len(rows), reference.labels("train")[rows]
+        self.real = extract_features(self.extractor, reference.images("train")[rows])
 
-    def __call__(self, synthetic: BenchmarkSetting) -> float:
-        images = synthetic.images("train")
-        rows = np.sort(np.random.default_rng(1).permutation(len(images))[: self.n])
-        return frechet(self.real, extract_features(self.extractor, images[rows]))
+    def __call__(self, run: Path, snapshot: str) -> float:
+        sampler, _ = load_generator(run, self.device, snapshot)
+        fakes = synthesize(sampler, self.labels, seed=1, device=self.device)
+        return frechet(self.real, extract_features(self.extractor, fakes))
 
 
 def score_snapshot(run: Path, snapshot: Path, real_dir: Path, classifier: ClassifierConfig, real_path: Path,
@@ -127,21 +134,20 @@ def score_snapshot(run: Path, snapshot: Path, real_dir: Path, classifier: Classi
     score = {"images_seen": meta["images_seen"], "train_seconds": round(meta["train_seconds"], 1),
              "auc_real": utility["auc_real"]["mean"], "auc_syn": utility["auc_syn"]["mean"],
              "gap": utility["auc_real_minus_auc_syn"], "delta_syn": utility["delta_syn"],
-             "real_on_syn": utility["auc_real_on_syn"]["mean"], "fd": fd(BenchmarkSetting(synthetic / "setting")),
+             "real_on_syn": utility["auc_real_on_syn"]["mean"], "fd": fd(run, f"snapshots/{snapshot.name}"),
              "fd_extractor": fd.extractor.name, "fd_images": fd.n}
     done.write_text(json.dumps(score))
     return score
 
 
 def run_setting(label: str, real_dir: Path, variants: list[str], work: Path, args, rows: list[dict],
-                seeds: int = 1) -> None:
+                fd: FrechetScorer, seeds: int = 1) -> None:
     """Every variant at training seeds 0..seeds-1 (seed 0 in WORK/LABEL/VARIANT, seed s in .../VARIANT-seedS)."""
     classifier = ClassifierConfig(input_size=None, max_epochs=args.classifier_epochs, threads=args.threads,
                                   device=args.device)
     real = BenchmarkSetting(real_dir)
     real_path = work / label / "real_classifier.pt"
     real_classifier(real, classifier, real_path, quiet, progress=False)
-    fd = FrechetScorer(real, args.fid_extractor, args.fid_images)
     for name, seed in [(name, seed) for seed in range(seeds) for name in variants]:
         started = time.time()
         folder = work / label / (name if seed == 0 else f"{name}-seed{seed}")
@@ -220,9 +226,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     settings = prepare_data(args.work)
     rows: list[dict] = []
-    run_setting("r32", settings / "resolution" / "r32", args.variants, args.work, args, rows)
+    r32 = settings / "resolution" / "r32"
+    fd = FrechetScorer(BenchmarkSetting(r32), args.fid_extractor, args.fid_images, args.device)
+    run_setting("r32", r32, args.variants, args.work, args, rows, fd)
     if args.samples_n100:
-        run_setting("n100", settings / "samples" / "n100", ["cpdgan", "cpdgan+diffaug"], args.work, args, rows,
+        run_setting("n100", settings / "samples" / "n100", ["cpdgan", "cpdgan+diffaug"], args.work, args, rows, fd,
                     args.n100_seeds)
         summarise_n100(rows)
     out = args.work / "sample_efficiency.csv"
