@@ -6,6 +6,7 @@ this machine, so that they share its state.
     python benchmarks/sample_efficiency.py --variants diffusion cpdgan --budget 12000 --snapshots 2
     python benchmarks/sample_efficiency.py --samples-n100         # plus cpD-GAN +/- DiffAugment at n100
     python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --variants   # n100 only, 3 seeds
+    python benchmarks/sample_efficiency.py --samples-n100 --variants --n100-variants cpdgan+translation  # a milder policy
     python benchmarks/sample_efficiency.py --device cuda --variants cpdgan-paper cpdgan-paper+diffaug+ema-warmup \
         --budget 120000 --snapshots 4 --fid-extractor pixels                   # on a GPU (benchmarks/gpu_check.sh)
 
@@ -67,7 +68,14 @@ VARIANTS = {
     "cpdgan-paper+diffaug+ema-warmup": ("cpdgan-paper", {"bf16": "auto", "augment": AUGMENT, "ema_warmup": True}),
     "diffusion-paper": ("diffusion-paper", {}),
 }
+# DiffAugment's milder policies, measured on n100 (docs/diffusion.md); not in the default r32 run
+POLICY_VARIANTS = {
+    "cpdgan+translation": ("cpdgan-cpu", {"augment": "translation"}),
+    "cpdgan+translation+cutout": ("cpdgan-cpu", {"augment": "translation,cutout"}),
+}
 CPU_VARIANTS = [name for name, (preset, _) in VARIANTS.items() if not preset.endswith("-paper")]
+VARIANTS.update(POLICY_VARIANTS)
+N100_VARIANTS = ["cpdgan", "cpdgan+diffaug"]
 COLUMNS = ["setting", "variant", "seed", "images_seen", "train_seconds", "auc_real", "auc_syn", "gap", "delta_syn",
            "real_on_syn", "fd", "fd_extractor", "fd_images"]
 
@@ -162,19 +170,21 @@ def run_setting(label: str, real_dir: Path, variants: list[str], work: Path, arg
 
 
 def summarise_n100(rows: list[dict]) -> None:
-    """Per snapshot: Δ_syn and FD without and with DiffAugment, mean over seeds, and in how many seeds
-    augmentation lowered each (same seed, same snapshot)."""
+    """Per snapshot and augmented variant: Δ_syn and FD against plain cpD-GAN, mean over seeds, and in how many
+    seeds augmentation lowered each (same seed, same snapshot)."""
     n100 = [r for r in rows if r["setting"] == "n100"]
+    augmented = [v for v in dict.fromkeys(r["variant"] for r in n100) if v != "cpdgan"]
     for images in sorted({r["images_seen"] for r in n100}):
         at = {(r["variant"], r["seed"]): r for r in n100 if r["images_seen"] == images}
-        seeds = sorted(s for v, s in at if v == "cpdgan" and ("cpdgan+diffaug", s) in at)
-        for metric in ("delta_syn", "fd"):
-            plain = [at["cpdgan", s][metric] for s in seeds]
-            augmented = [at["cpdgan+diffaug", s][metric] for s in seeds]
-            lower = sum(a < p for a, p in zip(augmented, plain))
-            print(f"n100 at {images:,} images, {metric}: no augmentation {np.mean(plain):.4f}, DiffAugment "
-                  f"{np.mean(augmented):.4f} (mean of {len(seeds)} seeds); lower with augmentation in {lower} of "
-                  f"{len(seeds)}")
+        for variant in augmented:
+            seeds = sorted(s for v, s in at if v == "cpdgan" and (variant, s) in at)
+            for metric in ("delta_syn", "fd"):
+                plain = [at["cpdgan", s][metric] for s in seeds]
+                with_it = [at[variant, s][metric] for s in seeds]
+                lower = sum(a < p for a, p in zip(with_it, plain))
+                print(f"n100 at {images:,} images, {metric}: cpdgan {np.mean(plain):.4f}, {variant} "
+                      f"{np.mean(with_it):.4f} (mean of {len(seeds)} seeds); lower with augmentation in {lower} of "
+                      f"{len(seeds)}")
 
 
 def images_to_reach(rows: list[dict], variant: str, gap: float) -> float | None:
@@ -222,6 +232,8 @@ def main() -> None:
     parser.add_argument("--samples-n100", action="store_true",
                         help="also cpD-GAN with and without DiffAugment on the samples axis' n100 setting")
     parser.add_argument("--n100-seeds", type=int, default=1, help="training seeds of the n100 rows")
+    parser.add_argument("--n100-variants", nargs="+", default=N100_VARIANTS, choices=["cpdgan", "cpdgan+diffaug",
+                        *POLICY_VARIANTS], help="cpD-GAN variants on n100 (each augmented one is compared with cpdgan)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = prepare_data(args.work)
@@ -230,19 +242,22 @@ def main() -> None:
     fd = FrechetScorer(BenchmarkSetting(r32), args.fid_extractor, args.fid_images, args.device)
     run_setting("r32", r32, args.variants, args.work, args, rows, fd)
     if args.samples_n100:
-        run_setting("n100", settings / "samples" / "n100", ["cpdgan", "cpdgan+diffaug"], args.work, args, rows, fd,
-                    args.n100_seeds)
+        run_setting("n100", settings / "samples" / "n100", list(dict.fromkeys(["cpdgan", *args.n100_variants])),
+                    args.work, args, rows, fd, args.n100_seeds)
         summarise_n100(rows)
     out = args.work / "sample_efficiency.csv"
     with open(out, "w", newline="") as f:
         writer = csv.DictWriter(f, COLUMNS)
         writer.writeheader()
         writer.writerows(rows)
-    plot(rows, out.with_suffix(".png"))
     for name in args.variants:
         reached = images_to_reach(rows, name, 0.063)
         print(f"{name}: gap 0.063 reached at {'not within the budget' if reached is None else f'{reached:,.0f} images'}")
-    print(f"wrote {out} and {out.with_suffix('.png')}")
+    if args.variants:  # the plot's curves are the r32 variants'
+        plot(rows, out.with_suffix(".png"))
+        print(f"wrote {out} and {out.with_suffix('.png')}")
+    else:
+        print(f"wrote {out}")
 
 
 if __name__ == "__main__":
