@@ -6,7 +6,7 @@ this machine, so that they share its state.
     python benchmarks/sample_efficiency.py --variants diffusion cpdgan --budget 12000 --snapshots 2
     python benchmarks/sample_efficiency.py --samples-n100         # plus cpD-GAN +/- DiffAugment at n100
     python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --variants   # n100 only, 3 seeds
-    python benchmarks/sample_efficiency.py --samples-n100 --variants --n100-variants cpdgan+translation  # a milder policy
+    python benchmarks/sample_efficiency.py --samples-n100 --variants --n100-variants cpdgan+translation  # milder
     python benchmarks/sample_efficiency.py --device cuda --variants cpdgan-paper cpdgan-paper+diffaug+ema-warmup \
         --budget 120000 --snapshots 4 --fid-extractor pixels                   # on a GPU (benchmarks/gpu_check.sh)
 
@@ -52,6 +52,11 @@ from synthmed.training.config import load_config
 from synthmed.training.loop import start_run, train
 
 AUGMENT = "color,translation,cutout"
+# DiffAugment's milder policies, measured on n100 (docs/diffusion.md); not in the default r32 run
+POLICY_VARIANTS = {
+    "cpdgan+translation": ("cpdgan-cpu", {"augment": "translation"}),
+    "cpdgan+translation+cutout": ("cpdgan-cpu", {"augment": "translation,cutout"}),
+}
 # name -> (training preset, overrides); prog-GAN's phases are cut so that it has grown to 32 px
 # by 8,000 images (5 phases), before the first snapshot of the default budget
 VARIANTS = {
@@ -67,15 +72,10 @@ VARIANTS = {
     "cpdgan-paper": ("cpdgan-paper", {"bf16": "auto"}),
     "cpdgan-paper+diffaug+ema-warmup": ("cpdgan-paper", {"bf16": "auto", "augment": AUGMENT, "ema_warmup": True}),
     "diffusion-paper": ("diffusion-paper", {}),
+    **POLICY_VARIANTS,
 }
-# DiffAugment's milder policies, measured on n100 (docs/diffusion.md); not in the default r32 run
-POLICY_VARIANTS = {
-    "cpdgan+translation": ("cpdgan-cpu", {"augment": "translation"}),
-    "cpdgan+translation+cutout": ("cpdgan-cpu", {"augment": "translation,cutout"}),
-}
-CPU_VARIANTS = [name for name, (preset, _) in VARIANTS.items() if not preset.endswith("-paper")]
-VARIANTS.update(POLICY_VARIANTS)
-N100_VARIANTS = ["cpdgan", "cpdgan+diffaug"]
+CPU_VARIANTS = [name for name, (preset, _) in VARIANTS.items()
+                if not preset.endswith("-paper") and name not in POLICY_VARIANTS]
 COLUMNS = ["setting", "variant", "seed", "images_seen", "train_seconds", "auc_real", "auc_syn", "gap", "delta_syn",
            "real_on_syn", "fd", "fd_extractor", "fd_images"]
 
@@ -232,8 +232,9 @@ def main() -> None:
     parser.add_argument("--samples-n100", action="store_true",
                         help="also cpD-GAN with and without DiffAugment on the samples axis' n100 setting")
     parser.add_argument("--n100-seeds", type=int, default=1, help="training seeds of the n100 rows")
-    parser.add_argument("--n100-variants", nargs="+", default=N100_VARIANTS, choices=["cpdgan", "cpdgan+diffaug",
-                        *POLICY_VARIANTS], help="cpD-GAN variants on n100 (each augmented one is compared with cpdgan)")
+    parser.add_argument("--n100-variants", nargs="+", default=["cpdgan+diffaug"],
+                        choices=["cpdgan+diffaug", *POLICY_VARIANTS],
+                        help="augmented cpD-GAN variants on n100, each compared with plain cpdgan (always run)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = prepare_data(args.work)
@@ -242,7 +243,7 @@ def main() -> None:
     fd = FrechetScorer(BenchmarkSetting(r32), args.fid_extractor, args.fid_images, args.device)
     run_setting("r32", r32, args.variants, args.work, args, rows, fd)
     if args.samples_n100:
-        run_setting("n100", settings / "samples" / "n100", list(dict.fromkeys(["cpdgan", *args.n100_variants])),
+        run_setting("n100", settings / "samples" / "n100", ["cpdgan", *args.n100_variants],
                     args.work, args, rows, fd, args.n100_seeds)
         summarise_n100(rows)
     out = args.work / "sample_efficiency.csv"
