@@ -7,6 +7,7 @@ this machine, so that they share its state.
     python benchmarks/sample_efficiency.py --samples-n100         # plus cpD-GAN +/- DiffAugment at n100
     python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --variants   # n100 only, 3 seeds
     python benchmarks/sample_efficiency.py --samples-n100 --variants --n100-variants cpdgan+translation  # milder
+    python benchmarks/sample_efficiency.py --samples-n100 --variants --n100-variants cpdgan+ns-r1+diffaug  # NS loss
     python benchmarks/sample_efficiency.py --device cuda --variants cpdgan-paper cpdgan-paper+diffaug+ema-warmup \
         --budget 120000 --snapshots 4 --fid-extractor pixels                   # on a GPU (benchmarks/gpu_check.sh)
 
@@ -52,6 +53,7 @@ from synthmed.training.config import load_config
 from synthmed.training.loop import start_run, train
 
 AUGMENT = "color,translation,cutout"
+NS_R1 = {"gan_loss": "non-saturating"}  # StyleGAN2's logistic loss with lazy R1, in place of WGAN-GP
 # DiffAugment's milder policies, measured on n100 (docs/diffusion.md); not in the default r32 run
 POLICY_VARIANTS = {
     "cpdgan+translation": ("cpdgan-cpu", {"augment": "translation"}),
@@ -64,6 +66,8 @@ VARIANTS = {
     "cpdgan+ema-warmup": ("cpdgan-cpu", {"ema_warmup": True}),
     "cpdgan+diffaug": ("cpdgan-cpu", {"augment": AUGMENT}),
     "cpdgan+diffaug+ema-warmup": ("cpdgan-cpu", {"augment": AUGMENT, "ema_warmup": True}),
+    "cpdgan+ns-r1": ("cpdgan-cpu", NS_R1),
+    "cpdgan+ns-r1+diffaug": ("cpdgan-cpu", {**NS_R1, "augment": AUGMENT}),
     "proggan": ("proggan-cpu", {"phase_images": 1600}),
     "proggan+diffaug": ("proggan-cpu", {"phase_images": 1600, "augment": AUGMENT}),
     "diffusion": ("diffusion-cpu", {}),
@@ -169,20 +173,28 @@ def run_setting(label: str, real_dir: Path, variants: list[str], work: Path, arg
         print(f"{label} {name} seed {seed}: {time.time() - started:.0f} s", flush=True)
 
 
+def unaugmented(name: str) -> str:
+    """The variant that trains as ``name`` does without augmentation (its n100 peer)."""
+    preset, overrides = VARIANTS[name]
+    plain = {k: v for k, v in overrides.items() if k != "augment"}
+    return next(other for other, (p, o) in VARIANTS.items() if p == preset and o == plain)
+
+
 def summarise_n100(rows: list[dict]) -> None:
-    """Per snapshot and augmented variant: Δ_syn and FD against plain cpD-GAN, mean over seeds, and in how many
-    seeds augmentation lowered each (same seed, same snapshot)."""
+    """Per snapshot and augmented variant: Δ_syn and FD against the same variant without augmentation, mean over
+    seeds, and in how many seeds augmentation lowered each (same seed, same snapshot)."""
     n100 = [r for r in rows if r["setting"] == "n100"]
-    augmented = [v for v in dict.fromkeys(r["variant"] for r in n100) if v != "cpdgan"]
+    augmented = [v for v in dict.fromkeys(r["variant"] for r in n100) if VARIANTS[v][1].get("augment")]
     for images in sorted({r["images_seen"] for r in n100}):
         at = {(r["variant"], r["seed"]): r for r in n100 if r["images_seen"] == images}
         for variant in augmented:
-            seeds = sorted(s for v, s in at if v == "cpdgan" and (variant, s) in at)
+            base = unaugmented(variant)
+            seeds = sorted(s for v, s in at if v == base and (variant, s) in at)
             for metric in ("delta_syn", "fd"):
-                plain = [at["cpdgan", s][metric] for s in seeds]
+                plain = [at[base, s][metric] for s in seeds]
                 with_it = [at[variant, s][metric] for s in seeds]
                 lower = sum(a < p for a, p in zip(with_it, plain))
-                print(f"n100 at {images:,} images, {metric}: cpdgan {np.mean(plain):.4f}, {variant} "
+                print(f"n100 at {images:,} images, {metric}: {base} {np.mean(plain):.4f}, {variant} "
                       f"{np.mean(with_it):.4f} (mean of {len(seeds)} seeds); lower with augmentation in {lower} of "
                       f"{len(seeds)}")
 
@@ -233,8 +245,10 @@ def main() -> None:
                         help="also cpD-GAN with and without DiffAugment on the samples axis' n100 setting")
     parser.add_argument("--n100-seeds", type=int, default=1, help="training seeds of the n100 rows")
     parser.add_argument("--n100-variants", nargs="+", default=["cpdgan+diffaug"],
-                        choices=["cpdgan+diffaug", *POLICY_VARIANTS],
-                        help="augmented cpD-GAN variants on n100, each compared with plain cpdgan (always run)")
+                        choices=[name for name, (preset, overrides) in VARIANTS.items()
+                                 if overrides.get("augment") and preset == "cpdgan-cpu"],
+                        help="augmented cpD-GAN variants on n100, each compared with the same variant without "
+                             "augmentation (which runs too)")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     settings = prepare_data(args.work)
@@ -243,7 +257,8 @@ def main() -> None:
     fd = FrechetScorer(BenchmarkSetting(r32), args.fid_extractor, args.fid_images, args.device)
     run_setting("r32", r32, args.variants, args.work, args, rows, fd)
     if args.samples_n100:
-        run_setting("n100", settings / "samples" / "n100", ["cpdgan", *args.n100_variants],
+        peers = [unaugmented(name) for name in args.n100_variants]
+        run_setting("n100", settings / "samples" / "n100", list(dict.fromkeys([*peers, *args.n100_variants])),
                     args.work, args, rows, fd, args.n100_seeds)
         summarise_n100(rows)
     out = args.work / "sample_efficiency.csv"

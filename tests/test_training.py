@@ -26,7 +26,9 @@ from synthmed.training.config import (
     load_config,
     preset_names,
 )
+from synthmed.training.gan import GanTraining
 from synthmed.training.loop import fid_due, start_run, train
+from synthmed.training.losses import non_saturating_discriminator_loss, non_saturating_generator_loss, r1_penalty
 
 # the same schedule for the diffusion model, with a two-level UNet and a 3-step sampler
 TINY_DIFFUSION = {**{k: v for k, v in TINY_TRAINING.items()
@@ -63,7 +65,35 @@ def test_presets_load_and_resolve_per_resolution():
     assert len(diffusion.for_resolution(256).unet_channels) == 6  # one UNet level per halving to 8x8
     assert config_from_dict(diffusion.to_dict()) == diffusion  # per-resolution widths survive config.yaml
     for name in ("cpdgan-paper", "proggan-paper"):  # the reproduction presets keep every switch off
-        assert load_config(name).augment == "" and not load_config(name).ema_warmup
+        preset = load_config(name)
+        assert preset.augment == "" and not preset.ema_warmup and preset.gan_loss == "wgan-gp"
+
+
+def test_non_saturating_loss_and_r1_match_their_definitions():
+    # the logistic loss is binary cross-entropy on D's score as a logit: real -> 1, fake -> 0; G wants fake -> 1
+    d_real, d_fake = torch.randn(6), torch.randn(6)
+    ones, zeros = torch.ones(6), torch.zeros(6)
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    assert torch.allclose(non_saturating_discriminator_loss(d_real, d_fake), bce(d_real, ones) + bce(d_fake, zeros))
+    assert torch.allclose(non_saturating_generator_loss(d_fake), bce(d_fake, ones))
+    # a linear critic D(x) = <w, x> has the gradient w at every image: R1 = ||w||^2
+    w = torch.randn(1, 1, 4, 4, dtype=torch.float64)
+    x = torch.randn(3, 1, 4, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.allclose(r1_penalty((x * w).flatten(1).sum(1), x), w.square().sum().float())
+
+
+def test_lazy_r1_falls_on_every_r1_every_th_step_from_the_first():
+    config = config_from_dict({**TINY_TRAINING, "gan_loss": "non-saturating", "r1_every": 4})
+    training = GanTraining(config, 16, 2, 1, torch.device("cpu"))
+    assert training.loss_names == ("d_loss", "g_loss", "r1")
+    due = []
+    for step in range(12):
+        training.schedule(step * config.batch_size)
+        due.append(training.r1_due)
+    assert due == [True, False, False, False] * 3
+    # the paper's loss keeps its config digest (the new keys are left out) and its log column
+    assert "gan_loss" not in config_from_dict(TINY_TRAINING).to_dict()
+    assert GanTraining(config_from_dict(TINY_TRAINING), 16, 2, 1, torch.device("cpu")).loss_names[-1] == "gp"
 
 
 def test_growth_schedule_matches_the_paper():
@@ -95,6 +125,11 @@ def test_fid_grid_starts_at_the_minimum_as_in_the_paper():
     ({"bf16": "yes"}, "bf16 = 'yes' must be true or false or 'auto'"),
     ({"fid_every": -1}, r"fid_every = -1 must be a non-negative integer \(0: no FID checks\)"),
     ({"sample_bf16": "auto"}, "sample_bf16 = 'auto' applies to the diffusion model only"),
+    ({"gan_loss": "hinge"}, "gan_loss = 'hinge' is not one of"),
+    ({"r1_gamma": 1.0}, "r1_gamma = 1.0 applies to gan_loss: non-saturating only"),
+    ({"gan_loss": "non-saturating", "gp_weight": 5.0}, "gp_weight = 5.0 applies to gan_loss: wgan-gp only"),
+    ({"gan_loss": "non-saturating", "r1_every": 0}, "r1_every = 0 must be a positive integer"),
+    ({"model": "diffusion", "gan_loss": "non-saturating"}, "gan_loss = 'non-saturating' applies to the GANs only"),
 ])
 def test_bad_configs_are_refused_by_name(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -224,12 +259,14 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     TINY_TRAINING,
     # the augmentation draws are resumed too
     {**TINY_TRAINING, "augment": "color,translation,cutout", "ema_warmup": True},
+    # lazy R1 every 4th step: the kill at step 27 falls between two, and the resumed run keeps the beat
+    {**TINY_TRAINING, "gan_loss": "non-saturating", "r1_every": 4, "r1_gamma": 1.0, "augment": "translation"},
     # bfloat16 autocast (emulated, slower, on a CPU without AVX-512 BF16): a resumed run continues in it exactly
     {**TINY_TRAINING, "bf16": True},
     TINY_DIFFUSION,
     # phases end at 240 and 480 images, after the kill: the resumed run resets Adam where the other did
     {**PROGGAN_PHASES, "phase_images": 240, "min_images": 720, "reset_adam_per_phase": True},
-], ids=["cpdgan", "cpdgan-augmented", "cpdgan-bf16", "diffusion", "proggan-adam-reset"])
+], ids=["cpdgan", "cpdgan-augmented", "cpdgan-non-saturating", "cpdgan-bf16", "diffusion", "proggan-adam-reset"])
 def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path):
     """A real SIGKILL in the middle of training, then --resume: the final generator equals an
     uninterrupted run's bit for bit."""

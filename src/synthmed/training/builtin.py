@@ -10,6 +10,7 @@ from synthmed.training.config import TrainConfig, growth_images
 from synthmed.training.registry import Fail, Generator
 
 PRESETS = "synthmed/configs/train"
+GAN_LOSSES = ("wgan-gp", "non-saturating")
 
 
 def _check_augment(c: TrainConfig, fail: Fail) -> None:
@@ -27,8 +28,30 @@ def _check_no_growth(c: TrainConfig, fail: Fail) -> None:
         fail("reset_adam_per_phase", "applies to prog-GAN only (the only model that grows in phases)")
 
 
+def _check_gan_loss(c: TrainConfig, fail: Fail) -> None:
+    if c.gan_loss not in GAN_LOSSES:
+        fail("gan_loss", f"is not one of {GAN_LOSSES}")
+    if c.gan_loss == "non-saturating":
+        if not c.r1_gamma >= 0:
+            fail("r1_gamma", "must be >= 0 (0: no R1 penalty)")
+        if isinstance(c.r1_every, bool) or not isinstance(c.r1_every, int) or c.r1_every < 1:
+            fail("r1_every", "must be a positive integer (1: R1 on every critic step)")
+        _check_defaults(c, ("gp_weight", "drift_weight"), "applies to gan_loss: wgan-gp only", fail)
+    else:
+        _check_defaults(c, ("r1_gamma", "r1_every"), "applies to gan_loss: non-saturating only", fail)
+
+
+def _check_defaults(c: TrainConfig, keys: tuple[str, ...], message: str, fail: Fail) -> None:
+    """A key the configured model or loss does not read must keep its default: a value there would be ignored."""
+    defaults = TrainConfig()
+    for key in keys:
+        if getattr(c, key) != getattr(defaults, key):
+            fail(key, message)
+
+
 def _check_gan(c: TrainConfig, fail: Fail) -> None:
     _check_augment(c, fail)
+    _check_gan_loss(c, fail)
     if c.sample_bf16 is not False:
         fail("sample_bf16", "applies to the diffusion model only (a GAN samples in one cheap forward pass)")
 
@@ -53,6 +76,7 @@ def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
 
     if c.augment:
         fail("augment", "applies to the GANs only (the diffusion model has no discriminator)")
+    _check_defaults(c, ("gan_loss", "r1_gamma", "r1_every"), "applies to the GANs only", fail)
     _check_no_growth(c, fail)
     for key, allowed in (("prediction", PREDICTIONS), ("sampler", SAMPLERS), ("noise_schedule", NOISE_SCHEDULES)):
         if getattr(c, key) not in allowed:

@@ -34,8 +34,13 @@ class TrainConfig:
     learning_rate: float = 0.005
     betas: tuple[float, float] = (0.0, 0.99)
     eps: float = 1e-8
+    # GAN loss: "wgan-gp" (the paper's: WGAN-GP + drift) or "non-saturating" (StyleGAN2's logistic loss
+    # with lazy R1: gamma / 2 * ||grad D(real)||^2 on every r1_every-th critic step, weighted by r1_every)
+    gan_loss: str = "wgan-gp"
     gp_weight: float = 10.0  # WGAN-GP lambda
     drift_weight: float = 0.001  # epsilon_drift * E[D(x)^2]
+    r1_gamma: float = 0.01  # StyleGAN2-ADA's value for 32x32 (CIFAR-10)
+    r1_every: int = 16
     ac_weight: float = 1.0  # prog-GAN auxiliary-classifier loss weight
     ema_decay: float = 0.999
     ema_warmup: bool = False  # decay min(ema_decay, (1 + step) / (10 + step)): short runs forget their start
@@ -105,6 +110,9 @@ class TrainConfig:
             data["guidance_interval"] = list(self.guidance_interval)
         if self.sample_bf16 is False:  # and before this one
             del data["sample_bf16"]
+        if self.gan_loss == "wgan-gp":  # and the R1 keys, which only the non-saturating loss reads
+            for key in ("gan_loss", "r1_gamma", "r1_every"):
+                del data[key]
         data["betas"] = list(self.betas)
         channels = self.unet_channels
         data["unet_channels"] = ({r: list(v) for r, v in channels.items()} if isinstance(channels, dict)
