@@ -24,8 +24,8 @@ def _check_augment(c: TrainConfig, fail: Fail) -> None:
 
 
 def _check_no_growth(c: TrainConfig, fail: Fail) -> None:
-    if c.reset_adam_per_phase:
-        fail("reset_adam_per_phase", "applies to prog-GAN only (the only model that grows in phases)")
+    _check_defaults(c, ("reset_adam_per_phase",), "applies to prog-GAN only (the only model that grows in phases)",
+                    fail)
 
 
 def _check_gan_loss(c: TrainConfig, fail: Fail) -> None:
@@ -74,9 +74,8 @@ def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
     # imports torch: only here
     from synthmed.models.diffusion import NOISE_SCHEDULES, PREDICTIONS, SAMPLERS, interval_problem
 
-    if c.augment:
-        fail("augment", "applies to the GANs only (the diffusion model has no discriminator)")
-    _check_defaults(c, ("gan_loss", "r1_gamma", "r1_every"), "applies to the GANs only", fail)
+    _check_defaults(c, ("augment", "gan_loss", "r1_gamma", "r1_every"),
+                    "applies to the GANs only (the diffusion model has no discriminator)", fail)
     _check_no_growth(c, fail)
     for key, allowed in (("prediction", PREDICTIONS), ("sampler", SAMPLERS), ("noise_schedule", NOISE_SCHEDULES)):
         if getattr(c, key) not in allowed:
