@@ -8,6 +8,8 @@ this machine, so that they share its state.
     python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --variants   # n100 only, 3 seeds
     python benchmarks/sample_efficiency.py --samples-n100 --variants --n100-variants cpdgan+translation  # milder
     python benchmarks/sample_efficiency.py --samples-n100 --variants --n100-variants cpdgan+ns-r1+diffaug  # NS loss
+    python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --classifier-seeds 3 --budget 96000 \
+        --snapshots 4 --variants --n100-variants cpdgan+ns-r1-g0.1+diffaug   # R1 gamma 0.1, 3 classifiers each
     python benchmarks/sample_efficiency.py --device cuda --variants cpdgan-paper cpdgan-paper+diffaug+ema-warmup \
         --budget 120000 --snapshots 4 --fid-extractor pixels                   # on a GPU (benchmarks/gpu_check.sh)
 
@@ -20,8 +22,11 @@ want a GPU. Training, sampling and the classifiers run on ``--device`` (auto: a 
 is one). For each snapshot it generates the synthetic folds and measures:
 
 * ``gap`` = AUC_real - AUC_syn (DenseNet-121 on real vs synthetic training data, real test fold;
-  the real classifier is trained once and shared);
+  the real classifier is trained once per classifier seed and shared);
 * ``real_on_syn``: the real classifier's AUROC on the synthetic test fold ("GAN-test");
+* ``delta_syn``: the synthetic classifier on the synthetic test fold minus on the real one (paper 3.3);
+* these three are the mean over ``--classifier-seeds`` (default 1), each seed training both classifiers
+  again on the same synthetic set: on n100 one 4-epoch classifier moves them by a few hundredths;
 * ``fd``: Fréchet distance between ``--fid-images`` fixed real training images of the full r32 setting
   and as many images the snapshot makes for their labels, the same reference for every setting
   (``--fid-extractor``, by default Inception at 96 px, which ranks like FID at a tenth of its cost).
@@ -45,7 +50,7 @@ import torch
 from synthmed.data import BenchmarkSetting, build_settings, prepare_source
 from synthmed.device import resolve_device
 from synthmed.evaluation.classifier import ClassifierConfig
-from synthmed.evaluation.utility import evaluate_utility, real_classifier
+from synthmed.evaluation.utility import evaluate_utility
 from synthmed.metrics.extractors import extract_features, make_extractor
 from synthmed.metrics.fid import frechet
 from synthmed.synthesis import generate, load_generator, synthesize
@@ -54,10 +59,13 @@ from synthmed.training.loop import start_run, train
 
 AUGMENT = "color,translation,cutout"
 NS_R1 = {"gan_loss": "non-saturating"}  # StyleGAN2's logistic loss with lazy R1, in place of WGAN-GP
-# DiffAugment's milder policies, measured on n100 (docs/diffusion.md); not in the default r32 run
-POLICY_VARIANTS = {
+# measured on n100 (docs/diffusion.md), not in the default r32 run: DiffAugment's milder policies, and the
+# non-saturating loss with ten times the R1 weight
+N100_PROBES = {
     "cpdgan+translation": ("cpdgan-cpu", {"augment": "translation"}),
     "cpdgan+translation+cutout": ("cpdgan-cpu", {"augment": "translation,cutout"}),
+    "cpdgan+ns-r1-g0.1": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1}),
+    "cpdgan+ns-r1-g0.1+diffaug": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1, "augment": AUGMENT}),
 }
 # name -> (training preset, overrides); prog-GAN's phases are cut so that it has grown to 32 px
 # by 8,000 images (5 phases), before the first snapshot of the default budget
@@ -76,12 +84,16 @@ VARIANTS = {
     "cpdgan-paper": ("cpdgan-paper", {"bf16": "auto"}),
     "cpdgan-paper+diffaug+ema-warmup": ("cpdgan-paper", {"bf16": "auto", "augment": AUGMENT, "ema_warmup": True}),
     "diffusion-paper": ("diffusion-paper", {}),
-    **POLICY_VARIANTS,
+    **N100_PROBES,
 }
 CPU_VARIANTS = [name for name, (preset, _) in VARIANTS.items()
-                if not preset.endswith("-paper") and name not in POLICY_VARIANTS]
-COLUMNS = ["setting", "variant", "seed", "images_seen", "train_seconds", "auc_real", "auc_syn", "gap", "delta_syn",
-           "real_on_syn", "fd", "fd_extractor", "fd_images"]
+                if not preset.endswith("-paper") and name not in N100_PROBES]
+# CSV column -> where utility.json keeps it (evaluation/utility.py)
+UTILITY_COLUMNS = {"auc_real": lambda u: u["auc_real"]["mean"], "auc_syn": lambda u: u["auc_syn"]["mean"],
+                   "gap": lambda u: u["auc_real_minus_auc_syn"], "delta_syn": lambda u: u["delta_syn"],
+                   "real_on_syn": lambda u: u["auc_real_on_syn"]["mean"]}
+COLUMNS = ["setting", "variant", "seed", "images_seen", "train_seconds", *UTILITY_COLUMNS, "classifier_seeds", "fd",
+           "fd_extractor", "fd_images"]
 
 
 def quiet(message: str) -> None:
@@ -132,41 +144,49 @@ class FrechetScorer:
         return frechet(self.real, extract_features(self.extractor, fakes))
 
 
-def score_snapshot(run: Path, snapshot: Path, real_dir: Path, classifier: ClassifierConfig, real_path: Path,
-                   fd: FrechetScorer, device: str) -> dict:
-    tag = snapshot.stem.split("_")[-1]
-    done = run / "scored" / tag / "score.json"
-    if done.is_file():
-        return json.loads(done.read_text())
-    synthetic = generate(run, run / "scored" / tag / "synthetic", snapshot_file=f"snapshots/{snapshot.name}",
-                         device=device, export_png=False, overwrite=True, progress=False, log=quiet)
-    utility = evaluate_utility(real_dir, synthetic / "setting", classifier, run / "scored" / tag, log=quiet,
-                               progress=False, real_classifier_path=real_path)
-    meta = torch.load(snapshot, map_location="cpu", weights_only=False)
-    score = {"images_seen": meta["images_seen"], "train_seconds": round(meta["train_seconds"], 1),
-             "auc_real": utility["auc_real"]["mean"], "auc_syn": utility["auc_syn"]["mean"],
-             "gap": utility["auc_real_minus_auc_syn"], "delta_syn": utility["delta_syn"],
-             "real_on_syn": utility["auc_real_on_syn"]["mean"], "fd": fd(run, f"snapshots/{snapshot.name}"),
-             "fd_extractor": fd.extractor.name, "fd_images": fd.n}
-    done.write_text(json.dumps(score))
-    return score
+def score_snapshot(run: Path, snapshot: Path, real_dir: Path, classifiers: list[ClassifierConfig],
+                   real_paths: list[Path], fd: FrechetScorer, device: str) -> dict:
+    """FD and the utility numbers of one snapshot's synthetic set, the latter averaged over the classifier seeds
+    (each seed trains both classifiers; the real one is shared by every snapshot)."""
+    scored = run / "scored" / snapshot.stem.split("_")[-1]
+    done = scored / "score.json"
+    if not done.is_file():
+        generate(run, scored / "synthetic", snapshot_file=f"snapshots/{snapshot.name}", device=device,
+                 export_png=False, overwrite=True, progress=False, log=quiet)
+        meta = torch.load(snapshot, map_location="cpu", weights_only=False)
+        done.write_text(json.dumps({"images_seen": meta["images_seen"],
+                                    "train_seconds": round(meta["train_seconds"], 1),
+                                    "fd": fd(run, f"snapshots/{snapshot.name}"), "fd_extractor": fd.extractor.name,
+                                    "fd_images": fd.n}))
+    score = json.loads(done.read_text())
+    utilities = []
+    for classifier, real_path in zip(classifiers, real_paths):
+        out = scored if classifier.seed == 0 else scored / f"classifier-seed{classifier.seed}"
+        if not (out / "utility.json").is_file():
+            evaluate_utility(real_dir, scored / "synthetic" / "setting", classifier, out, log=quiet, progress=False,
+                             real_classifier_path=real_path)
+        utilities.append(json.loads((out / "utility.json").read_text()))
+    means = {column: float(np.mean([key(u) for u in utilities])) for column, key in UTILITY_COLUMNS.items()}
+    return {"images_seen": score["images_seen"], "train_seconds": score["train_seconds"], **means,
+            "classifier_seeds": len(utilities), "fd": score["fd"], "fd_extractor": score["fd_extractor"],
+            "fd_images": score["fd_images"]}
 
 
 def run_setting(label: str, real_dir: Path, variants: list[str], work: Path, args, rows: list[dict],
                 fd: FrechetScorer, seeds: int = 1) -> None:
     """Every variant at training seeds 0..seeds-1 (seed 0 in WORK/LABEL/VARIANT, seed s in .../VARIANT-seedS)."""
-    classifier = ClassifierConfig(input_size=None, max_epochs=args.classifier_epochs, threads=args.threads,
-                                  device=args.device)
-    real = BenchmarkSetting(real_dir)
-    real_path = work / label / "real_classifier.pt"
-    real_classifier(real, classifier, real_path, quiet, progress=False)
+    classifiers = [ClassifierConfig(input_size=None, max_epochs=args.classifier_epochs, threads=args.threads,
+                                    device=args.device, seed=seed) for seed in range(args.classifier_seeds)]
+    # each seed's real classifier is trained by the first snapshot scored, and reused by the others
+    real_paths = [work / label / ("real_classifier.pt" if c.seed == 0 else f"real_classifier-seed{c.seed}.pt")
+                  for c in classifiers]
     for name, seed in [(name, seed) for seed in range(seeds) for name in variants]:
         started = time.time()
         folder = work / label / (name if seed == 0 else f"{name}-seed{seed}")
         run = train_variant(name, real_dir, folder, args.budget, args.snapshots, args.threads, args.device, seed)
         for snapshot in sorted((run / "snapshots").glob("generator_*.pt")):
             row = {"setting": label, "variant": name, "seed": seed,
-                   **score_snapshot(run, snapshot, real_dir, classifier, real_path, fd, args.device)}
+                   **score_snapshot(run, snapshot, real_dir, classifiers, real_paths, fd, args.device)}
             rows.append(row)
             print(", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in row.items()),
                   flush=True)
@@ -239,6 +259,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--device", default="auto", help="auto (a GPU when there is one), cpu, cuda, cuda:N")
     parser.add_argument("--classifier-epochs", type=int, default=4)
+    parser.add_argument("--classifier-seeds", type=int, default=1,
+                        help="classifier seeds per snapshot (both classifiers retrained); gap, Δ_syn and real-on-syn "
+                             "are their mean")
     parser.add_argument("--fid-extractor", default="inception-96")
     parser.add_argument("--fid-images", type=int, default=500)
     parser.add_argument("--samples-n100", action="store_true",
@@ -250,6 +273,8 @@ def main() -> None:
                         help="augmented cpD-GAN variants on n100, each compared with the same variant without "
                              "augmentation (which runs too)")
     args = parser.parse_args()
+    if args.classifier_seeds < 1:
+        parser.error(f"--classifier-seeds {args.classifier_seeds}: must be at least 1")
     torch.set_num_threads(args.threads)
     settings = prepare_data(args.work)
     rows: list[dict] = []
@@ -268,7 +293,8 @@ def main() -> None:
         writer.writerows(rows)
     for name in args.variants:
         reached = images_to_reach(rows, name, 0.063)
-        print(f"{name}: gap 0.063 reached at {'not within the budget' if reached is None else f'{reached:,.0f} images'}")
+        where = "not within the budget" if reached is None else f"{reached:,.0f} images"
+        print(f"{name}: gap 0.063 reached at {where}")
     if args.variants:  # the plot's curves are the r32 variants'
         plot(rows, out.with_suffix(".png"))
         print(f"wrote {out} and {out.with_suffix('.png')}")
