@@ -5,6 +5,7 @@ this machine, so that they share its state.
     python benchmarks/sample_efficiency.py                        # all variants, 24k images each
     python benchmarks/sample_efficiency.py --variants diffusion cpdgan --budget 12000 --snapshots 2
     python benchmarks/sample_efficiency.py --samples-n100         # plus cpD-GAN +/- DiffAugment at n100
+    python benchmarks/sample_efficiency.py --variants cpdgan cpdgan+ns-r1-g0.1 --r32-seeds 3   # 3 training seeds
     python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --variants   # n100 only, 3 seeds
     python benchmarks/sample_efficiency.py --samples-n100 --variants --n100-variants cpdgan+translation  # milder
     python benchmarks/sample_efficiency.py --samples-n100 --variants --n100-variants cpdgan+ns-r1+diffaug  # NS loss
@@ -219,9 +220,19 @@ def summarise_n100(rows: list[dict]) -> None:
                       f"{len(seeds)}")
 
 
+def r32_curve(rows: list[dict], variant: str, x: str, y: str) -> list[tuple[float, float]]:
+    """(x, y) at each snapshot of an r32 variant, both the mean over its training seeds."""
+    by_images: dict[int, list[dict]] = {}
+    for r in rows:
+        if r["setting"] == "r32" and r["variant"] == variant:
+            by_images.setdefault(r["images_seen"], []).append(r)
+    return [(float(np.mean([r[x] for r in at])), float(np.mean([r[y] for r in at])))
+            for _, at in sorted(by_images.items())]
+
+
 def images_to_reach(rows: list[dict], variant: str, gap: float) -> float | None:
-    """First images-seen where the gap is at or below ``gap``, linearly interpolated (None: never)."""
-    points = sorted((r["images_seen"], r["gap"]) for r in rows if r["variant"] == variant and r["setting"] == "r32")
+    """First images-seen where the (seed-mean) gap is at or below ``gap``, linearly interpolated (None: never)."""
+    points = r32_curve(rows, variant, "images_seen", "gap")
     for (x0, y0), (x1, y1) in zip([(0, 1.0)] + points, points):
         if y1 <= gap:
             return x1 if y0 == y1 else x0 + (x1 - x0) * (y0 - gap) / (y0 - y1)
@@ -238,8 +249,7 @@ def plot(rows: list[dict], path: Path) -> None:
     fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
     for ax, (x, y) in zip(axes, panels):
         for name in dict.fromkeys(r["variant"] for r in rows if r["setting"] == "r32"):
-            points = sorted((r[x], r[y]) for r in rows if r["variant"] == name and r["setting"] == "r32")
-            ax.plot(*zip(*points), marker="o", label=name)
+            ax.plot(*zip(*r32_curve(rows, name, x, y)), marker="o", label=name)
         ax.set_xlabel(x.replace("_", " "))
         ax.set_ylabel(y.replace("_", " "))
         ax.grid(alpha=0.3)
@@ -266,6 +276,8 @@ def main() -> None:
     parser.add_argument("--fid-images", type=int, default=500)
     parser.add_argument("--samples-n100", action="store_true",
                         help="also cpD-GAN with and without DiffAugment on the samples axis' n100 setting")
+    parser.add_argument("--r32-seeds", type=int, default=1,
+                        help="training seeds of the r32 rows (the plot and gap 0.063 use their mean)")
     parser.add_argument("--n100-seeds", type=int, default=1, help="training seeds of the n100 rows")
     parser.add_argument("--n100-variants", nargs="+", default=["cpdgan+diffaug"],
                         choices=[name for name, (preset, overrides) in VARIANTS.items()
@@ -273,14 +285,15 @@ def main() -> None:
                         help="augmented cpD-GAN variants on n100, each compared with the same variant without "
                              "augmentation (which runs too)")
     args = parser.parse_args()
-    if args.classifier_seeds < 1:
-        parser.error(f"--classifier-seeds {args.classifier_seeds}: must be at least 1")
+    for option in ("classifier_seeds", "r32_seeds", "n100_seeds"):
+        if getattr(args, option) < 1:
+            parser.error(f"--{option.replace('_', '-')} {getattr(args, option)}: must be at least 1")
     torch.set_num_threads(args.threads)
     settings = prepare_data(args.work)
     rows: list[dict] = []
     r32 = settings / "resolution" / "r32"
     fd = FrechetScorer(BenchmarkSetting(r32), args.fid_extractor, args.fid_images, args.device)
-    run_setting("r32", r32, args.variants, args.work, args, rows, fd)
+    run_setting("r32", r32, args.variants, args.work, args, rows, fd, args.r32_seeds)
     if args.samples_n100:
         peers = [unaugmented(name) for name in args.n100_variants]
         run_setting("n100", settings / "samples" / "n100", list(dict.fromkeys([*peers, *args.n100_variants])),
