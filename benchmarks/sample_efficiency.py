@@ -51,6 +51,7 @@ import torch
 from synthmed.data import BenchmarkSetting, build_settings, prepare_source
 from synthmed.device import resolve_device
 from synthmed.evaluation.classifier import ClassifierConfig
+from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.evaluation.utility import evaluate_utility
 from synthmed.metrics.extractors import extract_features, make_extractor
 from synthmed.metrics.fid import frechet
@@ -89,7 +90,7 @@ VARIANTS = {
 }
 CPU_VARIANTS = [name for name, (preset, _) in VARIANTS.items()
                 if not preset.endswith("-paper") and name not in N100_PROBES]
-# CSV column -> where utility.json keeps it (evaluation/utility.py)
+# CSV column -> where an evaluation's utility.json keeps it (evaluation/utility.py)
 UTILITY_COLUMNS = {"auc_real": lambda u: u["auc_real"]["mean"], "auc_syn": lambda u: u["auc_syn"]["mean"],
                    "gap": lambda u: u["auc_real_minus_auc_syn"], "delta_syn": lambda u: u["delta_syn"],
                    "real_on_syn": lambda u: u["auc_real_on_syn"]["mean"]}
@@ -163,10 +164,10 @@ def score_snapshot(run: Path, snapshot: Path, real_dir: Path, classifiers: list[
     utilities = []
     for classifier, real_path in zip(classifiers, real_paths):
         out = scored if classifier.seed == 0 else scored / f"classifier-seed{classifier.seed}"
-        if not (out / "utility.json").is_file():
+        if not EvalDir(out).utility.is_file():
             evaluate_utility(real_dir, scored / "synthetic" / "setting", classifier, out, log=quiet, progress=False,
                              real_classifier_path=real_path)
-        utilities.append(json.loads((out / "utility.json").read_text()))
+        utilities.append(json.loads(EvalDir(out).utility.read_text()))
     means = {column: float(np.mean([key(u) for u in utilities])) for column, key in UTILITY_COLUMNS.items()}
     return {"images_seen": score["images_seen"], "train_seconds": score["train_seconds"], **means,
             "classifier_seeds": len(utilities), "fd": score["fd"], "fd_extractor": score["fd_extractor"],
