@@ -68,6 +68,7 @@ N100_PROBES = {
     "cpdgan+translation+cutout": ("cpdgan-cpu", {"augment": "translation,cutout"}),
     "cpdgan+ns-r1-g0.1": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1}),
     "cpdgan+ns-r1-g0.1+diffaug": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1, "augment": AUGMENT}),
+    "cpdgan+ns-r1-g0.1+translation": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1, "augment": "translation"}),
 }
 # name -> (training preset, overrides); prog-GAN's phases are cut so that it has grown to 32 px
 # by 8,000 images (5 phases), before the first snapshot of the default budget
