@@ -6,7 +6,13 @@ import pytest
 import torch
 
 from synthmed.errors import ConfigError
-from synthmed.models.diffusion import ConditionalDiffusion, LabelEmbedding
+from synthmed.models.diffusion import (
+    KARRAS_RHO,
+    KARRAS_SIGMA_MAX,
+    ConditionalDiffusion,
+    LabelEmbedding,
+    karras_timesteps,
+)
 from synthmed.training.config import config_from_dict
 
 TINY_NET = {"unet_channels": (8, 16), "attention": True, "sample_steps": 3}
@@ -105,6 +111,60 @@ def test_a_guidance_interval_in_the_config_reaches_the_sampler_and_older_configs
     assert build_diffusion(config, 8, 3, 1).guidance_interval == [0.0, 5.0]
     # unset, the key stays out of the config's dict: benchmark job keys hash it, so earlier jobs keep theirs
     assert "guidance_interval" not in config_from_dict({"model": "diffusion"}).to_dict()
+
+
+def test_karras_spacing_starts_on_pure_noise_and_ends_at_the_smallest_noise_level():
+    model = tiny_model()
+    scheduler = model._sampling_schedule()
+    sigmas = ((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod).sqrt()
+    steps = karras_timesteps(sigmas, 16)
+    assert len(steps) == 16 and steps[0] == 999 and steps[-1] == 0 and steps == sorted(set(steps), reverse=True)
+    # after the first, each is the timestep whose sigma is nearest EDM's rho-7 ramp from sigma_max to sigma(t=0)
+    ramp = [(KARRAS_SIGMA_MAX ** (1 / KARRAS_RHO) + i / 14 * (float(sigmas[0]) ** (1 / KARRAS_RHO)
+                                                          - KARRAS_SIGMA_MAX ** (1 / KARRAS_RHO))) ** KARRAS_RHO
+            for i in range(15)]
+    for t, wanted in zip(steps[1:], ramp):
+        assert abs(float(sigmas[t]) - wanted) <= min(abs(float(s) - wanted) for s in sigmas[max(t - 1, 0):t + 2])
+    # the last noisy step: sigma 0.018, against trailing spacing's 0.11 in 16 steps
+    scheduler.set_timesteps(16)
+    assert float(sigmas[steps[-2]]) < 0.2 * float(sigmas[int(scheduler.timesteps[-1])])
+    # many steps: the ramp's low end lands on few timesteps; moved apart, the count is kept
+    many = karras_timesteps(sigmas, 1000)
+    assert many == list(range(999, -1, -1))
+    assert karras_timesteps(sigmas, 1) == [999]
+
+
+def test_karras_spacing_reaches_the_solver_and_is_refused_where_it_cannot_apply():
+    from synthmed.training.diffusion import build_diffusion
+
+    model = tiny_model(sample_steps=6)
+    labels, noise = torch.tensor([[1.0, 0, 1], [0.0, 1, 0]]), lambda: torch.Generator().manual_seed(4)  # noqa: E731
+    karras = model.sample(labels, noise(), sample_spacing="karras")
+    assert torch.equal(karras, model.sample(labels, noise(), sample_spacing="karras"))
+    assert not torch.allclose(karras, model.sample(labels, noise()))
+    # the same as stepping DPM-Solver++ through karras_timesteps by hand
+    scheduler = model._sampling_schedule()
+    sigmas = ((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod).sqrt()
+    scheduler.set_timesteps(timesteps=karras_timesteps(sigmas, 6))
+    x = torch.randn((2, 1, 8, 8), generator=noise()) * scheduler.init_noise_sigma
+    for t in scheduler.timesteps:
+        cond = model(x, t.expand(2), labels)
+        uncond = model(x, t.expand(2), labels, drop=torch.ones(2, dtype=torch.bool))
+        x = scheduler.step(uncond + model.guidance_scale * (cond - uncond), t, x).prev_sample
+    torch.testing.assert_close(x.clamp(-1, 1), karras, atol=1e-4, rtol=1e-4)
+    # the config key reaches the model, and stays out of the config's dict at its default (benchmark job keys)
+    config = config_from_dict({"model": "diffusion", "sample_spacing": "karras", **TINY_NET})
+    assert build_diffusion(config, 8, 3, 1).sample_spacing == "karras"
+    assert "sample_spacing" not in config_from_dict({"model": "diffusion"}).to_dict()
+    for values, message in (({"sample_spacing": "even"}, "sample_spacing = 'even' must be one of"),
+                            ({"sample_spacing": "karras", "sampler": "ddim"}, "karras needs sampler dpm-solver++"),
+                            ({"sample_spacing": "karras", "train_timesteps": 10, "sample_steps": 11},
+                             r"karras takes at most train_timesteps \(10\) steps"),
+                            ({"model": "cpdgan", "sample_spacing": "karras"}, "applies to the diffusion model only")):
+        with pytest.raises(ConfigError, match=message):
+            config_from_dict({"model": "diffusion", **values})
+    with pytest.raises(ValueError, match="karras needs sampler dpm-solver"):
+        tiny_model(sampler="ddim").sample(labels, noise(), sample_spacing="karras")
 
 
 def test_bfloat16_sampling_rounds_only_the_network_and_auto_follows_the_device(monkeypatch):

@@ -328,11 +328,13 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
     guided = generate(diffusion, tmp_path / "guided", guidance_scale=4.0, sample_steps=2, progress=False,
                       log=lambda m: None)
     assert json.loads((guided / "card.json").read_text())["sampling_options"] == {
-        "sample_steps": 2, "guidance_scale": 4.0, "guidance_interval": None, "sample_bf16": False}
-    assert "guidance scale 4.0; sampling precision float32; sampled on cpu" in (guided / "card.md").read_text()
+        "sample_steps": 2, "guidance_scale": 4.0, "guidance_interval": None, "sample_bf16": False,
+        "sample_spacing": "trailing"}
+    assert "guidance scale 4.0; sampling precision float32; trailing step spacing; sampled on cpu" in (guided / "card.md").read_text()
     # the run's own settings are on the card too (TINY_DIFFUSION: 3 steps, the default guidance 2, every step)
     assert json.loads((plain / "card.json").read_text())["sampling_options"] == {
-        "sample_steps": 3, "guidance_scale": 2.0, "guidance_interval": None, "sample_bf16": False}
+        "sample_steps": 3, "guidance_scale": 2.0, "guidance_interval": None, "sample_bf16": False,
+        "sample_spacing": "trailing"}
     assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(guided / "store" / "images_16.npy"))
     with pytest.raises(SystemExit) as exit_:
         main(["generate", str(diffusion), "--out", str(tmp_path / "interval"), "--guidance-interval", "0", "5",
@@ -344,6 +346,20 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
     assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(interval / "store" / "images_16.npy"))
     generate(diffusion, interval, guidance_interval=(0, 5), progress=False, log=messages.append)
     assert "already holds this synthetic set" in messages[-1]  # the card's list is the same interval
+    # a card from before sample_spacing was sampled with trailing steps: the same set, not made again
+    card_file = interval / "card.json"
+    card_file.write_text(json.dumps({**json.loads(card_file.read_text()), "sampling_options": {
+        k: v for k, v in json.loads(card_file.read_text())["sampling_options"].items() if k != "sample_spacing"}}))
+    generate(diffusion, interval, guidance_interval=(0, 5), progress=False, log=messages.append)
+    assert "already holds this synthetic set" in messages[-1]
+    with pytest.raises(SystemExit) as exit_:
+        main(["generate", str(diffusion), "--out", str(tmp_path / "karras"), "--sample-spacing", "karras",
+              "--no-progress", "--no-png"])
+    assert exit_.value.code == 0
+    assert json.loads((tmp_path / "karras" / "card.json").read_text())["sampling_options"]["sample_spacing"] == "karras"
+    assert "karras step spacing" in (tmp_path / "karras" / "card.md").read_text()
+    assert not np.array_equal(np.load(plain / "store" / "images_16.npy"),
+                              np.load(tmp_path / "karras" / "store" / "images_16.npy"))
     with pytest.raises(SystemExit) as exit_:
         main(["generate", str(diffusion), "--out", str(tmp_path / "bad"), "--guidance-interval", "5", "1",
               "--no-progress"])
@@ -360,6 +376,7 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
     rounded = generate(diffusion, tmp_path / "rounded", sample_bf16=True, progress=False, log=lambda m: None)
     assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(rounded / "store" / "images_16.npy"))
     for args, message in ((["--sample-bf16", "yes"], "--sample-bf16 'yes' must be true, false or auto"),
+                          (["--sample-spacing", "even"], "--sample-spacing 'even' must be one of trailing, karras"),
                           (["--device", "gpu0"], "--device 'gpu0' cannot be used here: "),
                           (["--sample-bf16", "true"], "--sample-bf16 does not apply to a cpdgan run")):
         with pytest.raises(SystemExit) as exit_:

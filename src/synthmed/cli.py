@@ -190,6 +190,9 @@ def generate_command(
     sample_bf16: Annotated[Optional[str], typer.Option(
         help="diffusion: sample under bfloat16 autocast: true, false or auto (where the CPU has fast bfloat16 "
              "kernels); the images change by rounding (default: the run's sample_bf16)")] = None,
+    sample_spacing: Annotated[Optional[str], typer.Option(
+        help="diffusion: where the sampler's steps fall: trailing (evenly over the training timesteps) or karras "
+             "(short steps near the clean image; dpm-solver++ only) (default: the run's sample_spacing)")] = None,
     snapshot: Annotated[Optional[str], typer.Option(
         help="sample a snapshot of the run (e.g. snapshots/generator_0000020000.pt) instead of generator.pt")] = None,
     label_check: Annotated[Optional[Path], typer.Option(
@@ -209,7 +212,8 @@ def generate_command(
 
     precision = {"true": True, "false": False, "auto": "auto"}.get(str(sample_bf16).lower(), sample_bf16)
     generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale,
-             guidance_interval=guidance_interval, sample_bf16=precision, snapshot_file=snapshot,
+             guidance_interval=guidance_interval, sample_bf16=precision, sample_spacing=sample_spacing,
+             snapshot_file=snapshot,
              label_check=label_check, label_check_tries=label_check_tries, device=device, export_png=png,
              overwrite=overwrite, progress=progress, log=console.print)
 

@@ -39,7 +39,7 @@ from synthmed.data.store import Store, write_images, write_store
 from synthmed.device import precision_name, resolve_bf16, usable_device
 from synthmed.errors import ConfigError, DataError
 from synthmed.label_check import CHECK_COUNTS, DEFAULT_TRIES, KEEP_RULE, load_label_check
-from synthmed.models.diffusion import interval_problem
+from synthmed.models.diffusion import SPACINGS, ConditionalDiffusion, interval_problem, spacing_problem
 from synthmed.output_dir import check_output_path, claim_output_dir, staged_dir
 from synthmed.progress import progress_bar
 from synthmed.training.config import config_from_dict
@@ -104,7 +104,7 @@ def synthesize(sampler: torch.nn.Module, labels: np.ndarray, seed: int, device="
 def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
              sample_steps: int | None = None, guidance_scale: float | None = None,
              guidance_interval: tuple[float, float] | None = None, sample_bf16: bool | str | None = None,
-             snapshot_file: str | None = None,
+             sample_spacing: str | None = None, snapshot_file: str | None = None,
              label_check: str | os.PathLike | None = None, label_check_tries: int | None = None,
              device: str = "cpu", export_png: bool = True, overwrite: bool = False, progress: bool = True,
              log: Callable[[str], None] = print) -> Path:
@@ -132,9 +132,15 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         guidance_interval = [float(v) for v in guidance_interval]  # as the card's JSON gives it back
     if sample_bf16 not in (None, True, False, "auto"):
         raise ConfigError(f"--sample-bf16 {sample_bf16!r} must be true, false or auto")
+    if sample_spacing is not None and sample_spacing not in SPACINGS:
+        raise ConfigError(f"--sample-spacing {sample_spacing!r} must be one of {', '.join(SPACINGS)}")
     options = sampling_options(sampler, {"sample_steps": sample_steps, "guidance_scale": guidance_scale,
-                                         "guidance_interval": guidance_interval, "sample_bf16": sample_bf16},
+                                         "guidance_interval": guidance_interval, "sample_bf16": sample_bf16,
+                                         "sample_spacing": sample_spacing},
                                snapshot["config"]["model"])
+    if isinstance(sampler, ConditionalDiffusion) and (problem := spacing_problem(
+            options["sample_spacing"], sampler.sampler, options["sample_steps"], sampler.schedule["num_train_timesteps"])):
+        raise ConfigError(f"--sample-spacing {options['sample_spacing']} with {options['sample_steps']} steps: {problem}")
     if "sample_bf16" in options:  # the images depend on the precision it resolves to here, so the card names that
         options["sample_bf16"] = resolve_bf16(options["sample_bf16"], target)
     info = run.read_info()
@@ -155,8 +161,10 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
 
     def same() -> bool:
         card = read_json(out / CARD)
-        # a card from before sample_bf16 sampled in float32, one from before sampled_on on the CPU
-        earlier = {**({"sample_bf16": False} if "sample_bf16" in options else {}), **card.get("sampling_options", {})}
+        # a card from before sample_bf16 sampled in float32, one from before sample_spacing with trailing steps, one
+        # from before sampled_on on the CPU
+        before = {"sample_bf16": False, "sample_spacing": "trailing"}
+        earlier = {**{k: v for k, v in before.items() if k in options}, **card.get("sampling_options", {})}
         return (card.get("generation_seed") == seed and earlier == options  # get: an imported set
                 and card.get("generator_sha256") == sha256_file(generator_file)  # has neither
                 and card.get("sampled_on", "cpu") == target.type
@@ -313,6 +321,8 @@ def card_markdown(card: dict[str, Any]) -> str:
 def _option_words(name: str, value: Any) -> str:
     if name == "sample_bf16":
         return f"sampling precision {precision_name(value)}"
+    if name == "sample_spacing":
+        return f"{value} step spacing"
     return f"{name.replace('_', ' ')} {value}"
 
 

@@ -19,6 +19,13 @@ evaluates both branches in one batch: ``out = uncond + w * (cond - uncond)``. A 
 sigma = sqrt((1 - alpha_bar) / alpha_bar) lies in (low, high], and the conditional branch alone
 at the others: guidance at the noisiest steps pulls every image of a label towards one layout
 and costs variety, and every unguided step costs one denoiser evaluation instead of two.
+
+Step spacing: "trailing" spreads the steps evenly over the training timesteps from the last one,
+so in 16 steps on the cosine schedule the last noisy image is at sigma 0.11, and one step from
+there to the clean image replaces the remaining detail by its average: the images come out
+smoother than the real ones. "karras" (Karras et al. 2022, rho = 7) takes the first step on
+pure noise and spaces the others in sigma from 20 down to the schedule's smallest, so that the
+last steps are short (docs/diffusion.md, "Where the sampler stops").
 """
 
 from __future__ import annotations
@@ -34,6 +41,10 @@ from synthmed.device import resolve_bf16
 
 PREDICTIONS = ("epsilon", "v_prediction")
 SAMPLERS = ("dpm-solver++", "ddim")
+SPACINGS = ("trailing", "karras")
+# where "karras" starts its ramp: the first step already starts from pure noise at the last training timestep
+# (sigma about 20,000 on the cosine schedule); EDM's 80 put 5 of 16 steps above sigma 10 here
+KARRAS_SIGMA_MAX, KARRAS_RHO = 20.0, 7.0
 NOISE_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")
 
 
@@ -42,6 +53,33 @@ def interval_problem(interval: Sequence[float]) -> str | None:
     if len(interval) != 2 or not 0 <= interval[0] < interval[1] < float("inf"):
         return "must be two noise levels 0 <= low < high, finite (0 1e9 guides at every step)"
     return None
+
+
+def spacing_problem(spacing: str, sampler: str, steps: int, train_timesteps: int) -> str | None:
+    """What is wrong with a step spacing for this sampler and number of steps, or None."""
+    if spacing not in SPACINGS:
+        return f"must be one of {SPACINGS}"
+    if spacing == "karras" and sampler != "dpm-solver++":
+        return "karras needs sampler dpm-solver++ (diffusers' DDIM takes only evenly spaced steps)"
+    if spacing == "karras" and steps > train_timesteps:
+        return f"karras takes at most train_timesteps ({train_timesteps}) steps, got {steps}"
+    return None
+
+
+def karras_timesteps(sigmas: torch.Tensor, steps: int) -> list[int]:
+    """``steps`` distinct training timesteps, largest first: the last one (pure noise), then ``steps - 1`` noise
+    levels spaced as Karras et al. (2022) do, rho 7, from ``KARRAS_SIGMA_MAX`` down to the smallest of ``sigmas``
+    (one per training timestep), each moved to the timestep of the nearest sigma. Where several land on one
+    timestep (many steps), the larger ones move up one by one, so the count is kept (at most
+    ``len(sigmas)`` steps)."""
+    last = len(sigmas) - 1
+    ramp = torch.linspace(0, 1, steps - 1, dtype=torch.float64)
+    top, bottom = min(KARRAS_SIGMA_MAX, float(sigmas[-1])) ** (1 / KARRAS_RHO), float(sigmas[0]) ** (1 / KARRAS_RHO)
+    wanted = (top + ramp * (bottom - top)) ** KARRAS_RHO
+    nearest = (sigmas.double()[None, :] - wanted[:, None]).abs().argmin(dim=1).tolist()
+    for i in range(len(nearest) - 2, -1, -1):  # the smallest stays; each larger one above the next
+        nearest[i] = max(nearest[i], nearest[i + 1] + 1)
+    return [last] + [min(t, last - 1 - i) for i, t in enumerate(nearest)]  # and all below the first step
 
 
 class LabelEmbedding(nn.Module):
@@ -68,7 +106,7 @@ class ConditionalDiffusion(nn.Module):
                  prediction: str = "epsilon", noise_schedule: str = "squaredcos_cap_v2",
                  train_timesteps: int = 1000, sampler: str = "dpm-solver++", sample_steps: int = 20,
                  guidance_scale: float = 2.0, guidance_interval: tuple[float, float] | None = None,
-                 sample_bf16: bool | str = False) -> None:
+                 sample_bf16: bool | str = False, sample_spacing: str = "trailing") -> None:
         from diffusers import UNet2DModel
 
         super().__init__()
@@ -76,6 +114,8 @@ class ConditionalDiffusion(nn.Module):
             raise ValueError(f"prediction must be one of {PREDICTIONS}, got {prediction!r}")
         if sampler not in SAMPLERS:
             raise ValueError(f"sampler must be one of {SAMPLERS}, got {sampler!r}")
+        if problem := spacing_problem(sample_spacing, sampler, sample_steps, train_timesteps):
+            raise ValueError(f"sample_spacing {sample_spacing!r} {problem}")
         if noise_schedule not in NOISE_SCHEDULES:
             raise ValueError(f"noise_schedule must be one of {NOISE_SCHEDULES}, got {noise_schedule!r}")
         levels = len(unet_channels)
@@ -87,7 +127,7 @@ class ConditionalDiffusion(nn.Module):
         self.sampler, self.sample_steps, self.guidance_scale = sampler, sample_steps, guidance_scale
         # a list, as the dataset card's JSON gives it back (a rerun compares the two)
         self.guidance_interval = None if guidance_interval is None else [float(v) for v in guidance_interval]
-        self.sample_bf16 = sample_bf16
+        self.sample_bf16, self.sample_spacing = sample_bf16, sample_spacing
         time_dim = unet_channels[0] * 4  # UNet2DModel's timestep-embedding width
         groups = min(8, unet_channels[0])
         self.unet = UNet2DModel(
@@ -125,19 +165,26 @@ class ConditionalDiffusion(nn.Module):
     def sample(self, labels: torch.Tensor, noise: torch.Generator, sample_steps: int | None = None,
                guidance_scale: float | None = None,
                guidance_interval: tuple[float, float] | list[float] | None = None,
-               sample_bf16: bool | str | None = None) -> torch.Tensor:
+               sample_bf16: bool | str | None = None, sample_spacing: str | None = None) -> torch.Tensor:
         """Images in [-1, 1] for ``labels``. The samplers are deterministic given the starting
         noise, which is drawn from ``noise`` on its own device (a CPU generator gives the same
         starting noise whatever device the model is on). ``guidance_interval`` (low, high): guide
         only where the step's noise level sigma is in (low, high]; None keeps the model's (None:
         every step). ``sample_bf16`` (True, False or "auto": where it is fast) runs the network under
-        bfloat16 autocast; the guidance and the solver stay in float32."""
+        bfloat16 autocast; the guidance and the solver stay in float32. ``sample_spacing``: "trailing" or
+        "karras" (module docstring); None keeps the model's."""
         steps = self.sample_steps if sample_steps is None else int(sample_steps)
+        spacing = self.sample_spacing if sample_spacing is None else sample_spacing
+        if problem := spacing_problem(spacing, self.sampler, steps, self.schedule["num_train_timesteps"]):
+            raise ValueError(f"sample_spacing {spacing!r} {problem}")
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         low, high = (self.guidance_interval if guidance_interval is None else guidance_interval) or (0.0, float("inf"))
         scheduler = self._sampling_schedule()
-        scheduler.set_timesteps(steps, device=labels.device)
         sigmas = ((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod).sqrt()
+        if spacing == "karras":
+            scheduler.set_timesteps(timesteps=karras_timesteps(sigmas, steps), device=labels.device)
+        else:
+            scheduler.set_timesteps(steps, device=labels.device)
         n = len(labels)
         shape = (n, self.image_channels, self.resolution, self.resolution)
         x = torch.randn(shape, device=noise.device, generator=noise).to(labels.device) * scheduler.init_noise_sigma

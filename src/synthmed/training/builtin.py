@@ -54,6 +54,7 @@ def _check_gan(c: TrainConfig, fail: Fail) -> None:
     _check_gan_loss(c, fail)
     if c.sample_bf16 is not False:
         fail("sample_bf16", "applies to the diffusion model only (a GAN samples in one cheap forward pass)")
+    _check_defaults(c, ("sample_spacing",), "applies to the diffusion model only (a GAN samples in one step)", fail)
 
 
 def _check_cpdgan(c: TrainConfig, fail: Fail) -> None:
@@ -72,7 +73,7 @@ def _check_proggan_resolution(config: TrainConfig, resolution: int) -> None:
 
 def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
     # imports torch: only here
-    from synthmed.models.diffusion import NOISE_SCHEDULES, PREDICTIONS, SAMPLERS, interval_problem
+    from synthmed.models.diffusion import NOISE_SCHEDULES, PREDICTIONS, SAMPLERS, interval_problem, spacing_problem
 
     _check_defaults(c, ("augment", "gan_loss", "r1_gamma", "r1_every"),
                     "applies to the GANs only (the diffusion model has no discriminator)", fail)
@@ -96,6 +97,9 @@ def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
         fail("guidance_scale", "must be >= 0 (1 = no guidance)")
     if c.guidance_interval is not None and (problem := interval_problem(c.guidance_interval)):
         fail("guidance_interval", problem)
+    if isinstance(c.sample_steps, int) and (
+            problem := spacing_problem(c.sample_spacing, c.sampler, c.sample_steps, c.train_timesteps)):
+        fail("sample_spacing", problem)
 
 
 CPDGAN = Generator(

@@ -62,6 +62,9 @@ class TrainConfig:
     # sample under bfloat16 autocast (auto: where it is fast, synthmed.device): 1.6x as fast with AVX-512 BF16
     # and channels_last off. It changes the images by rounding, so it is a sampling setting, not a hardware key
     sample_bf16: bool | Literal["auto"] = False
+    # "trailing": steps evenly over the training timesteps; "karras": short steps near the clean image
+    # (dpm-solver++ only; models/diffusion.py)
+    sample_spacing: str = "trailing"
     # prog-GAN growth: each fade-in and stabilisation phase lasts phase_images real images
     start_resolution: int = 8
     phase_images: int | dict[int, int] = 1_400_000  # a number, or one per final resolution
@@ -110,6 +113,8 @@ class TrainConfig:
             data["guidance_interval"] = list(self.guidance_interval)
         if self.sample_bf16 is False:  # and before this one
             del data["sample_bf16"]
+        if self.sample_spacing == "trailing":  # and this one
+            del data["sample_spacing"]
         if self.gan_loss == "wgan-gp":  # and the R1 keys, which only the non-saturating loss reads
             for key in ("gan_loss", "r1_gamma", "r1_every"):
                 del data[key]

@@ -26,7 +26,8 @@ def build_diffusion(config: TrainConfig, resolution: int, label_dim: int, image_
         layers_per_block=config.layers_per_block, attention=config.attention, prediction=config.prediction,
         noise_schedule=config.noise_schedule, train_timesteps=config.train_timesteps, sampler=config.sampler,
         sample_steps=config.sample_steps, guidance_scale=config.guidance_scale,
-        guidance_interval=config.guidance_interval, sample_bf16=config.sample_bf16)
+        guidance_interval=config.guidance_interval, sample_bf16=config.sample_bf16,
+        sample_spacing=config.sample_spacing)
 
 
 class DiffusionTraining:
