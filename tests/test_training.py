@@ -376,7 +376,7 @@ def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_pat
     rounded = generate(diffusion, tmp_path / "rounded", sample_bf16=True, progress=False, log=lambda m: None)
     assert not np.array_equal(np.load(plain / "store" / "images_16.npy"), np.load(rounded / "store" / "images_16.npy"))
     for args, message in ((["--sample-bf16", "yes"], "--sample-bf16 'yes' must be true, false or auto"),
-                          (["--sample-spacing", "even"], "--sample-spacing 'even' must be one of trailing, karras"),
+                          (["--sample-spacing", "even"], "--sample-spacing 'even' must be one of ('trailing', 'karras')"),
                           (["--device", "gpu0"], "--device 'gpu0' cannot be used here: "),
                           (["--sample-bf16", "true"], "--sample-bf16 does not apply to a cpdgan run")):
         with pytest.raises(SystemExit) as exit_:

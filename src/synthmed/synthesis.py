@@ -39,7 +39,7 @@ from synthmed.data.store import Store, write_images, write_store
 from synthmed.device import precision_name, resolve_bf16, usable_device
 from synthmed.errors import ConfigError, DataError
 from synthmed.label_check import CHECK_COUNTS, DEFAULT_TRIES, KEEP_RULE, load_label_check
-from synthmed.models.diffusion import SPACINGS, ConditionalDiffusion, interval_problem, spacing_problem
+from synthmed.models.diffusion import ConditionalDiffusion, interval_problem, spacing_problem
 from synthmed.output_dir import check_output_path, claim_output_dir, staged_dir
 from synthmed.progress import progress_bar
 from synthmed.training.config import config_from_dict
@@ -132,15 +132,13 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         guidance_interval = [float(v) for v in guidance_interval]  # as the card's JSON gives it back
     if sample_bf16 not in (None, True, False, "auto"):
         raise ConfigError(f"--sample-bf16 {sample_bf16!r} must be true, false or auto")
-    if sample_spacing is not None and sample_spacing not in SPACINGS:
-        raise ConfigError(f"--sample-spacing {sample_spacing!r} must be one of {', '.join(SPACINGS)}")
     options = sampling_options(sampler, {"sample_steps": sample_steps, "guidance_scale": guidance_scale,
                                          "guidance_interval": guidance_interval, "sample_bf16": sample_bf16,
                                          "sample_spacing": sample_spacing},
                                snapshot["config"]["model"])
     if isinstance(sampler, ConditionalDiffusion) and (problem := spacing_problem(
             options["sample_spacing"], sampler.sampler, options["sample_steps"], sampler.schedule["num_train_timesteps"])):
-        raise ConfigError(f"--sample-spacing {options['sample_spacing']} with {options['sample_steps']} steps: {problem}")
+        raise ConfigError(f"--sample-spacing {options['sample_spacing']!r} {problem}")
     if "sample_bf16" in options:  # the images depend on the precision it resolves to here, so the card names that
         options["sample_bf16"] = resolve_bf16(options["sample_bf16"], target)
     info = run.read_info()
