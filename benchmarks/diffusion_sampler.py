@@ -1,0 +1,116 @@
+"""The diffusion model's sampler settings compared on the same weights: each ``sample_spacing`` and guidance scale
+sampled from the same starting noise per generation seed, so the comparison is paired (docs/diffusion.md, "Where
+the sampler stops" and "The full preset under the paper's classifier recipe").
+
+    python benchmarks/diffusion_sampler.py                  # the demo's diffusion model, generation seeds 0 and 1
+    python benchmarks/diffusion_sampler.py --model full     # diffusion-cpu as shipped (about 20 min of training)
+    python benchmarks/diffusion_sampler.py --model samples  # br35h-samples' entry: 30k images, 8 steps
+    python benchmarks/diffusion_sampler.py --model full --spacings karras --guidance-scales 3 1 \\
+        --classifier paper --classifier-seeds 0 1
+
+Setting: br35h at 32x32 (``resolution/r32``), prepared under ``--work`` when missing. The model trains once (seed
+0). Each synthetic set is scored on the real test fold, against a real classifier of the same recipe and seed, by
+the demo's classifier recipe (DenseNet-121, 4 epochs) or the paper's (``--classifier paper``: at most 50 epochs,
+early stopping), at each classifier seed: the gap AUC_real - AUC_syn, and real-on-syn (the real classifier on the
+synthetic test fold). Two statistics of the training fold, real or synthetic, say what the images look like:
+sharpness, the mean absolute difference between horizontal neighbours (0-1 scale), and the brightness cue, how well
+one number per image, its 99th-percentile pixel, separates each label (AUROC either way round, mean over labels):
+a set whose cue is far above the real one's shows its labels by brightness more than real images do. Every
+finished piece is kept under ``--work``, so a rerun continues.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from sample_efficiency import prepare_data, quiet
+from sklearn.metrics import roc_auc_score
+
+from synthmed.benchmark.presets import load_preset
+from synthmed.data import BenchmarkSetting
+from synthmed.evaluation.classifier import ClassifierConfig
+from synthmed.evaluation.eval_dir import EvalDir
+from synthmed.evaluation.utility import evaluate_utility
+from synthmed.models.diffusion import SPACINGS
+from synthmed.synthesis import generate
+from synthmed.training.config import load_config
+from synthmed.training.loop import start_run, train
+
+# each model: a benchmark preset whose diffusion entry (its config with the entry's overrides) is trained, or
+# None for diffusion-cpu as shipped
+MODELS = {"demo": "demo", "samples": "br35h-samples", "full": None}
+# classifier recipes: the demo's 4 epochs, or the paper's (ClassifierConfig's defaults: at most 50 epochs)
+RECIPES = {"demo": {"max_epochs": 4}, "paper": {}}
+
+
+def sharpness(images: np.ndarray) -> float:
+    return float(np.abs(np.diff(images.astype(np.float32) / 255.0, axis=-1)).mean())
+
+
+def brightness_cue(images: np.ndarray, labels: np.ndarray) -> float:
+    p99 = np.percentile(images.reshape(len(images), -1), 99, axis=1)
+    aurocs = [roc_auc_score(column, p99) for column in labels.T if 0 < column.sum() < len(column)]
+    return float(np.mean([max(a, 1 - a) for a in aurocs]))
+
+
+def describe(setting: BenchmarkSetting) -> str:
+    images, labels = setting.images("train"), setting.labels("train")
+    return f"sharpness {sharpness(images):.4f}, brightness cue {brightness_cue(images, labels):.3f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--model", choices=list(MODELS), default="demo")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="generation seeds")
+    parser.add_argument("--spacings", nargs="+", choices=SPACINGS, default=list(SPACINGS))
+    parser.add_argument("--guidance-scales", type=float, nargs="+", default=[None],
+                        help="classifier-free guidance scales (default: the run's own)")
+    parser.add_argument("--classifier", choices=list(RECIPES), default="demo", help="classifier recipe")
+    parser.add_argument("--classifier-seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--work", type=Path, default=Path("runs/diffusion-sampler"))
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+
+    real_dir = prepare_data(args.work) / "resolution" / "r32"
+    run = args.work / f"run-{args.model}"
+    if not (run / "run.json").is_file():
+        preset = MODELS[args.model]
+        entry = load_preset(preset).models["diffusion"] if preset else {"config": "diffusion-cpu"}
+        config = load_config(entry["config"], {**entry.get("set", {}), "seed": 0, "threads": args.threads})
+        start_run(config, real_dir, run)
+    train(run, progress=False, log=quiet)
+    print(f"real training fold: {describe(BenchmarkSetting(real_dir))}", flush=True)
+    for seed in args.seeds:
+        for spacing in args.spacings:
+            for scale in args.guidance_scales:
+                sampler = spacing if scale is None else f"{spacing}-guidance{scale:g}"
+                out = args.work / args.model / sampler / f"seed{seed}"
+                timing = out / "sample_seconds.json"
+                if not timing.is_file():
+                    started = time.time()
+                    generate(run, out / "synthetic", seed=seed, sample_spacing=spacing, guidance_scale=scale,
+                             export_png=False, overwrite=True, progress=False, log=quiet)
+                    timing.write_text(json.dumps({"seconds": round(time.time() - started, 1)}))
+                synthetic = BenchmarkSetting(out / "synthetic" / "setting")
+                for classifier_seed in args.classifier_seeds:
+                    recipe = f"{args.classifier}-seed{classifier_seed}"
+                    scores = out / "scores" / recipe
+                    if not EvalDir(scores).utility.is_file():
+                        config = ClassifierConfig(input_size=None, threads=args.threads, seed=classifier_seed,
+                                                  **RECIPES[args.classifier])
+                        evaluate_utility(real_dir, synthetic.path, config, scores, log=quiet, progress=False,
+                                         real_classifier_path=args.work / "real-classifiers"
+                                         / f"{args.model}-{recipe}.pt")
+                    utility = json.loads(EvalDir(scores).utility.read_text())
+                    print(f"{args.model} seed {seed} {sampler}, {recipe} classifier: gap "
+                          f"{utility['auc_real_minus_auc_syn']:.4f}, real-on-syn "
+                          f"{utility['auc_real_on_syn']['mean']:.4f}, AUC_real {utility['auc_real']['mean']:.4f}, "
+                          f"{describe(synthetic)}, sampling {json.loads(timing.read_text())['seconds']} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
