@@ -96,6 +96,8 @@ def main() -> None:
                              export_png=False, overwrite=True, progress=False, log=quiet)
                     timing.write_text(json.dumps({"seconds": round(time.time() - started, 1)}))
                 synthetic = BenchmarkSetting(out / "synthetic" / "setting")
+                # what the set looks like and how long it took: once per set, whatever scores it
+                about = f"{describe(synthetic)}, sampling {json.loads(timing.read_text())['seconds']} s"
                 for classifier_seed in args.classifier_seeds:
                     recipe = f"{args.classifier}-seed{classifier_seed}"
                     scores = out / "scores" / recipe
@@ -109,7 +111,7 @@ def main() -> None:
                     print(f"{args.model} seed {seed} {sampler}, {recipe} classifier: gap "
                           f"{utility['auc_real_minus_auc_syn']:.4f}, real-on-syn "
                           f"{utility['auc_real_on_syn']['mean']:.4f}, AUC_real {utility['auc_real']['mean']:.4f}, "
-                          f"{describe(synthetic)}, sampling {json.loads(timing.read_text())['seconds']} s", flush=True)
+                          + about, flush=True)
 
 
 if __name__ == "__main__":
