@@ -5,10 +5,13 @@ the sampler stops" and "The full preset under the paper's classifier recipe").
     python benchmarks/diffusion_sampler.py                  # the demo's diffusion model, generation seeds 0 and 1
     python benchmarks/diffusion_sampler.py --model full     # diffusion-cpu as shipped (about 20 min of training)
     python benchmarks/diffusion_sampler.py --model samples  # br35h-samples' entry: 30k images, 8 steps
+    python benchmarks/diffusion_sampler.py --model phantom  # phantom-chest-cpu's entry on classes/k20_n72
     python benchmarks/diffusion_sampler.py --model full --spacings karras --guidance-scales 3 1 \\
         --classifier paper --classifier-seeds 0 1
+    python benchmarks/diffusion_sampler.py --model samples --spacings karras --guidance-intervals 0.25,3.5
 
-Setting: br35h at 32x32 (``resolution/r32``), prepared under ``--work`` when missing. The model trains once (seed
+Setting: br35h at 32x32 (``resolution/r32``), or for ``phantom`` the chest phantoms' ``classes/k20_n72``
+(8 labels, 1,440 training rows), prepared under ``--work`` when missing. The model trains once (seed
 0). Each synthetic set is scored on the real test fold, against a real classifier of the same recipe and seed, by
 the demo's classifier recipe (DenseNet-121, 4 epochs) or the paper's (``--classifier paper``: at most 50 epochs,
 early stopping), at each classifier seed: the gap AUC_real - AUC_syn, and real-on-syn (the real classifier on the
@@ -22,6 +25,7 @@ finished piece is kept under ``--work``, so a rerun continues.
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import time
 from pathlib import Path
@@ -31,20 +35,22 @@ from sample_efficiency import prepare_data, quiet
 from sklearn.metrics import roc_auc_score
 
 from synthmed.benchmark.presets import load_preset
-from synthmed.data import BenchmarkSetting
+from synthmed.data import BenchmarkSetting, build_settings, prepare_source
 from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.evaluation.utility import evaluate_utility
-from synthmed.models.diffusion import SPACINGS
+from synthmed.models.diffusion import SPACINGS, interval_problem
 from synthmed.synthesis import generate
 from synthmed.training.config import load_config
 from synthmed.training.loop import start_run, train
 
 # each model: a benchmark preset whose diffusion entry (its config with the entry's overrides) is trained, or
-# None for diffusion-cpu as shipped
-MODELS = {"demo": "demo", "samples": "br35h-samples", "full": None}
-# classifier recipes: the demo's 4 epochs, or the paper's (ClassifierConfig's defaults: at most 50 epochs)
-RECIPES = {"demo": {"max_epochs": 4}, "paper": {}}
+# None for diffusion-cpu as shipped, and the setting it trains on
+MODELS = {"demo": ("demo", "resolution/r32"), "samples": ("br35h-samples", "resolution/r32"),
+          "full": (None, "resolution/r32"), "phantom": ("phantom-chest-cpu", "classes/k20_n72")}
+# classifier recipes: the demo's 4 epochs, the paper's (ClassifierConfig's defaults: at most 50 epochs), or the
+# model's benchmark preset's own (br35h-samples and phantom-chest-cpu: at most 12 epochs)
+RECIPES = {"demo": {"max_epochs": 4}, "paper": {}, "preset": None}
 
 
 def sharpness(images: np.ndarray) -> float:
@@ -62,6 +68,39 @@ def describe(setting: BenchmarkSetting) -> str:
     return f"sharpness {sharpness(images):.4f}, brightness cue {brightness_cue(images, labels):.3f}"
 
 
+def prepare_setting(work: Path, preset: str | None) -> Path:
+    """The settings folder for a benchmark preset's data: br35h's under ``work/data`` (shared with
+    sample_efficiency.py), any other source's under ``work/data-<preset>``."""
+    values = load_preset(preset).values if preset else {"data": {"source": "br35h"}}
+    if values["data"]["source"] == "br35h":
+        return prepare_data(work)
+    data, settings = values["data"], work / f"data-{preset}" / "settings"
+    if not (settings / "settings.json").is_file():
+        store = work / f"data-{preset}" / "store"
+        if not (store / "manifest.json").is_file():
+            prepare_source(data["source"], store, root=data["root"], options=data["options"],
+                           resolutions=data["resolutions"], progress=False, log=quiet)
+        build_settings(values["settings"], store, settings, overwrite=True, log=quiet)
+    return settings
+
+
+def guidance_interval(text: str) -> tuple[float, float]:
+    """``LOW,HIGH`` -> (low, high), checked as the model checks it."""
+    try:
+        interval = tuple(float(v) for v in text.split(","))
+    except ValueError:
+        interval = ()
+    if problem := interval_problem(interval):
+        raise argparse.ArgumentTypeError(f"{text!r}: a guidance interval {problem}")
+    return interval
+
+
+def set_name(spacing: str, scale: float | None, interval: tuple[float, float] | None) -> str:
+    """The folder of one sampler setting: the spacing, then whatever differs from the run's own."""
+    name = spacing if scale is None else f"{spacing}-guidance{scale:g}"
+    return name if interval is None else f"{name}-interval{interval[0]:g}-{interval[1]:g}"
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=list(MODELS), default="demo")
@@ -69,16 +108,20 @@ def main() -> None:
     parser.add_argument("--spacings", nargs="+", choices=SPACINGS, default=list(SPACINGS))
     parser.add_argument("--guidance-scales", type=float, nargs="+", default=[None],
                         help="classifier-free guidance scales (default: the run's own)")
+    parser.add_argument("--guidance-intervals", type=guidance_interval, nargs="+", default=[None],
+                        help="noise-level intervals LOW,HIGH in which to guide (default: the run's own)")
     parser.add_argument("--classifier", choices=list(RECIPES), default="demo", help="classifier recipe")
     parser.add_argument("--classifier-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--work", type=Path, default=Path("runs/diffusion-sampler"))
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
 
-    real_dir = prepare_data(args.work) / "resolution" / "r32"
+    preset, setting = MODELS[args.model]
+    if args.classifier == "preset" and preset is None:
+        parser.error(f"--classifier preset: --model {args.model} comes from no benchmark preset")
+    real_dir = prepare_setting(args.work, preset) / setting
     run = args.work / f"run-{args.model}"
     if not (run / "run.json").is_file():
-        preset = MODELS[args.model]
         entry = load_preset(preset).models["diffusion"] if preset else {"config": "diffusion-cpu"}
         config = load_config(entry["config"], {**entry.get("set", {}), "seed": 0, "threads": args.threads})
         start_run(config, real_dir, run)
@@ -86,14 +129,14 @@ def main() -> None:
     print(f"real training fold: {describe(BenchmarkSetting(real_dir))}", flush=True)
     for seed in args.seeds:
         for spacing in args.spacings:
-            for scale in args.guidance_scales:
-                sampler = spacing if scale is None else f"{spacing}-guidance{scale:g}"
+            for scale, interval in itertools.product(args.guidance_scales, args.guidance_intervals):
+                sampler = set_name(spacing, scale, interval)
                 out = args.work / args.model / sampler / f"seed{seed}"
                 timing = out / "sample_seconds.json"
                 if not timing.is_file():
                     started = time.time()
                     generate(run, out / "synthetic", seed=seed, sample_spacing=spacing, guidance_scale=scale,
-                             export_png=False, overwrite=True, progress=False, log=quiet)
+                             guidance_interval=interval, export_png=False, overwrite=True, progress=False, log=quiet)
                     timing.write_text(json.dumps({"seconds": round(time.time() - started, 1)}))
                 synthetic = BenchmarkSetting(out / "synthetic" / "setting")
                 # what the set looks like and how long it took: once per set, whatever scores it
@@ -102,8 +145,9 @@ def main() -> None:
                     recipe = f"{args.classifier}-seed{classifier_seed}"
                     scores = out / "scores" / recipe
                     if not EvalDir(scores).utility.is_file():
-                        config = ClassifierConfig(input_size=None, threads=args.threads, seed=classifier_seed,
-                                                  **RECIPES[args.classifier])
+                        recipe_values = RECIPES[args.classifier] or load_preset(preset).values["classifier"]
+                        config = ClassifierConfig(**{"input_size": None, **recipe_values, "threads": args.threads,
+                                                     "seed": classifier_seed})
                         evaluate_utility(real_dir, synthetic.path, config, scores, log=quiet, progress=False,
                                          real_classifier_path=args.work / "real-classifiers"
                                          / f"{args.model}-{recipe}.pt")
