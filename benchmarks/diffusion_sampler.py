@@ -104,6 +104,7 @@ def set_name(spacing: str, scale: float | None, interval: tuple[float, float] | 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", choices=list(MODELS), default="demo")
+    parser.add_argument("--setting", help="the setting to train on, e.g. samples/n100 (default: the model's own)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="generation seeds")
     parser.add_argument("--spacings", nargs="+", choices=SPACINGS, default=list(SPACINGS))
     parser.add_argument("--guidance-scales", type=float, nargs="+", default=[None],
@@ -117,10 +118,15 @@ def main() -> None:
     args = parser.parse_args()
 
     preset, setting = MODELS[args.model]
+    # everything made for another setting than the model's own is kept apart
+    name = args.model if args.setting in (None, setting) else f"{args.model}-{args.setting.replace('/', '-')}"
+    setting = args.setting or setting
     if args.classifier == "preset" and preset is None:
         parser.error(f"--classifier preset: --model {args.model} comes from no benchmark preset")
     real_dir = prepare_setting(args.work, preset) / setting
-    run = args.work / f"run-{args.model}"
+    if not (real_dir / "setting.json").is_file():
+        parser.error(f"--setting {setting}: no such setting in {real_dir.parent.parent}")
+    run = args.work / f"run-{name}"
     if not (run / "run.json").is_file():
         entry = load_preset(preset).models["diffusion"] if preset else {"config": "diffusion-cpu"}
         config = load_config(entry["config"], {**entry.get("set", {}), "seed": 0, "threads": args.threads})
@@ -131,7 +137,7 @@ def main() -> None:
         for spacing in args.spacings:
             for scale, interval in itertools.product(args.guidance_scales, args.guidance_intervals):
                 sampler = set_name(spacing, scale, interval)
-                out = args.work / args.model / sampler / f"seed{seed}"
+                out = args.work / name / sampler / f"seed{seed}"
                 timing = out / "sample_seconds.json"
                 if not timing.is_file():
                     started = time.time()
@@ -150,9 +156,9 @@ def main() -> None:
                                                      "seed": classifier_seed})
                         evaluate_utility(real_dir, synthetic.path, config, scores, log=quiet, progress=False,
                                          real_classifier_path=args.work / "real-classifiers"
-                                         / f"{args.model}-{recipe}.pt")
+                                         / f"{name}-{recipe}.pt")
                     utility = json.loads(EvalDir(scores).utility.read_text())
-                    print(f"{args.model} seed {seed} {sampler}, {recipe} classifier: gap "
+                    print(f"{name} seed {seed} {sampler}, {recipe} classifier: gap "
                           f"{utility['auc_real_minus_auc_syn']:.4f}, real-on-syn "
                           f"{utility['auc_real_on_syn']['mean']:.4f}, AUC_real {utility['auc_real']['mean']:.4f}, "
                           + about, flush=True)
