@@ -1,6 +1,7 @@
 """The diffusion model's sampler settings compared on the same weights: each ``sample_spacing`` and guidance scale
 sampled from the same starting noise per generation seed, so the comparison is paired (docs/diffusion.md, "Where
-the sampler stops" and "The full preset under the paper's classifier recipe").
+the sampler stops", "The full preset under the paper's classifier recipe" and "A guidance interval for eight
+karras steps").
 
     python benchmarks/diffusion_sampler.py                  # the demo's diffusion model, generation seeds 0 and 1
     python benchmarks/diffusion_sampler.py --model full     # diffusion-cpu as shipped (about 20 min of training)
@@ -10,11 +11,12 @@ the sampler stops" and "The full preset under the paper's classifier recipe").
         --classifier paper --classifier-seeds 0 1
     python benchmarks/diffusion_sampler.py --model samples --spacings karras --guidance-intervals 0.25,3.5
 
-Setting: br35h at 32x32 (``resolution/r32``), or for ``phantom`` the chest phantoms' ``classes/k20_n72``
-(8 labels, 1,440 training rows), prepared under ``--work`` when missing. The model trains once (seed
-0). Each synthetic set is scored on the real test fold, against a real classifier of the same recipe and seed, by
-the demo's classifier recipe (DenseNet-121, 4 epochs) or the paper's (``--classifier paper``: at most 50 epochs,
-early stopping), at each classifier seed: the gap AUC_real - AUC_syn, and real-on-syn (the real classifier on the
+Setting: br35h at 32x32 (``resolution/r32``), or for ``phantom`` the chest phantoms' ``classes/k20_n72`` (8 labels,
+1,440 training rows), prepared under ``--work`` when missing; ``--setting`` picks another setting of the same data
+(e.g. ``samples/n100``). The model trains once (seed 0). Each synthetic set is scored on the real test fold, against
+a real classifier of the same recipe and seed, by the demo's classifier recipe (DenseNet-121, 4 epochs), the paper's
+(``--classifier paper``: at most 50 epochs, early stopping) or the model's benchmark preset's (``--classifier
+preset``), at each classifier seed: the gap AUC_real - AUC_syn, and real-on-syn (the real classifier on the
 synthetic test fold). Two statistics of the training fold, real or synthetic, say what the images look like:
 sharpness, the mean absolute difference between horizontal neighbours (0-1 scale), and the brightness cue, how well
 one number per image, its 99th-percentile pixel, separates each label (AUROC either way round, mean over labels):
