@@ -33,11 +33,11 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sample_efficiency import prepare_data, quiet
+from sample_efficiency import BR35H_DATA, prepare_data, quiet
 from sklearn.metrics import roc_auc_score
 
 from synthmed.benchmark.presets import load_preset
-from synthmed.data import BenchmarkSetting, build_settings, prepare_source
+from synthmed.data import BenchmarkSetting
 from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.evaluation.utility import evaluate_utility
@@ -73,17 +73,10 @@ def describe(setting: BenchmarkSetting) -> str:
 def prepare_setting(work: Path, preset: str | None) -> Path:
     """The settings folder for a benchmark preset's data: br35h's under ``work/data`` (shared with
     sample_efficiency.py), any other source's under ``work/data-<preset>``."""
-    values = load_preset(preset).values if preset else {"data": {"source": "br35h"}}
+    values = load_preset(preset).values if preset else {"data": BR35H_DATA}
     if values["data"]["source"] == "br35h":
         return prepare_data(work)
-    data, settings = values["data"], work / f"data-{preset}" / "settings"
-    if not (settings / "settings.json").is_file():
-        store = work / f"data-{preset}" / "store"
-        if not (store / "manifest.json").is_file():
-            prepare_source(data["source"], store, root=data["root"], options=data["options"],
-                           resolutions=data["resolutions"], progress=False, log=quiet)
-        build_settings(values["settings"], store, settings, overwrite=True, log=quiet)
-    return settings
+    return prepare_data(work, values["data"], values["settings"], folder=f"data-{preset}")
 
 
 def guidance_interval(text: str) -> tuple[float, float]:

@@ -103,13 +103,21 @@ def quiet(message: str) -> None:
     pass
 
 
-def prepare_data(work: Path) -> Path:
-    settings = work / "data" / "settings"
+# br35h at 32 px, read as a benchmark preset's ``data`` block reads it
+BR35H_DATA = {"source": "br35h", "options": {}, "resolutions": [32], "root": None}
+
+
+def prepare_data(work: Path, data: dict | None = None, settings_preset: str = "br35h", folder: str = "data") -> Path:
+    """The settings folder ``work/folder/settings`` built by ``settings_preset`` from a store of ``data`` (a benchmark
+    preset's ``data`` block; br35h at 32 px by default), each made only when missing."""
+    data = data or BR35H_DATA
+    settings = work / folder / "settings"
     if not (settings / "settings.json").is_file():
-        store = work / "data" / "store"
+        store = work / folder / "store"
         if not (store / "manifest.json").is_file():
-            prepare_source("br35h", store, resolutions=[32], progress=False, log=quiet)
-        build_settings("br35h", store, settings, overwrite=True, log=quiet)
+            prepare_source(data["source"], store, root=data["root"], options=data["options"],
+                           resolutions=data["resolutions"], progress=False, log=quiet)
+        build_settings(settings_preset, store, settings, overwrite=True, log=quiet)
     return settings
 
 
