@@ -146,7 +146,9 @@ def main() -> None:
                     recipe = f"{args.classifier}-seed{classifier_seed}"
                     scores = out / "scores" / recipe
                     if not EvalDir(scores).utility.is_file():
-                        recipe_values = RECIPES[args.classifier] or load_preset(preset).values["classifier"]
+                        recipe_values = RECIPES[args.classifier]
+                        if recipe_values is None:  # the preset's own
+                            recipe_values = load_preset(preset).values["classifier"]
                         config = ClassifierConfig(**{"input_size": None, **recipe_values, "threads": args.threads,
                                                      "seed": classifier_seed})
                         evaluate_utility(real_dir, synthetic.path, config, scores, log=quiet, progress=False,
