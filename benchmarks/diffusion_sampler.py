@@ -2,8 +2,7 @@
 sampled from the same starting noise per generation seed, so the comparison is paired (docs/diffusion.md, "Where
 the sampler stops", "The full preset under the paper's classifier recipe", "A guidance interval for eight karras
 steps" and "One guided step more at sixteen steps"). A setting's rows without ``--guidance-scales`` or
-``--guidance-intervals`` use the trained run's own: ``--model full`` trained since diffusion-cpu's interval became
-(0.3, 4.5] samples that, so ``--guidance-intervals 0.3,3`` makes the earlier sections' peer.
+``--guidance-intervals`` use the trained run's own.
 
     python benchmarks/diffusion_sampler.py                  # the demo's diffusion model, generation seeds 0 and 1
     python benchmarks/diffusion_sampler.py --model full     # diffusion-cpu as shipped (about 20 min of training)
