@@ -1,8 +1,8 @@
 """The diffusion model's sampler settings compared on the same weights: each ``sample_spacing`` and guidance scale
 sampled from the same starting noise per generation seed, so the comparison is paired (docs/diffusion.md, "Where
 the sampler stops", "The full preset under the paper's classifier recipe", "A guidance interval for eight karras
-steps" and "One guided step more at sixteen steps"). A setting's rows without ``--guidance-scales`` or
-``--guidance-intervals`` use the trained run's own.
+steps" and "One guided step more at sixteen steps"). Without ``--guidance-scales`` or
+``--guidance-intervals``, rows use the trained run's own scale and interval.
 
     python benchmarks/diffusion_sampler.py                  # the demo's diffusion model, generation seeds 0 and 1
     python benchmarks/diffusion_sampler.py --model full     # diffusion-cpu as shipped (about 20 min of training)
