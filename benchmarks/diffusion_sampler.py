@@ -34,7 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
-from sample_efficiency import BR35H_DATA, prepare_data, quiet
+from sample_efficiency import prepare_data, quiet
 from sklearn.metrics import roc_auc_score
 
 from synthmed.benchmark.presets import load_preset
@@ -74,8 +74,8 @@ def describe(setting: BenchmarkSetting) -> str:
 def prepare_setting(work: Path, preset: str | None) -> Path:
     """The settings folder for a benchmark preset's data: br35h's under ``work/data`` (shared with
     sample_efficiency.py), any other source's under ``work/data-<preset>``."""
-    values = load_preset(preset).values if preset else {"data": BR35H_DATA}
-    if values["data"]["source"] == "br35h":
+    values = load_preset(preset).values if preset else None
+    if values is None or values["data"]["source"] == "br35h":
         return prepare_data(work)
     return prepare_data(work, values["data"], values["settings"], folder=f"data-{preset}")
 

@@ -110,7 +110,7 @@ BR35H_DATA = {"source": "br35h", "options": {}, "resolutions": [32], "root": Non
 def prepare_data(work: Path, data: dict | None = None, settings_preset: str = "br35h", folder: str = "data") -> Path:
     """The settings folder ``work/folder/settings`` built by ``settings_preset`` from a store of ``data`` (a benchmark
     preset's ``data`` block; br35h at 32 px by default), each made only when missing."""
-    data = data or BR35H_DATA
+    data = BR35H_DATA if data is None else data
     settings = work / folder / "settings"
     if not (settings / "settings.json").is_file():
         store = work / folder / "store"
