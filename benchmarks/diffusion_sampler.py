@@ -21,8 +21,10 @@ preset``), at each classifier seed: the gap AUC_real - AUC_syn, and real-on-syn 
 synthetic test fold). Two statistics of the training fold, real or synthetic, say what the images look like:
 sharpness, the mean absolute difference between horizontal neighbours (0-1 scale), and the brightness cue, how well
 one number per image, its 99th-percentile pixel, separates each label (AUROC either way round, mean over labels):
-a set whose cue is far above the real one's shows its labels by brightness more than real images do. Every
-finished piece is kept under ``--work``, so a rerun continues.
+a set whose cue is far above the real one's shows its labels by brightness more than real images do. A third says
+how close the whole set is to the real one: FD-96, the Fréchet distance between Inception features at 96 px (the
+stopping rule's extractor, not the standard FID) of all synthetic training images and all real ones, where the gap
+alone cannot tell two samplers apart. Every finished piece is kept under ``--work``, so a rerun continues.
 """
 
 from __future__ import annotations
@@ -42,6 +44,8 @@ from synthmed.data import BenchmarkSetting
 from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.evaluation.utility import evaluate_utility
+from synthmed.metrics.extractors import extract_features, make_extractor
+from synthmed.metrics.fid import frechet
 from synthmed.models.diffusion import SPACINGS, interval_problem
 from synthmed.synthesis import generate
 from synthmed.training.config import load_config
@@ -69,6 +73,23 @@ def brightness_cue(images: np.ndarray, labels: np.ndarray) -> float:
 def describe(setting: BenchmarkSetting) -> str:
     images, labels = setting.images("train"), setting.labels("train")
     return f"sharpness {sharpness(images):.4f}, brightness cue {brightness_cue(images, labels):.3f}"
+
+
+class TrainingFoldFD:
+    """FD-96 of synthetic training folds against one real training fold; the real features are extracted once,
+    when the first set not yet measured needs them, and each set's value is kept in its folder's fd.json."""
+
+    def __init__(self, real: BenchmarkSetting) -> None:
+        self.real, self.real_features = real, None
+        self.extractor = make_extractor("inception-96")
+
+    def __call__(self, synthetic: BenchmarkSetting, cache: Path) -> float:
+        if not cache.is_file():
+            if self.real_features is None:
+                self.real_features = extract_features(self.extractor, self.real.images("train"))
+            fd = frechet(self.real_features, extract_features(self.extractor, synthetic.images("train")))
+            cache.write_text(json.dumps({"fd_inception96": round(fd, 2)}))
+        return json.loads(cache.read_text())["fd_inception96"]
 
 
 def prepare_setting(work: Path, preset: str | None) -> Path:
@@ -128,7 +149,9 @@ def main() -> None:
         config = load_config(entry["config"], {**entry.get("set", {}), "seed": 0, "threads": args.threads})
         start_run(config, real_dir, run)
     train(run, progress=False, log=quiet)
-    print(f"real training fold: {describe(BenchmarkSetting(real_dir))}", flush=True)
+    real = BenchmarkSetting(real_dir)
+    print(f"real training fold: {describe(real)}", flush=True)
+    training_fold_fd = TrainingFoldFD(real)
     for seed in args.seeds:
         for spacing in args.spacings:
             for scale, interval in itertools.product(args.guidance_scales, args.guidance_intervals):
@@ -142,7 +165,8 @@ def main() -> None:
                     timing.write_text(json.dumps({"seconds": round(time.time() - started, 1)}))
                 synthetic = BenchmarkSetting(out / "synthetic" / "setting")
                 # what the set looks like and how long it took: once per set, whatever scores it
-                about = f"{describe(synthetic)}, sampling {json.loads(timing.read_text())['seconds']} s"
+                about = (f"FD-96 {training_fold_fd(synthetic, out / 'fd.json'):.1f}, {describe(synthetic)}, "
+                         f"sampling {json.loads(timing.read_text())['seconds']} s")
                 for classifier_seed in args.classifier_seeds:
                     recipe = f"{args.classifier}-seed{classifier_seed}"
                     scores = out / "scores" / recipe
