@@ -1,8 +1,8 @@
 """The diffusion model's sampler settings compared on the same weights: each ``sample_spacing`` and guidance scale
 sampled from the same starting noise per generation seed, so the comparison is paired (docs/diffusion.md, "Where
 the sampler stops", "The full preset under the paper's classifier recipe", "A guidance interval for eight karras
-steps" and "One guided step more at sixteen steps"). Without ``--guidance-scales`` or
-``--guidance-intervals``, rows use the trained run's own scale and interval.
+steps", "One guided step more at sixteen steps" and "Trailing against karras spacing, in two feature spaces").
+Without ``--guidance-scales`` or ``--guidance-intervals``, rows use the trained run's own scale and interval.
 
     python benchmarks/diffusion_sampler.py                  # the demo's diffusion model, generation seeds 0 and 1
     python benchmarks/diffusion_sampler.py --model full     # diffusion-cpu as shipped (about 20 min of training)
@@ -21,10 +21,13 @@ preset``), at each classifier seed: the gap AUC_real - AUC_syn, and real-on-syn 
 synthetic test fold). Two statistics of the training fold, real or synthetic, say what the images look like:
 sharpness, the mean absolute difference between horizontal neighbours (0-1 scale), and the brightness cue, how well
 one number per image, its 99th-percentile pixel, separates each label (AUROC either way round, mean over labels):
-a set whose cue is far above the real one's shows its labels by brightness more than real images do. A third says
-how close the whole set is to the real one: FD-96, the Fréchet distance between Inception features at 96 px (the
-stopping rule's extractor, not the standard FID) of all synthetic training images and all real ones, where the gap
-alone cannot tell two samplers apart. Every finished piece is kept under ``--work``, so a rerun continues.
+a set whose cue is far above the real one's shows its labels by brightness more than real images do. Two Fréchet
+distances say how close the whole synthetic training fold is to the real one, where the gap alone cannot tell two
+samplers apart: FD-96, in Inception features at 96 px (the stopping rule's extractor, not the standard FID), and the
+in-domain FD, in the pooled features of the real classifier of that recipe and seed, a network that has seen only
+these real images. They can disagree, as they did on trailing against karras spacing (docs/diffusion.md, "Trailing
+against karras spacing, in two feature spaces"). Every finished piece is kept under ``--work``, so a rerun
+continues.
 """
 
 from __future__ import annotations
@@ -33,6 +36,7 @@ import argparse
 import itertools
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -41,10 +45,10 @@ from sklearn.metrics import roc_auc_score
 
 from synthmed.benchmark.presets import load_preset
 from synthmed.data import BenchmarkSetting
-from synthmed.evaluation.classifier import ClassifierConfig
+from synthmed.evaluation.classifier import ClassifierConfig, load_classifier
 from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.evaluation.utility import evaluate_utility
-from synthmed.metrics.extractors import extract_features, make_extractor
+from synthmed.metrics.extractors import ClassifierFeatures, FeatureExtractor, extract_features, make_extractor
 from synthmed.metrics.fid import frechet
 from synthmed.models.diffusion import SPACINGS, interval_problem
 from synthmed.synthesis import generate
@@ -76,20 +80,21 @@ def describe(setting: BenchmarkSetting) -> str:
 
 
 class TrainingFoldFD:
-    """FD-96 of synthetic training folds against one real training fold; the real features are extracted once,
-    when the first set not yet measured needs them, and each set's value is kept in its folder's fd.json."""
+    """The Fréchet distance of synthetic training folds to one real training fold in one extractor's features. The
+    extractor is made, and the real features extracted, when the first set not yet measured needs them; each set's
+    value is kept in the json file it is given."""
 
-    def __init__(self, real: BenchmarkSetting) -> None:
-        self.real, self.real_features = real, None
-        self.extractor = make_extractor("inception-96")
+    def __init__(self, real: BenchmarkSetting, make: Callable[[], FeatureExtractor]) -> None:
+        self.real, self.make, self.extractor, self.real_features = real, make, None, None
 
     def __call__(self, synthetic: BenchmarkSetting, cache: Path) -> float:
         if not cache.is_file():
-            if self.real_features is None:
+            if self.extractor is None:
+                self.extractor = self.make()
                 self.real_features = extract_features(self.extractor, self.real.images("train"))
             fd = frechet(self.real_features, extract_features(self.extractor, synthetic.images("train")))
-            cache.write_text(json.dumps({"fd_inception96": round(fd, 2)}))
-        return json.loads(cache.read_text())["fd_inception96"]
+            cache.write_text(json.dumps({"fd": round(fd, 2)}))
+        return json.loads(cache.read_text())["fd"]
 
 
 def prepare_setting(work: Path, preset: str | None) -> Path:
@@ -151,7 +156,8 @@ def main() -> None:
     train(run, progress=False, log=quiet)
     real = BenchmarkSetting(real_dir)
     print(f"real training fold: {describe(real)}", flush=True)
-    training_fold_fd = TrainingFoldFD(real)
+    inception_fd = TrainingFoldFD(real, lambda: make_extractor("inception-96"))
+    in_domain_fds = {}  # per real classifier
     for seed in args.seeds:
         for spacing in args.spacings:
             for scale, interval in itertools.product(args.guidance_scales, args.guidance_intervals):
@@ -165,11 +171,12 @@ def main() -> None:
                     timing.write_text(json.dumps({"seconds": round(time.time() - started, 1)}))
                 synthetic = BenchmarkSetting(out / "synthetic" / "setting")
                 # what the set looks like and how long it took: once per set, whatever scores it
-                about = (f"FD-96 {training_fold_fd(synthetic, out / 'fd.json'):.1f}, {describe(synthetic)}, "
+                about = (f"FD-96 {inception_fd(synthetic, out / 'fd-inception96.json'):.1f}, {describe(synthetic)}, "
                          f"sampling {json.loads(timing.read_text())['seconds']} s")
                 for classifier_seed in args.classifier_seeds:
                     recipe = f"{args.classifier}-seed{classifier_seed}"
                     scores = out / "scores" / recipe
+                    real_classifier = args.work / "real-classifiers" / f"{name}-{recipe}.pt"
                     if not EvalDir(scores).utility.is_file():
                         recipe_values = RECIPES[args.classifier]
                         if recipe_values is None:  # the preset's own
@@ -177,13 +184,16 @@ def main() -> None:
                         config = ClassifierConfig(**{"input_size": None, **recipe_values, "threads": args.threads,
                                                      "seed": classifier_seed})
                         evaluate_utility(real_dir, synthetic.path, config, scores, log=quiet, progress=False,
-                                         real_classifier_path=args.work / "real-classifiers"
-                                         / f"{name}-{recipe}.pt")
+                                         real_classifier_path=real_classifier)
                     utility = json.loads(EvalDir(scores).utility.read_text())
+                    if recipe not in in_domain_fds:
+                        in_domain_fds[recipe] = TrainingFoldFD(
+                            real, lambda path=real_classifier: ClassifierFeatures(load_classifier(path)[0]))
+                    in_domain_fd = in_domain_fds[recipe](synthetic, scores / "fd-real-classifier.json")
                     print(f"{name} seed {seed} {sampler}, {recipe} classifier: gap "
                           f"{utility['auc_real_minus_auc_syn']:.4f}, real-on-syn "
                           f"{utility['auc_real_on_syn']['mean']:.4f}, AUC_real {utility['auc_real']['mean']:.4f}, "
-                          + about, flush=True)
+                          f"in-domain FD {in_domain_fd:.1f}, " + about, flush=True)
 
 
 if __name__ == "__main__":
