@@ -26,8 +26,9 @@ distances say how close the whole synthetic training fold is to the real one, wh
 samplers apart: FD-96, in Inception features at 96 px (the stopping rule's extractor, not the standard FID), and the
 in-domain FD, in the pooled features of the real classifier of that recipe and seed, a network that has seen only
 these real images. They can disagree, as they did on trailing against karras spacing (docs/diffusion.md, "Trailing
-against karras spacing, in two feature spaces"). Every finished piece is kept under ``--work``, so a rerun
-continues.
+against karras spacing, in two feature spaces"). Both are biased upward on a fold with no more images than
+feature dimensions (2,048 and 1,024: e.g. ``samples/n100``), so compare them there only between sets of one
+setting. Every finished piece is kept under ``--work``, so a rerun continues.
 """
 
 from __future__ import annotations
@@ -36,13 +37,13 @@ import argparse
 import itertools
 import json
 import time
-from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
 from sample_efficiency import prepare_data, quiet
 from sklearn.metrics import roc_auc_score
 
+from synthmed._io import write_json_atomic
 from synthmed.benchmark.presets import load_preset
 from synthmed.data import BenchmarkSetting
 from synthmed.evaluation.classifier import ClassifierConfig, load_classifier
@@ -81,20 +82,24 @@ def describe(setting: BenchmarkSetting) -> str:
 
 class TrainingFoldFD:
     """The Fréchet distance of synthetic training folds to one real training fold in one extractor's features. The
-    extractor is made, and the real features extracted, when the first set not yet measured needs them; each set's
-    value is kept in the json file it is given."""
+    real features are extracted when the first set not yet measured needs them. Each set's value is kept in the json
+    file it is given, with the extractor's ``cache_name``: a real classifier trained again (its weights' digest is in
+    the name) measures the sets again."""
 
-    def __init__(self, real: BenchmarkSetting, make: Callable[[], FeatureExtractor]) -> None:
-        self.real, self.make, self.extractor, self.real_features = real, make, None, None
+    def __init__(self, real: BenchmarkSetting, extractor: FeatureExtractor) -> None:
+        self.real = real
+        self.extractor = extractor
+        self.real_features: np.ndarray | None = None
 
     def __call__(self, synthetic: BenchmarkSetting, cache: Path) -> float:
-        if not cache.is_file():
-            if self.extractor is None:
-                self.extractor = self.make()
+        kept = json.loads(cache.read_text()) if cache.is_file() else {}
+        if kept.get("extractor") != self.extractor.cache_name:
+            if self.real_features is None:
                 self.real_features = extract_features(self.extractor, self.real.images("train"))
             fd = frechet(self.real_features, extract_features(self.extractor, synthetic.images("train")))
-            cache.write_text(json.dumps({"fd": round(fd, 2)}))
-        return json.loads(cache.read_text())["fd"]
+            kept = {"fd": fd, "extractor": self.extractor.cache_name}
+            write_json_atomic(cache, kept)
+        return kept["fd"]
 
 
 def prepare_setting(work: Path, preset: str | None) -> Path:
@@ -156,8 +161,8 @@ def main() -> None:
     train(run, progress=False, log=quiet)
     real = BenchmarkSetting(real_dir)
     print(f"real training fold: {describe(real)}", flush=True)
-    inception_fd = TrainingFoldFD(real, lambda: make_extractor("inception-96"))
-    in_domain_fds = {}  # per real classifier
+    inception_fd = TrainingFoldFD(real, make_extractor("inception-96"))
+    in_domain_fds: dict[str, TrainingFoldFD] = {}  # per classifier recipe and seed: one real classifier each
     for seed in args.seeds:
         for spacing in args.spacings:
             for scale, interval in itertools.product(args.guidance_scales, args.guidance_intervals):
@@ -187,8 +192,11 @@ def main() -> None:
                                          real_classifier_path=real_classifier)
                     utility = json.loads(EvalDir(scores).utility.read_text())
                     if recipe not in in_domain_fds:
+                        if not real_classifier.is_file():
+                            raise SystemExit(f"{real_classifier}: the real classifier that scored {scores} is "
+                                             "missing; delete that folder to score the set again")
                         in_domain_fds[recipe] = TrainingFoldFD(
-                            real, lambda path=real_classifier: ClassifierFeatures(load_classifier(path)[0]))
+                            real, ClassifierFeatures(load_classifier(real_classifier)[0]))
                     in_domain_fd = in_domain_fds[recipe](synthetic, scores / "fd-real-classifier.json")
                     print(f"{name} seed {seed} {sampler}, {recipe} classifier: gap "
                           f"{utility['auc_real_minus_auc_syn']:.4f}, real-on-syn "

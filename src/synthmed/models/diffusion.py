@@ -43,8 +43,9 @@ PREDICTIONS = ("epsilon", "v_prediction")
 SAMPLERS = ("dpm-solver++", "ddim")
 SPACINGS = ("trailing", "karras")
 # where "karras" starts its ramp: the first step already starts from pure noise at the last training timestep
-# (sigma about 20,000 on the cosine schedule); EDM's 80 put 5 of 16 steps above sigma 10 here, and 10 or 5 made
-# the full preset's sets further from the real ones in the real classifier's features (docs/diffusion.md)
+# (sigma about 20,000 on the cosine schedule); EDM's 80 put 5 of 16 steps above sigma 10 here, and a sigma_max of
+# 10 or 5 took the full preset's sets further from the real images in the real classifiers' features
+# (docs/diffusion.md, "Trailing against karras spacing, in two feature spaces")
 KARRAS_SIGMA_MAX, KARRAS_RHO = 20.0, 7.0
 NOISE_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")
 
