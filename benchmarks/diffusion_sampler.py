@@ -190,11 +190,12 @@ def main() -> None:
                                                      "seed": classifier_seed})
                         evaluate_utility(real_dir, synthetic.path, config, scores, log=quiet, progress=False,
                                          real_classifier_path=real_classifier)
+                        in_domain_fds.pop(recipe, None)  # in case that trained the real classifier again
                     utility = json.loads(EvalDir(scores).utility.read_text())
                     if recipe not in in_domain_fds:
                         if not real_classifier.is_file():
                             raise SystemExit(f"{real_classifier}: the real classifier that scored {scores} is "
-                                             "missing; delete that folder to score the set again")
+                                             f"missing; restore it, or delete scores/{recipe} in every set")
                         in_domain_fds[recipe] = TrainingFoldFD(
                             real, ClassifierFeatures(load_classifier(real_classifier)[0]))
                     in_domain_fd = in_domain_fds[recipe](synthetic, scores / "fd-real-classifier.json")
