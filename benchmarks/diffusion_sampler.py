@@ -188,9 +188,10 @@ def main() -> None:
                             recipe_values = load_preset(preset).values["classifier"]
                         config = ClassifierConfig(**{"input_size": None, **recipe_values, "threads": args.threads,
                                                      "seed": classifier_seed})
-                        evaluate_utility(real_dir, synthetic.path, config, scores, log=quiet, progress=False,
-                                         real_classifier_path=real_classifier)
-                        in_domain_fds.pop(recipe, None)  # in case that trained the real classifier again
+                        result = evaluate_utility(real_dir, synthetic.path, config, scores, log=quiet,
+                                                  progress=False, real_classifier_path=real_classifier)
+                        if not result["real_classifier"]["reused"]:  # trained (again): the extractor held is stale
+                            in_domain_fds.pop(recipe, None)
                     utility = json.loads(EvalDir(scores).utility.read_text())
                     if recipe not in in_domain_fds:
                         if not real_classifier.is_file():
