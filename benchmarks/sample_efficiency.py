@@ -11,6 +11,8 @@ this machine, so that they share its state.
     python benchmarks/sample_efficiency.py --samples-n100 --variants --n100-variants cpdgan+ns-r1+diffaug  # NS loss
     python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --classifier-seeds 3 --budget 96000 \
         --snapshots 4 --variants --n100-variants cpdgan+ns-r1-g0.1+diffaug   # R1 gamma 0.1, 3 classifiers each
+    python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --classifier-seeds 3 --budget 45000 \
+        --snapshots 3 --variants --n100-variants diffusion                    # the diffusion model at n100
     python benchmarks/sample_efficiency.py --device cuda --variants cpdgan-paper cpdgan-paper+diffaug+ema-warmup \
         --budget 120000 --snapshots 4 --fid-extractor pixels                   # on a GPU (benchmarks/gpu_check.sh)
 
@@ -285,15 +287,16 @@ def main() -> None:
     parser.add_argument("--fid-extractor", default="inception-96")
     parser.add_argument("--fid-images", type=int, default=500)
     parser.add_argument("--samples-n100", action="store_true",
-                        help="also cpD-GAN with and without DiffAugment on the samples axis' n100 setting")
+                        help="also the samples axis' n100 setting (by default cpD-GAN with and without DiffAugment)")
     parser.add_argument("--r32-seeds", type=int, default=1,
                         help="training seeds of the r32 rows (the plot and gap 0.063 use their mean)")
     parser.add_argument("--n100-seeds", type=int, default=1, help="training seeds of the n100 rows")
     parser.add_argument("--n100-variants", nargs="+", default=["cpdgan+diffaug"],
-                        choices=[name for name, (preset, overrides) in VARIANTS.items()
-                                 if overrides.get("augment") and preset == "cpdgan-cpu"],
-                        help="augmented cpD-GAN variants on n100, each compared with the same variant without "
-                             "augmentation (which runs too)")
+                        choices=[*(name for name, (preset, overrides) in VARIANTS.items()
+                                   if overrides.get("augment") and preset == "cpdgan-cpu"), "diffusion"],
+                        help="variants on n100: augmented cpD-GAN variants, each compared with the same variant "
+                             "without augmentation (which runs too), or the diffusion model as diffusion-cpu "
+                             "trains it")
     args = parser.parse_args()
     for option in ("classifier_seeds", "r32_seeds", "n100_seeds"):
         if getattr(args, option) < 1:
