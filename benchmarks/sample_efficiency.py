@@ -296,7 +296,7 @@ def main() -> None:
                                    if overrides.get("augment") and preset == "cpdgan-cpu"), "diffusion"],
                         help="variants on n100: augmented cpD-GAN variants, each compared with the same variant "
                              "without augmentation (which runs too), or the diffusion model as diffusion-cpu "
-                             "trains it")
+                             "trains it (scored, but with no augmented peer to compare)")
     args = parser.parse_args()
     for option in ("classifier_seeds", "r32_seeds", "n100_seeds"):
         if getattr(args, option) < 1:
