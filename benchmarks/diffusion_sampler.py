@@ -29,6 +29,12 @@ these real images. They can disagree, as they did on trailing against karras spa
 against karras spacing, in two feature spaces"). Both are biased upward on a fold with no more images than
 feature dimensions (2,048 and 1,024: e.g. ``samples/n100``), so compare them there only between sets of one
 setting. Every finished piece is kept under ``--work``, so a rerun continues.
+
+``--from-real-steps K ...`` asks where the gap is lost (docs/diffusion.md, "Where the gap is lost"): besides (or,
+with ``--only-from-real``, instead of) each synthetic set, a set in which every real row is noised to the K-th
+step's noise level and the model runs the remaining steps (SDEdit, Meng et al. 2022), scored the same way. K = 0 is
+pure noise, the last step nearly the real image; the gap in between says how much each stretch of the sampler
+loses. These sets are real images partly redrawn: kept under ``--work`` without a dataset card, never to share.
 """
 
 from __future__ import annotations
@@ -40,19 +46,21 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 from sample_efficiency import prepare_data, quiet
 from sklearn.metrics import roc_auc_score
 
 from synthmed._io import write_json_atomic
 from synthmed.benchmark.presets import load_preset
 from synthmed.data import BenchmarkSetting
+from synthmed.data.records import SPLITS
 from synthmed.evaluation.classifier import ClassifierConfig, load_classifier
 from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.evaluation.utility import evaluate_utility
 from synthmed.metrics.extractors import ClassifierFeatures, FeatureExtractor, extract_features, make_extractor
 from synthmed.metrics.fid import frechet
 from synthmed.models.diffusion import SPACINGS, interval_problem
-from synthmed.synthesis import generate
+from synthmed.synthesis import generate, load_generator, synthesize, write_set
 from synthmed.training.config import load_config
 from synthmed.training.loop import start_run, train
 
@@ -122,10 +130,37 @@ def guidance_interval(text: str) -> tuple[float, float]:
     return interval
 
 
-def set_name(spacing: str, scale: float | None, interval: tuple[float, float] | None) -> str:
+def set_name(spacing: str, scale: float | None, interval: tuple[float, float] | None, from_real: int | None) -> str:
     """The folder of one sampler setting: the spacing, then whatever differs from the run's own."""
     name = spacing if scale is None else f"{spacing}-guidance{scale:g}"
-    return name if interval is None else f"{name}-interval{interval[0]:g}-{interval[1]:g}"
+    name = name if interval is None else f"{name}-interval{interval[0]:g}-{interval[1]:g}"
+    return name if from_real is None else f"{name}-from-real-step{from_real}"
+
+
+class FromRealRows:
+    """The run's sampler made to start each batch from the next real rows noised to step ``first``, so that
+    ``synthesize`` batches and seeds a noised-real set as it does a synthetic one."""
+
+    def __init__(self, sampler, images: np.ndarray, first: int) -> None:
+        self.sampler, self.images, self.first, self.done = sampler, images, first, 0
+
+    def sample(self, labels, noise, **options):
+        batch = self.images[self.done : self.done + len(labels)].astype(np.float32) / 127.5 - 1
+        self.done += len(labels)
+        return self.sampler.sample(labels, noise, start_from=(torch.from_numpy(batch), self.first), **options)
+
+
+def noised_real_set(run: Path, real: BenchmarkSetting, out: Path, seed: int, first: int, options: dict) -> None:
+    """Every real row of every fold noised to step ``first`` and denoised by the run's model, as a setting under
+    ``out`` (no dataset card: these are real images partly redrawn)."""
+    sampler = load_generator(run)[0]
+    if not 0 <= first < sampler.sample_steps:
+        raise SystemExit(f"--from-real-steps {first}: the run samples in {sampler.sample_steps} steps, 0 to "
+                         f"{sampler.sample_steps - 1}")
+    folds = {fold: real.labels(fold) for fold in SPLITS}
+    images = {fold: synthesize(FromRealRows(sampler, real.images(fold), first), labels, seed * 10 + SPLITS.index(fold),
+                               options=options) for fold, labels in folds.items()}
+    write_set(out, images, folds, real, real.resolution, "diffusion from noised real rows", seed, False, None)
 
 
 def main() -> None:
@@ -138,6 +173,9 @@ def main() -> None:
                         help="classifier-free guidance scales (default: the run's own)")
     parser.add_argument("--guidance-intervals", type=guidance_interval, nargs="+", default=[None],
                         help="noise-level intervals LOW,HIGH in which to guide (default: the run's own)")
+    parser.add_argument("--from-real-steps", type=int, nargs="+", default=[], metavar="K",
+                        help="also score sets of real rows noised to step K and denoised (module docstring)")
+    parser.add_argument("--only-from-real", action="store_true", help="score only the --from-real-steps sets")
     parser.add_argument("--classifier", choices=list(RECIPES), default="demo", help="classifier recipe")
     parser.add_argument("--classifier-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--work", type=Path, default=Path("runs/diffusion-sampler"))
@@ -148,6 +186,8 @@ def main() -> None:
     # everything made for another setting than the model's own is kept apart
     name = args.model if args.setting in (None, setting) else f"{args.model}-{args.setting.replace('/', '-')}"
     setting = args.setting or setting
+    if args.only_from_real and not args.from_real_steps:
+        parser.error("--only-from-real needs --from-real-steps")
     if args.classifier == "preset" and preset is None:
         parser.error(f"--classifier preset: --model {args.model} comes from no benchmark preset")
     real_dir = prepare_setting(args.work, preset) / setting
@@ -165,14 +205,19 @@ def main() -> None:
     in_domain_fds: dict[str, TrainingFoldFD] = {}  # per classifier recipe and seed: one real classifier each
     for seed in args.seeds:
         for spacing in args.spacings:
-            for scale, interval in itertools.product(args.guidance_scales, args.guidance_intervals):
-                sampler = set_name(spacing, scale, interval)
+            starts = args.from_real_steps + ([] if args.only_from_real else [None])
+            for scale, interval, from_real in itertools.product(args.guidance_scales, args.guidance_intervals, starts):
+                sampler = set_name(spacing, scale, interval, from_real)
                 out = args.work / name / sampler / f"seed{seed}"
                 timing = out / "sample_seconds.json"
                 if not timing.is_file():
                     started = time.time()
-                    generate(run, out / "synthetic", seed=seed, sample_spacing=spacing, guidance_scale=scale,
-                             guidance_interval=interval, export_png=False, overwrite=True, progress=False, log=quiet)
+                    options = {"sample_spacing": spacing, "guidance_scale": scale, "guidance_interval": interval}
+                    if from_real is None:
+                        generate(run, out / "synthetic", seed=seed, **options, export_png=False, overwrite=True,
+                                 progress=False, log=quiet)
+                    else:
+                        noised_real_set(run, real, out / "synthetic", seed, from_real, options)
                     timing.write_text(json.dumps({"seconds": round(time.time() - started, 1)}))
                 synthetic = BenchmarkSetting(out / "synthetic" / "setting")
                 # what the set looks like and how long it took: once per set, whatever scores it

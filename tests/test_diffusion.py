@@ -167,6 +167,34 @@ def test_karras_spacing_reaches_the_solver_and_is_refused_where_it_cannot_apply(
         tiny_model(sampler="ddim").sample(labels, noise(), sample_spacing="karras")
 
 
+@pytest.mark.parametrize("sampler,spacing", [("dpm-solver++", "karras"), ("ddim", "trailing")])
+def test_starting_from_noised_images_runs_only_the_remaining_steps(sampler, spacing):
+    model = tiny_model(sample_steps=6, sampler=sampler, sample_spacing=spacing)
+    labels, noise = torch.tensor([[1.0, 0, 1], [0.0, 1, 0]]), lambda: torch.Generator().manual_seed(7)  # noqa: E731
+    images = torch.rand((2, 1, 8, 8), generator=torch.Generator().manual_seed(8)) * 2 - 1
+    # from the first step (pure noise: the images weigh 1/20,000 at sigma 20,291) it is the plain sampler
+    torch.testing.assert_close(model.sample(labels, noise(), start_from=(images, 0)), model.sample(labels, noise()),
+                               atol=1e-3, rtol=0)
+    # from step k: the images noised to step k's level by the sampler's own schedule, then steps k, k+1, ... alone
+    scheduler = model._sampling_schedule()
+    if spacing == "karras":
+        sigmas = ((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod).sqrt()
+        scheduler.set_timesteps(timesteps=karras_timesteps(sigmas, 6))
+        scheduler.set_begin_index(3)
+    else:
+        scheduler.set_timesteps(6)
+    x = scheduler.add_noise(images, torch.randn((2, 1, 8, 8), generator=noise()), scheduler.timesteps[3:4])
+    for t in scheduler.timesteps[3:]:
+        cond = model(x, t.expand(2), labels)
+        uncond = model(x, t.expand(2), labels, drop=torch.ones(2, dtype=torch.bool))
+        x = scheduler.step(uncond + model.guidance_scale * (cond - uncond), t, x).prev_sample
+    from_step_3 = model.sample(labels, noise(), start_from=(images, 3))
+    torch.testing.assert_close(from_step_3, x.clamp(-1, 1), atol=1e-4, rtol=1e-4)
+    assert not torch.allclose(from_step_3, model.sample(labels, noise(), start_from=(-images, 3)))
+    if spacing == "karras":  # the last step starts at sigma 0.006: the images come back nearly as they went in
+        assert (model.sample(labels, noise(), start_from=(images, 5)) - images).abs().max() < 0.05
+
+
 def test_bfloat16_sampling_rounds_only_the_network_and_auto_follows_the_device(monkeypatch):
     from synthmed import device
     from synthmed.training.diffusion import build_diffusion

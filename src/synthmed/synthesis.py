@@ -201,10 +201,12 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
 
 def write_set(out: Path, images: dict[str, np.ndarray], folds: dict[str, np.ndarray], setting: BenchmarkSetting,
               resolution: int, model: str, seed: int, export_png: bool,
-              make_card: Callable[[Store], dict[str, Any]]) -> None:
+              make_card: Callable[[Store], dict[str, Any]] | None) -> None:
     """Write a synthetic set (see the module docstring) to a hidden folder beside ``out`` and rename it into place.
     ``images`` and ``folds`` (labels) per fold, row for row as in ``setting``; ``model`` names the generator in the
-    store's manifest; ``make_card`` makes the dataset card from the written store."""
+    store's manifest; ``make_card`` makes the dataset card from the written store. None writes no card: a
+    benchmark's set of real images partly redrawn (benchmarks/diffusion_sampler.py) must not carry one that says
+    every image is generated."""
     with staged_dir(out) as tmp:
         store_dir = tmp / "store"
         _write_store(store_dir, images, folds, setting.label_names, resolution, model, seed)
@@ -212,9 +214,10 @@ def write_set(out: Path, images: dict[str, np.ndarray], folds: dict[str, np.ndar
         _write_setting(tmp / "setting", store, setting)
         if export_png:
             export_folds(tmp / "export", images, folds, setting.label_names)
-        card = make_card(store)
-        write_json_atomic(tmp / CARD, card)
-        write_text_atomic(tmp / "card.md", card_markdown(card))
+        if make_card is not None:
+            card = make_card(store)
+            write_json_atomic(tmp / CARD, card)
+            write_text_atomic(tmp / "card.md", card_markdown(card))
 
 
 def _write_store(folder: Path, images: dict, folds: dict, label_names: list[str], resolution: int,

@@ -167,14 +167,18 @@ class ConditionalDiffusion(nn.Module):
     def sample(self, labels: torch.Tensor, noise: torch.Generator, sample_steps: int | None = None,
                guidance_scale: float | None = None,
                guidance_interval: tuple[float, float] | list[float] | None = None,
-               sample_bf16: bool | str | None = None, sample_spacing: str | None = None) -> torch.Tensor:
+               sample_bf16: bool | str | None = None, sample_spacing: str | None = None,
+               start_from: tuple[torch.Tensor, int] | None = None) -> torch.Tensor:
         """Images in [-1, 1] for ``labels``. The samplers are deterministic given the starting
         noise, which is drawn from ``noise`` on its own device (a CPU generator gives the same
         starting noise whatever device the model is on). ``guidance_interval`` (low, high): guide
         only where the step's noise level sigma is in (low, high]; None keeps the model's (None:
         every step). ``sample_bf16`` (True, False or "auto": where it is fast) runs the network under
         bfloat16 autocast; the guidance and the solver stay in float32. ``sample_spacing``: "trailing" or
-        "karras" (module docstring); None keeps the model's."""
+        "karras" (module docstring); None keeps the model's. ``start_from`` (images in [-1, 1], k): start at the k-th
+        step from these images noised to its level, not from pure noise (SDEdit, Meng et al. 2022). Only
+        benchmarks/diffusion_sampler.py uses it, to see which steps lose the gap: the images it makes are real
+        images partly redrawn, never a synthetic set."""
         steps = self.sample_steps if sample_steps is None else int(sample_steps)
         spacing = self.sample_spacing if sample_spacing is None else sample_spacing
         if problem := spacing_problem(spacing, self.sampler, steps, self.schedule["num_train_timesteps"]):
@@ -189,7 +193,16 @@ class ConditionalDiffusion(nn.Module):
             scheduler.set_timesteps(steps, device=labels.device)
         n = len(labels)
         shape = (n, self.image_channels, self.resolution, self.resolution)
-        x = torch.randn(shape, device=noise.device, generator=noise).to(labels.device) * scheduler.init_noise_sigma
+        x = torch.randn(shape, device=noise.device, generator=noise).to(labels.device)
+        timesteps = scheduler.timesteps
+        if start_from is None:
+            x = x * scheduler.init_noise_sigma
+        else:
+            images, first = start_from
+            timesteps = timesteps[first:]
+            if hasattr(scheduler, "set_begin_index"):  # DPM-Solver++ counts its steps; DDIM reads them from t
+                scheduler.set_begin_index(first)
+            x = scheduler.add_noise(images.to(labels.device), x, timesteps[:1])
         both_labels = torch.cat([labels, labels])  # the second half gets the null condition
         drop = torch.arange(2 * n, device=labels.device) >= n
         bf16 = resolve_bf16(self.sample_bf16 if sample_bf16 is None else sample_bf16, labels.device)
@@ -198,7 +211,7 @@ class ConditionalDiffusion(nn.Module):
             with torch.autocast(labels.device.type, dtype=torch.bfloat16, enabled=bf16):
                 return self(inputs, t.expand(len(inputs)), y, dropped).float()
 
-        for t in scheduler.timesteps:
+        for t in timesteps:
             model_input = scheduler.scale_model_input(x, t)
             if scale == 1.0 or not low < float(sigmas[int(t)]) <= high:
                 out = predict(model_input, t, labels)
