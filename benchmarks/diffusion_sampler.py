@@ -142,21 +142,19 @@ class FromRealRows:
     ``synthesize`` batches and seeds a noised-real set as it does a synthetic one."""
 
     def __init__(self, sampler, images: np.ndarray, first: int) -> None:
-        self.sampler, self.images, self.first, self.done = sampler, images, first, 0
+        self.sampler, self.images, self.first, self.next_row = sampler, images, first, 0
 
     def sample(self, labels, noise, **options):
-        batch = self.images[self.done : self.done + len(labels)].astype(np.float32) / 127.5 - 1
-        self.done += len(labels)
+        batch = self.images[self.next_row : self.next_row + len(labels)].astype(np.float32) / 127.5 - 1
+        self.next_row += len(labels)
         return self.sampler.sample(labels, noise, start_from=(torch.from_numpy(batch), self.first), **options)
 
 
 def noised_real_set(run: Path, real: BenchmarkSetting, out: Path, seed: int, first: int, options: dict) -> None:
     """Every real row of every fold noised to step ``first`` and denoised by the run's model, as a setting under
-    ``out`` (no dataset card: these are real images partly redrawn)."""
+    ``out`` (no dataset card: these are real images partly redrawn). The noise comes from seed x 10 + the fold's
+    index, not from ``generate``'s per-fold seeds."""
     sampler = load_generator(run)[0]
-    if not 0 <= first < sampler.sample_steps:
-        raise SystemExit(f"--from-real-steps {first}: the run samples in {sampler.sample_steps} steps, 0 to "
-                         f"{sampler.sample_steps - 1}")
     folds = {fold: real.labels(fold) for fold in SPLITS}
     images = {fold: synthesize(FromRealRows(sampler, real.images(fold), first), labels, seed * 10 + SPLITS.index(fold),
                                options=options) for fold, labels in folds.items()}
@@ -199,6 +197,9 @@ def main() -> None:
         config = load_config(entry["config"], {**entry.get("set", {}), "seed": 0, "threads": args.threads})
         start_run(config, real_dir, run)
     train(run, progress=False, log=quiet)
+    steps = load_generator(run)[0].sample_steps
+    if bad := [k for k in args.from_real_steps if not 0 <= k < steps]:
+        parser.error(f"--from-real-steps {bad[0]}: the run samples in {steps} steps, 0 to {steps - 1}")
     real = BenchmarkSetting(real_dir)
     print(f"real training fold: {describe(real)}", flush=True)
     inception_fd = TrainingFoldFD(real, make_extractor("inception-96"))

@@ -180,7 +180,7 @@ def test_starting_from_noised_images_runs_only_the_remaining_steps(sampler, spac
     if spacing == "karras":
         sigmas = ((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod).sqrt()
         scheduler.set_timesteps(timesteps=karras_timesteps(sigmas, 6))
-        scheduler.set_begin_index(3)
+        scheduler.set_begin_index(3)  # (distinct timesteps: without it the scheduler finds step 3 anyway)
     else:
         scheduler.set_timesteps(6)
     x = scheduler.add_noise(images, torch.randn((2, 1, 8, 8), generator=noise()), scheduler.timesteps[3:4])
@@ -191,6 +191,8 @@ def test_starting_from_noised_images_runs_only_the_remaining_steps(sampler, spac
     from_step_3 = model.sample(labels, noise(), start_from=(images, 3))
     torch.testing.assert_close(from_step_3, x.clamp(-1, 1), atol=1e-4, rtol=1e-4)
     assert not torch.allclose(from_step_3, model.sample(labels, noise(), start_from=(-images, 3)))
+    with pytest.raises(ValueError, match="start_from: step 6 of 6: must be 0 to 5"):
+        model.sample(labels, noise(), start_from=(images, 6))
     if spacing == "karras":  # the last step starts at sigma 0.006: the images come back nearly as they went in
         assert (model.sample(labels, noise(), start_from=(images, 5)) - images).abs().max() < 0.05
 

@@ -12,7 +12,9 @@
 ``write_set`` writes this layout; ``synthmed import`` (``importing.py``) writes it too, for images
 made by another generator. Nothing of the real images is copied: keys are ``syn-<fold>-<n>``,
 there are no real file names, patient ids or paths; the card names the setting and the real
-store's content hash (for provenance, not identification).
+store's content hash (for provenance, not identification). The one set ``write_set`` writes
+without a card is not synthetic: benchmarks/diffusion_sampler.py's ``--from-real-steps`` sets, real
+images partly redrawn, kept in that benchmark's work folder to measure where the gap is lost.
 """
 
 from __future__ import annotations

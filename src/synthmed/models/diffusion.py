@@ -199,8 +199,10 @@ class ConditionalDiffusion(nn.Module):
             x = x * scheduler.init_noise_sigma
         else:
             images, first = start_from
+            if not 0 <= first < len(timesteps):
+                raise ValueError(f"start_from: step {first} of {len(timesteps)}: must be 0 to {len(timesteps) - 1}")
             timesteps = timesteps[first:]
-            if hasattr(scheduler, "set_begin_index"):  # DPM-Solver++ counts its steps; DDIM reads them from t
+            if self.sampler == "dpm-solver++":  # it counts its steps from the first; DDIM reads each from t
                 scheduler.set_begin_index(first)
             x = scheduler.add_noise(images.to(labels.device), x, timesteps[:1])
         both_labels = torch.cat([labels, labels])  # the second half gets the null condition
