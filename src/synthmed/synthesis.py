@@ -76,8 +76,10 @@ def load_generator(run_dir: str | os.PathLike, device: str | torch.device = "cpu
 def sampling_options(sampler: torch.nn.Module, options: dict[str, Any], model: str) -> dict[str, Any]:
     """Every option this model's sampler takes, with its value: the one given, else the run's own
     (the sampler attribute of the same name). A given option that the sampler does not take (a
-    guidance scale for a GAN) is an error that names it."""
-    accepted = [name for name in inspect.signature(sampler.sample).parameters if name not in ("labels", "noise")]
+    guidance scale for a GAN) is an error that names it. A ``sample`` parameter with no attribute
+    of its name (the diffusion model's ``start_from``, for benchmarks) is not a sampling option."""
+    accepted = [name for name in inspect.signature(sampler.sample).parameters
+                if name not in ("labels", "noise") and hasattr(sampler, name)]
     for name, value in options.items():
         if value is not None and name not in accepted:
             raise ConfigError(f"--{name.replace('_', '-')} does not apply to a {model} run: its sampler takes "
