@@ -150,11 +150,10 @@ class FromRealRows:
         return self.sampler.sample(labels, noise, start_from=(torch.from_numpy(batch), self.first), **options)
 
 
-def noised_real_set(run: Path, real: BenchmarkSetting, out: Path, seed: int, first: int, options: dict) -> None:
-    """Every real row of every fold noised to step ``first`` and denoised by the run's model, as a setting under
-    ``out`` (no dataset card: these are real images partly redrawn). The noise comes from seed x 10 + the fold's
-    index, not from ``generate``'s per-fold seeds."""
-    sampler = load_generator(run)[0]
+def noised_real_set(sampler, real: BenchmarkSetting, out: Path, seed: int, first: int, options: dict) -> None:
+    """Every real row of every fold noised to step ``first`` and denoised by the run's model ``sampler``, as a
+    setting under ``out`` (no dataset card: these are real images partly redrawn). The noise comes from seed x 10 +
+    the fold's index, not from ``generate``'s per-fold seeds."""
     folds = {fold: real.labels(fold) for fold in SPLITS}
     images = {fold: synthesize(FromRealRows(sampler, real.images(fold), first), labels, seed * 10 + SPLITS.index(fold),
                                options=options) for fold, labels in folds.items()}
@@ -197,7 +196,9 @@ def main() -> None:
         config = load_config(entry["config"], {**entry.get("set", {}), "seed": 0, "threads": args.threads})
         start_run(config, real_dir, run)
     train(run, progress=False, log=quiet)
-    steps = load_generator(run)[0].sample_steps
+    # loaded once for every --from-real-steps set, and only for them
+    from_real_sampler = load_generator(run)[0] if args.from_real_steps else None
+    steps = from_real_sampler.sample_steps if from_real_sampler else 0
     if bad := [k for k in args.from_real_steps if not 0 <= k < steps]:
         parser.error(f"--from-real-steps {bad[0]}: the run samples in {steps} steps, 0 to {steps - 1}")
     real = BenchmarkSetting(real_dir)
@@ -218,7 +219,7 @@ def main() -> None:
                         generate(run, out / "synthetic", seed=seed, **options, export_png=False, overwrite=True,
                                  progress=False, log=quiet)
                     else:
-                        noised_real_set(run, real, out / "synthetic", seed, from_real, options)
+                        noised_real_set(from_real_sampler, real, out / "synthetic", seed, from_real, options)
                     timing.write_text(json.dumps({"seconds": round(time.time() - started, 1)}))
                 synthetic = BenchmarkSetting(out / "synthetic" / "setting")
                 # what the set looks like and how long it took: once per set, whatever scores it
