@@ -1,0 +1,100 @@
+"""Does a diffusion run denoise its own training images better than images it never saw? Per noise level, the
+error of the model's clean-image estimate on the training fold against the held-out folds (docs/diffusion.md,
+"Memorising or underfitting").
+
+    python benchmarks/denoising_fit.py runs/br35h/diffusion runs/br35h/settings/resolution/r32
+    python benchmarks/denoising_fit.py RUN SETTING --sigmas 2.83 1.07 0.35 --seed 1
+    python benchmarks/denoising_fit.py RUN SETTING --snapshot snapshots/generator_0000030000.pt
+
+Every image of each fold (train, val, test) is noised to each level σ = sqrt((1 - ᾱ) / ᾱ) (the nearest training
+timestep's), with noise drawn from ``--seed``, the level's timestep and the fold, and the run's final (EMA) network,
+or ``--snapshot``, predicts it under its own label, unguided. The error is the mean squared difference between the
+clean-image estimate and the image, in [-1, 1] units, per image; the table gives each fold's mean with its standard
+error, and the held-out (val + test) mean over the training mean with a Welch t-test's p-value.
+
+Reading it: held-out over train near 1 at every level means the model has not fitted its training images more
+closely than new ones from the same source: it is limited by its size or its training, not memorising. Well above
+1 at the low levels means it reproduces training images better than others, the signal that loss-based membership
+inference uses against diffusion models (Carlini et al. 2023, "Extracting Training Data from Diffusion Models").
+The folds come from one source but are different images, so two folds differ by a few per cent even for a model
+that never saw either; compare the ratio with that, not with exactly 1.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+
+from synthmed.data import BenchmarkSetting
+from synthmed.synthesis import load_generator
+
+FOLDS = ("train", "val", "test")
+
+
+def clean_estimate_errors(model, images: torch.Tensor, labels: torch.Tensor, timestep: int,
+                          noise: torch.Generator, batch: int = 256) -> np.ndarray:
+    """Per image: mean squared error of the model's clean-image estimate from ``images`` noised to ``timestep``."""
+    noising = model.training_schedule()
+    alpha_bar = noising.alphas_cumprod[timestep]
+    errors = []
+    for start in range(0, len(images), batch):
+        x, y = images[start:start + batch], labels[start:start + batch]
+        eps = torch.randn(x.shape, generator=noise)
+        t = torch.full((len(x),), timestep)
+        noisy = noising.add_noise(x, eps, t)
+        with torch.no_grad():
+            out = model(noisy, t, y).float()
+        if model.schedule["prediction_type"] == "epsilon":
+            estimate = (noisy - (1 - alpha_bar).sqrt() * out) / alpha_bar.sqrt()
+        else:  # v = sqrt(ᾱ) eps - sqrt(1 - ᾱ) x0
+            estimate = alpha_bar.sqrt() * noisy - (1 - alpha_bar).sqrt() * out
+        errors.append((estimate - x).square().mean(dim=(1, 2, 3)).numpy())
+    return np.concatenate(errors)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("run", type=Path, help="a finished diffusion run")
+    parser.add_argument("setting", type=Path, help="the benchmark setting it was trained on")
+    parser.add_argument("--sigmas", type=float, nargs="+", default=[20.0, 6.63, 2.83, 1.07, 0.35, 0.1],
+                        help="noise levels (default: five of diffusion-cpu's karras steps, and 0.1)")
+    parser.add_argument("--snapshot", help="a snapshot of the run instead of its final network, e.g. "
+                                           "snapshots/generator_0000030000.pt (config snapshot_every)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=2)
+    args = parser.parse_args()
+    if any(s <= 0 for s in args.sigmas):
+        parser.error(f"--sigmas: every level must be above 0, got {args.sigmas}")
+    torch.set_num_threads(args.threads)
+    model, _ = load_generator(args.run, snapshot=args.snapshot)
+    if not hasattr(model, "training_schedule"):
+        parser.error(f"{args.run}: not a diffusion run (its sampler has no noise schedule)")
+    setting = BenchmarkSetting(args.setting)
+    folds = {fold: (torch.as_tensor(setting.images(fold)).float() / 127.5 - 1,
+                    torch.as_tensor(setting.labels(fold)).float()) for fold in FOLDS}
+    alpha_bar = model.training_schedule().alphas_cumprod
+    sigmas = ((1 - alpha_bar) / alpha_bar).sqrt()
+    print(f"{args.run}: images per fold {', '.join(f'{f} {len(folds[f][0])}' for f in FOLDS)}; error of the clean-image "
+          f"estimate, mean ± standard error")
+    print(f"{'sigma':>7} {'t':>4} " + " ".join(f"{f:>17}" for f in FOLDS) + f" {'held-out/train':>15} {'p':>7}")
+    for target in args.sigmas:
+        timestep = int((sigmas - target).abs().argmin())
+        errors = {}
+        for fold_index, fold in enumerate(FOLDS):
+            # a level's draws depend on its timestep, not on which other levels were asked for
+            noise = torch.Generator().manual_seed(int(np.random.SeedSequence([args.seed, timestep, fold_index])
+                                                      .generate_state(1)[0]))
+            errors[fold] = clean_estimate_errors(model, *folds[fold], timestep, noise)
+        held_out = np.concatenate([errors["val"], errors["test"]])
+        p = stats.ttest_ind(held_out, errors["train"], equal_var=False).pvalue
+        cells = " ".join(f"{e.mean():.5f} ± {stats.sem(e):.5f}" for e in errors.values())
+        print(f"{float(sigmas[timestep]):7.3f} {timestep:4d} {cells} {held_out.mean() / errors['train'].mean():15.3f} "
+              f"{p:7.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
