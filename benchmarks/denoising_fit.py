@@ -2,15 +2,17 @@
 error of the model's clean-image estimate on the training fold against the held-out folds (docs/diffusion.md,
 "Memorising or underfitting").
 
-    python benchmarks/denoising_fit.py runs/br35h/diffusion runs/br35h/settings/resolution/r32
-    python benchmarks/denoising_fit.py RUN SETTING --sigmas 2.83 1.07 0.35 --seed 1
-    python benchmarks/denoising_fit.py RUN SETTING --snapshot snapshots/generator_0000030000.pt
+    python benchmarks/denoising_fit.py runs/br35h/diffusion
+    python benchmarks/denoising_fit.py RUN --sigmas 2.83 1.07 0.35 --seed 1
+    python benchmarks/denoising_fit.py RUN --snapshot snapshots/generator_0000030016.pt   # see RUN/snapshots/
 
-Every image of each fold (train, val, test) is noised to each level σ = sqrt((1 - ᾱ) / ᾱ) (the nearest training
-timestep's), with noise drawn from ``--seed``, the level's timestep and the fold, and the run's final (EMA) network,
-or ``--snapshot``, predicts it under its own label, unguided. The error is the mean squared difference between the
-clean-image estimate and the image, in [-1, 1] units, per image; the table gives each fold's mean with its standard
-error, and the held-out (val + test) mean over the training mean with a Welch t-test's p-value.
+The folds are those of the setting the run was trained on (its run.json). Every image of each fold (train, val,
+test) is noised to each level σ = sqrt((1 - ᾱ) / ᾱ) (the nearest training timestep's), with noise drawn from
+``--seed``, the level's timestep and the fold, and the run's generator (``generator.pt``: the best-FID EMA network
+when the run made FID checks, else its final one) or ``--snapshot`` predicts it under its own label, unguided. The
+error is the mean squared difference between the clean-image estimate (unclipped, float32) and the image, both in
+[-1, 1], per image; the table gives each fold's mean with its standard error, and the held-out (val + test) mean
+over the training mean with a Welch t-test's p-value.
 
 Reading it: held-out over train near 1 at every level means the model has not fitted its training images more
 closely than new ones from the same source: it is limited by its size or its training, not memorising. Well above
@@ -30,7 +32,9 @@ import torch
 from scipy import stats
 
 from synthmed.data import BenchmarkSetting
+from synthmed.errors import UserError
 from synthmed.synthesis import load_generator
+from synthmed.training.run_dir import RunDir
 
 FOLDS = ("train", "val", "test")
 
@@ -59,26 +63,28 @@ def clean_estimate_errors(model, images: torch.Tensor, labels: torch.Tensor, tim
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("run", type=Path, help="a finished diffusion run")
-    parser.add_argument("setting", type=Path, help="the benchmark setting it was trained on")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[20.0, 6.63, 2.83, 1.07, 0.35, 0.1],
                         help="noise levels (default: five of diffusion-cpu's karras steps, and 0.1)")
-    parser.add_argument("--snapshot", help="a snapshot of the run instead of its final network, e.g. "
-                                           "snapshots/generator_0000030000.pt (config snapshot_every)")
+    parser.add_argument("--snapshot", help="a snapshot of the run instead of its generator, e.g. "
+                                           "snapshots/generator_0000030016.pt (config snapshot_every)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=2)
     args = parser.parse_args()
     if any(s <= 0 for s in args.sigmas):
         parser.error(f"--sigmas: every level must be above 0, got {args.sigmas}")
     torch.set_num_threads(args.threads)
-    model, _ = load_generator(args.run, snapshot=args.snapshot)
+    try:
+        model, snapshot = load_generator(args.run, snapshot=args.snapshot)
+        setting = BenchmarkSetting(RunDir.existing(args.run, option="RUN").read_info()["setting"])
+    except UserError as error:  # no run, no such snapshot, a moved setting: one line, exit status 2
+        parser.error(str(error))
     if not hasattr(model, "training_schedule"):
         parser.error(f"{args.run}: not a diffusion run (its sampler has no noise schedule)")
-    setting = BenchmarkSetting(args.setting)
     folds = {fold: (torch.as_tensor(setting.images(fold)).float() / 127.5 - 1,
                     torch.as_tensor(setting.labels(fold)).float()) for fold in FOLDS}
     alpha_bar = model.training_schedule().alphas_cumprod
     sigmas = ((1 - alpha_bar) / alpha_bar).sqrt()
-    print(f"{args.run}: images per fold {', '.join(f'{f} {len(folds[f][0])}' for f in FOLDS)}; error of the clean-image "
+    print(f"{args.run} after {snapshot['images_seen']:,} images: images per fold {', '.join(f'{f} {len(folds[f][0])}' for f in FOLDS)}; error of the clean-image "
           f"estimate, mean ± standard error")
     print(f"{'sigma':>7} {'t':>4} " + " ".join(f"{f:>17}" for f in FOLDS) + f" {'held-out/train':>15} {'p':>7}")
     for target in args.sigmas:

@@ -13,8 +13,6 @@ this machine, so that they share its state.
         --snapshots 4 --variants --n100-variants cpdgan+ns-r1-g0.1+diffaug   # R1 gamma 0.1, 3 classifiers each
     python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --classifier-seeds 3 --budget 45000 \
         --snapshots 3 --variants --n100-variants diffusion                    # the diffusion model at n100
-    python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --classifier-seeds 3 --budget 45000 \
-        --snapshots 3 --variants --n100-variants diffusion+xflip      # and with mirrored images, against it
     python benchmarks/sample_efficiency.py --device cuda --variants cpdgan-paper cpdgan-paper+diffaug+ema-warmup \
         --budget 120000 --snapshots 4 --fid-extractor pixels                   # on a GPU (benchmarks/gpu_check.sh)
 
@@ -73,10 +71,7 @@ N100_PROBES = {
     "cpdgan+ns-r1-g0.1": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1}),
     "cpdgan+ns-r1-g0.1+diffaug": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1, "augment": AUGMENT}),
     "cpdgan+ns-r1-g0.1+translation": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1, "augment": "translation"}),
-    # half the training images mirrored, the network told which (models/diffusion.py)
-    "diffusion+xflip": ("diffusion-cpu", {"xflip": 0.5}),
 }
-AUGMENTATION_KEYS = ("augment", "xflip")  # the GANs' DiffAugment policy, the diffusion model's mirrored images
 # name -> (training preset, overrides); prog-GAN's phases are cut so that it has grown to 32 px
 # by 8,000 images (5 phases), before the first snapshot of the default budget
 VARIANTS = {
@@ -211,14 +206,10 @@ def run_setting(label: str, real_dir: Path, variants: list[str], work: Path, arg
         print(f"{label} {name} seed {seed}: {time.time() - started:.0f} s", flush=True)
 
 
-def augments(name: str) -> bool:
-    return any(VARIANTS[name][1].get(key) for key in AUGMENTATION_KEYS)
-
-
 def unaugmented(name: str) -> str:
     """The variant that trains as ``name`` does without augmentation (its n100 peer)."""
     preset, overrides = VARIANTS[name]
-    plain = {k: v for k, v in overrides.items() if k not in AUGMENTATION_KEYS}
+    plain = {k: v for k, v in overrides.items() if k != "augment"}
     return next(other for other, (p, o) in VARIANTS.items() if p == preset and o == plain)
 
 
@@ -226,7 +217,7 @@ def summarise_n100(rows: list[dict]) -> None:
     """Per snapshot and augmented variant: Δ_syn and FD against the same variant without augmentation, mean over
     seeds, and in how many seeds augmentation lowered each (same seed, same snapshot)."""
     n100 = [r for r in rows if r["setting"] == "n100"]
-    augmented = [v for v in dict.fromkeys(r["variant"] for r in n100) if augments(v)]
+    augmented = [v for v in dict.fromkeys(r["variant"] for r in n100) if VARIANTS[v][1].get("augment")]
     for images in sorted({r["images_seen"] for r in n100}):
         at = {(r["variant"], r["seed"]): r for r in n100 if r["images_seen"] == images}
         for variant in augmented:
@@ -301,10 +292,11 @@ def main() -> None:
                         help="training seeds of the r32 rows (the plot and gap 0.063 use their mean)")
     parser.add_argument("--n100-seeds", type=int, default=1, help="training seeds of the n100 rows")
     parser.add_argument("--n100-variants", nargs="+", default=["cpdgan+diffaug"],
-                        choices=[*(name for name, (preset, _) in VARIANTS.items()
-                                   if augments(name) and preset.endswith("-cpu")), "diffusion"],
-                        help="variants on n100: augmented variants of the CPU presets, each compared with the same "
-                             "variant without augmentation (which runs too), or the diffusion model alone")
+                        choices=[*(name for name, (preset, overrides) in VARIANTS.items()
+                                   if overrides.get("augment") and preset == "cpdgan-cpu"), "diffusion"],
+                        help="variants on n100: augmented cpD-GAN variants, each compared with the same variant "
+                             "without augmentation (which runs too), or the diffusion model as diffusion-cpu "
+                             "trains it (scored, but with no augmented peer to compare)")
     args = parser.parse_args()
     for option in ("classifier_seeds", "r32_seeds", "n100_seeds"):
         if getattr(args, option) < 1:

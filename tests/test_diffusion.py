@@ -45,54 +45,6 @@ def test_label_embedding_sums_one_vector_per_active_label_and_has_a_learned_null
     torch.testing.assert_close(out[[0, 2]], embedding.mlp(summed[[0, 2]]))
 
 
-def test_mirrored_rows_get_a_learned_vector_after_the_null_and_only_a_model_built_for_it_takes_them():
-    torch.manual_seed(0)
-    embedding = LabelEmbedding(2, 6, flip_condition=True)
-    with torch.no_grad():
-        embedding.null.normal_()
-        embedding.flipped.normal_()
-    labels = torch.tensor([[1.0, 0], [0, 1], [1, 1]])
-    drop, flipped = torch.tensor([False, True, False]), torch.tensor([True, True, False])
-    summed = embedding.per_label(labels)
-    out = embedding(labels, drop, flipped)
-    torch.testing.assert_close(out[0], embedding.mlp(summed[0] + embedding.flipped))
-    torch.testing.assert_close(out[1], embedding.mlp(embedding.null + embedding.flipped))  # the null knows it too
-    torch.testing.assert_close(out[2], embedding.mlp(summed[2]))
-    torch.testing.assert_close(embedding(labels, drop), embedding(labels, drop, torch.zeros(3, dtype=torch.bool)))
-    plain = LabelEmbedding(2, 6)
-    assert plain.flipped is None and "flipped" not in plain.state_dict()  # earlier runs' weights still load
-    with pytest.raises(ValueError, match="without flip_condition"):
-        plain(labels, drop, flipped)
-
-
-@pytest.mark.parametrize("probability", [0.0, 0.5, 1.0])
-def test_mirror_some_mirrors_the_rows_it_reports_and_no_others(probability):
-    from synthmed.training.diffusion import mirror_some
-
-    images = torch.randn(64, 1, 4, 4)
-    mirrored, flipped = mirror_some(images, probability, torch.Generator().manual_seed(0))
-    torch.testing.assert_close(mirrored[flipped], images[flipped].flip(-1))
-    torch.testing.assert_close(mirrored[~flipped], images[~flipped])
-    if probability == 0.0:
-        assert not flipped.any()
-    elif probability == 1.0:
-        assert flipped.all()
-    else:
-        assert 16 < int(flipped.sum()) < 48
-        again = mirror_some(images, probability, torch.Generator().manual_seed(0))[1]
-        assert torch.equal(again, flipped)  # drawn from the generator alone: a resumed run draws the same
-
-
-def test_xflip_in_the_config_builds_the_flip_condition_and_older_configs_keep_their_keys():
-    from synthmed.training.diffusion import build_diffusion
-
-    config = config_from_dict({"model": "diffusion", "xflip": 0.5, **TINY_NET})
-    assert config.to_dict()["xflip"] == 0.5 and config_from_dict(config.to_dict()) == config
-    assert build_diffusion(config, 8, 3, 1).labels.flipped is not None
-    plain = config_from_dict({"model": "diffusion", **TINY_NET})
-    assert "xflip" not in plain.to_dict() and build_diffusion(plain, 8, 3, 1).labels.flipped is None
-
-
 @pytest.mark.parametrize("prediction", ["epsilon", "v_prediction"])
 @pytest.mark.parametrize("sampler", ["dpm-solver++", "ddim"])
 def test_sampling_is_seeded_bounded_and_conditioned_on_several_labels(prediction, sampler):
@@ -299,9 +251,6 @@ def test_guidance_combines_the_two_branches_linearly():
     ({"model": "diffusion", "guidance_interval": "all"}, r"guidance_interval = 'all' must be"),
     ({"model": "diffusion", "sample_bf16": "yes"}, "sample_bf16 = 'yes' must be true or false or 'auto'"),
     ({"model": "cpdgan", "augment": "color,flip"}, "augment = 'color,flip' unknown augmentation 'flip'"),
-    ({"model": "diffusion", "xflip": 1.5}, r"xflip = 1.5 must be a share of the training images in \[0, 1\]"),
-    ({"model": "diffusion", "xflip": "half"}, "xflip = 'half' must be a number"),
-    ({"model": "cpdgan", "xflip": 0.5}, "xflip = 0.5 applies to the diffusion model only"),
 ])
 def test_bad_diffusion_and_augmentation_keys_are_refused_by_name(values, message):
     with pytest.raises(ConfigError, match=message):

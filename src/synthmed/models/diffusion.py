@@ -20,11 +20,6 @@ sigma = sqrt((1 - alpha_bar) / alpha_bar) lies in (low, high], and the condition
 at the others: guidance at the noisiest steps pulls every image of a label towards one layout
 and costs variety, and every unguided step costs one denoiser evaluation instead of two.
 
-Mirrored training images (``flip_condition``; the config's ``xflip``): a share of the training images is mirrored
-left-right and the network is told which, by a learned vector added to the condition (Karras et al. 2022, EDM's
-"augmentation conditioning"). It learns from twice the views of each image, while sampling, which never says
-"mirrored", makes unmirrored images: a chest radiograph keeps its heart on the left.
-
 Step spacing: "trailing" spreads the steps evenly over the training timesteps from the last one,
 so in 16 steps on the cosine schedule the last noisy image is at sigma 0.11, and one step from
 there to the clean image replaces the remaining detail by its average: the images come out
@@ -90,27 +85,18 @@ def karras_timesteps(sigmas: torch.Tensor, steps: int) -> list[int]:
 
 
 class LabelEmbedding(nn.Module):
-    """Multi-hot labels (N, L) -> conditions (N, dim); ``drop`` rows get the learned null condition. With
-    ``flip_condition``, ``flipped`` rows (training images mirrored left-right) also get a learned vector, added after
-    the null so that the unconditional branch knows it too; sampling never passes it, so it makes unmirrored images."""
+    """Multi-hot labels (N, L) -> conditions (N, dim); ``drop`` rows get the learned null condition."""
 
-    def __init__(self, label_dim: int, dim: int, flip_condition: bool = False) -> None:
+    def __init__(self, label_dim: int, dim: int) -> None:
         super().__init__()
         self.per_label = nn.Linear(label_dim, dim, bias=False)  # y @ W: the sum of the active labels' rows
         self.null = nn.Parameter(torch.zeros(dim))
-        # only where asked: the state dicts of runs without it stay as they were
-        self.flipped = nn.Parameter(torch.zeros(dim)) if flip_condition else None
         self.mlp = nn.Sequential(nn.Linear(dim, dim), nn.SiLU(), nn.Linear(dim, dim))
 
-    def forward(self, labels: torch.Tensor, drop: torch.Tensor | None = None,
-                flipped: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(self, labels: torch.Tensor, drop: torch.Tensor | None = None) -> torch.Tensor:
         summed = self.per_label(labels.to(self.null.dtype))
         if drop is not None:
             summed = torch.where(drop[:, None], self.null.expand_as(summed), summed)
-        if flipped is not None:
-            if self.flipped is None:
-                raise ValueError("flipped: this model was built without flip_condition")
-            summed = summed + flipped[:, None].to(summed.dtype) * self.flipped
         return self.mlp(summed)
 
 
@@ -122,7 +108,7 @@ class ConditionalDiffusion(nn.Module):
                  prediction: str = "epsilon", noise_schedule: str = "squaredcos_cap_v2",
                  train_timesteps: int = 1000, sampler: str = "dpm-solver++", sample_steps: int = 20,
                  guidance_scale: float = 2.0, guidance_interval: tuple[float, float] | None = None,
-                 sample_bf16: bool | str = False, sample_spacing: str = "trailing", flip_condition: bool = False) -> None:
+                 sample_bf16: bool | str = False, sample_spacing: str = "trailing") -> None:
         from diffusers import UNet2DModel
 
         super().__init__()
@@ -155,13 +141,12 @@ class ConditionalDiffusion(nn.Module):
             resnet_time_scale_shift="scale_shift", class_embed_type="identity",
             num_train_timesteps=train_timesteps,
         )
-        self.labels = LabelEmbedding(label_dim, time_dim, flip_condition)
+        self.labels = LabelEmbedding(label_dim, time_dim)
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor,
-                drop: torch.Tensor | None = None, flipped: torch.Tensor | None = None) -> torch.Tensor:
-        """The network's prediction (noise or velocity, per ``prediction``) for noisy images at ``timesteps``;
-        ``flipped``: which rows are mirrored training images (``LabelEmbedding``)."""
-        return self.unet(noisy, timesteps, class_labels=self.labels(labels, drop, flipped)).sample
+                drop: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's prediction (noise or velocity, per ``prediction``) for noisy images at ``timesteps``."""
+        return self.unet(noisy, timesteps, class_labels=self.labels(labels, drop)).sample
 
     def training_schedule(self):
         """The forward (noising) process, a diffusers ``DDPMScheduler``: ``add_noise`` and

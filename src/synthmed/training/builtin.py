@@ -55,7 +55,6 @@ def _check_gan(c: TrainConfig, fail: Fail) -> None:
     if c.sample_bf16 is not False:
         fail("sample_bf16", "applies to the diffusion model only (a GAN samples in one cheap forward pass)")
     _check_defaults(c, ("sample_spacing",), "applies to the diffusion model only (a GAN samples in one step)", fail)
-    _check_defaults(c, ("xflip",), "applies to the diffusion model only (the GANs augment with `augment`)", fail)
 
 
 def _check_cpdgan(c: TrainConfig, fail: Fail) -> None:
@@ -94,8 +93,6 @@ def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
         fail("snr_gamma", "must be >= 0 (0: unweighted loss)")
     if not 0 <= c.label_dropout < 1:
         fail("label_dropout", "must be in [0, 1)")
-    if not 0 <= c.xflip <= 1:
-        fail("xflip", "must be a share of the training images in [0, 1]")
     if c.guidance_scale < 0:
         fail("guidance_scale", "must be >= 0 (1 = no guidance)")
     if c.guidance_interval is not None and (problem := interval_problem(c.guidance_interval)):

@@ -55,9 +55,6 @@ class TrainConfig:
     train_timesteps: int = 1000
     label_dropout: float = 0.1
     snr_gamma: float = 0.0  # > 0: Min-SNR-gamma loss weights (5 in the paper that proposed it)
-    # the share of training images mirrored left-right, with the network told which (so it samples unmirrored
-    # images: EDM's augmentation conditioning, safe for asymmetric anatomy such as chest radiographs)
-    xflip: float = 0.0
     sampler: str = "dpm-solver++"  # or "ddim"
     sample_steps: int = 20
     guidance_scale: float = 2.0  # 1 = conditional branch only, no guidance
@@ -118,8 +115,6 @@ class TrainConfig:
             del data["sample_bf16"]
         if self.sample_spacing == "trailing":  # and this one
             del data["sample_spacing"]
-        if not self.xflip:  # and this one
-            del data["xflip"]
         if self.gan_loss == "wgan-gp":  # and the R1 keys, which only the non-saturating loss reads
             for key in ("gan_loss", "r1_gamma", "r1_every"):
                 del data[key]

@@ -27,13 +27,7 @@ def build_diffusion(config: TrainConfig, resolution: int, label_dim: int, image_
         noise_schedule=config.noise_schedule, train_timesteps=config.train_timesteps, sampler=config.sampler,
         sample_steps=config.sample_steps, guidance_scale=config.guidance_scale,
         guidance_interval=config.guidance_interval, sample_bf16=config.sample_bf16,
-        sample_spacing=config.sample_spacing, flip_condition=config.xflip > 0)
-
-
-def mirror_some(images: torch.Tensor, probability: float, noise: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
-    """Each image mirrored left-right with ``probability`` (one draw per image from ``noise``), and which ones were."""
-    flipped = torch.rand(len(images), device=images.device, generator=noise) < probability
-    return torch.where(flipped[:, None, None, None], images.flip(-1), images), flipped
+        sample_spacing=config.sample_spacing)
 
 
 class DiffusionTraining:
@@ -72,16 +66,13 @@ class DiffusionTraining:
 
     def step(self, x_real, labels, noise, env) -> dict[str, torch.Tensor]:
         n, device = len(x_real), x_real.device
-        flipped = None
-        if self.config.xflip:  # drawn first, and only then: runs without flips draw what they always drew
-            x_real, flipped = mirror_some(x_real, self.config.xflip, noise)
         eps = torch.randn(x_real.shape, device=device, generator=noise)
         timesteps = torch.randint(0, self.config.train_timesteps, (n,), device=device, generator=noise)
         drop = torch.rand(n, device=device, generator=noise) < self.config.label_dropout
         noisy = self.noising.add_noise(x_real, eps, timesteps).contiguous(memory_format=self.memory_format)
         target = eps if self.config.prediction == "epsilon" else self.noising.get_velocity(x_real, eps, timesteps)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_bf16(self.config.bf16, device)):
-            prediction = self.model(noisy, timesteps, labels, drop, flipped)
+            prediction = self.model(noisy, timesteps, labels, drop)
         per_row = (prediction.float() - target.float()).square().mean(dim=(1, 2, 3))
         if self.config.snr_gamma:
             from diffusers.training_utils import compute_snr
