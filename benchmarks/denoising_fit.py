@@ -84,7 +84,8 @@ def main() -> None:
                     torch.as_tensor(setting.labels(fold)).float()) for fold in FOLDS}
     alpha_bar = model.training_schedule().alphas_cumprod
     sigmas = ((1 - alpha_bar) / alpha_bar).sqrt()
-    print(f"{args.run} after {snapshot['images_seen']:,} images: images per fold {', '.join(f'{f} {len(folds[f][0])}' for f in FOLDS)}; error of the clean-image "
+    counts = ", ".join(f"{fold} {len(folds[fold][0])}" for fold in FOLDS)
+    print(f"{args.run} after {snapshot['images_seen']:,} images: images per fold {counts}; error of the clean-image "
           f"estimate, mean ± standard error")
     print(f"{'sigma':>7} {'t':>4} " + " ".join(f"{f:>17}" for f in FOLDS) + f" {'held-out/train':>15} {'p':>7}")
     for target in args.sigmas:
