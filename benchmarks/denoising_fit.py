@@ -33,16 +33,18 @@ from scipy import stats
 
 from synthmed.data import BenchmarkSetting
 from synthmed.errors import UserError
+from synthmed.models.diffusion import noise_levels
 from synthmed.synthesis import load_generator
 from synthmed.training.run_dir import RunDir
+from synthmed.training.samples import from_uint8
 
 FOLDS = ("train", "val", "test")
 
 
-def clean_estimate_errors(model, images: torch.Tensor, labels: torch.Tensor, timestep: int,
+def clean_estimate_errors(model, noising, images: torch.Tensor, labels: torch.Tensor, timestep: int,
                           noise: torch.Generator, batch: int = 256) -> np.ndarray:
-    """Per image: mean squared error of the model's clean-image estimate from ``images`` noised to ``timestep``."""
-    noising = model.training_schedule()
+    """Per image: mean squared error of the model's clean-image estimate from ``images`` noised to ``timestep`` by
+    ``noising`` (the model's training schedule)."""
     alpha_bar = noising.alphas_cumprod[timestep]
     errors = []
     for start in range(0, len(images), batch):
@@ -80,10 +82,10 @@ def main() -> None:
         parser.error(str(error))
     if not hasattr(model, "training_schedule"):
         parser.error(f"{args.run}: not a diffusion run (its sampler has no noise schedule)")
-    folds = {fold: (torch.as_tensor(setting.images(fold)).float() / 127.5 - 1,
+    folds = {fold: (from_uint8(torch.as_tensor(setting.images(fold))),
                     torch.as_tensor(setting.labels(fold)).float()) for fold in FOLDS}
-    alpha_bar = model.training_schedule().alphas_cumprod
-    sigmas = ((1 - alpha_bar) / alpha_bar).sqrt()
+    noising = model.training_schedule()
+    sigmas = noise_levels(noising.alphas_cumprod)
     counts = ", ".join(f"{fold} {len(folds[fold][0])}" for fold in FOLDS)
     print(f"{args.run} after {snapshot['images_seen']:,} images: images per fold {counts}; error of the clean-image "
           f"estimate, mean ± standard error")
@@ -95,7 +97,7 @@ def main() -> None:
             # a level's draws depend on its timestep, not on which other levels were asked for
             noise = torch.Generator().manual_seed(int(np.random.SeedSequence([args.seed, timestep, fold_index])
                                                       .generate_state(1)[0]))
-            errors[fold] = clean_estimate_errors(model, *folds[fold], timestep, noise)
+            errors[fold] = clean_estimate_errors(model, noising, *folds[fold], timestep, noise)
         held_out = np.concatenate([errors["val"], errors["test"]])
         p = stats.ttest_ind(held_out, errors["train"], equal_var=False).pvalue
         cells = " ".join(f"{e.mean():.5f} ± {stats.sem(e):.5f}" for e in errors.values())

@@ -63,6 +63,7 @@ from synthmed.models.diffusion import SPACINGS, interval_problem
 from synthmed.synthesis import generate, load_generator, synthesize, write_set
 from synthmed.training.config import load_config
 from synthmed.training.loop import start_run, train
+from synthmed.training.samples import from_uint8
 
 # each model: a benchmark preset whose diffusion entry (its config with the entry's overrides) is trained, or
 # None for diffusion-cpu as shipped, and the setting it trains on
@@ -145,9 +146,9 @@ class FromRealRows:
         self.sampler, self.images, self.first, self.next_row = sampler, images, first, 0
 
     def sample(self, labels, noise, **options):
-        batch = self.images[self.next_row : self.next_row + len(labels)].astype(np.float32) / 127.5 - 1
+        batch = from_uint8(torch.from_numpy(self.images[self.next_row : self.next_row + len(labels)]))
         self.next_row += len(labels)
-        return self.sampler.sample(labels, noise, start_from=(torch.from_numpy(batch), self.first), **options)
+        return self.sampler.sample(labels, noise, start_from=(batch, self.first), **options)
 
 
 def noised_real_set(sampler, real: BenchmarkSetting, out: Path, seed: int, first: int, options: dict) -> None:

@@ -12,6 +12,7 @@ from synthmed.models.diffusion import (
     ConditionalDiffusion,
     LabelEmbedding,
     karras_timesteps,
+    noise_levels,
 )
 from synthmed.training.config import config_from_dict
 
@@ -116,7 +117,7 @@ def test_a_guidance_interval_in_the_config_reaches_the_sampler_and_older_configs
 def test_karras_spacing_starts_on_pure_noise_and_ends_at_the_smallest_noise_level():
     model = tiny_model()
     scheduler = model._sampling_schedule()
-    sigmas = ((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod).sqrt()
+    sigmas = noise_levels(scheduler.alphas_cumprod)
     steps = karras_timesteps(sigmas, 16)
     assert len(steps) == 16 and steps[0] == 999 and steps[-1] == 0 and steps == sorted(set(steps), reverse=True)
     # after the first, each is the timestep whose sigma is nearest EDM's rho-7 ramp from sigma_max to sigma(t=0)
@@ -144,7 +145,7 @@ def test_karras_spacing_reaches_the_solver_and_is_refused_where_it_cannot_apply(
     assert not torch.allclose(karras, model.sample(labels, noise()))
     # the same as stepping DPM-Solver++ through karras_timesteps by hand
     scheduler = model._sampling_schedule()
-    sigmas = ((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod).sqrt()
+    sigmas = noise_levels(scheduler.alphas_cumprod)
     scheduler.set_timesteps(timesteps=karras_timesteps(sigmas, 6))
     x = torch.randn((2, 1, 8, 8), generator=noise()) * scheduler.init_noise_sigma
     for t in scheduler.timesteps:
@@ -178,7 +179,7 @@ def test_starting_from_noised_images_runs_only_the_remaining_steps(sampler, spac
     # from step k: the images noised to step k's level by the sampler's own schedule, then steps k, k+1, ... alone
     scheduler = model._sampling_schedule()
     if spacing == "karras":
-        sigmas = ((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod).sqrt()
+        sigmas = noise_levels(scheduler.alphas_cumprod)
         scheduler.set_timesteps(timesteps=karras_timesteps(sigmas, 6))
         scheduler.set_begin_index(3)  # (distinct timesteps: without it the scheduler finds step 3 anyway)
     else:

@@ -68,6 +68,12 @@ def spacing_problem(spacing: str, sampler: str, steps: int, train_timesteps: int
     return None
 
 
+def noise_levels(alphas_cumprod: torch.Tensor) -> torch.Tensor:
+    """sigma = sqrt((1 - alpha_bar) / alpha_bar) of every training timestep: the noise level that guidance
+    intervals and karras spacing are stated in."""
+    return ((1 - alphas_cumprod) / alphas_cumprod).sqrt()
+
+
 def karras_timesteps(sigmas: torch.Tensor, steps: int) -> list[int]:
     """``steps`` distinct training timesteps, largest first: the last one (pure noise), then ``steps - 1`` noise
     levels spaced as Karras et al. (2022) do, rho 7, from ``KARRAS_SIGMA_MAX`` down to the smallest of ``sigmas``
@@ -186,7 +192,7 @@ class ConditionalDiffusion(nn.Module):
         scale = self.guidance_scale if guidance_scale is None else float(guidance_scale)
         low, high = (self.guidance_interval if guidance_interval is None else guidance_interval) or (0.0, float("inf"))
         scheduler = self._sampling_schedule()
-        sigmas = ((1 - scheduler.alphas_cumprod) / scheduler.alphas_cumprod).sqrt()
+        sigmas = noise_levels(scheduler.alphas_cumprod)
         if spacing == "karras":
             scheduler.set_timesteps(timesteps=karras_timesteps(sigmas, steps), device=labels.device)
         else:

@@ -55,7 +55,7 @@ from synthmed.training.config import (
 )
 from synthmed.training.methods import TrainingMethod, build_method, update_ema
 from synthmed.training.run_dir import RunDir, load_torch_file
-from synthmed.training.samples import sample_grid, to_uint8
+from synthmed.training.samples import from_uint8, sample_grid, to_uint8
 
 
 def log_columns(method: TrainingMethod) -> list[str]:
@@ -246,7 +246,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
             step_started = time.perf_counter()
             res, alpha, batch = method.schedule(state.images_seen)
             index = _next_indices(state, n_rows, batch, data_gen)[env.rank :: env.world_size]
-            x_real = _real_at(reals[index].float() / 127.5 - 1.0, res, alpha).contiguous(memory_format=memory_format)
+            x_real = _real_at(from_uint8(reals[index]), res, alpha).contiguous(memory_format=memory_format)
             y = labels[index]
 
             losses = method.step(x_real, y, noise_gen, env)

@@ -12,6 +12,11 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return ((images.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
 
 
+def from_uint8(images: torch.Tensor) -> torch.Tensor:
+    """uint8 0..255 (a store's images) -> float32 in [-1, 1], the range the generators train and sample in."""
+    return images.float() / 127.5 - 1.0
+
+
 @torch.no_grad()
 def sample_grid(sampler: torch.nn.Module, labels: torch.Tensor, seed: int, per_row: int = 8) -> Image.Image:
     """One row per label combination (``per_row`` samples each), first channel, grayscale PNG;
