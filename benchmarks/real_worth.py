@@ -33,7 +33,7 @@ from synthmed.data import BenchmarkSetting
 from synthmed.errors import UserError
 from synthmed.evaluation.classifier import ClassifierConfig, train_classifier
 from synthmed.evaluation.utility import setting_identity
-from synthmed.metrics.auroc import auroc_per_label
+from synthmed.metrics.auroc import auroc_per_label, undefined_labels
 
 
 def grouped_subset(labels: np.ndarray, groups: np.ndarray, fraction: float, rng: np.random.Generator) -> np.ndarray:
@@ -103,16 +103,15 @@ def main() -> None:
         if taken := sorted({"seed", "threads"} & set(values)):
             raise UserError(f"--set {taken[0]}: given by --seeds and --threads")
         recipe = {"input_size": None, **values, "threads": args.threads}
-        ClassifierConfig.from_dict({**recipe, "seed": 0})
+        checked = ClassifierConfig.from_dict({**recipe, "seed": 0})
         if recipe.get("pretrained_weights") and not Path(recipe["pretrained_weights"]).is_file():
             raise UserError(f"--set pretrained_weights={recipe['pretrained_weights']}: no such file")
         real = BenchmarkSetting(args.setting)
         images, labels = real.images("train"), real.labels("train")
         groups = real.store.groups[real.rows("train")]
         val, test = (real.images("val"), real.labels("val")), (real.images("test"), real.labels("test"))
-        auc_syn = mean_auc_syn(args.synthetic, real, ClassifierConfig.from_dict({**recipe, "seed": 0})) \
-            if args.synthetic else None
-        if not any(0 < column.mean() < 1 for column in test[1].T):
+        auc_syn = mean_auc_syn(args.synthetic, real, checked) if args.synthetic else None
+        if len(undefined_labels(test[1], real.label_names)) == len(real.label_names):
             raise UserError(f"{args.setting}: no label has both positives and negatives in the real test fold")
         subsets = {(f, s): grouped_subset(labels, groups, f, np.random.default_rng(s)) for f in fractions for s in seeds}
         if empty := [f for (f, _), keep in subsets.items() if not keep.any()]:
