@@ -18,7 +18,8 @@ from synthmed._io import sha256_file
 from synthmed.data import BenchmarkSetting, prepare
 from synthmed.data.records import SPLITS
 from synthmed.errors import UserError
-from synthmed.synthesis import generate
+from synthmed.evaluation.utility import check_pair
+from synthmed.synthesis import generate, write_set
 from synthmed.training.config import config_from_dict
 from synthmed.training.loop import start_run
 
@@ -77,6 +78,74 @@ def test_synthetic_image_i_is_made_from_label_vector_i(tmp_path, monkeypatch):
     # the store on its own (what a release packs): image row i shows label row i
     images, labels = np.load(out / "store" / "images_16.npy"), np.load(out / "store" / "labels.npy")
     np.testing.assert_array_equal(painted_labels(images, n_labels), labels)
+
+
+class NoisyLabelPainter(LabelPainter):
+    """LabelPainter that also paints its first noise draw into pixel (R-1, R-1), so that two images of one
+    label vector differ."""
+
+    def sample(self, labels: torch.Tensor, noise: torch.Generator) -> torch.Tensor:
+        images = super().sample(labels, noise)
+        images[:, 0, -1, -1] = torch.rand(len(labels), generator=noise) * 2 - 1
+        return images
+
+
+def test_images_per_row_makes_whole_copies_of_every_fold_with_their_own_images(tmp_path, monkeypatch, capsys):
+    real, run = _painted_run(tmp_path, monkeypatch, NoisyLabelPainter(16))
+    monkeypatch.setattr(synthmed.synthesis, "BATCH", 7)
+
+    out = generate(run, tmp_path / "k3", images_per_row=3, progress=False, log=lambda m: None)
+    synthetic = BenchmarkSetting(out / "setting")
+    n_labels = len(real.label_names)
+    for fold in SPLITS:
+        labels, n = real.labels(fold), len(real.labels(fold))
+        np.testing.assert_array_equal(synthetic.labels(fold), np.tile(labels, (3, 1)))  # copy k = rows k*n..
+        images = synthetic.images(fold)
+        np.testing.assert_array_equal(painted_labels(images, n_labels), np.tile(labels, (3, 1)))
+        noise_pixel = images[:, 0, -1, -1].reshape(3, n)
+        assert (noise_pixel[0] != noise_pixel[1]).mean() > 0.9  # each copy has its own images
+        assert len(pd.read_csv(out / "export" / f"{fold}.csv")) == 3 * n
+    card = json.loads((out / "card.json").read_text())
+    assert card["images_per_row"] == 3
+    assert card["images_per_fold"] == {fold: 3 * len(real.labels(fold)) for fold in SPLITS}
+    assert "exactly 3 synthetic counterparts" in (out / "card.md").read_text()
+    assert check_pair(real, synthetic) == 3
+    # the same call finds its set; another K is another set, not this one
+    assert generate(run, tmp_path / "k3", images_per_row=3, progress=False, log=lambda m: None) == out
+    with pytest.raises(UserError, match="already holds a synthetic set made from other inputs"):
+        generate(run, tmp_path / "k3", images_per_row=2, progress=False, log=lambda m: None)
+    # one per row stays the default, and its card says so
+    one = generate(run, tmp_path / "k1", progress=False, log=lambda m: None)
+    assert json.loads((one / "card.json").read_text())["images_per_row"] == 1
+    assert "exactly one synthetic counterpart" in (one / "card.md").read_text()
+    assert check_pair(real, BenchmarkSetting(one / "setting")) == 1
+    # a bad K: one line naming the option, exit status 2, nothing written
+    for bad in ("0", "-2"):
+        assert run_cli(["generate", str(run), "--out", str(tmp_path / "bad"), "--images-per-row", bad]) == 2
+        error = capsys.readouterr().err
+        assert error.count("\n") == 1 and f"--images-per-row {bad} must be a whole number of at least 1" in error
+        assert not (tmp_path / "bad").exists()
+
+
+def test_a_set_that_is_not_whole_copies_of_the_real_rows_is_refused(tmp_path, monkeypatch):
+    real, _ = _painted_run(tmp_path, monkeypatch, LabelPainter(16))
+    painter = LabelPainter(16)
+
+    def written(name: str, copies: dict[str, int], change_row: int | None = None) -> BenchmarkSetting:
+        folds = {fold: np.tile(real.labels(fold), (copies[fold], 1)) for fold in SPLITS}
+        if change_row is not None:
+            folds["train"][change_row] = 1 - folds["train"][change_row]
+        images = {fold: (painter.sample(torch.from_numpy(f.astype(np.float32)), None).numpy() * 127.5 + 127.5
+                         ).astype(np.uint8) for fold, f in folds.items()}
+        write_set(tmp_path / name, images, folds, real, 16, "painter", 0, False, None)
+        return BenchmarkSetting(tmp_path / name / "setting")
+
+    assert check_pair(real, written("k2", {"train": 2, "val": 2, "test": 2})) == 2
+    with pytest.raises(UserError, match="different numbers of images per real row \\(\\[1, 2\\]\\)"):
+        check_pair(real, written("mixed", {"train": 2, "val": 1, "test": 1}))
+    n = len(real.labels("train"))
+    with pytest.raises(UserError, match="its train labels do not match the real setting's row for row"):
+        check_pair(real, written("changed", {"train": 2, "val": 2, "test": 2}, change_row=n + 1))
 
 
 # ---- the label check (label_check.py) ---------------------------------------------------------------

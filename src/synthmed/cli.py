@@ -200,6 +200,9 @@ def generate_command(
              "the one that will score the set): rows it reads against their label are made again")] = None,
     label_check_tries: Annotated[Optional[int], typer.Option(
         help="with --label-check: new images tried per off-label row (default 3)")] = None,
+    images_per_row: Annotated[int, typer.Option(
+        help="synthetic images per real row in every fold: K > 1 makes a set K times the real one to share "
+             "(the benchmark, like the paper, compares one per row)")] = 1,
     device: Annotated[str, typer.Option(
         help="where the generator (and the --label-check classifier) runs: cpu, cuda, cuda:N or auto; a GPU rounds "
              "differently from the CPU, so the card names it")] = "cpu",
@@ -207,15 +210,15 @@ def generate_command(
     overwrite: Annotated[bool, typer.Option(help="replace another synthetic set in --out")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
-    """Make the synthetic train/val/test folds: one image per real row, with its label vector."""
+    """Make the synthetic train/val/test folds: one image per real row (or --images-per-row), with its label vector."""
     from synthmed.synthesis import generate
 
     precision = {"true": True, "false": False, "auto": "auto"}.get(str(sample_bf16).lower(), sample_bf16)
     generate(run, out, seed=seed, sample_steps=sample_steps, guidance_scale=guidance_scale,
              guidance_interval=guidance_interval, sample_bf16=precision, sample_spacing=sample_spacing,
              snapshot_file=snapshot,
-             label_check=label_check, label_check_tries=label_check_tries, device=device, export_png=png,
-             overwrite=overwrite, progress=progress, log=console.print)
+             label_check=label_check, label_check_tries=label_check_tries, images_per_row=images_per_row,
+             device=device, export_png=png, overwrite=overwrite, progress=progress, log=console.print)
 
 
 @app.command("models")

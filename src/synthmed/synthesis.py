@@ -1,4 +1,4 @@
-"""Synthetic folds: one synthetic image per real row of the setting, with that row's labels.
+"""Synthetic folds: one synthetic image per real row of the setting, with that row's labels (or K per row).
 
 ``generate(run)`` writes, under ``OUT`` (default ``RUN/synthetic``)::
 
@@ -8,6 +8,12 @@
                 used exactly like a real benchmark setting
     export/     PNG files per fold and a CheXpert-style CSV per fold (Path + label columns)
     card.md, card.json   the dataset card
+
+``images_per_row`` K > 1 makes each fold K whole copies of the real fold's label rows, each copy
+with its own images: a set to share that is K times the real one. The paper keeps one image per
+row "for a fair comparison" of the two classifiers, so the benchmark (``synthmed benchmark``) does
+too, and every score of a larger set says K (docs/diffusion.md, "Three synthetic images per real
+row").
 
 ``write_set`` writes this layout; ``synthmed import`` (``importing.py``) writes it too, for images
 made by another generator. Nothing of the real images is copied: keys are ``syn-<fold>-<n>``,
@@ -110,7 +116,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
              guidance_interval: tuple[float, float] | None = None, sample_bf16: bool | str | None = None,
              sample_spacing: str | None = None, snapshot_file: str | None = None,
              label_check: str | os.PathLike | None = None, label_check_tries: int | None = None,
-             device: str = "cpu", export_png: bool = True, overwrite: bool = False, progress: bool = True,
+             images_per_row: int = 1, device: str = "cpu", export_png: bool = True, overwrite: bool = False, progress: bool = True,
              log: Callable[[str], None] = print) -> Path:
     """Write the synthetic set of a finished run (see the module docstring). ``sample_steps``,
     ``guidance_scale``, ``guidance_interval`` and ``sample_bf16`` override a diffusion model's sampler
@@ -120,7 +126,10 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     the device type.
     ``snapshot_file`` samples an intermediate snapshot of the run instead of its final generator.
     ``label_check`` (a classifier file of the real data) makes off-label rows again, up to
-    ``label_check_tries`` times (default ``DEFAULT_TRIES``, 3; ``label_check.py``)."""
+    ``label_check_tries`` times (default ``DEFAULT_TRIES``, 3; ``label_check.py``).
+    ``images_per_row`` K makes K images for every real row: each fold is K copies of the real fold's rows."""
+    if isinstance(images_per_row, bool) or not isinstance(images_per_row, int) or images_per_row < 1:
+        raise ConfigError(f"--images-per-row {images_per_row!r} must be a whole number of at least 1")
     run = RunDir(run_dir)
     out = check_output_path(out if out is not None else run.path / "synthetic")
     target = usable_device(device, f"--device {device!r}")
@@ -168,6 +177,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         before = {"sample_bf16": False, "sample_spacing": "trailing"}
         earlier = {**{k: v for k, v in before.items() if k in options}, **card.get("sampling_options", {})}
         return (card.get("generation_seed") == seed and earlier == options  # get: an imported set
+                and card.get("images_per_row", 1) == images_per_row  # or one from before the key
                 and card.get("generator_sha256") == sha256_file(generator_file)  # has neither
                 and card.get("sampled_on", "cpu") == target.type
                 and {k: v for k, v in (card.get("label_check") or {}).items() if k not in CHECK_COUNTS}
@@ -177,7 +187,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         log(f"{out} already holds this synthetic set; nothing to do")
         return out
 
-    folds = {fold: setting.labels(fold) for fold in SPLITS}
+    folds = {fold: np.tile(setting.labels(fold), (images_per_row, 1)) for fold in SPLITS}
     made = sampler.sample(torch.from_numpy(folds["train"][:1].astype(np.float32)).to(target),
                           torch.Generator().manual_seed(0), **options).shape[-1]
     if made != resolution:  # e.g. a prog-GAN snapshot from before it had grown to the setting's size
@@ -198,7 +208,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         **check.identity(), **{key: {fold: c[key] for fold, c in counts.items()} for key in CHECK_COUNTS}}
     write_set(out, images, folds, setting, resolution, snapshot["config"]["model"], seed, export_png,
               lambda store: _card(generator_file, snapshot_file or GENERATOR, info, summary, snapshot, setting,
-                                  folds, seed, options, checked, target, store))
+                                  folds, seed, options, checked, target, images_per_row, store))
     log(f"synthetic set: {sum(len(v) for v in folds.values())} images in {out}")
     return out
 
@@ -272,7 +282,7 @@ def label_counts(folds: dict[str, np.ndarray], label_names: list[str]) -> dict[s
 
 
 def _card(generator_file, generator_name, info, summary, snapshot, setting, folds, seed, options, label_check,
-          device, store) -> dict[str, Any]:
+          device, images_per_row, store) -> dict[str, Any]:
     return {
         "model": snapshot["config"]["model"],
         "config_digest": info["config_digest"],
@@ -293,6 +303,7 @@ def _card(generator_file, generator_name, info, summary, snapshot, setting, fold
         "sampling_options": options,
         "sampled_on": device.type,  # "cpu" or "cuda": the images round as the device does
         "label_check": label_check,
+        "images_per_row": images_per_row,
         "images_per_fold": {fold: int(len(folds[fold])) for fold in SPLITS},
         "label_counts": label_counts(folds, setting.label_names),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -303,13 +314,15 @@ def _card(generator_file, generator_name, info, summary, snapshot, setting, fold
 
 def card_markdown(card: dict[str, Any]) -> str:
     imported = card.get("origin") == "imported"
+    per_row = card.get("images_per_row", 1)  # get: imported sets and cards from before the key have one
     lines = [
         f"# Synthetic data set: {card['setting']} ({card['model']}, {card['resolution']}x{card['resolution']})",
         "",
         # synthmed vouches only for images it made; the privacy audit looks for copies in either kind
         ("Every image was made by an external generator, not by synthmed." if imported else
          "Every image is generated; none is a real patient's image.") + " Each real row of the setting's",
-        "train, val and test folds has exactly one synthetic counterpart with the same label vector.",
+        "train, val and test folds has exactly " + ("one synthetic counterpart" if per_row == 1 else
+                                                    f"{per_row} synthetic counterparts") + " with the same label vector.",
         "",
         *(_imported_lines(card) if imported else _generator_lines(card)),
         f"- created: {card['created']}; software: "

@@ -23,6 +23,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from synthmed._io import sha256_file, write_json_atomic
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import ROWS_FILE, BenchmarkSetting
@@ -46,16 +48,26 @@ def pair_identity(real: BenchmarkSetting, synthetic: BenchmarkSetting) -> dict[s
     return {"real_setting_identity": setting_identity(real), "synthetic_setting_identity": setting_identity(synthetic)}
 
 
-def check_pair(real: BenchmarkSetting, synthetic: BenchmarkSetting) -> None:
-    """The synthetic set must mirror the real setting: same labels, resolution and label rows per fold."""
+def check_pair(real: BenchmarkSetting, synthetic: BenchmarkSetting) -> int:
+    """The synthetic set must mirror the real setting: same labels and resolution, and each fold the real
+    fold's label rows, once or as K whole copies (``generate --images-per-row K``). Returns K."""
     if synthetic.label_names != real.label_names or synthetic.resolution != real.resolution:
         raise DataError(f"has labels {synthetic.label_names} at {synthetic.resolution} px; the real setting has "
                         f"{real.label_names} at {real.resolution} px", file=synthetic.path)
+    copies = set()
     for fold in SPLITS:
         a, b = real.labels(fold), synthetic.labels(fold)
-        if a.shape != b.shape or (a != b).any():
-            raise DataError(f"its {fold} labels do not match the real setting's row for row: it was not "
-                            f"generated for {real.path}", file=synthetic.path)
+        if not len(a) and not len(b):
+            continue
+        k = len(b) // len(a) if len(a) else 0
+        if k < 1 or b.shape != (k * len(a), a.shape[1]) or (b != np.tile(a, (k, 1))).any():
+            raise DataError(f"its {fold} labels do not match the real setting's row for row (once or in whole "
+                            f"copies): it was not generated for {real.path}", file=synthetic.path)
+        copies.add(k)
+    if len(copies) > 1:
+        raise DataError(f"its folds hold different numbers of images per real row ({sorted(copies)}); "
+                        "`synthmed generate --images-per-row` makes the same number in every fold", file=synthetic.path)
+    return copies.pop() if copies else 1
 
 
 def _train_on(setting: BenchmarkSetting, config: ClassifierConfig, log: Callable[[str], None],
@@ -98,7 +110,7 @@ def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir:
     classifier of ``out_dir``) is reused when it was trained on this setting and config."""
     out = EvalDir.for_writing(out_dir)
     real, synthetic = BenchmarkSetting(real_setting_dir), BenchmarkSetting(synthetic_setting_dir)
-    check_pair(real, synthetic)
+    images_per_row = check_pair(real, synthetic)
     names = real.label_names
     real_path = Path(real_classifier_path) if real_classifier_path else out.real_classifier
     real_model, real_history, reused = real_classifier(real, config, real_path, log, progress)
@@ -119,6 +131,8 @@ def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir:
         "real_setting": str(real.path), "synthetic_setting": str(synthetic.path),
         **pair_identity(real, synthetic),
         "label_names": names, "test_images": int(len(test_labels)),
+        # more than 1: the synthetic classifier saw K images per real row, so the gap is not the paper's one-to-one
+        "images_per_row": images_per_row,
         "auc_real": auc_real,  # real classifier, real test fold
         "auc_syn": auc_syn,  # synthetic classifier, real test fold
         "auc_syn_on_syn": auc_syn_on_syn,  # synthetic classifier, synthetic test fold
@@ -134,7 +148,8 @@ def evaluate_utility(real_setting_dir: str | os.PathLike, synthetic_setting_dir:
         "synthetic_classifier": {"file": out.synthetic_classifier.name, "history": syn_history},
     }
     write_json_atomic(out.utility, result)
-    log(f"mean AUROC on the real test fold: real {_fmt(auc_real['mean'])}, synthetic {_fmt(auc_syn['mean'])}; "
+    log(f"mean AUROC on the real test fold: real {_fmt(auc_real['mean'])}, synthetic {_fmt(auc_syn['mean'])}"
+        + (f" (trained on {images_per_row} synthetic images per real row)" if images_per_row > 1 else "") + "; "
         f"AUC_real - AUC_syn = {_fmt(result['auc_real_minus_auc_syn'])}, delta_syn = {_fmt(result['delta_syn'])}; "
         f"real classifier on the synthetic test fold {_fmt(auc_real_on_syn['mean'])}")
     return result
