@@ -90,6 +90,27 @@ def test_round_trip_through_the_export_gives_the_same_set_and_the_same_aurocs(ma
     assert "- origin: imported from an external generator" in (tmp_path / "package" / "card.md").read_text()
 
 
+def test_a_set_of_several_images_per_row_comes_back_image_for_image(made, tmp_path, capsys):
+    doubled = generate(made["synthetic"].parent, tmp_path / "x2", images_per_row=2, progress=False,
+                       log=lambda m: None)
+    back = _quiet(doubled / "export", made, tmp_path / "back", images_per_row=2)
+    generated, imported = BenchmarkSetting(doubled / "setting"), BenchmarkSetting(back / "setting")
+    for fold in SPLITS:
+        np.testing.assert_array_equal(imported.images(fold), generated.images(fold))
+        np.testing.assert_array_equal(imported.labels(fold), generated.labels(fold))
+    card = json.loads((back / "card.json").read_text())
+    assert card["images_per_row"] == 2 and card["description"] == "imported from an external generator, 120 images"
+    assert "has exactly 2 synthetic counterparts" in (back / "card.md").read_text()
+    # a source with too few images for K copies names the shortfall; a bad K is one line, exit 2; nothing written
+    with pytest.raises(DataError, match="'finding_1' \\(01\\) in train: 24 image\\(s\\), 24 short of the 48 needed"):
+        _quiet(made["synthetic"] / "export", made, tmp_path / "short", images_per_row=2)
+    assert cli(["import", str(doubled / "export"), "--real", str(made["setting"]), "--out", str(tmp_path / "bad"),
+                "--images-per-row", "0"]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "--images-per-row 0 must be a whole number of at least 1" in error
+    assert not (tmp_path / "short").exists() and not (tmp_path / "bad").exists()
+
+
 def test_a_single_csv_with_more_images_takes_a_seeded_choice_in_source_order(made, tmp_path):
     export = made["synthetic"] / "export"
     # every image twice (the second time flipped left-right, so the two are told apart), folds in a column

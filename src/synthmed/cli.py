@@ -249,6 +249,8 @@ def import_command(
     real: RealSetting,
     out: Annotated[Path, typer.Option("--out", "-o", help="directory for the synthetic set")],
     seed: Annotated[int, typer.Option(help="seed of the choice where the source has more images than real rows")] = 0,
+    images_per_row: Annotated[int, typer.Option(
+        help="images per real row in every fold, as `generate --images-per-row` makes them")] = 1,
     png: Annotated[bool, typer.Option(help="also export PNG files and CheXpert-style CSVs")] = True,
     overwrite: Annotated[bool, typer.Option(help="replace another synthetic set in --out")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
@@ -256,8 +258,8 @@ def import_command(
     """Turn images made by another generator into a synthetic set, as `generate` writes one (evaluate, release)."""
     from synthmed.importing import import_synthetic
 
-    import_synthetic(source, real, out, seed=seed, export_png=png, overwrite=overwrite, progress=progress,
-                     log=console.print)
+    import_synthetic(source, real, out, seed=seed, images_per_row=images_per_row, export_png=png,
+                     overwrite=overwrite, progress=progress, log=console.print)
 
 
 @evaluate_app.command("utility")

@@ -14,7 +14,8 @@ it, and a 0/1 column for each label of the real setting (other columns are ignor
 uint8, (N, H, W) or (N, C, H, W); an optional ``label_names`` array names the label columns, else
 they are the setting's labels in its order.
 
-Matching (the paper: one synthetic image per real row, with that row's label vector): for each fold
+Matching (the paper: one synthetic image per real row, with that row's label vector; with
+``images_per_row`` K, each fold's real rows K times over, as ``generate --images-per-row`` makes them): for each fold
 (all folds at once where the source has none) and label combination, the real setting's rows take
 the source's images of that combination. Where the source has more than needed, a seeded random
 choice without replacement picks which (numpy ``default_rng([seed, crc32(folds), crc32(combination)])``);
@@ -55,7 +56,7 @@ from synthmed.data.store import Store
 from synthmed.errors import ConfigError, DataError
 from synthmed.output_dir import claim_output_dir
 from synthmed.progress import progress_bar
-from synthmed.synthesis import CARD, label_counts, write_set
+from synthmed.synthesis import CARD, check_images_per_row, label_counts, write_set
 
 MODEL = "external"  # the model name an imported set carries (store manifest, card)
 PATH_COLUMNS = ("Path", "path")
@@ -74,18 +75,19 @@ class Pool:
 
 
 def import_synthetic(source: str | os.PathLike, real_setting: str | os.PathLike, out: str | os.PathLike, *,
-                     seed: int = 0, export_png: bool = True, overwrite: bool = False, progress: bool = True,
-                     log: Callable[[str], None] = print) -> Path:
+                     seed: int = 0, images_per_row: int = 1, export_png: bool = True, overwrite: bool = False,
+                     progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """Write ``source``'s images as a synthetic set of ``real_setting`` to ``out`` (see the module docstring)."""
     source, out = Path(source), Path(out)
     if seed < 0:
         raise ConfigError(f"--seed {seed} must be >= 0")
+    check_images_per_row(images_per_row)
     claim_output_dir(out, CARD, "a synthetic set", overwrite=overwrite)  # an imported set is never "the same"
     real = BenchmarkSetting(real_setting)
     channels, resolution = int(real.store.manifest["channels"]), real.resolution
     pools, source_format = _read_source(source, real.label_names, channels)
-    chosen = _match(pools, real, seed, source)
-    folds = {fold: real.labels(fold) for fold in SPLITS}
+    folds = {fold: np.tile(real.labels(fold), (images_per_row, 1)) for fold in SPLITS}
+    chosen = _match(pools, folds, real.label_names, seed, source)
     sizes: set[tuple[int, int]] = set()
     images = {}
     with progress_bar(sum(len(v) for v in chosen.values()), "reading", progress) as bar:
@@ -101,7 +103,7 @@ def import_synthetic(source: str | os.PathLike, real_setting: str | os.PathLike,
 
     write_set(out, images, folds, real, resolution, MODEL, seed, export_png,
               lambda store: _card(real, folds, seed, store, source_format, sum(len(p.labels) for p in pools),
-                                  sorted(sizes)))
+                                  sorted(sizes), images_per_row))
     log(f"synthetic set: {sum(len(v) for v in folds.values())} imported images in {out}")
     return out
 
@@ -227,25 +229,26 @@ def _npz_pools(path: Path, label_names: list[str]) -> list[Pool]:
 # ---- matching and fitting ---------------------------------------------------------------------
 
 
-def _match(pools: list[Pool], real: BenchmarkSetting, seed: int, source: Path) -> dict[str, list[tuple[int, int]]]:
-    """Per real fold, (pool, image) for each real row in order (the rule in the module docstring)."""
+def _match(pools: list[Pool], folds: dict[str, np.ndarray], label_names: list[str], seed: int,
+           source: Path) -> dict[str, list[tuple[int, int]]]:
+    """Per fold, (pool, image) for each of ``folds``' label rows in order (the rule in the module docstring)."""
     chosen: dict[str, list[tuple[int, int]]] = {}
     short = []
     for p, pool in enumerate(pools):
-        wanted = combination_key(np.concatenate([real.labels(fold) for fold in pool.folds]))
+        wanted = combination_key(np.concatenate([folds[fold] for fold in pool.folds]))
         offered = combination_key(pool.labels)
         picked = np.zeros(len(wanted), np.int64)
         for key in dict.fromkeys(wanted):
             rows, images = np.flatnonzero(wanted == key), np.flatnonzero(offered == key)
             if len(images) < len(rows):
-                short.append(f"{combination_name(key, real.label_names)!r} ({key}) in {'+'.join(pool.folds)}: "
-                             f"{len(images)} image(s), {len(rows) - len(images)} short of the real setting's {len(rows)}")
+                short.append(f"{combination_name(key, label_names)!r} ({key}) in {'+'.join(pool.folds)}: "
+                             f"{len(images)} image(s), {len(rows) - len(images)} short of the {len(rows)} needed")
                 continue
             rng = np.random.default_rng([seed, zlib.crc32("+".join(pool.folds).encode()), zlib.crc32(key.encode())])
             picked[rows] = np.sort(rng.choice(images, len(rows), replace=False))
         start = 0
         for fold in pool.folds:
-            count = len(real.rows(fold))
+            count = len(folds[fold])
             chosen[fold] = [(p, int(i)) for i in picked[start : start + count]]
             start += count
     if short:
@@ -275,7 +278,7 @@ def _fit(pixels: np.ndarray, channels: int, resolution: int) -> np.ndarray:
 
 
 def _card(real: BenchmarkSetting, folds: dict[str, np.ndarray], seed: int, store: Store, source_format: str,
-          offered: int, sizes: list[tuple[int, int]]) -> dict[str, Any]:
+          offered: int, sizes: list[tuple[int, int]], images_per_row: int) -> dict[str, Any]:
     images = sum(len(v) for v in folds.values())
     return {
         "origin": "imported",
@@ -292,6 +295,7 @@ def _card(real: BenchmarkSetting, folds: dict[str, np.ndarray], seed: int, store
         "setting": f"{real.meta['dimension']}/{real.meta['name']}",
         "real_store_content_hash": real.meta["store_content_hash"],
         "synthetic_store_content_hash": store.manifest["content_hash"],
+        "images_per_row": images_per_row,
         "images_per_fold": {fold: int(len(folds[fold])) for fold in SPLITS},
         "label_counts": label_counts(folds, real.label_names),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),

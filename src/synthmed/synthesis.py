@@ -111,6 +111,12 @@ def synthesize(sampler: torch.nn.Module, labels: np.ndarray, seed: int, device="
     return np.concatenate(out) if out else np.zeros((0,), np.uint8)
 
 
+def check_images_per_row(images_per_row: int) -> None:
+    """``generate`` and ``synthmed import`` take K images per real row: a whole number, at least 1."""
+    if isinstance(images_per_row, bool) or not isinstance(images_per_row, int) or images_per_row < 1:
+        raise ConfigError(f"--images-per-row {images_per_row!r} must be a whole number of at least 1")
+
+
 def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
              sample_steps: int | None = None, guidance_scale: float | None = None,
              guidance_interval: tuple[float, float] | None = None, sample_bf16: bool | str | None = None,
@@ -128,8 +134,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     ``label_check`` (a classifier file of the real data) makes off-label rows again, up to
     ``label_check_tries`` times (default ``DEFAULT_TRIES``, 3; ``label_check.py``).
     ``images_per_row`` K makes K images for every real row: each fold is K copies of the real fold's rows."""
-    if isinstance(images_per_row, bool) or not isinstance(images_per_row, int) or images_per_row < 1:
-        raise ConfigError(f"--images-per-row {images_per_row!r} must be a whole number of at least 1")
+    check_images_per_row(images_per_row)
     run = RunDir(run_dir)
     out = check_output_path(out if out is not None else run.path / "synthetic")
     target = usable_device(device, f"--device {device!r}")
