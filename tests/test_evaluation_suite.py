@@ -5,17 +5,20 @@ from __future__ import annotations
 import dataclasses
 import json
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from helpers import FAST_CLASSIFIER, finding_setting
 from synthmed.data import BenchmarkSetting
+from synthmed.data.records import SPLITS
 from synthmed.errors import ConfigError
 from synthmed.evaluation import fidelity, suite
 from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.evaluation.suite import evaluate_fidelity_run, evaluate_privacy_run
 from synthmed.evaluation.utility import evaluate_utility, setting_identity
 from synthmed.metrics.extractors import extract_features
+from synthmed.synthesis import write_set
 
 
 def test_fidelity_and_privacy_runs_write_their_outputs(tmp_path):
@@ -50,6 +53,24 @@ def test_fidelity_and_privacy_runs_write_their_outputs(tmp_path):
     assert lines[1].startswith("Verdict: ") and lines[1].endswith(saved["reason"] + ".")
     for space in ("features", "pixels"):
         assert Image.open(out / saved["figures"][space]).size[1] == 2 * 32 + 2
+
+
+def test_a_set_of_two_images_per_row_is_scored_on_equal_image_counts_and_says_so(tmp_path):
+    real = BenchmarkSetting(finding_setting(tmp_path, "real", seed=4))
+    first, second = (BenchmarkSetting(finding_setting(tmp_path, name, seed=seed)) for name, seed in (("a", 5), ("b", 6)))
+    folds = {fold: np.tile(real.labels(fold), (2, 1)) for fold in SPLITS}
+    images = {fold: np.concatenate([first.images(fold), second.images(fold)]) for fold in SPLITS}
+    write_set(tmp_path / "x2", images, folds, real, 32, "test", 0, False, None)
+    doubled, out = tmp_path / "x2" / "setting", tmp_path / "eval"
+
+    utility = evaluate_utility(real.path, doubled, ClassifierConfig(max_epochs=1, **FAST_CLASSIFIER), out,
+                               log=lambda m: None, progress=False)
+    assert utility["images_per_row"] == 2
+    lines = []
+    evaluate_fidelity_run(real.path, doubled, out / "real_classifier.pt", out, extractors=("pixels",), log=lines.append)
+    for row in json.loads((out / "fidelity.json").read_text())["metrics"].values():
+        assert row["n_real"] == row["n_fake"] == 60  # 120 synthetic training images drawn down to the real 60
+    assert "fidelity on 60 real and 60 synthetic training images" in lines[0]
 
 
 def test_real_features_are_computed_once_per_classifier_and_shared_by_fidelity_and_privacy(tmp_path, monkeypatch):

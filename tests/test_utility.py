@@ -181,7 +181,8 @@ def test_evaluate_utility_writes_all_numbers_and_reuses_the_real_classifier(tmp_
         "real_setting", "synthetic_setting", "real_setting_identity", "synthetic_setting_identity", "label_names",
         "test_images", "auc_real", "auc_syn", "auc_syn_on_syn", "auc_real_on_syn", "auc_real_minus_auc_syn",
         "delta_syn", "auc_real_release_flip", "auc_syn_release_flip", "auc_real_minus_auc_syn_release_flip", "config",
-        "real_classifier", "synthetic_classifier"}
+        "real_classifier", "synthetic_classifier", "images_per_row"}
+    assert saved["images_per_row"] == 1  # the real rows once, as the paper compares
     assert saved["test_images"] == 20 and saved["label_names"] == FINDING_NAMES and saved["config"] == config.to_dict()
     assert set(saved["auc_real"]["per_label"]) == set(FINDING_NAMES)
     assert set(saved["auc_real_on_syn"]["per_label"]) == set(FINDING_NAMES)  # real classifier on synthetic test images

@@ -45,7 +45,7 @@ from synthmed.synthesis import CARD, card_markdown, export_folds
 PRIVACY_FIELDS = ("feature_space", "options", "confidence", "spaces", "tests", "density_attack", "verdict",
                   "decided_by", "reason")
 UTILITY_FIELDS = ("label_names", "test_images", "auc_real", "auc_syn", "auc_real_minus_auc_syn", "delta_syn",
-                  "auc_real_on_syn")
+                  "auc_real_on_syn")  # and images_per_row (1 where a utility.json from before the key lacks it)
 
 
 class ReleaseRefused(Exception):
@@ -94,7 +94,8 @@ def _utility_card(utility: dict[str, Any] | None) -> dict[str, Any] | None:
     if utility is None:
         return None
     config = {k: v for k, v in utility["config"].items() if k not in ("pretrained_weights", "device", "threads")}
-    return {**{k: utility[k] for k in UTILITY_FIELDS}, "classifier": config,
+    return {**{k: utility[k] for k in UTILITY_FIELDS}, "images_per_row": utility.get("images_per_row", 1),
+            "classifier": config,
             "pretrained": utility["config"]["pretrained_weights"] is not None}
 
 
@@ -121,7 +122,9 @@ def _card_markdown(card: dict[str, Any]) -> str:
     else:
         u = card["utility"]
         lines.append(f"Mean AUROC on {u['test_images']} real test images: trained on real data "
-                     f"{format_number(u['auc_real']['mean'])}, trained on this synthetic set {format_number(u['auc_syn']['mean'])} "
+                     f"{format_number(u['auc_real']['mean'])}, trained on this synthetic set"
+                     + (f" ({u['images_per_row']} images per real row)" if u["images_per_row"] > 1 else "")
+                     + f" {format_number(u['auc_syn']['mean'])} "
                      f"(difference {format_number(u['auc_real_minus_auc_syn'])}); DenseNet-121, "
                      + ", ".join(f"{k.replace('_', ' ')} {v}" for k, v in u["classifier"].items()) + ".")
     lines += ["", "## Fidelity", ""]

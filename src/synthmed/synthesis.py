@@ -12,8 +12,8 @@
 ``images_per_row`` K > 1 makes each fold K whole copies of the real fold's label rows, each copy
 with its own images: a set to share that is K times the real one. The paper keeps one image per
 row "for a fair comparison" of the two classifiers, so the benchmark (``synthmed benchmark``) does
-too, and every score of a larger set says K (docs/diffusion.md, "Three synthetic images per real
-row").
+too; the card, ``utility.json`` and a release's card of a larger set say K (docs/diffusion.md,
+"Three synthetic images per real row").
 
 ``write_set`` writes this layout; ``synthmed import`` (``importing.py``) writes it too, for images
 made by another generator. Nothing of the real images is copied: keys are ``syn-<fold>-<n>``,
@@ -113,7 +113,7 @@ def synthesize(sampler: torch.nn.Module, labels: np.ndarray, seed: int, device="
 
 def check_images_per_row(images_per_row: int) -> None:
     """``generate`` and ``synthmed import`` take K images per real row: a whole number, at least 1."""
-    if isinstance(images_per_row, bool) or not isinstance(images_per_row, int) or images_per_row < 1:
+    if isinstance(images_per_row, bool) or not isinstance(images_per_row, (int, np.integer)) or images_per_row < 1:
         raise ConfigError(f"--images-per-row {images_per_row!r} must be a whole number of at least 1")
 
 
@@ -122,7 +122,8 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
              guidance_interval: tuple[float, float] | None = None, sample_bf16: bool | str | None = None,
              sample_spacing: str | None = None, snapshot_file: str | None = None,
              label_check: str | os.PathLike | None = None, label_check_tries: int | None = None,
-             images_per_row: int = 1, device: str = "cpu", export_png: bool = True, overwrite: bool = False, progress: bool = True,
+             images_per_row: int = 1, device: str = "cpu", export_png: bool = True, overwrite: bool = False,
+             progress: bool = True,
              log: Callable[[str], None] = print) -> Path:
     """Write the synthetic set of a finished run (see the module docstring). ``sample_steps``,
     ``guidance_scale``, ``guidance_interval`` and ``sample_bf16`` override a diffusion model's sampler
@@ -319,15 +320,16 @@ def _card(generator_file, generator_name, info, summary, snapshot, setting, fold
 
 def card_markdown(card: dict[str, Any]) -> str:
     imported = card.get("origin") == "imported"
-    per_row = card.get("images_per_row", 1)  # get: imported sets and cards from before the key have one
+    per_row = card.get("images_per_row", 1)  # get: cards (generated or imported) from before the key have one
     lines = [
         f"# Synthetic data set: {card['setting']} ({card['model']}, {card['resolution']}x{card['resolution']})",
         "",
         # synthmed vouches only for images it made; the privacy audit looks for copies in either kind
         ("Every image was made by an external generator, not by synthmed." if imported else
          "Every image is generated; none is a real patient's image.") + " Each real row of the setting's",
-        "train, val and test folds has exactly " + ("one synthetic counterpart" if per_row == 1 else
-                                                    f"{per_row} synthetic counterparts") + " with the same label vector.",
+        "train, val and test folds has exactly "
+        + ("one synthetic counterpart" if per_row == 1 else f"{per_row} synthetic counterparts")
+        + " with the same label vector.",
         "",
         *(_imported_lines(card) if imported else _generator_lines(card)),
         f"- created: {card['created']}; software: "

@@ -79,6 +79,10 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
         rng = np.random.default_rng(0)
         real_images = real_images[np.sort(rng.permutation(len(real_images))[:max_images])]
         fake_images = fake_images[np.sort(rng.permutation(len(fake_images))[:max_images])]
+    if len(fake_images) > len(real_images):  # K images per real row (generate --images-per-row): recall, coverage
+        # and FD move with the number of images, so the synthetic side is drawn down to the real one's count
+        rng = np.random.default_rng(0)
+        fake_images = fake_images[np.sort(rng.permutation(len(fake_images))[:len(real_images)])]
     log(f"fidelity on {len(real_images)} real and {len(fake_images)} synthetic training images: {list(chosen)}")
     cache = FeatureCache(cache_dir or out.feature_cache)
     metrics = evaluate_fidelity(real_images, fake_images, chosen, cache=cache,

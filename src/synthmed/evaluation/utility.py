@@ -54,7 +54,7 @@ def check_pair(real: BenchmarkSetting, synthetic: BenchmarkSetting) -> int:
     if synthetic.label_names != real.label_names or synthetic.resolution != real.resolution:
         raise DataError(f"has labels {synthetic.label_names} at {synthetic.resolution} px; the real setting has "
                         f"{real.label_names} at {real.resolution} px", file=synthetic.path)
-    copies = set()
+    copies: set[int] = set()
     for fold in SPLITS:
         a, b = real.labels(fold), synthetic.labels(fold)
         if not len(a) and not len(b):
