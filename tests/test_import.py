@@ -101,6 +101,16 @@ def test_a_set_of_several_images_per_row_comes_back_image_for_image(made, tmp_pa
     card = json.loads((back / "card.json").read_text())
     assert card["images_per_row"] == 2 and card["description"] == "imported from an external generator, 120 images"
     assert "has exactly 2 synthetic counterparts" in (back / "card.md").read_text()
+    # evaluate and release take it, and the release card says what the synthetic classifier was trained on
+    config = ClassifierConfig(input_size=32, max_epochs=1, batch_size=16, threads=1)
+    utility = evaluate_utility(made["setting"], imported.path, config, tmp_path / "eval", log=lambda m: None,
+                               progress=False)
+    assert utility["images_per_row"] == 2
+    release(back, made["setting"], tmp_path / "package", evaluation=[tmp_path / "eval"], force=True, by="test",
+            log=lambda m: None)
+    package_card = (tmp_path / "package" / "card.md").read_text()
+    assert "trained on this synthetic set (2 images per real row)" in package_card
+    assert json.loads((tmp_path / "package" / "card.json").read_text())["utility"]["images_per_row"] == 2
     # a source with too few images for K copies names the shortfall; a bad K is one line, exit 2; nothing written
     with pytest.raises(DataError, match="'finding_1' \\(01\\) in train: 24 image\\(s\\), 24 short of the 48 needed"):
         _quiet(made["synthetic"] / "export", made, tmp_path / "short", images_per_row=2)
