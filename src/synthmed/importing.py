@@ -56,7 +56,7 @@ from synthmed.data.store import Store
 from synthmed.errors import ConfigError, DataError
 from synthmed.output_dir import claim_output_dir
 from synthmed.progress import progress_bar
-from synthmed.synthesis import CARD, check_images_per_row, label_counts, write_set
+from synthmed.synthesis import CARD, check_images_per_row, fold_labels, label_counts, write_set
 
 MODEL = "external"  # the model name an imported set carries (store manifest, card)
 PATH_COLUMNS = ("Path", "path")
@@ -86,7 +86,7 @@ def import_synthetic(source: str | os.PathLike, real_setting: str | os.PathLike,
     real = BenchmarkSetting(real_setting)
     channels, resolution = int(real.store.manifest["channels"]), real.resolution
     pools, source_format = _read_source(source, real.label_names, channels)
-    folds = {fold: np.tile(real.labels(fold), (images_per_row, 1)) for fold in SPLITS}
+    folds = fold_labels(real, images_per_row)
     chosen = _match(pools, folds, real.label_names, seed, source)
     sizes: set[tuple[int, int]] = set()
     images = {}

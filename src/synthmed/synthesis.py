@@ -117,14 +117,19 @@ def check_images_per_row(images_per_row: int) -> None:
         raise ConfigError(f"--images-per-row {images_per_row!r} must be a whole number of at least 1")
 
 
+def fold_labels(setting: BenchmarkSetting, images_per_row: int) -> dict[str, np.ndarray]:
+    """The label rows of a synthetic set of ``setting`` with K images per real row: per fold, K copies of the
+    real fold's rows, copy k at rows k*n to (k+1)*n - 1 (what ``evaluation.utility.check_pair`` accepts)."""
+    return {fold: np.tile(setting.labels(fold), (images_per_row, 1)) for fold in SPLITS}
+
+
 def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *, seed: int | None = None,
              sample_steps: int | None = None, guidance_scale: float | None = None,
              guidance_interval: tuple[float, float] | None = None, sample_bf16: bool | str | None = None,
              sample_spacing: str | None = None, snapshot_file: str | None = None,
              label_check: str | os.PathLike | None = None, label_check_tries: int | None = None,
              images_per_row: int = 1, device: str = "cpu", export_png: bool = True, overwrite: bool = False,
-             progress: bool = True,
-             log: Callable[[str], None] = print) -> Path:
+             progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """Write the synthetic set of a finished run (see the module docstring). ``sample_steps``,
     ``guidance_scale``, ``guidance_interval`` and ``sample_bf16`` override a diffusion model's sampler
     settings; None keeps the run's. The card records the precision that ``sample_bf16 = "auto"`` chose.
@@ -193,7 +198,7 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
         log(f"{out} already holds this synthetic set; nothing to do")
         return out
 
-    folds = {fold: np.tile(setting.labels(fold), (images_per_row, 1)) for fold in SPLITS}
+    folds = fold_labels(setting, images_per_row)
     made = sampler.sample(torch.from_numpy(folds["train"][:1].astype(np.float32)).to(target),
                           torch.Generator().manual_seed(0), **options).shape[-1]
     if made != resolution:  # e.g. a prog-GAN snapshot from before it had grown to the setting's size

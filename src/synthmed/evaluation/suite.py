@@ -47,6 +47,11 @@ def _pair(real_setting_dir, synthetic_setting_dir) -> tuple[BenchmarkSetting, Be
     return BenchmarkSetting(real_setting_dir), BenchmarkSetting(synthetic_setting_dir)
 
 
+def _draw(images: np.ndarray, n: int, rng: np.random.Generator) -> np.ndarray:
+    """The first ``n`` rows of a seeded permutation, kept in their order; all of ``images`` where there are no more."""
+    return images if len(images) <= n else images[np.sort(rng.permutation(len(images))[:n])]
+
+
 def _real_key(real: BenchmarkSetting, images: str) -> str:
     """The feature cache's key of some of a real setting's images: its store's content, its rows, and which."""
     identity = setting_identity(real)
@@ -75,14 +80,12 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
                             file=setting.path)
     chosen = {name: make_extractor(name, channels=real_images.shape[1]) for name in extractors}
     chosen["in-domain"] = ClassifierFeatures(_load(classifier_path))
-    if max_images is not None:  # the first rows of a seeded draw, so that a CPU run fits its time
-        rng = np.random.default_rng(0)
-        real_images = real_images[np.sort(rng.permutation(len(real_images))[:max_images])]
-        fake_images = fake_images[np.sort(rng.permutation(len(fake_images))[:max_images])]
-    if len(fake_images) > len(real_images):  # K images per real row (generate --images-per-row): recall, coverage
-        # and FD move with the number of images, so the synthetic side is drawn down to the real one's count
-        rng = np.random.default_rng(0)
-        fake_images = fake_images[np.sort(rng.permutation(len(fake_images))[:len(real_images)])]
+    rng = np.random.default_rng(0)
+    if max_images is not None:  # so that a CPU run fits its time
+        real_images = _draw(real_images, max_images, rng)
+    # at most as many synthetic images as real ones: recall, coverage and FD move with the number of images, and a
+    # set of K images per real row (generate --images-per-row) has K times the real count
+    fake_images = _draw(fake_images, len(real_images), rng)
     log(f"fidelity on {len(real_images)} real and {len(fake_images)} synthetic training images: {list(chosen)}")
     cache = FeatureCache(cache_dir or out.feature_cache)
     metrics = evaluate_fidelity(real_images, fake_images, chosen, cache=cache,
