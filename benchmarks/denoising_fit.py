@@ -1,6 +1,6 @@
 """Does a diffusion run denoise its own training images better than images it never saw? Per noise level, the
-error of the model's clean-image estimate on the training fold against the held-out folds (docs/diffusion.md,
-"Memorising or underfitting").
+error of the model's clean-image estimate on the training fold against the held-out folds
+(docs/diffusion-experiments.md, "Memorising or underfitting").
 
     python benchmarks/denoising_fit.py runs/br35h/diffusion
     python benchmarks/denoising_fit.py RUN --sigmas 2.83 1.07 0.35 --seed 1

@@ -1,7 +1,7 @@
 """The diffusion model's sampler settings compared on the same weights: each ``sample_spacing`` and guidance scale
-sampled from the same starting noise per generation seed, so the comparison is paired (docs/diffusion.md, "Where
-the sampler stops", "The full preset under the paper's classifier recipe", "A guidance interval for eight karras
-steps", "One guided step more at sixteen steps" and "Trailing against karras spacing, in two feature spaces").
+sampled from the same starting noise per generation seed, so the comparison is paired (docs/diffusion-experiments.md,
+"Where the sampler stops", "The full preset under the paper's classifier recipe", "A guidance interval for eight
+karras steps", "One guided step more at sixteen steps" and "Trailing against karras spacing, in two feature spaces").
 Without ``--guidance-scales`` or ``--guidance-intervals``, rows use the trained run's own scale and interval.
 
     python benchmarks/diffusion_sampler.py                  # the demo's diffusion model, generation seeds 0 and 1
@@ -25,16 +25,16 @@ a set whose cue is far above the real one's shows its labels by brightness more 
 distances say how close the whole synthetic training fold is to the real one, where the gap alone cannot tell two
 samplers apart: FD-96, in Inception features at 96 px (the stopping rule's extractor, not the standard FID), and the
 in-domain FD, in the pooled features of the real classifier of that recipe and seed, a network that has seen only
-these real images. They can disagree, as they did on trailing against karras spacing (docs/diffusion.md, "Trailing
-against karras spacing, in two feature spaces"). Both are biased upward on a fold with no more images than
+these real images. They can disagree, as they did on trailing against karras spacing (docs/diffusion-experiments.md,
+"Trailing against karras spacing, in two feature spaces"). Both are biased upward on a fold with no more images than
 feature dimensions (2,048 and 1,024: e.g. ``samples/n100``), so compare them there only between sets of one
 setting. Every finished piece is kept under ``--work``, so a rerun continues.
 
-``--from-real-steps K ...`` asks where the gap is lost (docs/diffusion.md, "Where the gap is lost"): besides (or,
-with ``--only-from-real``, instead of) each synthetic set, a set in which every real row is noised to the K-th
-step's noise level and the model runs the remaining steps (SDEdit, Meng et al. 2022), scored the same way. K = 0 is
-pure noise, the last step nearly the real image; the gap in between says how much each stretch of the sampler
-loses. These sets are real images partly redrawn: kept under ``--work`` without a dataset card, never to share.
+``--from-real-steps K ...`` asks where the gap is lost (docs/diffusion-experiments.md, "Where the gap is lost"): besides
+(or, with ``--only-from-real``, instead of) each synthetic set, a set in which every real row is noised to the K-th
+step's noise level and the model runs the remaining steps (SDEdit, Meng et al. 2022), scored the same way. K = 0 is pure
+noise, the last step nearly the real image; the gap in between says how much each stretch of the sampler loses. These
+sets are real images partly redrawn: kept under ``--work`` without a dataset card, never to share.
 """
 
 from __future__ import annotations

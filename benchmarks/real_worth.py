@@ -1,6 +1,6 @@
 """What is a synthetic set worth in real images? The utility classifier trained on parts of the *real* training fold
-gives the yardstick that AUC_syn is read against (docs/diffusion.md, "Three training seeds", "What the gap is worth
-in real images").
+gives the yardstick that AUC_syn is read against (docs/diffusion-experiments.md, "Three training seeds", "What the gap
+is worth in real images").
 
     python benchmarks/real_worth.py runs/ds-full/data/settings/resolution/r32
     python benchmarks/real_worth.py SETTING --synthetic RUN/evaluation/utility.json ... --out worth.csv

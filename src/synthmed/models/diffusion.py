@@ -25,7 +25,7 @@ so in 16 steps on the cosine schedule the last noisy image is at sigma 0.11, and
 there to the clean image replaces the remaining detail by its average: the images come out
 smoother than the real ones. "karras" (Karras et al. 2022, rho = 7) takes the first step on
 pure noise and spaces the others in sigma from 20 down to the schedule's smallest, so that the
-last steps are short (docs/diffusion.md, "Where the sampler stops").
+last steps are short (docs/diffusion-experiments.md, "Where the sampler stops").
 """
 
 from __future__ import annotations
@@ -45,7 +45,7 @@ SPACINGS = ("trailing", "karras")
 # where "karras" starts its ramp: the first step already starts from pure noise at the last training timestep
 # (sigma about 20,000 on the cosine schedule); EDM's 80 put 5 of 16 steps above sigma 10 here, and a sigma_max of
 # 10 or 5 took the full preset's sets further from the real images in the real classifiers' features
-# (docs/diffusion.md, "Trailing against karras spacing, in two feature spaces")
+# (docs/diffusion-experiments.md, "Trailing against karras spacing, in two feature spaces")
 KARRAS_SIGMA_MAX, KARRAS_RHO = 20.0, 7.0
 NOISE_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")
 
