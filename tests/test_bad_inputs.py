@@ -20,6 +20,7 @@ from typer.testing import CliRunner
 
 from helpers import blob_image, write_br35h_tree
 from synthmed.cli import app, expand_multi_value_options
+from synthmed.config import MAX_SEED
 from synthmed.data import Store, build_settings, prepare_source
 from synthmed.data.sources.chexpert import FINDINGS
 from synthmed.training.config import load_config
@@ -162,6 +163,10 @@ def _privacy(*options: str) -> list[str]:
             "{outs}/real_classifier.pt", "--out", "{outs}/privacy", *options]
 
 
+def _generate(*options: str) -> list[str]:
+    return ["generate", "{run}", "--out", "{outs}/synthetic", "--no-progress", *options]
+
+
 def _settings(preset: str) -> list[str]:
     return ["data", "settings", "--preset", preset, "--store", "{store}", "--out", "{outs}/settings"]
 
@@ -184,10 +189,10 @@ CASES = [
     ("prepare-config-list", _prepare("br35h", "--root", "{br35h}", "--config", "{inputs}/list.yaml"),
      "a source config must be a mapping"),
     # training config values: the type is checked before any comparison
-    ("train-lr-text", _train("learning_rate=abc"), "learning_rate = 'abc' must be a number"),
+    ("train-lr-text", _train("learning_rate=abc"), "learning_rate = 'abc' must be a finite number"),
     ("train-lr-text-in-file", _train(config="{inputs}/lr-text.yaml"),
-     "{inputs}/lr-text.yaml: learning_rate = 'fast' must be a number"),
-    ("train-betas-text", _train("betas=abc"), "betas = 'abc' must be a list of 2 numbers"),
+     "{inputs}/lr-text.yaml: learning_rate = 'fast' must be a finite number"),
+    ("train-betas-text", _train("betas=abc"), "betas = 'abc' must be a list of 2 finite numbers"),
     ("train-patience-text", _train("patience=abc"), "patience = 'abc' must be a whole number"),
     ("train-phase-images", _train("phase_images={32: abc}"),
      "phase_images = {32: 'abc'} must be a whole number or a mapping of whole numbers to whole numbers"),
@@ -204,8 +209,8 @@ CASES = [
     ("evaluate-batch-0", _utility("batch_size=0"), "classifier batch_size = 0 must be an integer of at least 1"),
     ("evaluate-batch-text", _utility("batch_size=abc"), "classifier: batch_size = 'abc' must be a whole number"),
     ("evaluate-input-size-8", _utility("input_size=8"), "classifier input_size = 8 must be null (native size)"),
-    ("evaluate-lr-empty", _utility("lr="), "classifier: lr = None must be a number"),
-    ("evaluate-lr-text", _utility("lr=abc"), "classifier: lr = 'abc' must be a number"),
+    ("evaluate-lr-empty", _utility("lr="), "classifier: lr = None must be a finite number"),
+    ("evaluate-lr-text", _utility("lr=abc"), "classifier: lr = 'abc' must be a finite number"),
     ("evaluate-device-number", _utility("device=3"), "classifier: device = 3 must be text"),
     ("evaluate-unknown-key", _utility("colour=red"), "classifier: unknown key(s) ['colour']"),
     ("evaluate-not-key-value", _utility("batch_size"), "--set 'batch_size' is not KEY=VALUE"),
@@ -236,7 +241,7 @@ CASES = [
     ("benchmark-settings-two", _benchmark("two"), "combinations = 'two' must be a whole number or 'all'"),
     # prepare: options and arguments
     ("prepare-option-type", _prepare("rsna-ich", "--root", "{top}", "--option", "max_no_finding_fraction=abc"),
-     "source 'rsna-ich': max_no_finding_fraction = 'abc' must be a number"),
+     "source 'rsna-ich': max_no_finding_fraction = 'abc' must be a finite number"),
     ("prepare-option-seed", _prepare("rsna-ich", "--root", "{top}", "--option", "seed=1.5"),
      "seed = 1.5 must be a whole number"),
     ("prepare-unknown-option", _prepare("br35h", "--root", "{br35h}", "--option", "colour=red"),
@@ -281,6 +286,31 @@ CASES = [
      "uint16.npz, field 'val_images': uint16 array of shape (4, 28, 28): expected uint8"),
     ("npz-missing-array", _prepare("medmnist", "--root", "{inputs}/nolabels.npz"),
      "nolabels.npz, field 'test_labels': missing array"),
+    # seeds outside [0, 2**32 - 1] (numpy refuses a negative one, torch one past 64 bits), and numbers that
+    # are not finite (YAML's .nan and .inf, the command line's nan): each refused where it is given
+    ("generate-seed-minus-1", _generate("--seed", "-1"), f"--seed -1 must be a whole number in [0, {MAX_SEED}]"),
+    ("generate-seed-huge", _generate("--seed", "99999999999999999999"),
+     f"--seed 99999999999999999999 must be a whole number in [0, {MAX_SEED}]"),
+    ("generate-guidance-nan", _generate("--guidance-scale", "nan"), "--guidance-scale nan must be a finite number >= 0"),
+    ("train-seed-minus-1", _train("seed=-1"), f"seed = -1 must be a whole number in [0, {MAX_SEED}]"),
+    ("train-lr-nan", _train("learning_rate=.nan"), "learning_rate = nan must be a finite number"),
+    ("train-guidance-inf", _train("guidance_scale=.inf", config="diffusion-cpu"),
+     "guidance_scale = inf must be a finite number"),
+    ("evaluate-seed-huge", _utility(f"seed={MAX_SEED + 1}"),
+     f"classifier seed = {MAX_SEED + 1} must be a whole number in [0, {MAX_SEED}]"),
+    ("privacy-seed-minus-1", _privacy("--seed", "-1"), f"privacy: seed = -1 must be a number in [0, {MAX_SEED}]"),
+    ("privacy-alpha-nan", _privacy("--alpha", "nan"), "privacy: alpha = nan must be a finite number"),
+    ("settings-seed-minus-1", [*_settings("{inputs}/good-settings.yaml"), "--seed", "-1"],
+     f"seed -1 must be a whole number in [0, {MAX_SEED}]"),
+    ("prepare-seed-minus-1", _prepare("br35h", "--root", "{br35h}", "--seed", "-1"),
+     f"seed -1 must be a whole number in [0, {MAX_SEED}]"),
+    ("prepare-option-seed-minus-1", _prepare("rsna-ich", "--root", "{top}", "--option", "seed=-1"),
+     f"source 'rsna-ich': seed = -1 must be a whole number in [0, {MAX_SEED}]"),
+    ("import-seed-minus-1", ["import", "{folder}", "--real", "{setting}", "--out", "{outs}/imported", "--seed", "-1"],
+     f"--seed -1 must be a whole number in [0, {MAX_SEED}]"),
+    ("reader-study-seed-minus-1", ["reader-study", "create", "--real", "{store}", "--synthetic", "{store}", "-r", "8",
+                                   "--out", "{outs}/study", "--seed", "-1"],
+     f"field '--seed': -1 must be a whole number in [0, {MAX_SEED}]"),
 ]
 
 

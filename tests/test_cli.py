@@ -117,7 +117,7 @@ def evaluation_inputs(tmp_path_factory):
 
 USER_ERRORS = [
     (["utility", "--set", "batch_size=0"], "classifier batch_size = 0 must be an integer of at least 1"),
-    (["utility", "--set", "lr=fast"], "classifier: lr = 'fast' must be a number"),
+    (["utility", "--set", "lr=fast"], "classifier: lr = 'fast' must be a finite number"),
     (["utility", "--set", "input_size=16"], "classifier input_size = 16 must be null (native size) or an integer"),
     (["utility", "--set", "device=gpu"], "classifier device = 'gpu' is not a torch device"),
     (["utility", "--set", "colour=red"], "classifier: unknown key(s) ['colour']"),

@@ -248,7 +248,7 @@ def test_guidance_combines_the_two_branches_linearly():
     ({"model": "diffusion", "augment": "color"}, "augment = 'color' applies to the GANs only"),
     ({"model": "diffusion", "guidance_interval": [3.0, 0.3]}, r"guidance_interval = \(3.0, 0.3\) must be two noise"),
     ({"model": "diffusion", "guidance_interval": [0.3]},
-     r"guidance_interval = \[0.3\] must be a list of 2 numbers or null"),
+     r"guidance_interval = \[0.3\] must be a list of 2 finite numbers or null"),
     ({"model": "diffusion", "guidance_interval": "all"}, r"guidance_interval = 'all' must be"),
     ({"model": "diffusion", "sample_bf16": "yes"}, "sample_bf16 = 'yes' must be true or false or 'auto'"),
     ({"model": "cpdgan", "augment": "color,flip"}, "augment = 'color,flip' unknown augmentation 'flip'"),

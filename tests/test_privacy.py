@@ -211,7 +211,7 @@ def test_pixel_noise_does_not_hide_a_copy() -> None:
     ({"alpha": 0.0}, "alpha = 0.0 must be a number in (0, 0.5]"),
     ({"copy_quantile": 1.5}, "copy_quantile = 1.5 must be a number in (0, 1)"),
     ({"mia_auc_threshold": 0.4}, "mia_auc_threshold = 0.4 must be a number in [0.5, 1]"),
-    ({"copy_excess_threshold": "x"}, "copy_excess_threshold = 'x' must be a number"),
+    ({"copy_excess_threshold": "x"}, "copy_excess_threshold = 'x' must be a finite number"),
     ({"seed": 1.5}, "seed = 1.5 must be a whole number"),
     ({"max_shift": 0.3}, "max_shift = 0.3 must be a number in [0, 0.25]: the largest shift tried in pixels"),
     ({"max_scale": 0.9}, "max_scale = 0.9 must be a number in [1, 1.5]: the largest zoom tried in pixels"),

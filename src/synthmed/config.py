@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import math
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -105,6 +106,17 @@ def parse_key_values(pairs: Sequence[str], flag: str, error: type[UserError] = C
 
 # ---- typed keys ------------------------------------------------------------------------------
 
+# numpy's legacy seed range: within it, every seed derived from one (seed * 1_000_003 + a fold's hash, in
+# synthesis.py) still fits the 64 bits of torch's generators
+MAX_SEED = 2**32 - 1
+
+
+def seed_problem(seed: Any) -> str | None:
+    """What is wrong with ``seed`` as a random seed, in words (to follow its name); None when nothing is."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+        return f"must be a whole number in [0, {MAX_SEED}]"
+    return None
+
 
 def check_values(values: Mapping[str, Any], types_: Mapping[str, Any], where: str,
                  error: type[UserError] = ConfigError) -> None:
@@ -138,8 +150,8 @@ def matches(value: Any, hint: Any) -> bool:
         return isinstance(value, bool)
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is float:  # YAML's .nan and .inf are floats, but no option means anything by them
+        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
     if hint in (str, dict, list):
         return isinstance(value, hint)
     origin, args = typing.get_origin(hint), typing.get_args(hint)
@@ -166,9 +178,9 @@ def _key_matches(key: Any, hint: Any) -> bool:
     return matches(key, hint) or (hint is int and isinstance(key, str) and key.isascii() and key.isdigit())
 
 
-_NAMES = {bool: "true or false", int: "a whole number", float: "a number", str: "text", dict: "a mapping",
+_NAMES = {bool: "true or false", int: "a whole number", float: "a finite number", str: "text", dict: "a mapping",
           list: "a list", type(None): "null"}
-_PLURALS = {bool: "true/false values", int: "whole numbers", float: "numbers", str: "texts", dict: "mappings"}
+_PLURALS = {bool: "true/false values", int: "whole numbers", float: "finite numbers", str: "texts", dict: "mappings"}
 
 
 def describe(hint: Any) -> str:

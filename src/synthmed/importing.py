@@ -48,6 +48,7 @@ import pandas as pd
 from PIL import Image
 
 from synthmed import __version__
+from synthmed.config import seed_problem
 from synthmed.data.imaging import ArrayImage, ImageFile, base_size, box_pyramid, image_kind, resize_square
 from synthmed.data.records import SPLITS, combination_key, combination_name
 from synthmed.data.settings import BenchmarkSetting
@@ -79,8 +80,8 @@ def import_synthetic(source: str | os.PathLike, real_setting: str | os.PathLike,
                      progress: bool = True, log: Callable[[str], None] = print) -> Path:
     """Write ``source``'s images as a synthetic set of ``real_setting`` to ``out`` (see the module docstring)."""
     source, out = Path(source), Path(out)
-    if seed < 0:
-        raise ConfigError(f"--seed {seed} must be >= 0")
+    if problem := seed_problem(seed):
+        raise ConfigError(f"--seed {seed} {problem}")
     check_images_per_row(images_per_row)
     claim_output_dir(out, CARD, "a synthetic set", overwrite=overwrite)  # an imported set is never "the same"
     real = BenchmarkSetting(real_setting)

@@ -26,6 +26,7 @@ images partly redrawn, kept in that benchmark's work folder to measure where the
 from __future__ import annotations
 
 import inspect
+import math
 import os
 import platform
 import shlex
@@ -41,6 +42,7 @@ from PIL import Image
 
 from synthmed import __version__
 from synthmed._io import read_json, sha256_file, write_json_atomic, write_text_atomic
+from synthmed.config import seed_problem
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting, write_setting
 from synthmed.data.store import Store, write_images, write_store
@@ -141,21 +143,23 @@ def generate(run_dir: str | os.PathLike, out: str | os.PathLike | None = None, *
     ``label_check_tries`` times (default ``DEFAULT_TRIES``, 3; ``label_check.py``).
     ``images_per_row`` K makes K images for every real row: each fold is K copies of the real fold's rows."""
     check_images_per_row(images_per_row)
-    run = RunDir(run_dir)
-    out = check_output_path(out if out is not None else run.path / "synthetic")
-    target = usable_device(device, f"--device {device!r}")
-    sampler, snapshot = load_generator(run.path, device=target, snapshot=snapshot_file)
-    generator_file = run.path / (snapshot_file or GENERATOR)
+    if seed is not None and (problem := seed_problem(seed)):
+        raise ConfigError(f"--seed {seed} {problem}")
     if sample_steps is not None and not 1 <= sample_steps <= 1000:
         raise ConfigError(f"--sample-steps {sample_steps} must be in [1, 1000]")
-    if guidance_scale is not None and guidance_scale < 0:
-        raise ConfigError(f"--guidance-scale {guidance_scale} must be >= 0 (1 = no guidance)")
+    if guidance_scale is not None and not 0 <= guidance_scale < math.inf:  # NaN fails both comparisons
+        raise ConfigError(f"--guidance-scale {guidance_scale} must be a finite number >= 0 (1 = no guidance)")
     if guidance_interval is not None:
         if problem := interval_problem(guidance_interval):
             raise ConfigError(f"--guidance-interval {' '.join(map(str, guidance_interval))} {problem}")
         guidance_interval = [float(v) for v in guidance_interval]  # as the card's JSON gives it back
     if sample_bf16 not in (None, True, False, "auto"):
         raise ConfigError(f"--sample-bf16 {sample_bf16!r} must be true, false or auto")
+    run = RunDir(run_dir)
+    out = check_output_path(out if out is not None else run.path / "synthetic")
+    target = usable_device(device, f"--device {device!r}")
+    sampler, snapshot = load_generator(run.path, device=target, snapshot=snapshot_file)
+    generator_file = run.path / (snapshot_file or GENERATOR)
     options = sampling_options(sampler, {"sample_steps": sample_steps, "guidance_scale": guidance_scale,
                                          "guidance_interval": guidance_interval, "sample_bf16": sample_bf16,
                                          "sample_spacing": sample_spacing},

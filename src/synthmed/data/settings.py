@@ -37,7 +37,7 @@ import numpy as np
 import pandas as pd
 
 from synthmed._io import read_json, write_json_atomic
-from synthmed.config import check_values, field_types, load_mapping
+from synthmed.config import check_values, field_types, load_mapping, seed_problem
 from synthmed.config import preset_names as shipped_presets
 from synthmed.data.imaging import check_resolution
 from synthmed.data.records import SPLITS, combination_key, combination_name
@@ -271,6 +271,8 @@ def build_settings(
     log: Callable[[str], None] = print,
 ) -> list[dict[str, Any]]:
     """Write every setting of ``preset`` for ``store`` under ``out``; returns their summaries."""
+    if problem := seed_problem(seed):
+        raise DataError(f"seed {seed} {problem}", field="seed")
     store = store if isinstance(store, Store) else Store(store)
     spec = load_preset(preset)
     identity = {

@@ -36,6 +36,7 @@ import pandas as pd
 
 from synthmed import __version__
 from synthmed._io import read_json, write_json_atomic, write_with_atomic
+from synthmed.config import seed_problem
 from synthmed.data.imaging import SCALINGS, Decoded, base_size, decode, mask_dtype, unpack_masks
 from synthmed.data.neardup import DEFAULT_THRESHOLD, near_duplicate_groups
 from synthmed.data.records import SPLITS, Record, SourceData, combination_key
@@ -151,6 +152,8 @@ def prepare(
                         field="workers")
     if not 0 <= max_bad_fraction <= 1:
         raise DataError(f"max_bad_fraction {max_bad_fraction} is not in [0, 1]", field="max_bad_fraction")
+    if problem := seed_problem(seed):
+        raise DataError(f"seed {seed} {problem}", field="seed")
     if not source.records:
         raise DataError(f"source {source.name!r} has no images")
     _check_unique_keys(source.records)

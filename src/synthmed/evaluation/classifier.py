@@ -42,7 +42,7 @@ from monai.networks.nets import DenseNet121
 from torch import nn
 
 from synthmed._io import sha256_file, write_with_atomic
-from synthmed.config import check_values, field_types
+from synthmed.config import check_values, field_types, seed_problem
 from synthmed.device import precision_name, resolve_bf16, resolve_device
 from synthmed.errors import ConfigError, DataError
 from synthmed.metrics.auroc import auroc_per_label, undefined_labels
@@ -104,8 +104,8 @@ def _check_config(c: ClassifierConfig) -> None:
             fail(key, "must be an integer of at least 1")
     if c.threads < 0:
         fail("threads", "must be an integer of at least 0 (0: torch's default)")
-    if c.seed < 0:
-        fail("seed", "must be an integer of at least 0")
+    if problem := seed_problem(c.seed):
+        fail("seed", problem)
     if not c.lr > 0:
         fail("lr", "must be a number above 0")
     if not 0 < c.lr_factor <= 1:

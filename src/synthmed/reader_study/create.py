@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from synthmed import __version__
+from synthmed.config import seed_problem
 from synthmed.data.records import SPLITS, combination_key, combination_name
 from synthmed.data.store import Store
 from synthmed.errors import DataError
@@ -44,6 +45,8 @@ def create_study(real: str | os.PathLike, synthetic: str | os.PathLike, out: str
     for flag, n in (("--n-real", n_real), ("--n-synthetic", n_synthetic)):
         if n < 1:
             raise DataError(f"must be at least 1, not {n}", field=flag)
+    if problem := seed_problem(seed):
+        raise DataError(f"{seed} {problem}", field="--seed")
     real_store, synthetic_store = _open(real, "--real"), _open(synthetic, "--synthetic")
     if real_store.label_names != synthetic_store.label_names:
         raise DataError(f"the synthetic set has labels {synthetic_store.label_names}, the real store "

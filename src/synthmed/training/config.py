@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-from synthmed.config import check_values, field_types, load_mapping
+from synthmed.config import check_values, field_types, load_mapping, seed_problem
 from synthmed.errors import ConfigError
 from synthmed.training import registry
 
@@ -180,6 +180,8 @@ def _validate(c: TrainConfig, where: str) -> None:
         fail("learning_rate", "must be in (0, 1)")
     if not 0 <= c.ema_decay < 1:
         fail("ema_decay", "must be in [0, 1)")
+    if problem := seed_problem(c.seed):
+        fail("seed", problem)
     if not isinstance(c.augment, str):
         fail("augment", "must be a comma-separated string of augmentations")
     for key in ("ema_warmup", "attention", "reset_adam_per_phase"):

@@ -12,7 +12,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from synthmed.config import check_values
+from synthmed.config import check_values, seed_problem
 from synthmed.data.records import SourceData
 from synthmed.data.sources import br35h, chexpert, folder, medmnist, phantom_cxr, rsna_ich
 from synthmed.errors import DataError
@@ -47,6 +47,8 @@ def load_source(name: str, root: str | Path | None = None, **options: Any) -> So
         )
     hints = typing.get_type_hints(load)  # each option's type, from the source's ``load`` signature
     check_values(options, {option: hints[option] for option in source_options(name)}, f"source {name!r}", DataError)
+    if "seed" in options and (problem := seed_problem(options["seed"])):
+        raise DataError(f"source {name!r}: seed = {options['seed']!r} {problem}", field="seed")
     if root is None and "root" in inspect.signature(load).parameters:
         default = inspect.signature(load).parameters["root"].default
         if default is inspect.Parameter.empty:
