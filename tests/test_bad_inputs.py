@@ -9,6 +9,7 @@ the folder byte for byte as it was: nothing half-written at ``--out``, the store
 from __future__ import annotations
 
 import hashlib
+import json
 import shutil
 from pathlib import Path
 
@@ -132,10 +133,31 @@ def world(tmp_path_factory) -> dict[str, Path]:
         _benchmark_preset(inputs / f"benchmark-{name}.yaml", paths["br35h"], **change)
     no_seeds = yaml.safe_load(_benchmark_preset(inputs / "benchmark-noseeds.yaml", paths["br35h"]).read_text())
     (inputs / "benchmark-noseeds.yaml").write_text(yaml.safe_dump({k: v for k, v in no_seeds.items() if k != "seeds"}))
+    _damaged_copies(paths)
     bad_settings = yaml.safe_load(yaml.safe_dump(SETTINGS_PRESET))
     bad_settings["dimensions"]["samples"]["defaults"]["combinations"] = "two"
     _benchmark_preset(inputs / "benchmark-two.yaml", paths["br35h"], settings=bad_settings)
     return paths
+
+
+def _damaged_copies(paths: dict[str, Path]) -> None:
+    """Copies of the store and the setting, each with one file damaged as a crash or a hand edit leaves it."""
+    damaged = paths["damaged"] = paths["top"] / "damaged"
+    for name, file, content in (("manifest", "manifest.json", b'{"format_version": '),
+                                ("records", "records.parquet", b"PAR1 cut short"),
+                                ("images", "images_16.npy", b"\x93NUMPY cut short")):
+        shutil.copytree(paths["store"], damaged / f"store-{name}", ignore=shutil.ignore_patterns("info"))
+        (damaged / f"store-{name}" / file).write_bytes(content)
+    for name, file in (("rows", "rows.parquet"), ("meta", "setting.json")):
+        copy = damaged / f"setting-{name}"
+        shutil.copytree(paths["setting"], copy)
+        meta = yaml.safe_load((copy / "setting.json").read_text())  # JSON is YAML
+        meta["store"] = str(paths["store"])
+        if name == "meta":
+            del meta["store_content_hash"]
+        (copy / "setting.json").write_text(json.dumps(meta))
+        if name == "rows":
+            (copy / file).write_bytes(b"PAR1 cut short")
 
 
 def _prepare(source: str, *args: str) -> list[str]:
@@ -153,8 +175,8 @@ def _train(*sets: str, config: str = "cpdgan-cpu", out: str = "{outs}/run") -> l
     return args
 
 
-def _utility(pair: str) -> list[str]:
-    return ["evaluate", "utility", "--real", "{setting}", "--synthetic", "{setting}", "--out", "{outs}/eval",
+def _utility(pair: str, real: str = "{setting}") -> list[str]:
+    return ["evaluate", "utility", "--real", real, "--synthetic", "{setting}", "--out", "{outs}/eval",
             "--set", pair, "--no-progress"]
 
 
@@ -291,7 +313,13 @@ CASES = [
     ("generate-seed-minus-1", _generate("--seed", "-1"), f"--seed -1 must be a whole number in [0, {MAX_SEED}]"),
     ("generate-seed-huge", _generate("--seed", "99999999999999999999"),
      f"--seed 99999999999999999999 must be a whole number in [0, {MAX_SEED}]"),
-    ("generate-guidance-nan", _generate("--guidance-scale", "nan"), "--guidance-scale nan must be a finite number >= 0"),
+    ("generate-guidance-nan", _generate("--guidance-scale", "nan"), "--guidance-scale nan must be a number in [0, 100]"),
+    # a finite scale far above any in use overflowed to black images, written as a valid set
+    ("generate-guidance-huge", _generate("--guidance-scale", "1e308"), "--guidance-scale 1e+308 must be a number in [0, 100]"),
+    ("generate-images-per-row-huge", _generate("--images-per-row", "100000000"),
+     "--images-per-row 100000000 must be a whole number in [1, 100]"),
+    ("train-guidance-huge", _train("guidance_scale=1000", config="diffusion-cpu"),
+     "guidance_scale = 1000 must be a number in [0, 100] (1 = no guidance)"),
     ("train-seed-minus-1", _train("seed=-1"), f"seed = -1 must be a whole number in [0, {MAX_SEED}]"),
     ("train-lr-nan", _train("learning_rate=.nan"), "learning_rate = nan must be a finite number"),
     ("train-guidance-inf", _train("guidance_scale=.inf", config="diffusion-cpu"),
@@ -308,6 +336,17 @@ CASES = [
      f"source 'rsna-ich': seed = -1 must be a whole number in [0, {MAX_SEED}]"),
     ("import-seed-minus-1", ["import", "{folder}", "--real", "{setting}", "--out", "{outs}/imported", "--seed", "-1"],
      f"--seed -1 must be a whole number in [0, {MAX_SEED}]"),
+    # damaged files of a store or setting: named, never a traceback from json, pyarrow or numpy
+    ("info-damaged-manifest", ["data", "info", "{damaged}/store-manifest", "--grids", "{outs}/grids"],
+     "{damaged}/store-manifest/manifest.json: is damaged: not valid JSON"),
+    ("info-damaged-records", ["data", "info", "{damaged}/store-records", "--grids", "{outs}/grids"],
+     "{damaged}/store-records/records.parquet: is missing or damaged (ArrowInvalid"),
+    ("info-damaged-images", ["data", "info", "{damaged}/store-images", "--grids", "{outs}/grids"],
+     "{damaged}/store-images/images_16.npy: is missing or damaged"),
+    ("utility-damaged-rows", _utility("max_epochs=1", real="{damaged}/setting-rows"),
+     "{damaged}/setting-rows/rows.parquet: is missing or damaged"),
+    ("utility-setting-without-key", _utility("max_epochs=1", real="{damaged}/setting-meta"),
+     "{damaged}/setting-meta/setting.json: lacks ['store_content_hash']"),
     ("reader-study-seed-minus-1", ["reader-study", "create", "--real", "{store}", "--synthetic", "{store}", "-r", "8",
                                    "--out", "{outs}/study", "--seed", "-1"],
      f"field '--seed': -1 must be a whole number in [0, {MAX_SEED}]"),

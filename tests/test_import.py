@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -117,7 +118,7 @@ def test_a_set_of_several_images_per_row_comes_back_image_for_image(made, tmp_pa
     assert cli(["import", str(doubled / "export"), "--real", str(made["setting"]), "--out", str(tmp_path / "bad"),
                 "--images-per-row", "0"]) == 2
     error = capsys.readouterr().err
-    assert error.count("\n") == 1 and "--images-per-row 0 must be a whole number of at least 1" in error
+    assert error.count("\n") == 1 and "--images-per-row 0 must be a whole number in [1, 100]" in error
     assert not (tmp_path / "short").exists() and not (tmp_path / "bad").exists()
 
 
@@ -266,6 +267,40 @@ def test_npz_and_out_errors(made, tmp_path):
         _quiet(tmp_path / "three.npz", made, tmp_path / "o")
     with pytest.raises(DataError, match="already holds a synthetic set; pass --overwrite"):
         _quiet(made["synthetic"] / "export", made, made["synthetic"])
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_damaged_npz_is_named_not_a_traceback(made, tmp_path, capsys):
+    """Each of these once ended in BadZipFile, AttributeError, ValueError or TypeError, or wrote black images."""
+    labels = np.zeros((2, 2), np.uint8)
+    np.savez(tmp_path / "good.npz", images=np.zeros((2, 16, 16), np.uint8), labels=labels)
+    (tmp_path / "cut.npz").write_bytes((tmp_path / "good.npz").read_bytes()[:300])
+    with zipfile.ZipFile(tmp_path / "member.npz", "w") as archive:  # a zip whose member is no .npy
+        archive.writestr("images.npy", b"garbage")
+        archive.writestr("labels.npy", b"garbage")
+    np.savez(tmp_path / "objects.npz", images=np.array([object(), object()]), labels=labels)
+    np.savez(tmp_path / "names.npz", images=np.zeros((2, 16, 16), np.uint8), labels=labels,
+             label_names=np.array("finding_0"))
+    np.savez(tmp_path / "empty.npz", images=np.zeros((2, 1, 0, 0), np.uint8), labels=labels)
+    for name, words in (("cut", "cut.npz: cannot read the .npz file"),
+                        ("member", "field 'images': is not a numpy array (.npy) inside the .npz"),
+                        ("objects", "field 'images': cannot be read: Object arrays cannot be loaded"),
+                        ("names", "field 'label_names': has shape (); expected a list of names"),
+                        ("empty", "field 'images': is uint8 of shape (2, 1, 0, 0); expected uint8")):
+        error = _cli_error(capsys, ["import", str(tmp_path / f"{name}.npz"), "--real", str(made["setting"]),
+                                    "--out", str(tmp_path / "o")])
+        assert words in error, (name, error)
+    assert not (tmp_path / "o").exists()
+
+
+def test_a_ragged_csv_is_one_line(made, tmp_path, capsys):
+    """pandas' parser error ends in a newline: the CLI prints it on the one error line."""
+    source = _write_export_copy(made, tmp_path / "source", lambda fold, t: t)
+    with open(source / "val.csv", "a") as table:
+        table.write("a,b,c,d,e,f,g\n")
+    assert cli(["import", str(source), "--real", str(made["setting"]), "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err
+    assert error.startswith("error: ") and error.count("\n") == 1 and "val.csv" in error, repr(error)
     assert not (tmp_path / "o").exists()
 
 

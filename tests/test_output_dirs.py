@@ -21,6 +21,7 @@ from helpers import array_source, write_br35h_tree
 from synthmed.cli import app
 from synthmed.data import build_settings, prepare
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig
+from synthmed.output_dir import move_into_place
 from synthmed.training.config import config_from_dict
 from synthmed.training.loop import start_run, train
 from synthmed.training.run_dir import RunDir
@@ -76,6 +77,8 @@ def bad_out(kind: str, tmp_path: Path) -> tuple[Path, str]:
     if kind == "under a file":
         (tmp_path / "notes.txt").write_text("mine")
         return tmp_path / "notes.txt" / "out", "which is a file, not a folder"
+    if kind == "no name":  # '.' or '..': the staged copy beside it would have no name (once a traceback at the end)
+        return tmp_path / "..", "names no folder of its own"
     return unwritable_folder(tmp_path) / "out", "cannot be written"
 
 
@@ -118,7 +121,7 @@ COMMANDS = list(commands({k: Path(k) for k in ("br35h", "preset", "store", "conf
                                                 "classifier")}, Path("out")))
 
 
-@pytest.mark.parametrize("kind", ["file", "under a file", "not writable"])
+@pytest.mark.parametrize("kind", ["file", "under a file", "not writable", "no name"])
 @pytest.mark.parametrize("command", COMMANDS)
 def test_an_out_that_cannot_be_a_folder_is_refused_before_any_work(command, kind, inputs, tmp_path):
     out, words = bad_out(kind, tmp_path)
@@ -171,3 +174,34 @@ def test_generate_from_a_damaged_generator_file_names_the_file(damage, inputs, t
 def test_generate_from_a_folder_that_is_not_a_run_names_it(tmp_path):
     refused(["generate", tmp_path, "--out", tmp_path / "synthetic"], f"RUN {tmp_path}", "is not a training run")
     assert not (tmp_path / "synthetic").exists()
+
+
+def test_replacing_a_folder_leaves_the_users_folder_named_like_its_backup_alone(tmp_path):
+    """The old folder is swapped out under a fresh hidden name: a fixed OUT.old once deleted a folder of the user's."""
+    out, partial = tmp_path / "set", tmp_path / ".set.partial"
+    for folder, text in ((out, "old"), (partial, "new"), (tmp_path / "set.old", "mine")):
+        folder.mkdir()
+        (folder / "file.txt").write_text(text)
+    move_into_place(partial, out)
+    assert (out / "file.txt").read_text() == "new" and not partial.exists()
+    assert (tmp_path / "set.old" / "file.txt").read_text() == "mine"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["set", "set.old"]  # no hidden leftover
+
+
+@pytest.mark.parametrize("command", ["evaluate fidelity", "evaluate privacy", "evaluate importance"])
+@pytest.mark.parametrize("damage", ["truncated", "a generator's"])
+def test_a_damaged_classifier_file_is_named(command, damage, inputs, tmp_path):
+    classifier = tmp_path / "real_classifier.pt"
+    source = inputs["classifier"] if damage == "truncated" else inputs["run"] / "generator.pt"
+    classifier.write_bytes(source.read_bytes()[:1000] if damage == "truncated" else source.read_bytes())
+    args = [classifier if a == inputs["classifier"] else a for a in commands(inputs, tmp_path / "out")[command]]
+    refused(args, str(classifier), "is not a synthmed classifier file")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("option, words", [
+    (["--patch", "0"], "patch = 0"), (["--images", "0"], "n_images = 0"), (["--max-images", "2"], "max_images = 2"),
+    (["--extractor", "foo"], "unknown feature extractor 'foo'")])
+def test_evaluate_all_checks_its_options_before_the_classifiers_train(option, words, inputs, tmp_path):
+    refused([*commands(inputs, tmp_path / "out")["evaluate all"], *option], words)
+    assert not (tmp_path / "out").exists()  # once refused only after utility, fidelity and privacy had run

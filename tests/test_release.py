@@ -183,3 +183,26 @@ def test_bad_input_exits_2_and_writes_nothing(trained, tmp_path, capsys, args, m
     assert run_cli([a.format(**values) for a in args]) == 2
     assert message in " ".join(capsys.readouterr().err.split())
     assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.parametrize("damage, message", [
+    ("card", "card.json: is damaged: not valid JSON"),
+    ("utility-list", "utility.json: is damaged: it holds a JSON list, not an object"),
+    ("utility-keys", "utility.json: lacks ['auc_syn'], which the card needs"),
+])
+def test_a_damaged_card_or_evaluation_is_named_and_nothing_is_written(trained, tmp_path, capsys, damage, message):
+    run = tmp_path / "run"
+    shutil.copytree(trained["run"] / "synthetic", run / "synthetic")
+    shutil.copytree(trained["run"] / "eval", run / "eval")
+    if damage == "card":
+        (run / "synthetic" / "card.json").write_text('{"generation_seed": ')
+    elif damage == "utility-list":
+        (run / "eval" / "utility.json").write_text("[1, 2]\n")
+    else:
+        utility = json.loads((run / "eval" / "utility.json").read_text())
+        del utility["auc_syn"]
+        (run / "eval" / "utility.json").write_text(json.dumps(utility))
+    assert run_cli(["release", str(run), "--real", str(trained["setting"]), "--out", str(tmp_path / "o")]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and message in error, error
+    assert not (tmp_path / "o").exists()

@@ -14,6 +14,8 @@ from typing import Any
 
 import yaml
 
+from synthmed.errors import DataError
+
 
 def _current_umask() -> int:
     mask = os.umask(0)
@@ -58,9 +60,16 @@ def write_with_atomic(target: str | os.PathLike, writer: Callable[[Path], None],
         writer(tmp)
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def read_json(path: str | os.PathLike) -> dict[str, Any]:
+    """One of synthmed's JSON files (each holds an object); a damaged one is a DataError naming it."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            data = json.load(f)
+    except (json.JSONDecodeError, UnicodeDecodeError) as failure:
+        raise DataError(f"is damaged: not valid JSON ({failure})", file=path) from None
+    if not isinstance(data, dict):
+        raise DataError(f"is damaged: it holds a JSON {type(data).__name__}, not an object", file=path)
+    return data
 
 
 def sha256_file(path: str | os.PathLike) -> str:

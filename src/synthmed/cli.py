@@ -9,6 +9,7 @@ from typing import Annotated, Any, Optional
 import click
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from typer.core import TyperGroup
 
@@ -38,7 +39,10 @@ class _UserErrors(TyperGroup):
         try:
             return super().invoke(ctx)
         except UserError as error:
-            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {error}", highlight=False)
+            # one line whatever a library's words held (pandas' parser errors end in a newline), and a message
+            # such as "[train, val]" printed as written, not read as rich markup
+            message = escape(" ".join(str(error).split()))
+            Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
             raise typer.Exit(2) from None
 
 
@@ -390,8 +394,20 @@ def evaluate_all_command(
     progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Utility, fidelity, privacy and attribution maps in one go, sharing the two classifiers."""
-    from synthmed.evaluation.suite import evaluate_fidelity_run, evaluate_importance_run, evaluate_privacy_run
+    from synthmed.data.settings import BenchmarkSetting
+    from synthmed.evaluation.classifier import ClassifierConfig
+    from synthmed.evaluation.suite import (
+        check_fidelity_options,
+        check_importance_options,
+        evaluate_fidelity_run,
+        evaluate_importance_run,
+        evaluate_privacy_run,
+    )
 
+    # every option is checked before the classifiers train: a mistake found after them would cost minutes
+    input_size = ClassifierConfig.from_dict(_parse_sets(set_)).input_size or BenchmarkSetting(real).resolution
+    check_fidelity_options(tuple(extractor), max_images)
+    check_importance_options(images, patch, patch, input_size)
     evaluate_utility_command(real, synthetic, out, set_, progress)
     folder = EvalDir(out)
     real_classifier, synthetic_classifier = folder.real_classifier, folder.synthetic_classifier

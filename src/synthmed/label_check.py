@@ -30,7 +30,6 @@ import numpy as np
 from synthmed._io import sha256_file
 from synthmed.errors import ConfigError, DataError
 from synthmed.evaluation.classifier import Classifier, load_classifier
-from synthmed.training.run_dir import UNREADABLE_TORCH_FILE, unreadable_torch_file
 
 DEFAULT_TRIES = 3  # generate's --label-check-tries when not given
 MAX_TRIES = 10
@@ -86,11 +85,7 @@ def load_label_check(path: str | Path, tries: int, label_names: list[str], image
         raise ConfigError(f"--label-check-tries {tries} must be in [1, {MAX_TRIES}]")
     if not path.is_file():
         raise DataError("no such classifier file for --label-check", file=path)
-    try:
-        classifier, _ = load_classifier(path, device=device)
-    except (*UNREADABLE_TORCH_FILE, TypeError) as error:  # TypeError: a checkpoint whose config is not a classifier's
-        raise unreadable_torch_file(error, path, "is not a synthmed classifier file (real_classifier.pt of "
-                                    "`synthmed evaluate real-classifier`)") from None
+    classifier, _ = load_classifier(path, device=device)
     if classifier.label_names != list(label_names):
         raise DataError(f"the classifier reads labels {classifier.label_names}, the setting has {list(label_names)}",
                         file=path)

@@ -24,6 +24,8 @@ def check_output_path(path: str | os.PathLike, option: str = "--out",
     """``path`` as a Path, or a one-line ``error`` naming ``option`` and the path when no folder can go there."""
     path = Path(path)
     where = f"{option} {path}"
+    if path.name in ("", ".", ".."):  # Path(".").name is "": the staged copy beside it would have no name
+        raise error(f"names no folder of its own; give one, e.g. {option} {Path(path, 'out')}", file=where)
     if path.exists() and not path.is_dir():
         raise error("is a file, not a folder", file=where)
     # the folder itself is written, and a staged copy beside it (``staged_dir``) is renamed onto it
@@ -83,10 +85,9 @@ def staged_dir(out: str | os.PathLike) -> Iterator[Path]:
 def move_into_place(partial: Path, out: Path) -> None:
     """Swap a finished folder in; an old folder at ``out`` is removed only after the swap."""
     if out.exists():
-        retired = out.with_name(out.name + ".old")
-        if retired.exists():
-            shutil.rmtree(retired)
-        os.replace(out, retired)
+        # a fresh hidden name: a fixed one (OUT.old) could be a folder of the user's, deleted unasked
+        retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
+        os.replace(out, retired)  # replaces the empty folder just made
         os.replace(partial, out)
         shutil.rmtree(retired)
     else:

@@ -46,6 +46,7 @@ PRIVACY_FIELDS = ("feature_space", "options", "confidence", "spaces", "tests", "
                   "decided_by", "reason")
 UTILITY_FIELDS = ("label_names", "test_images", "auc_real", "auc_syn", "auc_real_minus_auc_syn", "delta_syn",
                   "auc_real_on_syn")  # and images_per_row (1 where a utility.json from before the key lacks it)
+_CARD_KEYS = {PRIVACY: PRIVACY_FIELDS, UTILITY: (*UTILITY_FIELDS, "config"), FIDELITY: ("metrics",)}
 
 
 class ReleaseRefused(Exception):
@@ -70,6 +71,9 @@ def _made_for(folders: list[Path], name: str, real: BenchmarkSetting,
         if path.is_file():
             data = read_json(path)
             if all(data.get(key) == value for key, value in wanted.items()):
+                if missing := [key for key in _CARD_KEYS[name] if key not in data]:
+                    raise DataError(f"lacks {missing}, which the card needs: made by another synthmed version or "
+                                    "edited; measure it again with `synthmed evaluate`", file=path)
                 return path, data
     return None
 
@@ -166,6 +170,7 @@ def release(source: str | os.PathLike, real_setting: str | os.PathLike, out: str
     if out.exists():
         raise DataError("already exists: a release goes to a new folder", file=out)
     folder = synthetic_set_dir(source)
+    generated = read_json(folder / CARD)  # before the audit, which may take minutes
     real, synthetic = BenchmarkSetting(real_setting), BenchmarkSetting(folder / "setting")
     check_pair(real, synthetic)
     folders = [Path(f) for f in evaluation] if evaluation else [folder.parent / "eval"]
@@ -187,7 +192,7 @@ def release(source: str | os.PathLike, real_setting: str | os.PathLike, out: str
         if found is None:
             log(f"no {file} made for this set in {', '.join(map(str, folders))}: the card says so")
         measured[name] = None if found is None else found[1]
-    card = _card(read_json(folder / CARD), privacy, measured["utility"], measured["fidelity"], forced_by)
+    card = _card(generated, privacy, measured["utility"], measured["fidelity"], forced_by)
     with staged_dir(out) as tmp:
         _write_package(tmp, synthetic, card)
     log(f"released {sum(card['generation']['images_per_fold'].values())} synthetic images to {out} "

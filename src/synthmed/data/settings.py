@@ -41,7 +41,7 @@ from synthmed.config import check_values, field_types, load_mapping, seed_proble
 from synthmed.config import preset_names as shipped_presets
 from synthmed.data.imaging import check_resolution
 from synthmed.data.records import SPLITS, combination_key, combination_name
-from synthmed.data.store import Store
+from synthmed.data.store import Store, read_table
 from synthmed.errors import DataError
 from synthmed.output_dir import claim_output_dir, staged_dir
 
@@ -326,6 +326,9 @@ def write_setting(folder: Path, meta: dict[str, Any], rows: pd.DataFrame) -> Non
 # ---- reading a setting back (what a training run points at) ---------------------------------------
 
 
+_SETTING_KEYS = ("store", "store_content_hash", "label_names", "label_columns", "resolution")  # what is read of it
+
+
 class BenchmarkSetting:
     """One setting directory: its rows, labels (kept columns only) and images from the store."""
 
@@ -334,12 +337,15 @@ class BenchmarkSetting:
         if not (self.path / SETTING_FILE).is_file():
             raise DataError(f"not a benchmark setting (no {SETTING_FILE})", file=self.path)
         self.meta = read_json(self.path / SETTING_FILE)
+        if missing := [key for key in _SETTING_KEYS if key not in self.meta]:
+            raise DataError(f"lacks {missing}: damaged, or made by another synthmed version; build the settings again",
+                            file=self.path / SETTING_FILE)
         store_path = Path(self.meta["store"])  # relative paths are relative to the setting
         self.store = store or Store(store_path if store_path.is_absolute() else self.path / store_path)
         if self.store.manifest["content_hash"] != self.meta["store_content_hash"]:
             raise DataError(f"was built from another version of the store {self.store.path}; rebuild the settings",
                             file=self.path)
-        self.table = pd.read_parquet(self.path / ROWS_FILE)
+        self.table = read_table(self.path / ROWS_FILE)
 
     @property
     def label_names(self) -> list[str]:

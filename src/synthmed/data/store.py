@@ -60,6 +60,22 @@ def masks_file(resolution: int) -> str:
     return f"masks_{resolution}.npy"
 
 
+def read_array(path: Path, memory_mapped: bool = False) -> np.ndarray:
+    """One of a store's .npy arrays; a missing or damaged (truncated, edited) one is a DataError naming it."""
+    try:
+        return np.load(path, mmap_mode="r" if memory_mapped else None)
+    except (OSError, ValueError, EOFError) as failure:
+        raise DataError(f"is missing or damaged ({failure}); prepare the store again", file=path) from None
+
+
+def read_table(path: Path) -> pd.DataFrame:
+    """A store's or a setting's .parquet table; a missing or damaged one is a DataError naming it."""
+    try:
+        return pd.read_parquet(path)
+    except (OSError, ValueError) as failure:  # pyarrow's ArrowInvalid is a ValueError
+        raise DataError(f"is missing or damaged ({type(failure).__name__}: {failure})", file=path) from None
+
+
 class Store:
     """Read access to a prepared store; image arrays are memory-mapped, not loaded."""
 
@@ -91,7 +107,7 @@ class Store:
                 f"prepare it again with --resolution {resolution}",
                 file=self.path,
             )
-        return np.load(self.path / images_file(resolution), mmap_mode="r")
+        return read_array(self.path / images_file(resolution), memory_mapped=True)
 
     @property
     def has_masks(self) -> bool:
@@ -102,16 +118,16 @@ class Store:
         if not self.has_masks:
             raise DataError(f"store of source {self.manifest['source']!r} has no lesion masks", file=self.path)
         self.images(resolution)  # the same check of the resolution
-        bits = np.load(self.path / masks_file(resolution), mmap_mode="r")[index]
+        bits = read_array(self.path / masks_file(resolution), memory_mapped=True)[index]
         return unpack_masks(bits, len(self.label_names))
 
     @property
     def labels(self) -> np.ndarray:
-        return np.load(self.path / LABELS)
+        return read_array(self.path / LABELS)
 
     @property
     def records(self) -> pd.DataFrame:
-        return pd.read_parquet(self.path / RECORDS)
+        return read_table(self.path / RECORDS)
 
     @property
     def groups(self) -> np.ndarray:

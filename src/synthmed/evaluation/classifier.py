@@ -47,6 +47,7 @@ from synthmed.device import precision_name, resolve_bf16, resolve_device
 from synthmed.errors import ConfigError, DataError
 from synthmed.metrics.auroc import auroc_per_label, undefined_labels
 from synthmed.progress import progress_bar
+from synthmed.training.run_dir import UNREADABLE_TORCH_FILE, unreadable_torch_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -191,13 +192,19 @@ class Classifier:
 
 
 def load_classifier(path: str | os.PathLike, device: str | None = None) -> tuple[Classifier, dict[str, Any]]:
-    """A saved classifier (on ``device``, default the saved config's) and its checkpoint (history, meta)."""
-    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
-    config = ClassifierConfig(**checkpoint["config"])
-    if device is not None:
-        config = dataclasses.replace(config, device=device)
-    model = Classifier(config, checkpoint["image_channels"], checkpoint["label_names"])
-    model.net.load_state_dict(checkpoint["state_dict"])
+    """A saved classifier (on ``device``, default the saved config's) and its checkpoint (history, meta);
+    a missing, truncated or foreign file (a generator's, say) is a DataError naming it."""
+    if not Path(path).is_file():
+        raise DataError("no such classifier file", file=path)
+    try:
+        checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+        config = ClassifierConfig(**checkpoint["config"])
+        model = Classifier(config if device is None else dataclasses.replace(config, device=device),
+                           checkpoint["image_channels"], checkpoint["label_names"])
+        model.net.load_state_dict(checkpoint["state_dict"])
+    except (*UNREADABLE_TORCH_FILE, TypeError) as error:  # TypeError: a checkpoint whose config is not a classifier's
+        raise unreadable_torch_file(error, Path(path), "is not a synthmed classifier file (real_classifier.pt of "
+                                    "`synthmed evaluate real-classifier` or `evaluate utility`)") from None
     model.net.eval()
     return model, checkpoint
 

@@ -31,6 +31,7 @@ from synthmed.evaluation.importance import (
     lesion_scores,
     lesion_union,
     map_similarity,
+    mask_positions,
     resize_mask,
     spread_sample,
     summary,
@@ -40,7 +41,7 @@ from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import SPREAD
 from synthmed.evaluation.utility import pair_identity, setting_identity
 from synthmed.metrics.density_coverage import DC_K
-from synthmed.metrics.extractors import ClassifierFeatures, extract_features, make_extractor
+from synthmed.metrics.extractors import ClassifierFeatures, check_extractor_name, extract_features, make_extractor
 
 
 def _pair(real_setting_dir, synthetic_setting_dir) -> tuple[BenchmarkSetting, BenchmarkSetting]:
@@ -69,9 +70,7 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
     several runs of one setting at one folder and the real set is read once.
     """
     out = EvalDir.for_writing(out_dir)
-    if max_images is not None and max_images < MIN_IMAGES:
-        raise ConfigError(f"max_images = {max_images} must be at least {MIN_IMAGES} (density/coverage compare "
-                          f"each image with its {DC_K} nearest neighbours)")
+    check_fidelity_options(extractors, max_images)
     real, synthetic = _pair(real_setting_dir, synthetic_setting_dir)
     real_images, fake_images = real.images("train"), synthetic.images("train")
     for setting, images in ((real, real_images), (synthetic, fake_images)):
@@ -98,6 +97,22 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
         log(f"{row['extractor']}: FD {row['fd']:.2f}, KID {row['kid_mean']:.4f}, precision {row['precision']:.3f}, "
             f"recall {row['recall']:.3f}, density {row['density']:.3f}, coverage {row['coverage']:.3f}")
     return result
+
+
+def check_fidelity_options(extractors: tuple[str, ...], max_images: int | None) -> None:
+    """What ``evaluate_fidelity_run`` refuses in its options, checkable before anything runs (``evaluate all``)."""
+    if max_images is not None and max_images < MIN_IMAGES:
+        raise ConfigError(f"max_images = {max_images} must be at least {MIN_IMAGES} (density/coverage compare "
+                          f"each image with its {DC_K} nearest neighbours)")
+    for name in extractors:
+        check_extractor_name(name)
+
+
+def check_importance_options(n_images: int, patch: int, stride: int, input_size: int) -> None:
+    """What ``evaluate_importance_run`` refuses in its options, for classifiers that see ``input_size`` px."""
+    if n_images < 1:
+        raise ConfigError(f"n_images = {n_images}: explain at least 1 real test image")
+    mask_positions(input_size, patch, stride)
 
 
 def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_dir: str | os.PathLike,
@@ -157,8 +172,6 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
     label, under ``lesion_masks``) and the figure outlines the lesions; other stores' output is as before.
     """
     out = EvalDir.for_writing(out_dir)
-    if n_images < 1:
-        raise ConfigError(f"n_images = {n_images}: explain at least 1 real test image")
     real = BenchmarkSetting(real_setting_dir)
     paths = {"real": real_classifier_path, "synthetic": synthetic_classifier_path}
     models = {role: _load(path) for role, path in paths.items()}
@@ -166,6 +179,7 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
     if sizes["real"] != sizes["synthetic"]:
         raise DataError(f"sees inputs of size {sizes['synthetic']}, the real classifier {sizes['real']} "
                         f"({real_classifier_path}): their maps cannot be compared", file=synthetic_classifier_path)
+    check_importance_options(n_images, patch, stride, sizes["real"] or real.resolution)
     for role, model in models.items():
         if model.label_names != real.label_names:
             raise DataError(f"predicts {model.label_names}, the setting {real.path} has {real.label_names}",

@@ -239,11 +239,15 @@ EXTRACTORS: dict[str, Callable[..., FeatureExtractor]] = {
 }
 
 
+def check_extractor_name(name: str) -> None:
+    if name not in EXTRACTORS:
+        raise ConfigError(f"unknown feature extractor {name!r}; known: {', '.join(sorted(EXTRACTORS))}")
+
+
 def make_extractor(name: str, channels: int = 1, **options) -> FeatureExtractor:
     """An extractor by name (``EXTRACTORS``) for images of ``channels`` channels; ``options`` go to
     its constructor (device, batch_size, ...)."""
-    if name not in EXTRACTORS:
-        raise ConfigError(f"unknown feature extractor {name!r}; known: {', '.join(sorted(EXTRACTORS))}")
+    check_extractor_name(name)
     return EXTRACTORS[name](channels, **options)
 
 

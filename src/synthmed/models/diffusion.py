@@ -50,6 +50,17 @@ KARRAS_SIGMA_MAX, KARRAS_RHO = 20.0, 7.0
 NOISE_SCHEDULES = ("squaredcos_cap_v2", "linear", "scaled_linear")
 
 
+# classifier-free guidance is used at 1-10; far above, the guided estimate overflows to black images
+MAX_GUIDANCE_SCALE = 100.0
+
+
+def guidance_problem(scale: float) -> str | None:
+    """What is wrong with a guidance scale, or None."""
+    if not 0 <= scale <= MAX_GUIDANCE_SCALE:  # NaN fails both comparisons
+        return f"must be a number in [0, {MAX_GUIDANCE_SCALE:g}] (1 = no guidance)"
+    return None
+
+
 def interval_problem(interval: Sequence[float]) -> str | None:
     """What is wrong with a guidance interval (low, high), or None."""
     if len(interval) != 2 or not 0 <= interval[0] < interval[1] < float("inf"):

@@ -73,7 +73,14 @@ def _check_proggan_resolution(config: TrainConfig, resolution: int) -> None:
 
 def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
     # imports torch: only here
-    from synthmed.models.diffusion import NOISE_SCHEDULES, PREDICTIONS, SAMPLERS, interval_problem, spacing_problem
+    from synthmed.models.diffusion import (
+        NOISE_SCHEDULES,
+        PREDICTIONS,
+        SAMPLERS,
+        guidance_problem,
+        interval_problem,
+        spacing_problem,
+    )
 
     _check_defaults(c, ("augment", "gan_loss", "r1_gamma", "r1_every"),
                     "applies to the GANs only (the diffusion model has no discriminator)", fail)
@@ -93,8 +100,8 @@ def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
         fail("snr_gamma", "must be >= 0 (0: unweighted loss)")
     if not 0 <= c.label_dropout < 1:
         fail("label_dropout", "must be in [0, 1)")
-    if c.guidance_scale < 0:
-        fail("guidance_scale", "must be >= 0 (1 = no guidance)")
+    if problem := guidance_problem(c.guidance_scale):
+        fail("guidance_scale", problem)
     if c.guidance_interval is not None and (problem := interval_problem(c.guidance_interval)):
         fail("guidance_interval", problem)
     if isinstance(c.sample_steps, int) and (
