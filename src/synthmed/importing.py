@@ -227,6 +227,8 @@ def _npz_pools(path: Path, label_names: list[str]) -> list[Pool]:
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or 0 in images.shape[-2:]:
             raise DataError(f"is {images.dtype} of shape {images.shape}; expected uint8 (N, H, W) or (N, C, H, W) "
                             "with H and W at least 1", file=path, field=image_key)
+        if labels.dtype.kind not in "biuf":  # text '0' would be reported as the number it looks like
+            raise DataError(f"holds {labels.dtype} values; expected numbers 0 or 1", file=path, field=label_key)
         if labels.ndim != 2 or labels.shape != (len(images), len(names)):
             raise DataError(f"has shape {labels.shape}; expected ({len(images)}, {len(names)}): one row per image "
                             f"and a column per label {names}", file=path, field=label_key)
