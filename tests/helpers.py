@@ -187,6 +187,25 @@ def run_cli(args: list[str]) -> int:
     return 0
 
 
+def folder_listing(folder: Path) -> dict[str, bytes | None]:
+    """Every file (with its bytes) and folder under ``folder``: the same before and after, nothing changed."""
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def refused_by_cli(args: list[str], folder: Path, *words: str) -> None:
+    """``synthmed ARGS`` exits 2 with one `error:` line holding ``words``, and ``folder`` is left as it was."""
+    from typer.testing import CliRunner
+
+    from synthmed.cli import app
+
+    before = folder_listing(folder)
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 2, (result.output, result.stderr)
+    assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
+    assert all(word in result.stderr for word in words), result.stderr
+    assert folder_listing(folder) == before
+
+
 # ---- a reader study and its server ----------------------------------------------------------------
 
 STUDY_LABELS = ["No Finding", "Tumor"]

@@ -15,7 +15,7 @@ import pandas as pd
 import pytest
 import yaml
 
-from helpers import write_br35h_tree
+from helpers import refused_by_cli, write_br35h_tree
 from synthmed.benchmark.executors import run_local
 from synthmed.benchmark.jobs import LABEL_CHECK_SEED, expand, job_state
 from synthmed.benchmark.presets import load_preset, preset_names, resolve_preset
@@ -364,3 +364,40 @@ def test_the_generate_stage_samples_where_its_training_ran(runtime, device, tmp_
     monkeypatch.setattr(synthesis, "generate", lambda run, out, **options: calls.append(options) or Path(out))
     generate(Job("generate-x", "generate", {}), tmp_path / "job", {"run": tmp_path / "train"}, runtime, print)
     assert [call["device"] for call in calls] == [device]
+
+
+# ---- bad input: exit status 2, one `error:` line naming what is wrong, nothing written ----------------
+
+
+@pytest.mark.parametrize("case, args, words", [
+    ("root-missing", ["--root", "{tmp}/nowhere"], ["nowhere: data.root (--root) of source 'br35h' does not exist"]),
+    ("root-file", ["--root", "{tmp}/tiny.yaml"], ["tiny.yaml: data.root (--root) of source 'br35h' is a file"]),
+    ("preset-root-missing", [], ["gone: data.root (--root) of source 'br35h' does not exist"]),
+    ("jobs-0", ["--jobs", "0"], ["--jobs 0: jobs run at once must be at least 1"]),
+    ("jobs-minus-1", ["--jobs", "-1"], ["--jobs -1: jobs run at once must be at least 1"]),
+    ("no-slurm", ["--executor", "slurm"], ["--executor slurm: Slurm is not installed here"]),
+    ("out-file", ["--out", "{tmp}/tiny.yaml"], ["--out", "tiny.yaml: is a file, not a folder"]),
+    ("out-store", ["--out", "{tmp}/store"], ["--out", "exists, is not empty and is not a benchmark"]),
+])
+def test_a_benchmark_that_cannot_run_is_refused_before_its_folder_is_made(tmp_path, monkeypatch, case, args, words):
+    preset = tiny_preset(tmp_path, settings=1)
+    if case == "preset-root-missing":
+        preset.write_text(yaml.safe_dump({**yaml.safe_load(preset.read_text()),
+                                          "data": {"source": "br35h", "root": str(tmp_path / "gone")}}))
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "manifest.json").write_text("{}")  # a prepared store: another stage's folder
+    monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun
+    args = [a.replace("{tmp}", str(tmp_path)) for a in args]
+    out = [] if "--out" in args else ["--out", str(tmp_path / "bench")]
+    refused_by_cli(["benchmark", "--preset", str(preset), *out, *args], tmp_path, *words)
+
+
+@pytest.mark.parametrize("target, words", [
+    ("file", ["--out", "file: is a file, not a folder"]),
+    ("store", ["--out", "exists, is not empty and is not a benchmark (no benchmark.json)"]),
+])
+def test_the_demo_refuses_an_out_that_is_not_a_benchmark_folder(tmp_path, target, words):
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "store").mkdir()
+    (tmp_path / "store" / "manifest.json").write_text("{}")
+    refused_by_cli(["demo", "--out", str(tmp_path / target)], tmp_path, *words)

@@ -283,3 +283,94 @@ def test_analyze_cli_writes_the_tables_and_the_figure(tmp_path, capsys):
     assert result["summary"]["n_readers"] == 2 and result["readers"][2]["complete"] is False
     assert sum(result["readers"][0][c] for c in ("TR", "FR", "TS", "FS")) == 8
     assert Image.open(tmp_path / "report" / "reader_study.png").format == "PNG"
+
+
+# ---- bad input: exit status 2, one `error:` line naming what is wrong, nothing written ----------------
+
+
+def listing(folder) -> dict[str, bytes | None]:
+    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
+
+
+def refused(capsys, args: list[str], folder, *words: str) -> None:
+    """``synthmed ARGS`` exits 2 with one `error:` line holding ``words``, and ``folder`` is left as it was."""
+    capsys.readouterr()
+    before = listing(folder)
+    code = run_cli(args)
+    captured = capsys.readouterr()
+    assert code == 2, captured
+    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
+    assert all(word in captured.err for word in words), captured.err
+    assert "http" not in captured.out  # no link printed
+    assert listing(folder) == before
+
+
+@pytest.fixture(scope="module")
+def small_study(tmp_path_factory):
+    return make_study(tmp_path_factory.mktemp("small"), 2)[0]
+
+
+@pytest.mark.parametrize("options, words", [
+    (["--port", "-1"], ["--port -1: must be a port number from 1 to 65535"]),
+    (["--port", "70000"], ["--port 70000: must be a port number from 1 to 65535"]),
+    (["--host", "999.1.1.1"], ["--host 999.1.1.1: not a known address"]),
+    (["--port", "{busy}"], ["--port {busy}: cannot listen there"]),
+])
+def test_serve_refuses_an_address_it_cannot_listen_on(small_study, capsys, options, words):
+    import socket
+
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        fill = [w.replace("{busy}", port) for w in options], [w.replace("{busy}", port) for w in words]
+        refused(capsys, ["reader-study", "serve", str(small_study), *fill[0]], small_study.parent, *fill[1])
+
+
+@pytest.mark.parametrize("damage", ["truncated", "empty"])
+@pytest.mark.parametrize("command", [["analyze"], ["add-reader", "{study}", "R1"], ["serve"]])
+def test_a_damaged_study_database_is_refused_by_name(tmp_path, capsys, damage, command):
+    study, _ = make_study(tmp_path, 2)
+    path = study / db.DB_NAME
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
+    args = ["reader-study", command[0], str(study), *command[2:]]
+    refused(capsys, args, tmp_path, f"{path}: is damaged")
+
+
+@pytest.mark.parametrize("out, words", [
+    ("real/manifest.json", ["--out", "manifest.json: is a file, not a folder"]),
+    ("real/manifest.json/results", ["--out", "lies under", "manifest.json, which is a file"]),
+])
+def test_analyze_refuses_an_out_that_cannot_be_a_folder(tmp_path, capsys, out, words):
+    study, _ = make_study(tmp_path, 2)
+    refused(capsys, ["reader-study", "analyze", str(study), "--out", str(tmp_path / out)], tmp_path, *words)
+
+
+@pytest.mark.parametrize("base_url", ["", "notaurl", "http://x/ y", "ftp://host", "http://host:99999"])
+@pytest.mark.parametrize("command", ["create", "add-reader"])
+def test_a_base_url_that_makes_broken_links_is_refused(tmp_path, capsys, base_url, command):
+    if command == "create":
+        real, synthetic = make_store(tmp_path / "real", 4, seed=1), make_store(tmp_path / "synthetic", 4, seed=2)
+        args = ["create", "--real", str(real), "--synthetic", str(synthetic), "-r", "32", "--out",
+                str(tmp_path / "study"), "--n-real", "2", "--n-synthetic", "2"]
+    else:
+        args = ["add-reader", str(make_study(tmp_path, 2)[0]), "R1"]
+    refused(capsys, ["reader-study", *args, "--base-url", base_url], tmp_path,
+            f"--base-url {base_url!r}: not an http(s) address")
+
+
+@pytest.mark.parametrize("case, words", [
+    ("same store", ["field '--synthetic': holds the same images as --real"]),
+    ("synthetic as real", ["field '--real': is a synthetic set (synthetic:cpdgan)"]),
+])
+def test_create_refuses_a_real_store_that_is_not_real(tmp_path, capsys, case, words):
+    real, synthetic = make_store(tmp_path / "real", 4, seed=1), make_store(tmp_path / "synthetic", 4, seed=2)
+    if case == "same store":
+        synthetic = real
+    else:
+        manifest = json.loads((synthetic / "manifest.json").read_text())
+        (synthetic / "manifest.json").write_text(json.dumps({**manifest, "source": "synthetic:cpdgan"}))
+        real = synthetic
+    refused(capsys, ["reader-study", "create", "--real", str(real), "--synthetic", str(synthetic), "-r", "32",
+                     "--out", str(tmp_path / "study"), "--n-real", "2", "--n-synthetic", "2"], tmp_path, *words)

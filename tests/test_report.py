@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from helpers import refused_by_cli
 from synthmed.benchmark.jobs import Job
 from synthmed.benchmark.results import collect_results
 from synthmed.report import build_report
@@ -130,3 +131,44 @@ def test_report_shows_the_maps_scored_against_lesion_masks_and_works_without(tmp
     assert lesion[["map_in_lesion", "map_pointing", "map_in_lesion_real", "map_pointing_real",
                    "lesion_area_share"]].tolist() == pytest.approx([0.3, 0.25, 0.62, 0.75, 0.1])
     assert not table[table.setting == "n50"].metric.isin(["map_in_lesion", "lesion_area_share"]).any()
+
+
+# ---- bad input: exit status 2, one `error:` line naming what is wrong, nothing written ----------------
+
+
+@pytest.mark.parametrize("case, words", [
+    ("missing", ["holds no benchmark (no benchmark.json)"]),
+    ("empty", ["holds no benchmark (no benchmark.json)"]),
+    ("store", ["holds no benchmark (no benchmark.json)"]),
+    ("file", ["holds no benchmark (no benchmark.json)"]),
+    ("{", ["benchmark.json: is damaged", "not valid JSON"]),
+    ("[]", ["benchmark.json: is damaged", "list"]),
+    ('{"preset": {}}', ["benchmark.json: is damaged", "'jobs'"]),
+    ('{"preset": {}, "jobs": [1], "runs": []}', ["benchmark.json: is damaged", "job entry"]),
+])
+@pytest.mark.parametrize("command", [["report"], ["benchmark", "status"]])
+def test_report_and_status_refuse_a_folder_that_holds_no_readable_benchmark(tmp_path, command, case, words):
+    target = tmp_path / "dir"
+    if case == "empty":
+        target.mkdir()
+    elif case == "store":  # another stage's folder
+        target.mkdir()
+        (target / "manifest.json").write_text("{}")
+    elif case == "file":
+        target.write_text("x")
+    elif case != "missing":
+        target.mkdir()
+        (target / "benchmark.json").write_text(case)
+    refused_by_cli([*command, str(target)], tmp_path, *words)
+
+
+@pytest.mark.parametrize("out, words", [
+    ("folder", ["--out", "is a folder"]),
+    ("", ["--out .: is a folder"]),
+    ("a-file/report.html", ["--out", "lies under", "a-file, which is a file"]),
+])
+def test_report_out_must_be_a_file_that_can_be_written(tmp_path, out, words):
+    fake_benchmark(tmp_path)
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "a-file").write_text("x")
+    refused_by_cli(["report", str(tmp_path), "--out", out and str(tmp_path / out)], tmp_path, *words)

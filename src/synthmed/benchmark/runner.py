@@ -9,7 +9,9 @@ kill, or for the jobs a changed preset reaches (new keys, new directories).
 
 from __future__ import annotations
 
+import inspect
 import os
+import shutil
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -22,9 +24,13 @@ from synthmed.benchmark.executors import run_local, run_submitit
 from synthmed.benchmark.jobs import STATES, Job, expand, job_state
 from synthmed.benchmark.presets import BenchmarkPreset
 from synthmed.benchmark.results import collect_results, write_results
-from synthmed.errors import ConfigError
+from synthmed.data.sources import SOURCES
+from synthmed.errors import ConfigError, DataError
+from synthmed.output_dir import check_output_path, claim_output_dir
 
 EXECUTORS = ("local", "slurm", "submitit-local")
+MANIFEST = "benchmark.json"
+FILE_ROOTS = {"medmnist"}  # sources whose root may be a file: medmnist's is its .npz or the folder holding it
 
 
 def count_jobs(jobs: list[Job]) -> dict[str, dict[str, int]]:
@@ -53,14 +59,28 @@ def run_benchmark(preset: BenchmarkPreset, out: str | os.PathLike, executor: str
     """Run every job of ``preset`` that is not done; returns the job states and the results path."""
     if executor not in EXECUTORS:
         raise ConfigError(f"unknown executor {executor!r}: expected one of {EXECUTORS}")
+    if workers < 1:
+        raise ConfigError(f"--jobs {workers}: jobs run at once must be at least 1")
+    if executor == "slurm":  # submitit finds no Slurm only when it submits, after benchmark.json is written
+        missing = [program for program in ("sbatch", "srun") if shutil.which(program) is None]
+        if missing:
+            raise ConfigError(f"--executor slurm: Slurm is not installed here (no {' or '.join(missing)} on PATH); "
+                              "run on a Slurm login node, or use --executor local")
     out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    previous = []
+    if (out / MANIFEST).is_file():  # resumed, with this preset: the jobs a changed number reaches run again
+        check_output_path(out)
+        previous = read_manifest(out)[0].get("runs", [])
+    else:  # a new benchmark: any other folder is not ours to fill
+        claim_output_dir(out, MANIFEST, "a benchmark")
     jobs = expand(preset)
-    previous = read_json(out / "benchmark.json").get("runs", []) if (out / "benchmark.json").is_file() else []
+    if job_state(out, jobs[0].id) != "done":  # the prepare job: a prepared store needs its data no more
+        check_data_root(preset.values["data"])
     run = {"started": time.time(), "executor": executor, "workers": workers}
     manifest = {"preset": preset.values, "synthmed_version": __version__, "runs": [*previous, run],
                 "jobs": [j.to_dict() for j in jobs]}
-    write_json_atomic(out / "benchmark.json", manifest)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json_atomic(out / MANIFEST, manifest)
     log(f"{preset.name}: {len(jobs)} jobs, {sum(job_state(out, j.id) == 'done' for j in jobs)} already done")
     if executor == "local":
         states = run_local(jobs, out, workers, log)
@@ -69,18 +89,54 @@ def run_benchmark(preset: BenchmarkPreset, out: str | os.PathLike, executor: str
     table = collect_results(jobs, out)
     write_results(table, out)
     run.update(finished=time.time(), jobs_done=sum(v == "done" for v in states.values()))
-    write_json_atomic(out / "benchmark.json", manifest)
+    write_json_atomic(out / MANIFEST, manifest)
     summary = Counter(states.values())
     log(f"done {summary['done']}, failed {summary['failed']}, not run {len(jobs) - summary['done'] - summary['failed']}"
         f"; {len(table)} result rows in {out / 'results.parquet'}")
     return {"states": states, "results": out / "results.parquet", "rows": len(table)}
 
 
-def load_jobs(out: str | os.PathLike) -> list[Job]:
-    path = Path(out) / "benchmark.json"
+def check_data_root(data: dict[str, Any]) -> None:
+    """The preset's data source can find its data (``data.root``, or ``--root``): else the prepare job
+    would fail only in its log, after the benchmark folder is made."""
+    source, root = data["source"], data.get("root")
+    if source not in SOURCES:
+        raise DataError(f"unknown source {source!r}: expected one of {sorted(SOURCES)}", field="data.source")
+    takes = inspect.signature(SOURCES[source]).parameters.get("root")
+    if root is None:
+        if takes is not None and takes.default is inspect.Parameter.empty:
+            raise DataError(f"source {source!r} needs the folder that holds its data: give --root", field="data.root")
+        return
+    if takes is None:
+        raise DataError(f"source {source!r} reads no files: leave out --root (data.root)", file=root)
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise DataError(f"data.root (--root) of source {source!r} does not exist", file=root)
+    if not path.is_dir() and source not in FILE_ROOTS:
+        raise DataError(f"data.root (--root) of source {source!r} is a file, not a folder", file=root)
+
+
+def read_manifest(out: str | os.PathLike) -> tuple[dict[str, Any], list[Job]]:
+    """``OUT/benchmark.json`` and its jobs, checked: a folder without one, or with a damaged one, is one
+    error naming it."""
+    path = Path(out) / MANIFEST
     if not path.is_file():
-        raise ConfigError(f"{out} holds no benchmark (no benchmark.json); start one with `synthmed benchmark`")
-    return [Job(**j) for j in read_json(path)["jobs"]]
+        raise ConfigError(f"{out} holds no benchmark (no {MANIFEST}); start one with `synthmed benchmark`")
+    try:
+        manifest = read_json(path)  # not JSON, or not an object: a DataError naming the file
+    except OSError as error:
+        raise DataError(f"cannot be read ({error.strerror or error})", file=path) from None
+    if not (isinstance(manifest.get("jobs"), list) and isinstance(manifest.get("preset"), dict)
+            and isinstance(manifest.get("runs", []), list)):
+        raise DataError("is damaged: expected a mapping with 'preset', 'jobs' and 'runs'", file=path)
+    try:
+        return manifest, [Job(**j) for j in manifest["jobs"]]
+    except TypeError as error:  # an entry that is not a job's mapping
+        raise DataError(f"is damaged: a job entry does not fit ({error})", file=path) from None
+
+
+def load_jobs(out: str | os.PathLike) -> list[Job]:
+    return read_manifest(out)[1]
 
 
 def benchmark_status(out: str | os.PathLike) -> dict[str, Any]:

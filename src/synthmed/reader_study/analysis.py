@@ -27,6 +27,7 @@ from typing import Any
 from synthmed._io import write_json_atomic, write_with_atomic
 from synthmed.errors import ReaderStudyError
 from synthmed.evaluation.stats import SPREAD, mean_std, wilcoxon_against
+from synthmed.output_dir import check_output_path
 from synthmed.reader_study import db
 
 CELLS = {("real", "real"): "TR", ("real", "synthetic"): "FS", ("synthetic", "real"): "FR",
@@ -87,7 +88,8 @@ def _wilcoxon(accuracies: list[float]) -> dict[str, Any]:
 def analyze_study(study: str | os.PathLike, out: str | os.PathLike | None = None,
                   include_incomplete: bool = False) -> dict[str, Any]:
     """Write ``reader_study.json`` and ``reader_study.png`` to ``out`` (default: the study directory)."""
-    conn = db.connect(db.study_database(study))
+    out = check_output_path(out) if out is not None else Path(study)
+    conn = db.open_study(study)
     try:
         meta, progress, answers = db.read_meta(conn), db.readers_progress(conn), db.keyed_answers(conn)
     finally:
@@ -106,7 +108,6 @@ def analyze_study(study: str | os.PathLike, out: str | os.PathLike | None = None
         "readers": readers,
         "summary": summarize(included),
     }
-    out = Path(out) if out is not None else Path(study)
     write_json_atomic(out / "reader_study.json", result)
     write_with_atomic(out / "reader_study.png", lambda tmp: _figure(result, tmp), suffix=".png")
     return result

@@ -22,7 +22,9 @@ database checkpoints it.
 
 from __future__ import annotations
 
+import logging
 import os
+import socket
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from typing import Annotated, Any, Literal, TypeVar
@@ -187,7 +189,7 @@ async def malformed(request: Request, error: RequestValidationError) -> JSONResp
 
 def create_app(study: str | os.PathLike) -> FastAPI:
     """The app for one study; its connections open when the server starts."""
-    path = db.study_database(study)
+    path = db.checked_database(study)  # a damaged database is refused now, not at a reader's first request
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -211,6 +213,31 @@ def server(study: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000) 
     return uvicorn.Server(config)
 
 
+def listening_socket(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host``:``port``, or one error naming the option: uvicorn would log its failure and
+    exit 3 (or, for a port out of range, raise from asyncio)."""
+    if not 1 <= port <= 65535:
+        raise ReaderStudyError(f"--port {port}: must be a port number from 1 to 65535")
+    try:
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+                                                             flags=socket.AI_PASSIVE)[0]
+    except (socket.gaierror, UnicodeError) as error:
+        raise ReaderStudyError(f"--host {host}: not a known address ({getattr(error, 'strerror', None) or error})") from None
+    sock = socket.socket(family, kind, proto)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn does: a port in TIME_WAIT is free
+    try:
+        sock.bind(address)
+    except OSError as error:
+        sock.close()
+        raise ReaderStudyError(f"--host {host} --port {port}: cannot listen there ({error.strerror or error})") from None
+    return sock
+
+
 def serve(study: str | os.PathLike, host: str = "127.0.0.1", port: int = 8000) -> None:
-    """Serve until interrupted."""
-    server(study, host, port).run()
+    """Serve until interrupted, on a socket bound here: what uvicorn binds itself fails in its log only."""
+    running = server(study, host, port)
+    with listening_socket(host, port) as sock:
+        # uvicorn names the address only of the sockets it binds itself
+        shown = f"[{host}]" if ":" in host else host
+        logging.getLogger("uvicorn.error").info("Uvicorn running on http://%s:%d (Press CTRL+C to quit)", shown, port)
+        running.run(sockets=[sock])

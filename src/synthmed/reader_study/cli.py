@@ -7,6 +7,7 @@ Heavy imports (numpy, FastAPI, scipy, matplotlib) happen inside the commands, as
 from __future__ import annotations
 
 import shlex
+import urllib.parse
 from pathlib import Path
 from typing import Annotated, Optional
 
@@ -14,11 +15,29 @@ import typer
 from rich.table import Table
 
 from synthmed.console import console
+from synthmed.errors import ReaderStudyError
 
 reader_study_app = typer.Typer(help="Reader study: radiologists label images as real or synthetic (paper S.8).",
                                no_args_is_help=True)
 BASE_URL = "http://127.0.0.1:8000"
 BaseUrl = Annotated[str, typer.Option(help="the address readers reach the server at (for the printed links)")]
+
+
+def check_base_url(url: str) -> None:
+    """Refuse a --base-url that would print a broken link: the admin link is shown only once."""
+    if not _is_link_base(url):
+        raise ReaderStudyError(f"--base-url {url!r}: not an http(s) address with a host and no spaces, "
+                               f"e.g. {BASE_URL}")
+
+
+def _is_link_base(url: str) -> bool:
+    try:
+        parts = urllib.parse.urlsplit(url)
+        parts.port  # noqa: B018 (raises on a port that is not a number from 0 to 65535)
+    except ValueError:
+        return False
+    return (parts.scheme in ("http", "https") and bool(parts.hostname) and not (parts.query or parts.fragment)
+            and not any(c.isspace() for c in url))
 
 
 @reader_study_app.command("create")
@@ -36,6 +55,7 @@ def create_command(
     """Draw real and synthetic images (stratified by label combination) into a new study."""
     from synthmed.reader_study.create import create_study
 
+    check_base_url(base_url)
     _, admin_token = create_study(real, synthetic, out, resolution=resolution, n_real=n_real,
                                   n_synthetic=n_synthetic, fold=fold, seed=seed, log=console.print)
     console.print(f"admin page (keep it private; shown only now): {base_url.rstrip('/')}/admin/{admin_token}/",
@@ -55,7 +75,8 @@ def add_reader_command(
     from synthmed.reader_study import db
     from synthmed.reader_study.app import reader_link
 
-    conn = db.connect(db.study_database(study))
+    check_base_url(base_url)
+    conn = db.open_study(study)
     try:
         token = db.add_reader(conn, name)
     finally:

@@ -48,6 +48,12 @@ def create_study(real: str | os.PathLike, synthetic: str | os.PathLike, out: str
     if problem := seed_problem(seed):
         raise DataError(f"{seed} {problem}", field="--seed")
     real_store, synthetic_store = _open(real, "--real"), _open(synthetic, "--synthetic")
+    if str(real_store.manifest.get("source", "")).startswith("synthetic:"):
+        raise DataError(f"is a synthetic set ({real_store.manifest['source']}); give the real store it was "
+                        "trained from", file=real, field="--real")
+    if real_store.manifest["content_hash"] == synthetic_store.manifest["content_hash"]:
+        raise DataError(f"holds the same images as --real {real}; give the synthetic store (RUN/synthetic/store)",
+                        file=synthetic, field="--synthetic")
     if real_store.label_names != synthetic_store.label_names:
         raise DataError(f"the synthetic set has labels {synthetic_store.label_names}, the real store "
                         f"{real_store.label_names}; give the real store the generator was trained from",

@@ -18,7 +18,7 @@ import random
 import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import closing, contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -28,6 +28,7 @@ from synthmed._io import atomic_path
 from synthmed.errors import ReaderStudyError
 
 DB_NAME = "study.sqlite"
+TABLES = {"meta", "images", "answer_key", "readers", "assignments", "answers"}
 LABELS = ("real", "synthetic")
 AnswerStatus = Literal["recorded", "duplicate", "conflict", "unknown image"]
 
@@ -100,6 +101,29 @@ def study_database(study: str | os.PathLike) -> Path:
     path = Path(study) / DB_NAME
     if not path.is_file():
         raise ReaderStudyError(f"not a reader study (no {DB_NAME}); make one with `synthmed reader-study create`", file=study)
+    return path
+
+
+def open_study(study: str | os.PathLike) -> sqlite3.Connection:
+    """A connection to a study's database, checked first (``checked_database``)."""
+    return connect(checked_database(study))
+
+
+def checked_database(study: str | os.PathLike) -> Path:
+    """The database of a study directory, checked whole: a damaged file (truncated, emptied) is one error
+    naming it, not an SQL error at the first query that reaches the damage."""
+    path = study_database(study)
+    try:  # immutable: read the file as it lies, with no -wal or -shm file made beside a damaged one
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)) as conn:
+            problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
+            tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError as error:
+        problems, tables = [str(error)], set()
+    if problems != ["ok"]:
+        raise ReaderStudyError(f"is damaged ({problems[0]}); restore it from a backup", file=path)
+    if not TABLES <= tables:
+        raise ReaderStudyError(f"is damaged (tables missing: {sorted(TABLES - tables)}); restore it from a backup",
+                               file=path)
     return path
 
 

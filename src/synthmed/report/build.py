@@ -13,6 +13,7 @@ import base64
 import json
 import os
 import platform
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -24,7 +25,9 @@ import pandas as pd
 from synthmed._io import read_json, write_text_atomic
 from synthmed.benchmark.jobs import Job, job_dir, job_state
 from synthmed.benchmark.results import TRAIN_FID, collect_results
+from synthmed.benchmark.runner import read_manifest
 from synthmed.benchmark.stages import job_run, job_synthetic
+from synthmed.errors import DataError
 from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import SPREAD, mann_whitney, mean_std, std
@@ -226,10 +229,28 @@ def _environment(root: Path, jobs: list[Job], manifest: dict[str, Any]) -> dict[
             "jobs": len(jobs), "runs": runs}
 
 
+def check_report_path(out: str | os.PathLike) -> Path:
+    """``--out`` as a Path, or one error naming it when no file can be written there."""
+    path, where = Path(out), f"--out {out}"
+    if path.is_dir():  # also '' and '.'
+        raise DataError("is a folder; give the HTML file to write, e.g. report.html", file=where)
+    folder = path.parent
+    while not folder.exists():  # the folders that do not exist yet are made
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DataError(f"lies under {folder}, which is a file, not a folder", file=where)
+    try:  # a real test, not os.access: that says yes to root for any folder
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as failure:
+        raise DataError(f"cannot be written ({folder}: {failure.strerror or failure})", file=where) from None
+    return path
+
+
 def build_report(directory: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     root = Path(directory)
-    manifest = read_json(root / "benchmark.json")
-    jobs = [Job(**j) for j in manifest["jobs"]]
+    manifest, jobs = read_manifest(root)
+    target = check_report_path(out) if out is not None else root / "report.html"
     table = collect_results(jobs, root)
     order = _settings_order(jobs)
     axes = []
@@ -254,6 +275,5 @@ def build_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
         pooled=[{"dimension": dimension, **row} for dimension in order for row in pooled_gaps(table, dimension)],
         rows=len(table), **_galleries(root, jobs, order), readers=_reader_studies(root),
         env=_environment(root, jobs, manifest))
-    target = Path(out) if out is not None else root / "report.html"
     write_text_atomic(target, html)
     return target
