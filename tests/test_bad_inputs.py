@@ -322,6 +322,7 @@ CASES = [
      "guidance_scale = 1000 must be a number in [0, 100] (1 = no guidance)"),
     ("train-seed-minus-1", _train("seed=-1"), f"seed = -1 must be a whole number in [0, {MAX_SEED}]"),
     ("train-lr-nan", _train("learning_rate=.nan"), "learning_rate = nan must be a finite number"),
+    ("train-lr-huge-int", _train("learning_rate=1" + "0" * 400), "must be in (0, 1)"),  # once math.isfinite's overflow
     ("train-guidance-inf", _train("guidance_scale=.inf", config="diffusion-cpu"),
      "guidance_scale = inf must be a finite number"),
     ("evaluate-seed-huge", _utility(f"seed={MAX_SEED + 1}"),

@@ -20,8 +20,9 @@ from typer.testing import CliRunner
 from helpers import array_source, write_br35h_tree
 from synthmed.cli import app
 from synthmed.data import build_settings, prepare
+from synthmed.errors import UserError
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig
-from synthmed.output_dir import move_into_place
+from synthmed.output_dir import check_output_path, move_into_place
 from synthmed.training.config import config_from_dict
 from synthmed.training.loop import start_run, train
 from synthmed.training.run_dir import RunDir
@@ -121,8 +122,13 @@ COMMANDS = list(commands({k: Path(k) for k in ("br35h", "preset", "store", "conf
                                                 "classifier")}, Path("out")))
 
 
-@pytest.mark.parametrize("kind", ["file", "under a file", "not writable", "no name"])
-@pytest.mark.parametrize("command", COMMANDS)
+# commands that write their folder in place (no copy staged beside it): '.' or '..' is a folder for them
+IN_PLACE = {"train", "evaluate utility", "evaluate fidelity", "evaluate privacy", "evaluate importance", "evaluate all"}
+
+
+@pytest.mark.parametrize("command, kind", [(command, kind) for command in COMMANDS
+                                           for kind in ("file", "under a file", "not writable", "no name")
+                                           if not (kind == "no name" and command in IN_PLACE)])
 def test_an_out_that_cannot_be_a_folder_is_refused_before_any_work(command, kind, inputs, tmp_path):
     out, words = bad_out(kind, tmp_path)
     before = disk(tmp_path, inputs["root"])
@@ -205,3 +211,31 @@ def test_a_damaged_classifier_file_is_named(command, damage, inputs, tmp_path):
 def test_evaluate_all_checks_its_options_before_the_classifiers_train(option, words, inputs, tmp_path):
     refused([*commands(inputs, tmp_path / "out")["evaluate all"], *option], words)
     assert not (tmp_path / "out").exists()  # once refused only after utility, fidelity and privacy had run
+
+
+def test_a_failed_swap_puts_the_old_folder_back(tmp_path, monkeypatch):
+    out, partial = tmp_path / "set", tmp_path / ".set.partial"
+    for folder, text in ((out, "old"), (partial, "new")):
+        folder.mkdir()
+        (folder / "file.txt").write_text(text)
+    replace, calls = os.replace, []
+
+    def second_fails(source, target):
+        calls.append(source)
+        if len(calls) == 2:  # the new folder onto out: a full disk, say
+            raise OSError(28, "No space left on device")
+        replace(source, target)
+
+    monkeypatch.setattr(os, "replace", second_fails)
+    with pytest.raises(OSError):
+        move_into_place(partial, out)
+    assert (out / "file.txt").read_text() == "old"
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".set.partial", "set"]  # no hidden backup left
+
+
+def test_a_folder_written_in_place_may_be_the_current_one(tmp_path, monkeypatch):
+    """'--out .' names no folder to stage a copy beside, but an evaluation or a benchmark writes in place."""
+    monkeypatch.chdir(tmp_path)
+    assert check_output_path(".", staged=False) == Path(".")
+    with pytest.raises(UserError, match="names no folder of its own"):
+        check_output_path(".")

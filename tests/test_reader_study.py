@@ -327,6 +327,39 @@ def test_serve_refuses_an_address_it_cannot_listen_on(small_study, capsys, optio
         refused(capsys, ["reader-study", "serve", str(small_study), *fill[0]], small_study.parent, *fill[1])
 
 
+def test_localhost_is_served_on_ipv4_where_the_printed_links_point():
+    """getaddrinfo may list ::1 first for localhost; uvicorn binds IPv4 there, and so must we."""
+    import socket
+
+    from synthmed.reader_study.app import listening_socket
+
+    with listening_socket("localhost", _free_port()) as sock:
+        assert sock.family == socket.AF_INET
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def test_a_study_with_a_write_ahead_log_is_checked_through_it(tmp_path):
+    """While a server writes (or after it was killed mid-checkpoint), part of the study lies only in the -wal
+    file beside the database: it is read through SQLite's log, not as the main file lies, so the study is whole
+    and not called damaged. Here every table is still in the log only."""
+    writer = db.connect(tmp_path / db.DB_NAME)
+    writer.execute("PRAGMA journal_mode = WAL")
+    writer.execute("PRAGMA wal_autocheckpoint = 0")  # nothing reaches the main file while the writer is open
+    writer.executescript(db.SCHEMA)
+    try:
+        assert (tmp_path / f"{db.DB_NAME}-wal").exists()
+        assert db.checked_database(tmp_path) == tmp_path / db.DB_NAME
+    finally:
+        writer.close()
+
+
 @pytest.mark.parametrize("damage", ["truncated", "empty"])
 @pytest.mark.parametrize("command", [["analyze"], ["add-reader", "{study}", "R1"], ["serve"]])
 def test_a_damaged_study_database_is_refused_by_name(tmp_path, capsys, damage, command):

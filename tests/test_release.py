@@ -187,6 +187,7 @@ def test_bad_input_exits_2_and_writes_nothing(trained, tmp_path, capsys, args, m
 
 @pytest.mark.parametrize("damage, message", [
     ("card", "card.json: is damaged: not valid JSON"),
+    ("card-keys", "card.json: lacks 'model'"),
     ("utility-list", "utility.json: is damaged: it holds a JSON list, not an object"),
     ("utility-keys", "utility.json: lacks ['auc_syn'], which the card needs"),
 ])
@@ -196,6 +197,10 @@ def test_a_damaged_card_or_evaluation_is_named_and_nothing_is_written(trained, t
     shutil.copytree(trained["run"] / "eval", run / "eval")
     if damage == "card":
         (run / "synthetic" / "card.json").write_text('{"generation_seed": ')
+    elif damage == "card-keys":
+        card = json.loads((run / "synthetic" / "card.json").read_text())
+        del card["model"]
+        (run / "synthetic" / "card.json").write_text(json.dumps(card))
     elif damage == "utility-list":
         (run / "eval" / "utility.json").write_text("[1, 2]\n")
     else:

@@ -67,6 +67,8 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
             data = json.load(f)
     except (json.JSONDecodeError, UnicodeDecodeError) as failure:
         raise DataError(f"is damaged: not valid JSON ({failure})", file=path) from None
+    except OSError as failure:  # a folder where the file should be, no permission to read it
+        raise DataError(f"cannot be read ({failure.strerror or failure})", file=path) from None
     if not isinstance(data, dict):
         raise DataError(f"is damaged: it holds a JSON {type(data).__name__}, not an object", file=path)
     return data

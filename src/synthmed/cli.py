@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import sys
 from pathlib import Path
 from typing import Annotated, Any, Optional
@@ -41,7 +42,7 @@ class _UserErrors(TyperGroup):
         except UserError as error:
             # one line whatever a library's words held (pandas' parser errors end in a newline), and a message
             # such as "[train, val]" printed as written, not read as rich markup
-            message = escape(" ".join(str(error).split()))
+            message = escape(re.sub(r"\s*\n\s*", " ", str(error)).strip())
             Console(stderr=True, soft_wrap=True).print(f"[bold red]error:[/] {message}", highlight=False)
             raise typer.Exit(2) from None
 

@@ -151,7 +151,8 @@ def matches(value: Any, hint: Any) -> bool:
     if hint is int:
         return isinstance(value, int) and not isinstance(value, bool)
     if hint is float:  # YAML's .nan and .inf are floats, but no option means anything by them
-        return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+        # an int is finite however long (math.isfinite overflows on one past a float's range)
+        return isinstance(value, int) and not isinstance(value, bool) or isinstance(value, float) and math.isfinite(value)
     if hint in (str, dict, list):
         return isinstance(value, hint)
     origin, args = typing.get_origin(hint), typing.get_args(hint)

@@ -192,7 +192,7 @@ def _member(archive: Any, key: str, path: Path) -> np.ndarray:
     """One array of an .npz, read now: a member cut short, pickled (objects) or not an array at all is named."""
     try:
         value = archive[key]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # zlib: a compressed member
         raise DataError(f"cannot be read: {error}", file=path, field=key) from None
     if not isinstance(value, np.ndarray):  # a member that is not a .npy file comes back as its bytes
         raise DataError("is not a numpy array (.npy) inside the .npz", file=path, field=key)
@@ -203,7 +203,7 @@ def _npz_pools(path: Path, label_names: list[str]) -> list[Pool]:
     try:
         archive = np.load(path, allow_pickle=False)
         keys = set(archive.files)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
+    except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as error:
         raise DataError(f"cannot read the .npz file: {error}", file=path) from None
     if all({f"{fold}_images", f"{fold}_labels"} <= keys for fold in SPLITS):
         layout = [((fold,), f"{fold}_images", f"{fold}_labels") for fold in SPLITS]

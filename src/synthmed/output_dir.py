@@ -20,16 +20,18 @@ from synthmed.errors import DataError, UserError
 
 
 def check_output_path(path: str | os.PathLike, option: str = "--out",
-                      error: type[UserError] = DataError) -> Path:
-    """``path`` as a Path, or a one-line ``error`` naming ``option`` and the path when no folder can go there."""
+                      error: type[UserError] = DataError, staged: bool = True) -> Path:
+    """``path`` as a Path, or a one-line ``error`` naming ``option`` and the path when no folder can go there.
+    ``staged``: the result is written beside ``path`` and swapped in (``staged_dir``), so ``path`` needs a name
+    and its parent must be writable; a folder written in place (an evaluation, a benchmark) needs neither."""
     path = Path(path)
     where = f"{option} {path}"
-    if path.name in ("", ".", ".."):  # Path(".").name is "": the staged copy beside it would have no name
+    if staged and path.name in ("", ".", ".."):  # Path(".").name is "": the copy beside it would have no name
         raise error(f"names no folder of its own; give one, e.g. {option} {Path(path, 'out')}", file=where)
     if path.exists() and not path.is_dir():
         raise error("is a file, not a folder", file=where)
-    # the folder itself is written, and a staged copy beside it (``staged_dir``) is renamed onto it
-    for folder in dict.fromkeys((_nearest_existing(path), _nearest_existing(path.parent))):
+    places = (_nearest_existing(path), _nearest_existing(path.parent)) if staged else (_nearest_existing(path),)
+    for folder in dict.fromkeys(places):
         if not folder.is_dir():
             raise error(f"lies under {folder}, which is a file, not a folder", file=where)
         try:  # a real test, not os.access: that says yes to root for any folder
@@ -48,14 +50,14 @@ def _nearest_existing(path: Path) -> Path:
 
 def claim_output_dir(path: str | os.PathLike, marker: str, what: str, *, same: Callable[[], bool] | None = None,
                      overwrite: bool = False, if_taken: str = "pass --overwrite to replace it",
-                     option: str = "--out", error: type[UserError] = DataError) -> bool:
+                     option: str = "--out", error: type[UserError] = DataError, staged: bool = True) -> bool:
     """Whether ``path`` already holds this very result (True: nothing to do).
 
     A folder whose ``marker`` file says it holds ``what``: the same result when ``same()``
     says so; another one is refused with ``if_taken`` unless ``overwrite``. A folder with other
     files is always refused: it is not ours to replace.
     """
-    path = check_output_path(path, option, error)
+    path = check_output_path(path, option, error, staged)
     if (path / marker).is_file():
         if same is not None and same():
             return True
@@ -87,8 +89,16 @@ def move_into_place(partial: Path, out: Path) -> None:
     if out.exists():
         # a fresh hidden name: a fixed one (OUT.old) could be a folder of the user's, deleted unasked
         retired = Path(tempfile.mkdtemp(prefix=f".{out.name}.old.", dir=out.parent))
-        os.replace(out, retired)  # replaces the empty folder just made
-        os.replace(partial, out)
+        try:
+            os.replace(out, retired)  # replaces the empty folder just made
+        except OSError:
+            retired.rmdir()
+            raise
+        try:
+            os.replace(partial, out)
+        except OSError:
+            os.replace(retired, out)  # the old result back where it was
+            raise
         shutil.rmtree(retired)
     else:
         os.replace(partial, out)

@@ -171,6 +171,10 @@ def release(source: str | os.PathLike, real_setting: str | os.PathLike, out: str
         raise DataError("already exists: a release goes to a new folder", file=out)
     folder = synthetic_set_dir(source)
     generated = read_json(folder / CARD)  # before the audit, which may take minutes
+    try:
+        card_markdown(generated)  # reads every key of it that the package's card shows
+    except (KeyError, TypeError) as missing:
+        raise DataError(f"lacks {missing}: damaged, or edited; generate the set again", file=folder / CARD) from None
     real, synthetic = BenchmarkSetting(real_setting), BenchmarkSetting(folder / "setting")
     check_pair(real, synthetic)
     folders = [Path(f) for f in evaluation] if evaluation else [folder.parent / "eval"]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from synthmed.console import console
@@ -94,7 +95,7 @@ def status_command(out: Annotated[Path, typer.Argument(help="a benchmark directo
     table.add_row("all", *(str(status["total"].get(s, 0)) for s in status["order"]))
     console.print(table)
     for job, error in status["failed"].items():
-        console.print(f"[red]failed[/] {job}: {error} (log: {out / 'jobs' / job / 'log.txt'})")
+        console.print(f"[red]failed[/] {escape(f'{job}: {error}')} (log: {out / 'jobs' / job / 'log.txt'})")
 
 
 def report_command(

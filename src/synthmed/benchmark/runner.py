@@ -69,10 +69,10 @@ def run_benchmark(preset: BenchmarkPreset, out: str | os.PathLike, executor: str
     out = Path(out)
     previous = []
     if (out / MANIFEST).is_file():  # resumed, with this preset: the jobs a changed number reaches run again
-        check_output_path(out)
+        check_output_path(out, staged=False)
         previous = read_manifest(out)[0].get("runs", [])
     else:  # a new benchmark: any other folder is not ours to fill
-        claim_output_dir(out, MANIFEST, "a benchmark")
+        claim_output_dir(out, MANIFEST, "a benchmark", staged=False)
     jobs = expand(preset)
     if job_state(out, jobs[0].id) != "done":  # the prepare job: a prepared store needs its data no more
         check_data_root(preset.values["data"])
@@ -122,10 +122,7 @@ def read_manifest(out: str | os.PathLike) -> tuple[dict[str, Any], list[Job]]:
     path = Path(out) / MANIFEST
     if not path.is_file():
         raise ConfigError(f"{out} holds no benchmark (no {MANIFEST}); start one with `synthmed benchmark`")
-    try:
-        manifest = read_json(path)  # not JSON, or not an object: a DataError naming the file
-    except OSError as error:
-        raise DataError(f"cannot be read ({error.strerror or error})", file=path) from None
+    manifest = read_json(path)  # unreadable, not JSON, or not an object: a DataError naming the file
     if not (isinstance(manifest.get("jobs"), list) and isinstance(manifest.get("preset"), dict)
             and isinstance(manifest.get("runs", []), list)):
         raise DataError("is damaged: expected a mapping with 'preset', 'jobs' and 'runs'", file=path)

@@ -44,7 +44,7 @@ from torch import nn
 from synthmed._io import sha256_file, write_with_atomic
 from synthmed.config import check_values, field_types, seed_problem
 from synthmed.device import precision_name, resolve_bf16, resolve_device
-from synthmed.errors import ConfigError, DataError
+from synthmed.errors import ConfigError, DataError, UserError
 from synthmed.metrics.auroc import auroc_per_label, undefined_labels
 from synthmed.progress import progress_bar
 from synthmed.training.run_dir import UNREADABLE_TORCH_FILE, unreadable_torch_file
@@ -196,15 +196,21 @@ def load_classifier(path: str | os.PathLike, device: str | None = None) -> tuple
     a missing, truncated or foreign file (a generator's, say) is a DataError naming it."""
     if not Path(path).is_file():
         raise DataError("no such classifier file", file=path)
+    not_ours = "is not a synthmed classifier file (real_classifier.pt of `synthmed evaluate real-classifier`)"
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         config = ClassifierConfig(**checkpoint["config"])
-        model = Classifier(config if device is None else dataclasses.replace(config, device=device),
-                           checkpoint["image_channels"], checkpoint["label_names"])
-        model.net.load_state_dict(checkpoint["state_dict"])
+        channels, names, state = checkpoint["image_channels"], checkpoint["label_names"], checkpoint["state_dict"]
+    except UserError as error:  # a saved config this version refuses: named as such, not as a foreign file
+        raise DataError(f"holds a classifier config this version refuses ({error})", file=path) from None
     except (*UNREADABLE_TORCH_FILE, TypeError) as error:  # TypeError: a checkpoint whose config is not a classifier's
-        raise unreadable_torch_file(error, Path(path), "is not a synthmed classifier file (real_classifier.pt of "
-                                    "`synthmed evaluate real-classifier` or `evaluate utility`)") from None
+        raise unreadable_torch_file(error, Path(path), not_ours) from None
+    # outside the try: a device this machine lacks says so itself, not "not a classifier file"
+    model = Classifier(config if device is None else dataclasses.replace(config, device=device), channels, names)
+    try:
+        model.net.load_state_dict(state)
+    except RuntimeError as error:  # tensors of other names or shapes
+        raise unreadable_torch_file(error, Path(path), not_ours) from None
     model.net.eval()
     return model, checkpoint
 

@@ -39,7 +39,7 @@ class EvalDir:
     @classmethod
     def for_writing(cls, path: str | os.PathLike, option: str = "--out") -> EvalDir:
         """The folder an evaluation is written to, checked before any work (a file, or not writable, is refused)."""
-        return cls(check_output_path(path, option))
+        return cls(check_output_path(path, option, staged=False))
 
     @property
     def utility(self) -> Path:

@@ -88,7 +88,7 @@ def _wilcoxon(accuracies: list[float]) -> dict[str, Any]:
 def analyze_study(study: str | os.PathLike, out: str | os.PathLike | None = None,
                   include_incomplete: bool = False) -> dict[str, Any]:
     """Write ``reader_study.json`` and ``reader_study.png`` to ``out`` (default: the study directory)."""
-    out = check_output_path(out) if out is not None else Path(study)
+    out = check_output_path(out, staged=False) if out is not None else Path(study)
     conn = db.open_study(study)
     try:
         meta, progress, answers = db.read_meta(conn), db.readers_progress(conn), db.keyed_answers(conn)

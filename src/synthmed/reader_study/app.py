@@ -218,8 +218,9 @@ def listening_socket(host: str, port: int) -> socket.socket:
     exit 3 (or, for a port out of range, raise from asyncio)."""
     if not 1 <= port <= 65535:
         raise ReaderStudyError(f"--port {port}: must be a port number from 1 to 65535")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET  # as uvicorn chooses: localhost stays IPv4
     try:
-        family, kind, proto, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM,
+        family, kind, proto, _, address = socket.getaddrinfo(host, port, family, socket.SOCK_STREAM,
                                                              flags=socket.AI_PASSIVE)[0]
     except (socket.gaierror, UnicodeError) as error:
         raise ReaderStudyError(f"--host {host}: not a known address ({getattr(error, 'strerror', None) or error})") from None

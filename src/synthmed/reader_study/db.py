@@ -113,8 +113,14 @@ def checked_database(study: str | os.PathLike) -> Path:
     """The database of a study directory, checked whole: a damaged file (truncated, emptied) is one error
     naming it, not an SQL error at the first query that reaches the damage."""
     path = study_database(study)
-    try:  # immutable: read the file as it lies, with no -wal or -shm file made beside a damaged one
-        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro&immutable=1", uri=True)) as conn:
+    with open(path, "rb") as file:
+        if file.read(16) != b"SQLite format 3\x00":  # an emptied or overwritten file
+            raise ReaderStudyError("is damaged (not an SQLite database); restore it from a backup", file=path)
+    # With a -wal file beside it, a server may be writing (or was killed mid-checkpoint): read through SQLite's
+    # locks and log. Without one, read the file as it lies (immutable), making no -wal or -shm file beside it.
+    mode = "ro" if path.with_name(path.name + "-wal").exists() else "ro&immutable=1"
+    try:
+        with closing(sqlite3.connect(f"{path.resolve().as_uri()}?mode={mode}", uri=True)) as conn:
             problems = [row[0] for row in conn.execute("PRAGMA quick_check")]
             tables = {row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
     except sqlite3.DatabaseError as error:

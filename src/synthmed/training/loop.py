@@ -129,7 +129,7 @@ def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os
     run = RunDir(out)
     claim_output_dir(run.path, run.info.name, "a run",
                      if_taken=f"continue it with `synthmed train --resume {shlex.quote(str(run.path))}`",
-                     error=ConfigError)
+                     error=ConfigError, staged=False)
     run.path.mkdir(parents=True, exist_ok=True)
     write_text_atomic(run.config, yaml.safe_dump(config.to_dict(), sort_keys=False))
     write_json_atomic(run.info, {  # last: run.json marks a run that can be trained
