@@ -275,6 +275,9 @@ CASES = [
     ("prepare-bad-fraction", _prepare("br35h", "--root", "{br35h}", "--max-bad-fraction", "2"),
      "max_bad_fraction 2.0 is not in [0, 1]"),
     ("prepare-unknown-source", _prepare("chexpurt"), "unknown source 'chexpurt'"),
+    ("prepare-root-missing", _prepare("br35h", "--root", "{top}/nowhere"), "{top}/nowhere: --root of source 'br35h' does not exist"),
+    ("prepare-root-file", _prepare("br35h", "--root", "{inputs}/bad.yaml"), "bad.yaml: --root of source 'br35h' is a file"),
+    ("prepare-root-not-read", _prepare("phantom-cxr", "--root", "{top}"), "source 'phantom-cxr' reads no files: leave out --root"),
     ("prepare-over-another-store", ["data", "prepare", "br35h", "--root", "{br35h}", "--out", "{store}", "-r", "8",
                                     "--workers", "1", "--no-progress"], "{store}: already holds a store"),
     # CSV tables (folder source): the file, row and column

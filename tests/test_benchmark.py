@@ -370,9 +370,9 @@ def test_the_generate_stage_samples_where_its_training_ran(runtime, device, tmp_
 
 
 @pytest.mark.parametrize("case, args, words", [
-    ("root-missing", ["--root", "{tmp}/nowhere"], ["nowhere: data.root (--root) of source 'br35h' does not exist"]),
-    ("root-file", ["--root", "{tmp}/tiny.yaml"], ["tiny.yaml: data.root (--root) of source 'br35h' is a file"]),
-    ("preset-root-missing", [], ["gone: data.root (--root) of source 'br35h' does not exist"]),
+    ("root-missing", ["--root", "{tmp}/nowhere"], ["nowhere: --root of source 'br35h' does not exist"]),
+    ("root-file", ["--root", "{tmp}/tiny.yaml"], ["tiny.yaml: --root of source 'br35h' is a file"]),
+    ("preset-root-missing", [], ["gone: --root of source 'br35h' does not exist"]),
     ("jobs-0", ["--jobs", "0"], ["--jobs 0: jobs run at once must be at least 1"]),
     ("jobs-minus-1", ["--jobs", "-1"], ["--jobs -1: jobs run at once must be at least 1"]),
     ("no-slurm", ["--executor", "slurm"], ["--executor slurm: Slurm is not installed here"]),

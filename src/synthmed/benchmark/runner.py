@@ -9,7 +9,6 @@ kill, or for the jobs a changed preset reaches (new keys, new directories).
 
 from __future__ import annotations
 
-import inspect
 import os
 import shutil
 import time
@@ -24,13 +23,12 @@ from synthmed.benchmark.executors import run_local, run_submitit
 from synthmed.benchmark.jobs import STATES, Job, expand, job_state
 from synthmed.benchmark.presets import BenchmarkPreset
 from synthmed.benchmark.results import collect_results, write_results
-from synthmed.data.sources import SOURCES
+from synthmed.data.sources import check_root
 from synthmed.errors import ConfigError, DataError
 from synthmed.output_dir import check_output_path, claim_output_dir
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 MANIFEST = "benchmark.json"
-FILE_ROOTS = {"medmnist"}  # sources whose root may be a file: medmnist's is its .npz or the folder holding it
 
 
 def count_jobs(jobs: list[Job]) -> dict[str, dict[str, int]]:
@@ -75,7 +73,7 @@ def run_benchmark(preset: BenchmarkPreset, out: str | os.PathLike, executor: str
         claim_output_dir(out, MANIFEST, "a benchmark", staged=False)
     jobs = expand(preset)
     if job_state(out, jobs[0].id) != "done":  # the prepare job: a prepared store needs its data no more
-        check_data_root(preset.values["data"])
+        check_root(preset.values["data"]["source"], preset.values["data"].get("root"))  # else it fails in a job log
     run = {"started": time.time(), "executor": executor, "workers": workers}
     manifest = {"preset": preset.values, "synthmed_version": __version__, "runs": [*previous, run],
                 "jobs": [j.to_dict() for j in jobs]}
@@ -94,26 +92,6 @@ def run_benchmark(preset: BenchmarkPreset, out: str | os.PathLike, executor: str
     log(f"done {summary['done']}, failed {summary['failed']}, not run {len(jobs) - summary['done'] - summary['failed']}"
         f"; {len(table)} result rows in {out / 'results.parquet'}")
     return {"states": states, "results": out / "results.parquet", "rows": len(table)}
-
-
-def check_data_root(data: dict[str, Any]) -> None:
-    """The preset's data source can find its data (``data.root``, or ``--root``): else the prepare job
-    would fail only in its log, after the benchmark folder is made."""
-    source, root = data["source"], data.get("root")
-    if source not in SOURCES:
-        raise DataError(f"unknown source {source!r}: expected one of {sorted(SOURCES)}", field="data.source")
-    takes = inspect.signature(SOURCES[source]).parameters.get("root")
-    if root is None:
-        if takes is not None and takes.default is inspect.Parameter.empty:
-            raise DataError(f"source {source!r} needs the folder that holds its data: give --root", field="data.root")
-        return
-    if takes is None:
-        raise DataError(f"source {source!r} reads no files: leave out --root (data.root)", file=root)
-    path = Path(root).expanduser()
-    if not path.exists():
-        raise DataError(f"data.root (--root) of source {source!r} does not exist", file=root)
-    if not path.is_dir() and source not in FILE_ROOTS:
-        raise DataError(f"data.root (--root) of source {source!r} is a file, not a folder", file=root)
 
 
 def read_manifest(out: str | os.PathLike) -> tuple[dict[str, Any], list[Job]]:

@@ -38,8 +38,30 @@ def _source(name: str) -> Callable[..., SourceData]:
     return SOURCES[name]
 
 
+# sources whose root may be a file as well as a folder: medmnist's is its .npz or the folder holding it
+FILE_ROOTS = {"medmnist"}
+
+
+def check_root(name: str, root: str | Path | None) -> None:
+    """What can be said of a source's root without reading its data: a root where the source needs one,
+    none where it reads no files, and one that exists as a folder (or a file, where the source takes one)."""
+    takes = inspect.signature(_source(name)).parameters.get("root")
+    if root is None:
+        if takes is not None and takes.default is inspect.Parameter.empty:
+            raise DataError(f"source {name!r} needs --root, the folder that holds the data", field="root")
+        return
+    if takes is None:
+        raise DataError(f"source {name!r} reads no files: leave out --root", file=root)
+    path = Path(root).expanduser()
+    if not path.exists():
+        raise DataError(f"--root of source {name!r} does not exist", file=root)
+    if not path.is_dir() and name not in FILE_ROOTS:
+        raise DataError(f"--root of source {name!r} is a file, not a folder", file=root)
+
+
 def load_source(name: str, root: str | Path | None = None, **options: Any) -> SourceData:
     load = _source(name)
+    check_root(name, root)
     unknown = sorted(set(options) - set(source_options(name)))
     if unknown:
         raise DataError(
@@ -49,8 +71,4 @@ def load_source(name: str, root: str | Path | None = None, **options: Any) -> So
     check_values(options, {option: hints[option] for option in source_options(name)}, f"source {name!r}", DataError)
     if "seed" in options and (problem := seed_problem(options["seed"])):
         raise DataError(f"source {name!r}: seed = {options['seed']!r} {problem}", field="seed")
-    if root is None and "root" in inspect.signature(load).parameters:
-        default = inspect.signature(load).parameters["root"].default
-        if default is inspect.Parameter.empty:
-            raise DataError(f"source {name!r} needs --root, the folder that holds the data", field="root")
     return load(root, **options) if root is not None else load(**options)
