@@ -30,16 +30,33 @@ def check_output_path(path: str | os.PathLike, option: str = "--out",
         raise error(f"names no folder of its own; give one, e.g. {option} {Path(path, 'out')}", file=where)
     if path.exists() and not path.is_dir():
         raise error("is a file, not a folder", file=where)
-    places = (_nearest_existing(path), _nearest_existing(path.parent)) if staged else (_nearest_existing(path),)
-    for folder in dict.fromkeys(places):
-        if not folder.is_dir():
-            raise error(f"lies under {folder}, which is a file, not a folder", file=where)
-        try:  # a real test, not os.access: that says yes to root for any folder
-            with tempfile.TemporaryFile(dir=folder):  # on Linux an unnamed file: nothing shows up in the folder
-                pass
-        except OSError as failure:
-            raise error(f"cannot be written ({folder}: {failure.strerror or failure})", file=where) from None
+    # the folder itself is written, and with ``staged`` a copy beside it is renamed onto it
+    places = (path, path.parent) if staged else (path,)
+    for folder in dict.fromkeys(_nearest_existing(place) for place in places):
+        _check_writable(folder, where, error)
     return path
+
+
+def check_output_file(path: str | os.PathLike, hint: str, option: str = "--out",
+                      error: type[UserError] = DataError) -> Path:
+    """``path`` as a Path when a file can be written there (``hint`` says what to give instead of a folder)."""
+    path = Path(path)
+    where = f"{option} {path}"
+    if path.is_dir():  # also '' and '.'
+        raise error(f"is a folder; {hint}", file=where)
+    _check_writable(_nearest_existing(path.parent), where, error)  # the folders not there yet are made
+    return path
+
+
+def _check_writable(folder: Path, where: str, error: type[UserError]) -> None:
+    """``folder`` (an existing path) is a folder a file can be made in."""
+    if not folder.is_dir():
+        raise error(f"lies under {folder}, which is a file, not a folder", file=where)
+    try:  # a real test, not os.access: that says yes to root for any folder
+        with tempfile.TemporaryFile(dir=folder):  # on Linux an unnamed file: nothing shows up in the folder
+            pass
+    except OSError as failure:
+        raise error(f"cannot be written ({folder}: {failure.strerror or failure})", file=where) from None
 
 
 def _nearest_existing(path: Path) -> Path:

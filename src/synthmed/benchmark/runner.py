@@ -25,7 +25,7 @@ from synthmed.benchmark.presets import BenchmarkPreset
 from synthmed.benchmark.results import collect_results, write_results
 from synthmed.data.sources import check_root
 from synthmed.errors import ConfigError, DataError
-from synthmed.output_dir import check_output_path, claim_output_dir
+from synthmed.output_dir import claim_output_dir
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 MANIFEST = "benchmark.json"
@@ -65,12 +65,9 @@ def run_benchmark(preset: BenchmarkPreset, out: str | os.PathLike, executor: str
             raise ConfigError(f"--executor slurm: Slurm is not installed here (no {' or '.join(missing)} on PATH); "
                               "run on a Slurm login node, or use --executor local")
     out = Path(out)
-    previous = []
-    if (out / MANIFEST).is_file():  # resumed, with this preset: the jobs a changed number reaches run again
-        check_output_path(out, staged=False)
-        previous = read_manifest(out)[0].get("runs", [])
-    else:  # a new benchmark: any other folder is not ours to fill
-        claim_output_dir(out, MANIFEST, "a benchmark", staged=False)
+    # a benchmark folder is resumed (the jobs a changed preset reaches run again); any other folder is not ours
+    resumed = claim_output_dir(out, MANIFEST, "a benchmark", same=lambda: True, staged=False)
+    previous = read_manifest(out)[0].get("runs", []) if resumed else []
     jobs = expand(preset)
     if job_state(out, jobs[0].id) != "done":  # the prepare job: a prepared store needs its data no more
         check_root(preset.values["data"]["source"], preset.values["data"].get("root"))  # else it fails in a job log

@@ -15,6 +15,7 @@ import hmac
 import json
 import os
 import random
+import re
 import secrets
 import sqlite3
 from collections.abc import Iterator, Sequence
@@ -28,7 +29,6 @@ from synthmed._io import atomic_path
 from synthmed.errors import ReaderStudyError
 
 DB_NAME = "study.sqlite"
-TABLES = {"meta", "images", "answer_key", "readers", "assignments", "answers"}
 LABELS = ("real", "synthetic")
 AnswerStatus = Literal["recorded", "duplicate", "conflict", "unknown image"]
 
@@ -64,6 +64,8 @@ CREATE TABLE answers (
     FOREIGN KEY (reader_id, image_id) REFERENCES assignments(reader_id, image_id)
 );
 """
+TABLES = set(re.findall(r"CREATE TABLE (\w+)", SCHEMA))  # what a whole study database holds
+
 
 
 @dataclass(frozen=True)

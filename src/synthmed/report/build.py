@@ -13,7 +13,6 @@ import base64
 import json
 import os
 import platform
-import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
@@ -27,10 +26,10 @@ from synthmed.benchmark.jobs import Job, job_dir, job_state
 from synthmed.benchmark.results import TRAIN_FID, collect_results
 from synthmed.benchmark.runner import read_manifest
 from synthmed.benchmark.stages import job_run, job_synthetic
-from synthmed.errors import DataError
 from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import SPREAD, mann_whitney, mean_std, std
+from synthmed.output_dir import check_output_file
 from synthmed.report.figures import axis_figure, extremes_figure
 
 # The direction of the one-sided Mann-Whitney U that the paper reported per axis (section 3.2,
@@ -229,28 +228,11 @@ def _environment(root: Path, jobs: list[Job], manifest: dict[str, Any]) -> dict[
             "jobs": len(jobs), "runs": runs}
 
 
-def check_report_path(out: str | os.PathLike) -> Path:
-    """``--out`` as a Path, or one error naming it when no file can be written there."""
-    path, where = Path(out), f"--out {out}"
-    if path.is_dir():  # also '' and '.'
-        raise DataError("is a folder; give the HTML file to write, e.g. report.html", file=where)
-    folder = path.parent
-    while not folder.exists():  # the folders that do not exist yet are made
-        folder = folder.parent
-    if not folder.is_dir():
-        raise DataError(f"lies under {folder}, which is a file, not a folder", file=where)
-    try:  # a real test, not os.access: that says yes to root for any folder
-        with tempfile.TemporaryFile(dir=folder):
-            pass
-    except OSError as failure:
-        raise DataError(f"cannot be written ({folder}: {failure.strerror or failure})", file=where) from None
-    return path
-
-
 def build_report(directory: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
     root = Path(directory)
     manifest, jobs = read_manifest(root)
-    target = check_report_path(out) if out is not None else root / "report.html"
+    target = (check_output_file(out, "give the HTML file to write, e.g. report.html") if out is not None
+              else root / "report.html")
     table = collect_results(jobs, root)
     order = _settings_order(jobs)
     axes = []
