@@ -21,9 +21,11 @@ from typer.testing import CliRunner
 
 from helpers import blob_image, write_br35h_tree
 from synthmed.cli import app, expand_multi_value_options
-from synthmed.config import MAX_SEED
+from synthmed.config import MAX_SEED, seed_problem
 from synthmed.data import Store, build_settings, prepare_source
 from synthmed.data.sources.chexpert import FINDINGS
+from synthmed.errors import ConfigError
+from synthmed.synthesis import check_images_per_row
 from synthmed.training.config import load_config
 from synthmed.training.loop import start_run
 
@@ -410,3 +412,13 @@ def test_the_same_inputs_done_right_work(world, tmp_path):
     config.write_text("learning_rate: 2e-3\n")
     assert load_config(config, {"ema_decay": 0.99}).learning_rate == 0.002
 
+
+
+def test_seeds_and_image_counts_may_be_numpy_integers():
+    """An API caller's seed or count read from an array is a numpy integer: taken like Python's, with the same range."""
+    assert seed_problem(np.int64(7)) is None and seed_problem(np.uint32(MAX_SEED)) is None
+    for bad in (np.int64(-1), np.uint64(MAX_SEED + 1), True, 7.0, "7"):
+        assert seed_problem(bad) == f"must be a whole number in [0, {MAX_SEED}]", bad
+    check_images_per_row(np.int32(3))
+    with pytest.raises(ConfigError, match="--images-per-row 0 must be a whole number"):
+        check_images_per_row(np.int64(0))

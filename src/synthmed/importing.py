@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import os
 import platform
-import zipfile
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +48,7 @@ import pandas as pd
 from PIL import Image
 
 from synthmed import __version__
+from synthmed._io import open_npz, read_npz_member
 from synthmed.config import seed_problem
 from synthmed.data.imaging import ArrayImage, ImageFile, base_size, box_pyramid, image_kind, resize_square
 from synthmed.data.records import SPLITS, combination_key, combination_name
@@ -188,23 +188,9 @@ def _read_file(path: Path, channels: int) -> np.ndarray:
     return ImageFile(str(path)).load()[0]
 
 
-def _member(archive: Any, key: str, path: Path) -> np.ndarray:
-    """One array of an .npz, read now: a member cut short, pickled (objects) or not an array at all is named."""
-    try:
-        value = archive[key]
-    except (OSError, ValueError, EOFError, zipfile.BadZipFile, zlib.error) as error:  # zlib: a compressed member
-        raise DataError(f"cannot be read: {error}", file=path, field=key) from None
-    if not isinstance(value, np.ndarray):  # a member that is not a .npy file comes back as its bytes
-        raise DataError("is not a numpy array (.npy) inside the .npz", file=path, field=key)
-    return value
-
-
 def _npz_pools(path: Path, label_names: list[str]) -> list[Pool]:
-    try:
-        archive = np.load(path, allow_pickle=False)
-        keys = set(archive.files)
-    except (OSError, ValueError, zipfile.BadZipFile, zlib.error) as error:
-        raise DataError(f"cannot read the .npz file: {error}", file=path) from None
+    archive = open_npz(path)
+    keys = set(archive.files)
     if all({f"{fold}_images", f"{fold}_labels"} <= keys for fold in SPLITS):
         layout = [((fold,), f"{fold}_images", f"{fold}_labels") for fold in SPLITS]
     elif {"images", "labels"} <= keys:
@@ -213,7 +199,7 @@ def _npz_pools(path: Path, label_names: list[str]) -> list[Pool]:
         raise DataError(f"holds {sorted(keys)}; expected train_images, train_labels, val_images, val_labels, "
                         "test_images, test_labels (or images and labels for any fold)", file=path)
     if "label_names" in keys:
-        names_array = _member(archive, "label_names", path)
+        names_array = read_npz_member(archive, "label_names", path)
         if names_array.ndim != 1:
             raise DataError(f"has shape {names_array.shape}; expected a list of names", file=path, field="label_names")
         names = [str(name) for name in names_array]
@@ -223,7 +209,7 @@ def _npz_pools(path: Path, label_names: list[str]) -> list[Pool]:
         names, columns = label_names, list(range(len(label_names)))
     pools = []
     for folds, image_key, label_key in layout:
-        images, labels = _member(archive, image_key, path), _member(archive, label_key, path)
+        images, labels = read_npz_member(archive, image_key, path), read_npz_member(archive, label_key, path)
         if images.dtype != np.uint8 or images.ndim not in (3, 4) or 0 in images.shape[-2:]:
             raise DataError(f"is {images.dtype} of shape {images.shape}; expected uint8 (N, H, W) or (N, C, H, W) "
                             "with H and W at least 1", file=path, field=image_key)

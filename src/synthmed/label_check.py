@@ -83,8 +83,6 @@ def load_label_check(path: str | Path, tries: int, label_names: list[str], image
     path = Path(path)
     if not 1 <= tries <= MAX_TRIES:
         raise ConfigError(f"--label-check-tries {tries} must be in [1, {MAX_TRIES}]")
-    if not path.is_file():
-        raise DataError("no such classifier file for --label-check", file=path)
     classifier, _ = load_classifier(path, device=device)
     if classifier.label_names != list(label_names):
         raise DataError(f"the classifier reads labels {classifier.label_names}, the setting has {list(label_names)}",

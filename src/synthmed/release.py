@@ -112,13 +112,14 @@ def _card(generated: dict[str, Any], privacy: dict[str, Any], utility: dict[str,
             "generation": generated}
 
 
-def _card_markdown(card: dict[str, Any]) -> str:
+def _card_markdown(card: dict[str, Any], generation_markdown: str) -> str:
+    """card.md: ``generation_markdown`` (the set's own card, rendered when it was read) and what the release adds."""
     release, privacy = card["release"], card["privacy"]
     lines = []
     if release["forced_by"] is not None:
         lines += [f"# WARNING: this set FAILED its privacy audit and was released anyway (--force) by "
                   f"{release['forced_by']} on {release['created']}", ""]
-    lines += [card_markdown(card["generation"]).rstrip("\n"), "", "## Privacy audit", ""]
+    lines += [generation_markdown.rstrip("\n"), "", "## Privacy audit", ""]
     lines += [f"- {line}" for line in describe(privacy)]
     lines += ["", "## Utility (classifiers tested on real images)", ""]
     if card["utility"] is None:
@@ -144,7 +145,7 @@ def _card_markdown(card: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
-def _write_package(folder: Path, synthetic: BenchmarkSetting, card: dict[str, Any]) -> None:
+def _write_package(folder: Path, synthetic: BenchmarkSetting, card: dict[str, Any], markdown: str) -> None:
     images = {fold: np.asarray(synthetic.images(fold)) for fold in SPLITS}
     labels = {fold: synthetic.labels(fold).astype(np.uint8) for fold in SPLITS}
     export_folds(folder, images, labels, synthetic.label_names)
@@ -152,7 +153,7 @@ def _write_package(folder: Path, synthetic: BenchmarkSetting, card: dict[str, An
     np.savez(folder / "synthetic.npz", **{f"{fold}_images": images[fold] for fold in SPLITS},
              **{f"{fold}_labels": labels[fold] for fold in SPLITS})
     write_json_atomic(folder / CARD, card)
-    write_text_atomic(folder / "card.md", _card_markdown(card))
+    write_text_atomic(folder / "card.md", markdown)
     files = sorted(p for p in folder.rglob("*") if p.is_file())
     write_text_atomic(folder / "SHA256SUMS",
                       "".join(f"{sha256_file(p)}  {p.relative_to(folder).as_posix()}\n" for p in files))
@@ -172,7 +173,7 @@ def release(source: str | os.PathLike, real_setting: str | os.PathLike, out: str
     folder = synthetic_set_dir(source)
     generated = read_json(folder / CARD)  # before the audit, which may take minutes
     try:
-        card_markdown(generated)  # reads every key of it that the package's card shows
+        generation_markdown = card_markdown(generated)  # reads every key of it that the package's card shows
     except (KeyError, TypeError) as missing:
         raise DataError(f"lacks {missing}: damaged, or edited; generate the set again", file=folder / CARD) from None
     real, synthetic = BenchmarkSetting(real_setting), BenchmarkSetting(folder / "setting")
@@ -198,7 +199,7 @@ def release(source: str | os.PathLike, real_setting: str | os.PathLike, out: str
         measured[name] = None if found is None else found[1]
     card = _card(generated, privacy, measured["utility"], measured["fidelity"], forced_by)
     with staged_dir(out) as tmp:
-        _write_package(tmp, synthetic, card)
+        _write_package(tmp, synthetic, card, _card_markdown(card, generation_markdown))
     log(f"released {sum(card['generation']['images_per_fold'].values())} synthetic images to {out} "
         f"(privacy verdict {privacy['verdict']})")
     return out

@@ -26,6 +26,7 @@ images partly redrawn, kept in that benchmark's work folder to measure where the
 from __future__ import annotations
 
 import inspect
+import numbers
 import os
 import platform
 import shlex
@@ -118,9 +119,10 @@ MAX_IMAGES_PER_ROW = 100
 
 def check_images_per_row(images_per_row: int) -> None:
     """``generate`` and ``synthmed import`` take K images per real row: a whole number in [1, 100]."""
-    if (isinstance(images_per_row, bool) or not isinstance(images_per_row, (int, np.integer))
+    if (isinstance(images_per_row, bool) or not isinstance(images_per_row, numbers.Integral)
             or not 1 <= images_per_row <= MAX_IMAGES_PER_ROW):
-        raise ConfigError(f"--images-per-row {images_per_row!r} must be a whole number in [1, {MAX_IMAGES_PER_ROW}]")
+        shown = int(images_per_row) if isinstance(images_per_row, numbers.Integral) else repr(images_per_row)
+        raise ConfigError(f"--images-per-row {shown} must be a whole number in [1, {MAX_IMAGES_PER_ROW}]")
 
 
 def fold_labels(setting: BenchmarkSetting, images_per_row: int) -> dict[str, np.ndarray]:

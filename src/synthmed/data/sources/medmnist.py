@@ -16,13 +16,12 @@ is kept as published (the only split that results can be compared on).
 from __future__ import annotations
 
 import re
-import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
-from synthmed._io import sha256_file
+from synthmed._io import open_npz, read_npz_member, sha256_file
 from synthmed.data.imaging import ArrayImage
 from synthmed.data.records import SPLITS, Record, SourceData
 from synthmed.errors import DataError
@@ -71,26 +70,13 @@ def _size_from_name(path: Path) -> int:
 
 def _read_arrays(path: Path, size: int | None) -> tuple[dict[str, np.ndarray], dict[str, np.ndarray]]:
     """Images and raw labels per split, with every key, shape and dtype checked."""
-    # numpy reads anything that is not a zip archive as a pickle and would call a text file "pickled data"
-    if not zipfile.is_zipfile(path):
-        raise DataError("is not a .npz file (a zip archive of arrays, as numpy.savez writes)", file=path)
-    try:
-        npz = np.load(path, allow_pickle=False)
-    except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise DataError(f"cannot read as a .npz file: {error}", file=path) from None
     images, labels = {}, {}
-    with npz:
+    with open_npz(path) as npz:
         for split in SPLITS:
             for key in (f"{split}_images", f"{split}_labels"):
                 if key not in npz.files:
                     raise DataError(f"missing array; the file has {sorted(npz.files)}", file=path, field=key)
-                try:
-                    (images if key.endswith("images") else labels)[split] = npz[key]
-                except ValueError:  # an object array: numpy refuses to unpickle it, and so do we
-                    raise DataError("holds Python objects (an object array), not numbers", file=path,
-                                    field=key) from None
-                except (OSError, zipfile.BadZipFile) as error:
-                    raise DataError(f"cannot read the array: {error}", file=path, field=key) from None
+                (images if key.endswith("images") else labels)[split] = read_npz_member(npz, key, path)
     for split in SPLITS:
         image_key, label_key = f"{split}_images", f"{split}_labels"
         x, y = images[split], labels[split]
