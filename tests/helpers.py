@@ -20,8 +20,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 from PIL import Image
+from typer.testing import CliRunner, Result
 
-from synthmed.cli import main
+from synthmed.cli import app, main
 from synthmed.data import build_settings, prepare
 from synthmed.data.imaging import ArrayImage
 from synthmed.data.records import Record, SourceData
@@ -192,18 +193,18 @@ def folder_listing(folder: Path) -> dict[str, bytes | None]:
     return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
 
 
-def refused_by_cli(args: list[str], folder: Path, *words: str) -> None:
-    """``synthmed ARGS`` exits 2 with one `error:` line holding ``words``, and ``folder`` is left as it was."""
-    from typer.testing import CliRunner
-
-    from synthmed.cli import app
-
-    before = folder_listing(folder)
-    result = CliRunner().invoke(app, args)
-    assert result.exit_code == 2, (result.output, result.stderr)
+def refused_by_cli(args: list, folder: Path | None, *words: str) -> Result:
+    """``synthmed ARGS`` exits 2 with one `error:` line holding ``words``, and ``folder`` (when given) is left
+    as it was. The CLI runner's result, for what else a test checks of the output."""
+    before = folder_listing(folder) if folder is not None else None
+    result = CliRunner().invoke(app, [str(a) for a in args])
+    assert result.exit_code == 2, (result.output, result.stderr, result.exception)
     assert result.stderr.startswith("error: ") and result.stderr.count("\n") == 1, result.stderr
-    assert all(word in result.stderr for word in words), result.stderr
-    assert folder_listing(folder) == before
+    for word in words:
+        assert word in result.stderr, (word, result.stderr)
+    if folder is not None:
+        assert folder_listing(folder) == before
+    return result
 
 
 # ---- a reader study and its server ----------------------------------------------------------------

@@ -15,10 +15,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from typer.testing import CliRunner
 
-from helpers import array_source, write_br35h_tree
-from synthmed.cli import app
+from helpers import array_source, refused_by_cli, write_br35h_tree
 from synthmed.data import build_settings, prepare
 from synthmed.errors import UserError
 from synthmed.evaluation.classifier import Classifier, ClassifierConfig
@@ -83,17 +81,6 @@ def bad_out(kind: str, tmp_path: Path) -> tuple[Path, str]:
     return unwritable_folder(tmp_path) / "out", "cannot be written"
 
 
-def refused(args: list[str], *words: str) -> str:
-    """Run the CLI; it must exit with status 2 and one line on stderr holding every one of ``words``."""
-    result = CliRunner().invoke(app, [str(a) for a in args])
-    assert result.exit_code == 2, (result.output, result.exception)
-    error = result.stderr
-    assert error.startswith("error: ") and error.count("\n") == 1, error
-    for word in words:
-        assert word in error, (word, error)
-    return error
-
-
 def commands(inputs: dict[str, Path], out: Path) -> dict[str, list]:
     """Every command that writes a folder, with valid inputs and ``out`` as its --out."""
     real, classifier = inputs["r32"], inputs["classifier"]
@@ -132,7 +119,7 @@ IN_PLACE = {"train", "evaluate utility", "evaluate fidelity", "evaluate privacy"
 def test_an_out_that_cannot_be_a_folder_is_refused_before_any_work(command, kind, inputs, tmp_path):
     out, words = bad_out(kind, tmp_path)
     before = disk(tmp_path, inputs["root"])
-    refused(commands(inputs, out)[command], f"--out {out}", words)
+    refused_by_cli(commands(inputs, out)[command], None, f"--out {out}", words)
     assert disk(tmp_path, inputs["root"]) == before
 
 
@@ -145,7 +132,7 @@ def test_an_out_that_cannot_be_a_folder_is_refused_before_any_work(command, kind
 ])
 def test_train_checks_the_machine_before_it_makes_the_run_folder(setting, message, inputs, tmp_path):
     run = tmp_path / "run"
-    refused(commands(inputs, run)["train"] + ["--set", setting], message)
+    refused_by_cli(commands(inputs, run)["train"] + ["--set", setting], None, message)
     assert not run.exists()  # nothing half-made to block the corrected command or --resume
 
 
@@ -159,7 +146,7 @@ def test_resume_of_a_folder_that_is_not_a_run_names_it(case, tmp_path):
     if case == "config only":
         (folder / "config.yaml").write_text(yaml.safe_dump(TINY))
     before = disk(tmp_path)
-    refused(["train", "--resume", folder], f"--resume {folder}", "is not a training run")
+    refused_by_cli(["train", "--resume", folder], None, f"--resume {folder}", "is not a training run")
     assert disk(tmp_path) == before
 
 
@@ -172,13 +159,13 @@ def test_generate_from_a_damaged_generator_file_names_the_file(damage, inputs, t
     else:
         run.generator.write_text("generator weights: see the other disk\n")
     before = disk(tmp_path)
-    error = refused(["generate", run.path, "--no-progress"], str(run.generator), "truncated or damaged")
+    error = refused_by_cli(["generate", run.path, "--no-progress"], None, str(run.generator), "truncated or damaged").stderr
     assert "--resume" not in error
     assert disk(tmp_path) == before
 
 
 def test_generate_from_a_folder_that_is_not_a_run_names_it(tmp_path):
-    refused(["generate", tmp_path, "--out", tmp_path / "synthetic"], f"RUN {tmp_path}", "is not a training run")
+    refused_by_cli(["generate", tmp_path, "--out", tmp_path / "synthetic"], None, f"RUN {tmp_path}", "is not a training run")
     assert not (tmp_path / "synthetic").exists()
 
 
@@ -201,7 +188,7 @@ def test_a_damaged_classifier_file_is_named(command, damage, inputs, tmp_path):
     source = inputs["classifier"] if damage == "truncated" else inputs["run"] / "generator.pt"
     classifier.write_bytes(source.read_bytes()[:1000] if damage == "truncated" else source.read_bytes())
     args = [classifier if a == inputs["classifier"] else a for a in commands(inputs, tmp_path / "out")[command]]
-    refused(args, str(classifier), "is not a synthmed classifier file")
+    refused_by_cli(args, None, str(classifier), "is not a synthmed classifier file")
     assert not (tmp_path / "out").exists()
 
 
@@ -209,7 +196,7 @@ def test_a_damaged_classifier_file_is_named(command, damage, inputs, tmp_path):
     (["--patch", "0"], "patch = 0"), (["--images", "0"], "n_images = 0"), (["--max-images", "2"], "max_images = 2"),
     (["--extractor", "foo"], "unknown feature extractor 'foo'")])
 def test_evaluate_all_checks_its_options_before_the_classifiers_train(option, words, inputs, tmp_path):
-    refused([*commands(inputs, tmp_path / "out")["evaluate all"], *option], words)
+    refused_by_cli([*commands(inputs, tmp_path / "out")["evaluate all"], *option], None, words)
     assert not (tmp_path / "out").exists()  # once refused only after utility, fidelity and privacy had run
 
 

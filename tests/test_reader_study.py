@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from scipy import stats
 
-from helpers import STUDY_LABELS, add_reader, answer_key, make_store, make_study, run_cli, thread_server
+from helpers import STUDY_LABELS, add_reader, answer_key, make_store, make_study, refused_by_cli, run_cli, thread_server
 from synthmed.reader_study import db
 from synthmed.reader_study.analysis import accuracy, reader_counts, summarize
 from synthmed.reader_study.create import allocate, create_study
@@ -288,21 +288,9 @@ def test_analyze_cli_writes_the_tables_and_the_figure(tmp_path, capsys):
 # ---- bad input: exit status 2, one `error:` line naming what is wrong, nothing written ----------------
 
 
-def listing(folder) -> dict[str, bytes | None]:
-    return {str(p.relative_to(folder)): p.read_bytes() if p.is_file() else None for p in sorted(folder.rglob("*"))}
-
-
-def refused(capsys, args: list[str], folder, *words: str) -> None:
-    """``synthmed ARGS`` exits 2 with one `error:` line holding ``words``, and ``folder`` is left as it was."""
-    capsys.readouterr()
-    before = listing(folder)
-    code = run_cli(args)
-    captured = capsys.readouterr()
-    assert code == 2, captured
-    assert captured.err.startswith("error: ") and captured.err.count("\n") == 1, captured.err
-    assert all(word in captured.err for word in words), captured.err
-    assert "http" not in captured.out  # no link printed
-    assert listing(folder) == before
+def refused(args: list[str], folder, *words: str) -> None:
+    """``helpers.refused_by_cli``, and no link printed."""
+    assert "http" not in refused_by_cli(args, folder, *words).stdout
 
 
 @pytest.fixture(scope="module")
@@ -324,7 +312,7 @@ def test_serve_refuses_an_address_it_cannot_listen_on(small_study, capsys, optio
         busy.listen()
         port = str(busy.getsockname()[1])
         fill = [w.replace("{busy}", port) for w in options], [w.replace("{busy}", port) for w in words]
-        refused(capsys, ["reader-study", "serve", str(small_study), *fill[0]], small_study.parent, *fill[1])
+        refused(["reader-study", "serve", str(small_study), *fill[0]], small_study.parent, *fill[1])
 
 
 def test_localhost_is_served_on_ipv4_where_the_printed_links_point():
@@ -368,7 +356,7 @@ def test_a_damaged_study_database_is_refused_by_name(tmp_path, capsys, damage, c
     data = path.read_bytes()
     path.write_bytes(data[: len(data) // 2] if damage == "truncated" else b"")
     args = ["reader-study", command[0], str(study), *command[2:]]
-    refused(capsys, args, tmp_path, f"{path}: is damaged")
+    refused(args, tmp_path, f"{path}: is damaged")
 
 
 @pytest.mark.parametrize("out, words", [
@@ -377,7 +365,7 @@ def test_a_damaged_study_database_is_refused_by_name(tmp_path, capsys, damage, c
 ])
 def test_analyze_refuses_an_out_that_cannot_be_a_folder(tmp_path, capsys, out, words):
     study, _ = make_study(tmp_path, 2)
-    refused(capsys, ["reader-study", "analyze", str(study), "--out", str(tmp_path / out)], tmp_path, *words)
+    refused(["reader-study", "analyze", str(study), "--out", str(tmp_path / out)], tmp_path, *words)
 
 
 @pytest.mark.parametrize("base_url", ["", "notaurl", "http://x/ y", "ftp://host", "http://host:99999"])
@@ -389,7 +377,7 @@ def test_a_base_url_that_makes_broken_links_is_refused(tmp_path, capsys, base_ur
                 str(tmp_path / "study"), "--n-real", "2", "--n-synthetic", "2"]
     else:
         args = ["add-reader", str(make_study(tmp_path, 2)[0]), "R1"]
-    refused(capsys, ["reader-study", *args, "--base-url", base_url], tmp_path,
+    refused(["reader-study", *args, "--base-url", base_url], tmp_path,
             f"--base-url {base_url!r}: not an http(s) address")
 
 
@@ -405,5 +393,5 @@ def test_create_refuses_a_real_store_that_is_not_real(tmp_path, capsys, case, wo
         manifest = json.loads((synthetic / "manifest.json").read_text())
         (synthetic / "manifest.json").write_text(json.dumps({**manifest, "source": "synthetic:cpdgan"}))
         real = synthetic
-    refused(capsys, ["reader-study", "create", "--real", str(real), "--synthetic", str(synthetic), "-r", "32",
+    refused(["reader-study", "create", "--real", str(real), "--synthetic", str(synthetic), "-r", "32",
                      "--out", str(tmp_path / "study"), "--n-real", "2", "--n-synthetic", "2"], tmp_path, *words)
