@@ -130,6 +130,8 @@ USER_ERRORS = [
     (["fidelity", "--classifier", "{out}/real_classifier.pt"], "{out}/real_classifier.pt: no classifier file here"),
     (["privacy", "--classifier", "{native}", "--copy-quantile", "1.5"], "copy_quantile = 1.5 must be a number in (0, 1)"),
     (["importance", "--images", "0"], "n_images = 0: explain at least 1 real test image"),
+    (["importance", "--images", "0", "--real-classifier", "{out}/none.pt"],  # before the classifiers load
+     "n_images = 0: explain at least 1 real test image"),
     (["importance", "--patch", "40"], "patch = 40, stride = 2: need 1 <= patch <= 32"),
     (["importance", "--synthetic-classifier", "{resized}"],
      "{resized}: sees inputs of size 64, the real classifier None"),

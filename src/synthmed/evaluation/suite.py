@@ -108,10 +108,14 @@ def check_fidelity_options(extractors: tuple[str, ...], max_images: int | None) 
         check_extractor_name(name)
 
 
-def check_importance_options(n_images: int, patch: int, stride: int, input_size: int) -> None:
-    """What ``evaluate_importance_run`` refuses in its options, for classifiers that see ``input_size`` px."""
+def _check_image_count(n_images: int) -> None:
     if n_images < 1:
         raise ConfigError(f"n_images = {n_images}: explain at least 1 real test image")
+
+
+def check_importance_options(n_images: int, patch: int, stride: int, input_size: int) -> None:
+    """What ``evaluate_importance_run`` refuses in its options, for classifiers that see ``input_size`` px."""
+    _check_image_count(n_images)
     mask_positions(input_size, patch, stride)
 
 
@@ -171,6 +175,7 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
     (``importance.lesion_scores``: in-mask share, pointing game, per image, over images and per
     label, under ``lesion_masks``) and the figure outlines the lesions; other stores' output is as before.
     """
+    _check_image_count(n_images)  # before the classifiers load; the patch needs their input size
     out = EvalDir.for_writing(out_dir)
     real = BenchmarkSetting(real_setting_dir)
     paths = {"real": real_classifier_path, "synthetic": synthetic_classifier_path}
