@@ -16,7 +16,10 @@ import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from typer.testing import CliRunner
 
+from helpers import refused_by_cli
+from synthmed.cli import app
 from synthmed.data.imaging import ArrayImage, ImageFile, dhash
 from synthmed.data.records import SPLITS, Record, SourceData
 from synthmed.data.store import Store, prepare
@@ -423,3 +426,22 @@ def test_too_few_groups_is_a_data_error(tmp_path):
     with pytest.raises(DataError, match="groups"):
         quiet(SourceData("few", list(LABEL_NAMES), records), tmp_path / "store", workers=1)
     assert not (tmp_path / "store").exists() and not (tmp_path / "store.partial").exists()
+
+
+def test_verify_finds_a_changed_a_cut_and_a_lost_file(tmp_path):
+    """``data info --verify`` hashes the files again: untouched passes; one flipped byte, a file cut short or
+    one removed is one error line naming the store, exit 2."""
+    out = tmp_path / "store"
+    quiet(array_source(), out, resolutions=RESOLUTIONS, workers=1)
+    Store(out).verify()
+    assert "every file matches" in CliRunner().invoke(app, ["data", "info", str(out), "--verify",
+                                                           "--grids", str(tmp_path / "g")]).stdout
+    images = out / f"images_{RESOLUTIONS[0]}.npy"
+    original = images.read_bytes()
+    for damage, words in ((lambda: images.write_bytes(original[:-1] + bytes([original[-1] ^ 1])), "files changed"),
+                          (lambda: images.write_bytes(original[:-10]), "files changed"),
+                          (lambda: images.unlink(), "cannot be verified: No such file")):
+        damage()
+        refused_by_cli(["data", "info", str(out), "--verify", "--grids", str(tmp_path / "g2")], tmp_path,
+                       f"{out}: ", words)
+        images.write_bytes(original)

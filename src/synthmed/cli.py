@@ -113,11 +113,15 @@ def prepare_command(
 def info_command(
     store: Annotated[Path, typer.Argument(help="a prepared store directory")],
     grids: Annotated[Optional[Path], typer.Option(help="where to write the grid PNGs (default STORE/info)")] = None,
+    verify: Annotated[bool, typer.Option(help="first hash every file again against the manifest")] = False,
 ) -> None:
     """Counts per fold and label combination, group counts, and a sample grid per combination."""
     from synthmed.data import Store, describe, write_grids
 
     opened = Store(store)
+    if verify:
+        opened.verify()
+        console.print(f"{store}: every file matches the manifest's content hash")
     _print_overview(describe(opened))
     paths = write_grids(opened, grids or opened.path / "info")
     console.print(f"{len(paths)} sample grid(s) in {paths[0].parent if paths else grids}")

@@ -137,6 +137,17 @@ class Store:
     def splits(self) -> np.ndarray:
         return self.records["split"].to_numpy().astype(object)
 
+    def verify(self) -> None:
+        """Hash the store's files again against the manifest's ``content_hash``: a file changed, cut short or
+        lost since ``prepare`` (a disk fault, a partial copy, an edit) is a DataError naming the store."""
+        try:
+            found = content_hash(self.path, self.resolutions, self.has_masks)
+        except OSError as error:
+            raise DataError(f"cannot be verified: {error.strerror or error} ({error.filename})", file=self.path) from None
+        if found != self.manifest["content_hash"]:
+            raise DataError("its files changed since it was prepared (content hash differs from manifest.json); "
+                            "prepare it again", file=self.path)
+
 
 def prepare(
     source: SourceData,
