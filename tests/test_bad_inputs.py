@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -23,13 +24,18 @@ from helpers import blob_image, write_br35h_tree
 from synthmed.cli import app, expand_multi_value_options
 from synthmed.config import MAX_SEED, seed_problem
 from synthmed.data import Store, build_settings, prepare_source
+from synthmed.data.imaging import MAX_RESOLUTION
+from synthmed.data.settings import MAX_COUNT
 from synthmed.data.sources.chexpert import FINDINGS
+from synthmed.data.store import WORKERS_PER_CORE
 from synthmed.errors import ConfigError
 from synthmed.synthesis import check_images_per_row
 from synthmed.training.config import load_config
 from synthmed.training.loop import start_run
 
 FOLDER_IMAGES = 12  # PNGs in the folder source; one bad row among them is over the default 1 % bad fraction
+# one more decoding process than prepare allows here: refused, and harmless should the check ever go
+TOO_MANY_WORKERS = WORKERS_PER_CORE * (os.cpu_count() or 1) + 1
 
 
 def _csv(path: Path, header: str, rows: list[str]) -> None:
@@ -58,6 +64,8 @@ def _folder_source(root: Path) -> None:
         "escape.csv": ("path,A,B", rows[:2] + ["../outside.png,1,0"]),
         "duplicate.csv": ("path,A,B", rows[:3] + [rows[1]]),
         "gif.csv": ("path,A,B", rows[:2] + ["images/anim.gif,1,0"]),
+        "blankheader.csv": ("path,A,", [row + "," for row in rows]),  # pandas named the column 'Unnamed: 2'
+        "blankline.csv": ("path,A,B", rows[:2] + ["", "images/img3.png,yes,0"]),  # the bad row is line 5
     }
     for name, (header, table) in tables.items():
         _csv(root / name, header, table)
@@ -127,8 +135,19 @@ def world(tmp_path_factory) -> dict[str, Path]:
     (inputs / "lr-text.yaml").write_text("learning_rate: fast\n")
     for name, setting in {"two": {"combinations": "two"}, "minus5": {"train_per_combination": -5},
                           "combos-1": {"combinations": -1}, "val-1": {"val_total": -1}, "r48": {"resolution": 48},
-                          "r2": {"resolution": 2}, "oversample3": {"oversample": 3}, "combos": {"combos": 3}}.items():
+                          "r2": {"resolution": 2}, "oversample3": {"oversample": 3}, "combos": {"combos": 3},
+                          "escape": {"name": "../../escaped"}, "absolute": {"name": str(top / "x")},
+                          "dot": {"name": "."}, "newline": {"name": "a\nb"}, "list": {"name": [1, 2]},
+                          "huge-count": {"oversample": True, "train_per_combination": MAX_COUNT + 1},
+                          "huge-r": {"resolution": 2 * MAX_RESOLUTION}}.items():
         _settings_preset(inputs / f"settings-{name}.yaml", **setting)
+    samples = SETTINGS_PRESET["dimensions"]["samples"]
+    for name, preset in {"escdim": {"dimensions": {"../../escdim": samples}}, "nodim": {"dimensions": {"": samples}},
+                         "typo": {**SETTINGS_PRESET, "dimension": {"other": samples}}}.items():
+        (inputs / f"settings-{name}.yaml").write_text(yaml.safe_dump(preset))
+    shutil.copy(inputs / "bad.yaml", inputs / "bad.YAML")
+    np.savez(inputs / "named-twice.npz", images=np.zeros((2, 8, 8), np.uint8), labels=np.zeros((2, 3), np.uint8),
+             label_names=np.array(["No Finding", "Tumor", "Tumor"]))
     for name, change in {"stop": {"shared_stop": "maybe"}, "seeds0": {"seeds": 0},
                          "maxres": {"models": {"cpdgan": {"config": "cpdgan-cpu", "max_res": 64}}},
                          "models": {"models": ["cpdgan"]}}.items():
@@ -139,6 +158,9 @@ def world(tmp_path_factory) -> dict[str, Path]:
     bad_settings = yaml.safe_load(yaml.safe_dump(SETTINGS_PRESET))
     bad_settings["dimensions"]["samples"]["defaults"]["combinations"] = "two"
     _benchmark_preset(inputs / "benchmark-two.yaml", paths["br35h"], settings=bad_settings)
+    bad_settings["dimensions"]["samples"]["defaults"]["combinations"] = 2
+    bad_settings["dimensions"]["samples"]["settings"][0]["name"] = "../../escaped"
+    _benchmark_preset(inputs / "benchmark-escape.yaml", paths["br35h"], settings=bad_settings)
     return paths
 
 
@@ -150,6 +172,12 @@ def _damaged_copies(paths: dict[str, Path]) -> None:
                                 ("images", "images_16.npy", b"\x93NUMPY cut short")):
         shutil.copytree(paths["store"], damaged / f"store-{name}", ignore=shutil.ignore_patterns("info"))
         (damaged / f"store-{name}" / file).write_bytes(content)
+    manifest = json.loads((paths["store"] / "manifest.json").read_text())
+    for name, edited in (("resolutions", {**manifest, "resolutions": ["8"]}), ("names-5", {**manifest, "label_names": 5}),
+                         ("no-names", {k: v for k, v in manifest.items() if k != "label_names"}),
+                         ("names-3", {**manifest, "label_names": [*manifest["label_names"], "Extra"]})):
+        shutil.copytree(paths["store"], damaged / f"store-{name}", ignore=shutil.ignore_patterns("info"))
+        (damaged / f"store-{name}" / "manifest.json").write_text(json.dumps(edited))
     for name, file in (("rows", "rows.parquet"), ("meta", "setting.json")):
         copy = damaged / f"setting-{name}"
         shutil.copytree(paths["setting"], copy)
@@ -197,6 +225,9 @@ def _settings(preset: str) -> list[str]:
 
 def _benchmark(name: str) -> list[str]:
     return ["benchmark", "--preset", f"{{inputs}}/benchmark-{name}.yaml", "--dry-run"]
+
+
+_FOLDER_NAME = "must be a folder name: not empty, '.' or '..', without '/', '\\' or control characters"
 
 
 # (case id, command line, words the one-line message must hold); {name} is a path of ``world``
@@ -256,6 +287,22 @@ CASES = [
     ("settings-unknown-key", _settings("{inputs}/settings-combos.yaml"), "unknown key(s) ['combos']"),
     ("settings-not-a-mapping", _settings("{inputs}/list.yaml"), "a settings preset must be a mapping"),
     ("settings-unknown-preset", _settings("chst"), "unknown settings preset 'chst'"),
+    ("settings-upper-case-yaml", _settings("{inputs}/bad.YAML"), "{inputs}/bad.YAML: line 3: not valid YAML"),
+    # names become folders under --out: nothing may point elsewhere
+    ("settings-name-escape", _settings("{inputs}/settings-escape.yaml"), f"name = '../../escaped' {_FOLDER_NAME}"),
+    ("settings-name-absolute", _settings("{inputs}/settings-absolute.yaml"), f"name = '{{top}}/x' {_FOLDER_NAME}"),
+    ("settings-name-dot", _settings("{inputs}/settings-dot.yaml"), f"name = '.' {_FOLDER_NAME}"),
+    ("settings-name-newline", _settings("{inputs}/settings-newline.yaml"), f"name = 'a\\nb' {_FOLDER_NAME}"),
+    ("settings-name-list", _settings("{inputs}/settings-list.yaml"), "name = [1, 2] must be text or null"),
+    ("settings-dimension-escape", _settings("{inputs}/settings-escdim.yaml"),
+     f"field 'dimensions': dimension '../../escdim' {_FOLDER_NAME}"),
+    ("settings-dimension-empty", _settings("{inputs}/settings-nodim.yaml"), f"dimension '' {_FOLDER_NAME}"),
+    ("settings-top-level-typo", _settings("{inputs}/settings-typo.yaml"), "unknown key(s) ['dimension']"),
+    ("settings-count-huge", _settings("{inputs}/settings-huge-count.yaml"),
+     f"train_per_combination = {MAX_COUNT + 1} must be at least 1 and at most {MAX_COUNT}"),
+    ("settings-resolution-huge", _settings("{inputs}/settings-huge-r.yaml"),
+     f"resolution {2 * MAX_RESOLUTION} is above {MAX_RESOLUTION}, the largest a store holds"),
+    ("benchmark-settings-name-escape", _benchmark("escape"), f"name = '../../escaped' {_FOLDER_NAME}"),
     # benchmark presets
     ("benchmark-shared-stop", _benchmark("stop"), "shared_stop = 'maybe' must be true or false"),
     ("benchmark-seeds-0", _benchmark("seeds0"), "seeds for samples/n4 must be a whole number >= 1"),
@@ -272,6 +319,8 @@ CASES = [
      "source 'br35h' has no option(s) ['colour']"),
     ("prepare-workers-0", _prepare("br35h", "--root", "{br35h}", "--workers", "0"), "workers = 0: give at least 1"),
     ("prepare-workers-minus-1", _prepare("br35h", "--root", "{br35h}", "--workers", "-1"), "workers = -1"),
+    ("prepare-workers-too-many", _prepare("br35h", "--root", "{br35h}", "--workers", str(TOO_MANY_WORKERS)),
+     f"workers = {TOO_MANY_WORKERS}: give at least 1 and at most {TOO_MANY_WORKERS - 1} decoding processes"),
     ("prepare-resolution-48", _prepare("br35h", "--root", "{br35h}", "-r", "48"), "resolution 48 is not a power of two"),
     ("prepare-scaling", _prepare("br35h", "--root", "{br35h}", "--scaling", "log"), "unknown scaling 'log'"),
     ("prepare-bad-fraction", _prepare("br35h", "--root", "{br35h}", "--max-bad-fraction", "2"),
@@ -293,6 +342,10 @@ CASES = [
     ("csv-duplicate-path", _folder("duplicate.csv"), "duplicate.csv, row 5, field 'path': duplicate image"),
     ("csv-image-type", _folder("gif.csv"), "gif.csv, row 4, field 'path': unsupported image type '.gif'"),
     ("csv-window", _folder("good.csv", "--option", "window=lung"), "field 'window': unknown window 'lung'"),
+    ("csv-label-twice", _folder("good.csv", "--option", "label_columns=A,A"),
+     "field 'label_columns': label column 'A' is listed 2 times"),
+    ("csv-blank-header", _folder("blankheader.csv"), "blankheader.csv, row 1: column 3 of the header has no name"),
+    ("csv-blank-line", _folder("blankline.csv"), "blankline.csv, row 5, field 'A': label value 'yes' is not allowed"),
     # images: a missing, corrupt or non-DICOM file is skipped and counted, here over the allowed fraction
     ("image-missing", _folder("missing.csv"),
      "1 of 13 images could not be read, more than the allowed fraction 0.01 (--max-bad-fraction). "
@@ -340,6 +393,9 @@ CASES = [
      f"seed -1 must be a whole number in [0, {MAX_SEED}]"),
     ("prepare-option-seed-minus-1", _prepare("rsna-ich", "--root", "{top}", "--option", "seed=-1"),
      f"source 'rsna-ich': seed = -1 must be a whole number in [0, {MAX_SEED}]"),
+    ("import-label-named-twice", ["import", "{inputs}/named-twice.npz", "--real", "{setting}", "--out",
+                                  "{outs}/imported"],
+     "named-twice.npz, field 'label_names': names the label 'Tumor' 2 times"),
     ("import-seed-minus-1", ["import", "{folder}", "--real", "{setting}", "--out", "{outs}/imported", "--seed", "-1"],
      f"--seed -1 must be a whole number in [0, {MAX_SEED}]"),
     # damaged files of a store or setting: named, never a traceback from json, pyarrow or numpy
@@ -349,6 +405,19 @@ CASES = [
      "{damaged}/store-records/records.parquet: is missing or damaged (ArrowInvalid"),
     ("info-damaged-images", ["data", "info", "{damaged}/store-images", "--grids", "{outs}/grids"],
      "{damaged}/store-images/images_16.npy: is missing or damaged"),
+    ("info-grids-file", ["data", "info", "{store}", "--grids", "{inputs}/bad.yaml"],
+     "--grids {inputs}/bad.yaml: is a file, not a folder"),
+    ("info-grids-under-file", ["data", "info", "{store}", "--grids", "{inputs}/bad.yaml/grids"],
+     "--grids {inputs}/bad.yaml/grids: lies under {inputs}/bad.yaml, which is a file"),
+    ("info-manifest-resolutions", ["data", "info", "{damaged}/store-resolutions", "--grids", "{outs}/grids"],
+     "{damaged}/store-resolutions/manifest.json, field 'resolutions': ['8'] must be a list of whole numbers"),
+    ("info-manifest-label-names-5", ["data", "info", "{damaged}/store-names-5", "--grids", "{outs}/grids"],
+     "{damaged}/store-names-5/manifest.json, field 'label_names': 5 must be a list of texts"),
+    ("info-manifest-no-label-names", ["data", "info", "{damaged}/store-no-names", "--grids", "{outs}/grids"],
+     "{damaged}/store-no-names/manifest.json, field 'label_names': is missing"),
+    ("settings-manifest-label-count", [*_settings("{inputs}/good-settings.yaml")[:4], "--store",
+                                       "{damaged}/store-names-3", "--out", "{outs}/settings"],
+     "{damaged}/store-names-3/labels.npy: has shape (40, 2); manifest.json says 40 images and 3 label_names"),
     ("utility-damaged-rows", _utility("max_epochs=1", real="{damaged}/setting-rows"),
      "{damaged}/setting-rows/rows.parquet: is missing or damaged"),
     ("utility-setting-without-key", _utility("max_epochs=1", real="{damaged}/setting-meta"),

@@ -408,3 +408,41 @@ def test_the_demo_refuses_an_out_that_is_not_a_benchmark_folder(tmp_path, target
     (tmp_path / "store").mkdir()
     (tmp_path / "store" / "manifest.json").write_text("{}")
     refused_by_cli(["demo", "--out", str(tmp_path / target)], tmp_path, *words)
+
+
+def test_the_manifest_check_takes_every_job_a_preset_expands_into(tmp_path):
+    """read_manifest's checks of a job entry refuse nothing that ``expand`` writes (each stage's labels)."""
+    from synthmed.benchmark.runner import _job_problem
+
+    path = tiny_preset(tmp_path)
+    values = yaml.safe_load(path.read_text())
+    values["models"]["diffusion"] = {"config": "diffusion-cpu"}
+    jobs = expand(resolve_preset(values))
+    assert {j.stage for j in jobs} >= {"prepare", "settings", "train", "label-check", "generate", "real-classifier",
+                                       "utility", "fidelity", "privacy", "importance"}
+    assert [_job_problem(json.loads(json.dumps(j.to_dict()))) for j in jobs] == [None] * len(jobs)
+
+
+def test_status_names_a_damaged_failed_json(tmp_path):
+    from synthmed.benchmark.jobs import Job
+
+    job = Job("train-x-s0-abc", "train", {}, {},
+              {"dataset": "d", "dimension": "samples", "setting": "x", "model": "cpdgan", "seed": 0})
+    (tmp_path / "jobs" / job.id).mkdir(parents=True)
+    (tmp_path / "jobs" / job.id / "failed.json").write_text("{}")
+    (tmp_path / "benchmark.json").write_text(json.dumps({"preset": {"name": "p", "fidelity": {}}, "runs": [],
+                                                         "jobs": [job.to_dict()]}))
+    refused_by_cli(["benchmark", "status", tmp_path], tmp_path, f"jobs/{job.id}/failed.json: is damaged: error is missing")
+
+
+def test_a_presets_yaml_files_are_found_beside_it_whatever_the_case_of_their_extension(tmp_path, monkeypatch):
+    """A benchmark preset names its settings preset and model configs relative to its own folder, as x.yaml or x.YAML."""
+    values = yaml.safe_load(tiny_preset(tmp_path / "p").read_text())
+    (tmp_path / "p" / "s.YAML").write_text(yaml.safe_dump(values["settings"]))
+    (tmp_path / "p" / "gan.Yml").write_text(yaml.safe_dump({"model": "cpdgan", **GAN}))
+    values["settings"], values["models"]["cpdgan"]["config"] = "s.YAML", "gan.Yml"
+    (tmp_path / "p" / "bench.yaml").write_text(yaml.safe_dump(values))
+    monkeypatch.chdir(tmp_path)  # not the preset's folder: a relative name must not be read from here
+    preset = load_preset(str(tmp_path / "p" / "bench.yaml"))
+    assert preset.values["settings"] == str(tmp_path / "p" / "s.YAML")
+    assert preset.values["models"]["cpdgan"]["config"] == str(tmp_path / "p" / "gan.Yml")

@@ -9,7 +9,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from helpers import FINDING_NAMES, array_source, finding_setting, one_setting, run_cli, write_br35h_tree
+from helpers import (
+    FINDING_NAMES,
+    array_source,
+    finding_setting,
+    one_setting,
+    refused_by_cli,
+    run_cli,
+    write_br35h_tree,
+)
 from synthmed.cli import expand_multi_value_options
 from synthmed.data import Store, prepare
 
@@ -137,6 +145,31 @@ USER_ERRORS = [
      "{resized}: sees inputs of size 64, the real classifier None"),
     (["importance", "--synthetic-classifier", "{other_labels}"], "{other_labels}: predicts ['x', 'y']"),
 ]
+
+
+HUGE = "1" + "0" * 20  # past int64: torch overflows on it
+
+
+@pytest.mark.parametrize("pair, words", [
+    ("lr=1e300", ["classifier lr = 1e+300 must be a number in (0, 10]"]),
+    (f"input_size={HUGE}", [f"classifier input_size = {HUGE} must be null (native size) or an integer in [32, 4096]"]),
+    (f"batch_size={HUGE}", [f"classifier batch_size = {HUGE} must be an integer of at most 65536"]),
+    (f"threads={HUGE}", [f"classifier threads = {HUGE} must be an integer in [0, 4096]"]),
+    ("pretrained_weights=''", ["classifier pretrained_weights = '' must name a weights file"]),
+    ("pretrained_weights={notes}", ["{notes}: classifier pretrained_weights: is not a weights file"]),
+    ("pretrained_weights={tensor}", ["{tensor}: classifier pretrained_weights: is not a weights file (it holds no state"]),
+])
+def test_real_classifier_refuses_bad_settings_by_name(pair, words, evaluation_inputs, tmp_path):
+    """Values that overflowed in torch, a weights file that is none, an empty path that silently trained from scratch."""
+    import torch
+
+    paths = {"notes": tmp_path / "inputs" / "notes.txt", "tensor": tmp_path / "inputs" / "tensor.pt"}
+    paths["notes"].parent.mkdir()
+    paths["notes"].write_text("not weights\n")
+    torch.save(torch.zeros(3), paths["tensor"])
+    refused_by_cli(["evaluate", "real-classifier", "--real", evaluation_inputs["setting"], "--out", tmp_path / "out",
+                    "--set", "max_epochs=1", "--set", pair.format(**paths), "--no-progress"], tmp_path,
+                   *(word.format(**paths) for word in words))
 
 
 @pytest.mark.parametrize("args, message", USER_ERRORS, ids=[" ".join(a) for a, _ in USER_ERRORS])

@@ -359,6 +359,20 @@ def test_a_damaged_study_database_is_refused_by_name(tmp_path, capsys, damage, c
     refused(args, tmp_path, f"{path}: is damaged")
 
 
+@pytest.mark.parametrize("name", ["a\nb", "a\tb", "a\x1b[31mb", "a\u2028b"])
+def test_add_reader_refuses_control_characters_in_a_name(tmp_path, capsys, name):
+    """A line break would split the name in the lists and tables it is printed in."""
+    study, _ = make_study(tmp_path, 2)
+    refused(["reader-study", "add-reader", str(study), name], tmp_path, "field 'name': a reader name must be printable",
+            repr(name))
+    conn = db.connect(study / db.DB_NAME)
+    try:
+        with pytest.raises(db.ReaderStudyError, match="must be printable"):
+            db.add_reader(conn, name)
+    finally:
+        conn.close()
+
+
 @pytest.mark.parametrize("out, words", [
     ("real/manifest.json", ["--out", "manifest.json: is a file, not a folder"]),
     ("real/manifest.json/results", ["--out", "lies under", "manifest.json, which is a file"]),

@@ -162,6 +162,55 @@ def test_report_and_status_refuse_a_folder_that_holds_no_readable_benchmark(tmp_
     refused_by_cli([*command, str(target)], tmp_path, *words)
 
 
+def _set(*path, value):
+    """An edit of benchmark.json: the key at ``path`` set to ``value``."""
+    def edit(manifest: dict) -> None:
+        *parents, last = path
+        for key in parents:
+            manifest = manifest[key]
+        manifest[last] = value
+    return edit
+
+
+@pytest.mark.parametrize("edit, words", [
+    (_set("jobs", 0, "id", value=5), ["job entry 1 id = 5 must be text"]),
+    (_set("jobs", 0, "id", value="../../../etc"), ["job entry 1 names the job '../../../etc', which is not a folder"]),
+    (_set("jobs", 1, "inputs", value={"real": ".."}), ["job entry 2 names the job '..', which is not a folder"]),
+    (_set("jobs", 0, "labels", value={}), ["job entry 1 labels has no 'dataset'"]),
+    (_set("jobs", 0, "labels", value=[1]), ["job entry 1 labels = [1] must be a mapping of texts to values"]),
+    (_set("jobs", 0, "labels", "seed", value="x"), ["job entry 1 labels.seed = 'x' must be a whole number"]),
+    (_set("jobs", 0, "labels", "setting", value=7), ["job entry 1 labels.setting = 7 must be text"]),
+    (_set("jobs", 0, "stage", value="bake"), ["job entry 1 stage = 'bake' is not one of"]),
+    (_set("jobs", 0, "colour", value="red"), ["job entry 1 = {"]),
+    (_set("preset", "fidelity", value="x"), ["preset.fidelity = 'x' must be a mapping"]),
+    (_set("preset", "name", value=None), ["preset.name = None must be text"]),
+    (_set("runs", value=[1, "x"]), ["run 1 = 1 must be a mapping with a time 'started'"]),
+])
+@pytest.mark.parametrize("command", [["report"], ["benchmark", "status"]])
+def test_report_and_status_refuse_a_hand_edited_benchmark_json(tmp_path, command, edit, words):
+    """What the status, the results table and the report read of benchmark.json is checked, by name."""
+    fake_benchmark(tmp_path)
+    manifest = json.loads((tmp_path / "benchmark.json").read_text())
+    edit(manifest)
+    (tmp_path / "benchmark.json").write_text(json.dumps(manifest))
+    refused_by_cli([*command, tmp_path], tmp_path, "benchmark.json: is damaged: ", *words)
+
+
+@pytest.mark.parametrize("file, content, words", [
+    ("utility.json", {}, ["utility.json: is damaged: auc_syn is missing"]),
+    ("utility.json", {"auc_syn": 3}, ["utility.json: is damaged: auc_syn = 3 must be a mapping"]),
+    ("utility.json", {"auc_syn": {"mean": "high"}}, ["utility.json: is damaged: auc_syn.mean = 'high' must be a number"]),
+    ("real.json", {"auc_real": {"mean": 0.9, "per_label": [0.9]}},
+     ["real.json: is damaged: auc_real.per_label = [0.9] must be a mapping"]),
+    ("done.json", {}, ["done.json: is damaged: seconds is missing"]),
+])
+def test_report_refuses_damaged_job_outputs_naming_the_file(tmp_path, file, content, words):
+    jobs = fake_benchmark(tmp_path)
+    job = next(j for j in jobs if (tmp_path / "jobs" / j.id / file).exists())
+    (tmp_path / "jobs" / job.id / file).write_text(json.dumps(content))
+    refused_by_cli(["report", tmp_path], tmp_path, *words)
+
+
 @pytest.mark.parametrize("out, words", [
     ("folder", ["--out", "is a folder"]),
     ("", ["--out .: is a folder"]),

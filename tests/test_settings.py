@@ -204,3 +204,18 @@ def test_failed_settings_leave_nothing(tiny_store, tmp_path):
     with pytest.raises(DataError, match="short of the 5000"):
         build_settings(preset_file, tiny_store, tmp_path / "settings")
     assert {p.name for p in tmp_path.iterdir()} == {"store", "p.yaml"}
+
+
+def test_names_that_are_one_folder_each_and_upper_case_yaml_pass(tmp_path):
+    """A name may hold spaces and non-ASCII letters; a preset file may be called .YAML or .YML."""
+    spec = preset(**{"Größe x": {"settings": [{"name": "k3 n50", "combinations": 3, "train_per_combination": 50}]}})
+    assert list(plan(spec)[0]) == ["Größe x/k3 n50"]
+    for name in ("p.YAML", "p.Yml"):
+        (tmp_path / name).write_text("dimensions:\n  all:\n    settings:\n      - {resolution: 8}\n")
+        assert load_preset(tmp_path / name)["dimensions"]["all"]["settings"] == [{"resolution": 8}]
+
+
+def test_a_setting_with_nothing_to_name_it_by_needs_a_name():
+    """Its folder would be OUT/<dimension> itself."""
+    with pytest.raises(DataError, match=r"dimensions.classes.settings\[0\]: needs a 'name'"):
+        plan(preset(classes={"settings": [{"oversample": True}]}))

@@ -226,3 +226,21 @@ def test_bad_image_type_slice_and_window(root: Path) -> None:
         load(root, patient_column="patient", slice_column="slice")
     with pytest.raises(DataError, match=r"field 'window': unknown window 'lung'"):
         load(root, window="lung")
+
+
+def test_blank_lines_are_left_out_and_rows_keep_their_line_numbers(root: Path) -> None:
+    """pandas skipped blank lines, so every row after one was reported one line early."""
+    lines = [",".join(HEADER)] + [",".join(row) for row in ROWS[:2]] + ["", ",,,,", ",".join(ROWS[2]), "", ""]
+    (root / "labels.csv").write_text("\n".join(lines))
+    data = load(root, patient_column="patient", slice_column="slice")
+    assert [r.path for r in data.records] == [row[0] for row in ROWS[:3]]
+    lines[5] = lines[5].replace(",1,0", ",yes,0")  # line 6 of the file
+    (root / "labels.csv").write_text("\n".join(lines))
+    with raises_at(root / "labels.csv", 6, "tumor", "label value 'yes' is not allowed"):
+        load(root, patient_column="patient", slice_column="slice")
+    (root / "labels.csv").write_text("path,tumor,\nimages/img00.png,1,\n")
+    with raises_at(root / "labels.csv", 1, None, "column 3 of the header has no name"):
+        load(root)
+    write_csv(root / "labels.csv", ROWS)
+    with pytest.raises(DataError, match="field 'label_columns': label column 'tumor' is listed 2 times"):
+        load(root, label_columns="tumor,bleed,tumor")

@@ -445,3 +445,29 @@ def test_verify_finds_a_changed_a_cut_and_a_lost_file(tmp_path):
         refused_by_cli(["data", "info", str(out), "--verify", "--grids", str(tmp_path / "g2")], tmp_path,
                        f"{out}: ", words)
         images.write_bytes(original)
+
+
+def test_resolutions_above_the_largest_are_refused_before_any_work():
+    """Only the check: a prepare at 65536 px was killed for memory."""
+    from synthmed.data.imaging import MAX_RESOLUTION, check_resolution
+
+    check_resolution(MAX_RESOLUTION)
+    for resolution in (2 * MAX_RESOLUTION, 65536, 2**30):
+        with pytest.raises(ValueError, match=f"resolution {resolution} is above {MAX_RESOLUTION}"):
+            check_resolution(resolution)
+
+
+def test_a_hand_edited_manifest_is_named_not_a_traceback(tmp_path):
+    out = tmp_path / "store"
+    quiet(array_source(), out, resolutions=[8], workers=1)
+    manifest = json.loads((out / "manifest.json").read_text())
+    for key, value, words in (("n_images", "40", "field 'n_images': '40' must be a whole number"),
+                              ("channels", 0, "field 'channels': 0 must be at least 1"),
+                              ("resolutions", [], "field 'resolutions': [] must be one or more sizes >= 1"),
+                              ("content_hash", None, "field 'content_hash': None must be text")):
+        (out / "manifest.json").write_text(json.dumps({**manifest, key: value}))
+        refused_by_cli(["data", "info", str(out), "--grids", str(tmp_path / "grids")], tmp_path,
+                       f"{out / 'manifest.json'}, ", words)
+    (out / "manifest.json").write_text(json.dumps({**manifest, "label_names": ["A"]}))
+    with pytest.raises(DataError, match=r"labels.npy: has shape \(40, 3\); manifest.json says 40 images and 1 "):
+        Store(out).labels

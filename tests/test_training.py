@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import yaml
 
-from helpers import TINY_TRAINING, array_source, one_setting
+from helpers import TINY_TRAINING, array_source, one_setting, refused_by_cli
 from synthmed.data import BenchmarkSetting
 from synthmed.data.records import SPLITS
 from synthmed.device import bf16_is_fast
@@ -143,6 +144,60 @@ def test_run_directory_refuses_reuse_and_bad_resolution(tiny_setting, tmp_path):
     start_run(config_from_dict(TINY_TRAINING), tiny_setting, tmp_path / "run")
     with pytest.raises(ConfigError, match="--resume"):
         start_run(config_from_dict(TINY_TRAINING), tiny_setting, tmp_path / "run")
+
+
+HUGE = "1" + "0" * 20  # past int64: torch overflows on it, and a batch this size never fills
+HUGE_INT = int(HUGE)
+
+
+@pytest.mark.parametrize("config, pair, message", [
+    ("cpdgan-cpu", "mbstd_group=0", "mbstd_group = 0 must be a positive integer"),
+    ("cpdgan-cpu", "mbstd_group=-3", "mbstd_group = -3 must be a positive integer"),
+    ("cpdgan-cpu", "channels_base=4", "channels_base = 4 must be an integer >= the image resolution (the setting is 16 px)"),
+    ("cpdgan-cpu", "eps=-1", "eps = -1 must be in (0, 1)"),
+    ("cpdgan-cpu", "betas=[2, 5]", "betas = (2.0, 5.0) must be two numbers in [0, 1)"),
+    ("cpdgan-cpu", "fid_samples=1", "fid_samples = 1 must be an integer in [2, 1000000]"),
+    ("cpdgan-cpu", f"fid_samples={HUGE}", f"fid_samples = {HUGE} must be an integer in [2, 1000000]"),
+    ("cpdgan-cpu", f"latent_dim={HUGE}", f"latent_dim = {HUGE} must be an integer in [1, 65536]"),
+    ("cpdgan-cpu", f"batch_size={HUGE}", f"batch_size = {HUGE} must be an integer in [1, 65536]"),
+    ("cpdgan-cpu", f"channels_max={HUGE}", f"channels_max = {HUGE} must be an integer in [1, 65536]"),
+    ("cpdgan-cpu", "gp_weight=-5", "gp_weight = -5 must be >= 0"),
+    ("cpdgan-cpu", "drift_weight=-1e9", "drift_weight = -1000000000.0 must be >= 0"),
+    ("proggan-cpu", "ac_weight=-1", "ac_weight = -1 must be >= 0"),
+    ("proggan-cpu", "start_resolution=4", "start_resolution = 4 must be a power of two in [8, 16]"),
+    ("cpdgan-cpu", f"threads={HUGE}", f"threads = {HUGE} must be a non-negative integer up to 4096"),
+    ("diffusion-cpu", f"unet_channels=[8, {HUGE}]", "unet_channels = (8, 1000"),
+    ("diffusion-cpu", "unet_channels=[8, 8, 8, 8, 8, 8]", "has 6 UNet levels, which halve 16 px 5 times"),
+])
+def test_train_refuses_config_values_before_writing_the_run(config, pair, message, tiny_setting, tmp_path):
+    """Values that torch, the models or the data order used to refuse (or hang on) once the run folder was half
+    written are refused by name first."""
+    refused_by_cli(["train", "--config", config, "--data", tiny_setting, "--out", tmp_path / "run", "--set", pair,
+                    "--no-progress"], tmp_path, message)
+
+
+def _edit_yaml(path: Path, **values) -> bytes:
+    return yaml.safe_dump({**yaml.safe_load(path.read_text()), **values}).encode()
+
+
+@pytest.mark.parametrize("file, edit, words", [
+    ("config.yaml", lambda path: b"", ["config.yaml: is empty"]),
+    ("config.yaml", lambda path: b"\xff\xfe\x00\x81", ["config.yaml: is not a text (UTF-8) file"]),
+    ("config.yaml", lambda path: b"[1, 2]", ["config.yaml: a training preset must be a mapping"]),
+    ("config.yaml", lambda path: _edit_yaml(path, mbstd_group=0), ["config.yaml: mbstd_group = 0 must be"]),
+    ("config.yaml", lambda path: _edit_yaml(path, channels_base=4), ["channels_base = 4 must be an integer >= the image"]),
+    ("config.yaml", lambda path: _edit_yaml(path, threads=HUGE_INT), ["threads = 1000", "up to 4096"]),
+    ("run.json", lambda path: b"{}", ["run.json: is damaged: it has no 'setting'"]),
+    ("run.json", lambda path: json.dumps({**json.loads(path.read_text()), "resolution": "16"}).encode(),
+     ["run.json: is damaged: resolution = '16' must be a whole number"]),
+    ("run.json", lambda path: json.dumps({**json.loads(path.read_text()), "label_names": [1]}).encode(),
+     ["run.json: is damaged: label_names = [1] must be a list of texts"]),
+])
+def test_resume_refuses_a_damaged_or_hand_edited_run(file, edit, words, tiny_setting, tmp_path):
+    """config.yaml is read and checked as a --config file is; run.json must hold what training reads."""
+    run = start_run(config_from_dict(TINY_TRAINING), tiny_setting, tmp_path / "run")
+    (run / file).write_bytes(edit(run / file))
+    refused_by_cli(["train", "--resume", run, "--no-progress"], run, *words)
 
 
 @pytest.mark.parametrize("model", ["cpdgan", "proggan", "diffusion"])

@@ -89,7 +89,7 @@ def prepare_command(
     scaling: Annotated[str, typer.Option(help="max (x/max*255, the paper), minmax or none")] = "max",
     max_bad_fraction: Annotated[float, typer.Option(help="fail if more of the images are unreadable")] = 0.01,
     seed: Annotated[int, typer.Option(help="seed of the grouped train/val/test split")] = 0,
-    workers: Annotated[Optional[int], typer.Option(help="decoding processes, at least 1 (default: one per core)")] = None,
+    workers: Annotated[Optional[int], typer.Option(help="decoding processes, 1 to 4 per core (default: one per core)")] = None,
     overwrite: Annotated[bool, typer.Option(help="replace a store prepared from other inputs")] = False,
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
 ) -> None:
@@ -117,13 +117,16 @@ def info_command(
 ) -> None:
     """Counts per fold and label combination, group counts, and a sample grid per combination."""
     from synthmed.data import Store, describe, write_grids
+    from synthmed.output_dir import check_output_path
 
     opened = Store(store)
+    # before anything is printed: a file at --grids once failed after the overview
+    grids = check_output_path(grids or opened.path / "info", "--grids", staged=False)
     if verify:
         opened.verify()
         console.print(f"{store}: every file matches the manifest's content hash")
     _print_overview(describe(opened))
-    paths = write_grids(opened, grids or opened.path / "info")
+    paths = write_grids(opened, grids)
     console.print(f"{len(paths)} sample grid(s) in {paths[0].parent if paths else grids}")
 
 

@@ -68,6 +68,12 @@ def preset_names(kind: str) -> list[str]:
     return sorted(shipped_preset_files(kind))
 
 
+def is_yaml_path(name: str | Path) -> bool:
+    """Whether a preset or config argument names a YAML file rather than a shipped preset (x.YAML too, as some
+    editors and systems write it)."""
+    return Path(name).suffix.lower() in (".yaml", ".yml")
+
+
 def load_mapping(name_or_path: str | Path, kind: str, error: type[UserError] = ConfigError,
                  presets: Mapping[str, Any] | None = None) -> tuple[dict[str, Any], str, Path | None]:
     """A preset of ``kind`` by name, or a ``.yaml`` file by path, as a mapping.
@@ -80,7 +86,7 @@ def load_mapping(name_or_path: str | Path, kind: str, error: type[UserError] = C
     what = PRESET_KINDS[kind]
     presets = shipped_preset_files(kind) if presets is None else presets
     path = Path(name_or_path)
-    if path.suffix in (".yaml", ".yml"):
+    if is_yaml_path(path):
         values, where, base = read_yaml_file(path, error), str(path), path.parent
     elif str(name_or_path) in presets:
         where, base = f"{what} {name_or_path}", None
@@ -190,6 +196,8 @@ def describe(hint: Any) -> str:
     """``int | None`` -> "a whole number or null"; what ``matches`` accepts, in words."""
     if hint is None:
         return "null"
+    if hint is Any:  # only inside another hint (Any alone accepts everything): "a mapping of texts to values"
+        return "values"
     if hint in _NAMES:
         return _NAMES[hint]
     origin, args = typing.get_origin(hint), typing.get_args(hint)

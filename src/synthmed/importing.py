@@ -53,7 +53,7 @@ from synthmed.config import seed_problem
 from synthmed.data.imaging import ArrayImage, ImageFile, base_size, box_pyramid, image_kind, resize_square
 from synthmed.data.records import SPLITS, combination_key, combination_name
 from synthmed.data.settings import BenchmarkSetting
-from synthmed.data.sources._tables import check_unique, parse_labels, read_table, resolve_in_root
+from synthmed.data.sources._tables import check_unique, first_repeat, parse_labels, read_table, resolve_in_root
 from synthmed.data.store import Store
 from synthmed.errors import ConfigError, DataError
 from synthmed.output_dir import claim_output_dir
@@ -127,6 +127,9 @@ def _read_source(source: Path, label_names: list[str], channels: int) -> tuple[l
 
 
 def _check_labels(available: list[str], label_names: list[str], file: Path) -> None:
+    if repeat := first_repeat(available):  # which of the columns holds the label could only be guessed
+        raise DataError(f"names the label {repeat[0]!r} {repeat[1]} times; name each label once", file=file,
+                        field="label_names")
     missing = [name for name in label_names if name not in available]
     if missing:
         raise DataError(f"has no label column(s) {missing}; the real setting's labels are {label_names}", file=file)

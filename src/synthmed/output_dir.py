@@ -19,6 +19,12 @@ from pathlib import Path
 from synthmed.errors import DataError, UserError
 
 
+def is_folder_name(name: str) -> bool:
+    """Whether ``name`` names one folder inside another: not empty, '.' or '..', without a separator (so
+    nothing outside, nor an absolute path) or a control character (a name no one can type)."""
+    return name not in ("", ".", "..") and "/" not in name and "\\" not in name and name.isprintable()
+
+
 def check_output_path(path: str | os.PathLike, option: str = "--out",
                       error: type[UserError] = DataError, staged: bool = True) -> Path:
     """``path`` as a Path, or a one-line ``error`` naming ``option`` and the path when no folder can go there.

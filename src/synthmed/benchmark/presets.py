@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any
 
 from synthmed.benchmark import external
-from synthmed.config import check_values, load_mapping
+from synthmed.config import check_values, is_yaml_path, load_mapping
 from synthmed.config import preset_names as shipped_presets
 from synthmed.data.settings import expand_preset
 from synthmed.data.settings import load_preset as load_settings_preset
@@ -117,7 +117,7 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
     data.setdefault("options", {})
     data.setdefault("resolutions", [32])
     settings_preset = values["settings"]
-    if isinstance(settings_preset, str) and settings_preset.endswith((".yaml", ".yml")) and base is not None:
+    if isinstance(settings_preset, str) and is_yaml_path(settings_preset) and base is not None:
         settings_preset = values["settings"] = str((base / settings_preset).resolve())
     spec = settings_preset if isinstance(settings_preset, dict) else load_settings_preset(settings_preset)
     expanded = expand_preset(spec)
@@ -148,7 +148,7 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
         if not 0 <= tries <= MAX_TRIES:
             raise ConfigError(f"{where}: models.{model}.label_check_tries must be in [0, {MAX_TRIES}] (0 = no label "
                               f"check), got {tries!r}")
-        if str(entry["config"]).endswith((".yaml", ".yml")) and base is not None:
+        if is_yaml_path(str(entry["config"])) and base is not None:
             entry["config"] = str((base / entry["config"]).resolve())
     values.setdefault("shared_stop", False)
     refs = [SettingRef(d, n, _seed_count(values["seeds"], d, n, where), int(spec["resolution"]))

@@ -36,6 +36,7 @@ import pandas as pd
 from synthmed._io import read_json, write_with_atomic
 from synthmed.benchmark.jobs import Job, job_dir, job_state
 from synthmed.benchmark.stages import REAL_RESULT, job_run
+from synthmed.errors import DataError
 from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.metrics.auroc import release_flip
 
@@ -45,56 +46,98 @@ TRAIN_FID = f"train_fid_n{PAPER_FID_IMAGES}"
 VERDICT_SCORE = {"pass": 0.0, "warn": 0.5, "fail": 1.0}
 
 
+class JobFile:
+    """A JSON file of a job's outputs, read by key path (it may be damaged or hand-edited): a missing key or a
+    value of the wrong kind is a DataError naming the file and the keys, not a KeyError or TypeError."""
+
+    def __init__(self, path: Path):
+        self.path, self.data = path, read_json(path)
+
+    def damaged(self, keys: tuple[str, ...], problem: str) -> DataError:
+        return DataError(f"is damaged: {'.'.join(keys)} {problem}", file=self.path)
+
+    def get(self, *keys: str) -> Any:
+        value: Any = self.data
+        for depth, key in enumerate(keys):
+            if not isinstance(value, dict):
+                raise self.damaged(keys[:depth], f"= {value!r} must be a mapping")
+            if key not in value:
+                raise self.damaged(keys[:depth + 1], "is missing")
+            value = value[key]
+        return value
+
+    def mapping(self, *keys: str) -> dict[str, Any]:
+        value = self.get(*keys)
+        if not isinstance(value, dict):
+            raise self.damaged(keys, f"= {value!r} must be a mapping")
+        return value
+
+    def number(self, *keys: str, null: bool = True) -> float | None:
+        """A number; null (an undefined metric) where ``null``."""
+        value = self.get(*keys)
+        if not (value is None and null or isinstance(value, (int, float)) and not isinstance(value, bool)):
+            raise self.damaged(keys, f"= {value!r} must be a number{' or null' if null else ''}")
+        return value
+
+    def auroc(self, key: str) -> dict[str, Any]:
+        """What ``auroc_per_label`` wrote under ``key``, as far as the table reads it (``release_flip`` too)."""
+        return {"mean": self.number(key, "mean"),
+                "per_label": {name: self.number(key, "per_label", name) for name in self.mapping(key, "per_label")}}
+
+
 def _metrics(job: Job, folder: Path) -> Iterator[tuple[str, float | None]]:
     if job.stage == "real-classifier":
-        auc_real = read_json(folder / REAL_RESULT)["auc_real"]
+        auc_real = JobFile(folder / REAL_RESULT).auroc("auc_real")
         yield "auc_real", auc_real["mean"]
         yield "auc_real_release_flip", release_flip(auc_real)["mean"]
     elif job.stage == "train":
-        summary = read_json(job_run(folder).summary)
-        yield "images_seen", summary["images_seen"]
-        yield "train_seconds", read_json(folder / "done.json")["seconds"]
-        if summary.get("fid_standard") and summary.get("fid_images") == PAPER_FID_IMAGES:
-            yield TRAIN_FID, summary["best_fid"]
+        summary = JobFile(job_run(folder).summary)
+        yield "images_seen", summary.number("images_seen")
+        yield "train_seconds", JobFile(folder / "done.json").number("seconds")
+        if summary.data.get("fid_standard") and summary.data.get("fid_images") == PAPER_FID_IMAGES:
+            yield TRAIN_FID, summary.number("best_fid")
     elif job.stage == "utility":
-        u = read_json(EvalDir(folder).utility)
+        u = JobFile(EvalDir(folder).utility)
         for key in ("auc_syn", "auc_syn_on_syn", "auc_real_on_syn"):
-            yield key, u[key]["mean"]
-        yield "auc_real_minus_auc_syn", u["auc_real_minus_auc_syn"]
-        yield "delta_syn", u["delta_syn"]
-        for label, value in u["auc_syn"]["per_label"].items():
+            yield key, u.number(key, "mean")
+        yield "auc_real_minus_auc_syn", u.number("auc_real_minus_auc_syn")
+        yield "delta_syn", u.number("delta_syn")
+        auc_real, auc_syn = u.auroc("auc_real"), u.auroc("auc_syn")
+        for label, value in auc_syn["per_label"].items():
             yield f"auc_syn/{label}", value
-        real_flip, syn_flip = release_flip(u["auc_real"]), release_flip(u["auc_syn"])
+        real_flip, syn_flip = release_flip(auc_real), release_flip(auc_syn)
         yield "auc_syn_release_flip", syn_flip["mean"]
         if real_flip["mean"] is not None and syn_flip["mean"] is not None:
             yield "auc_real_minus_auc_syn_release_flip", real_flip["mean"] - syn_flip["mean"]
         for label, value in syn_flip["per_label"].items():
             yield f"auc_syn_release_flip/{label}", value
     elif job.stage == "fidelity":
-        for name, row in read_json(EvalDir(folder).fidelity)["metrics"].items():
+        f = JobFile(EvalDir(folder).fidelity)
+        for name in f.mapping("metrics"):
             for key, metric in (("fd", "fd"), ("kid_mean", "kid"), ("precision", "precision"), ("recall", "recall"),
                                 ("density", "density"), ("coverage", "coverage")):
-                yield f"{metric}/{name}", row[key]
+                yield f"{metric}/{name}", f.number("metrics", name, key)
     elif job.stage == "privacy":
-        p = read_json(EvalDir(folder).privacy)
-        tests = p["tests"]
-        yield "copy_rate", tests["copies/features"]["rate"]
-        yield "copy_rate_pixels", tests["copies/pixels"]["rate"]
-        yield "mia_auc", tests["membership"]["auc"]
-        yield "mia_p", tests["membership"]["p_value"]
-        yield "density_auc", p["density_attack"]["auc"]
-        yield "dcr_median_ratio", p["dcr"]["features"]["median_ratio"]
-        yield "privacy_fail", VERDICT_SCORE[p["verdict"]]
+        p = JobFile(EvalDir(folder).privacy)
+        yield "copy_rate", p.number("tests", "copies/features", "rate")
+        yield "copy_rate_pixels", p.number("tests", "copies/pixels", "rate")
+        yield "mia_auc", p.number("tests", "membership", "auc")
+        yield "mia_p", p.number("tests", "membership", "p_value")
+        yield "density_auc", p.number("density_attack", "auc")
+        yield "dcr_median_ratio", p.number("dcr", "features", "median_ratio")
+        if (verdict := p.get("verdict")) not in VERDICT_SCORE:
+            raise p.damaged(("verdict",), f"= {verdict!r} is not one of {sorted(VERDICT_SCORE)}")
+        yield "privacy_fail", VERDICT_SCORE[verdict]
     elif job.stage == "importance":
-        maps = read_json(EvalDir(folder).importance)
-        yield "map_pearson", maps["pearson"]["mean"]
-        yield "map_ssim", maps["ssim"]["mean"]
-        if "lesion_masks" in maps:  # only stores with lesion masks (phantoms) know where the findings are
-            scored = maps["lesion_masks"]["images"]
-            yield "lesion_area_share", scored["area_share"]["mean"]
+        maps = JobFile(EvalDir(folder).importance)
+        yield "map_pearson", maps.number("pearson", "mean")
+        yield "map_ssim", maps.number("ssim", "mean")
+        if "lesion_masks" in maps.data:  # only stores with lesion masks (phantoms) know where the findings are
+            scored = ("lesion_masks", "images")
+            yield "lesion_area_share", maps.number(*scored, "area_share", "mean")
             for role, suffix in (("synthetic", ""), ("real", "_real")):
-                yield f"map_in_lesion{suffix}", scored[role]["in_mask_share"]["mean"]
-                yield f"map_pointing{suffix}", scored[role]["pointing"]["rate"]
+                yield f"map_in_lesion{suffix}", maps.number(*scored, role, "in_mask_share", "mean")
+                yield f"map_pointing{suffix}", maps.number(*scored, role, "pointing", "rate")
 
 
 def collect_results(jobs: list[Job], root: str | Path) -> pd.DataFrame:
@@ -107,7 +150,7 @@ def collect_results(jobs: list[Job], root: str | Path) -> pd.DataFrame:
             if value is None or (isinstance(value, float) and math.isnan(value)):
                 continue
             labels = job.labels
-            rows.append({"dataset": labels["dataset"], "dimension": labels["dimension"],
+            rows.append({"dataset": labels["dataset"], "dimension": labels["dimension"],  # checked by read_manifest
                          "setting": labels["setting"], "model": labels["model"], "seed": int(labels["seed"]),
                          "metric": metric, "value": float(value)})
     return pd.DataFrame(rows, columns=COLUMNS)

@@ -22,10 +22,12 @@ from synthmed._io import read_json, write_json_atomic
 from synthmed.benchmark.executors import run_local, run_submitit
 from synthmed.benchmark.jobs import STATES, Job, expand, job_state
 from synthmed.benchmark.presets import BenchmarkPreset
-from synthmed.benchmark.results import collect_results, write_results
+from synthmed.benchmark.results import JobFile, collect_results, write_results
+from synthmed.benchmark.stages import STAGES
+from synthmed.config import describe, matches, seed_problem
 from synthmed.data.sources import check_root
 from synthmed.errors import ConfigError, DataError
-from synthmed.output_dir import claim_output_dir
+from synthmed.output_dir import claim_output_dir, is_folder_name
 
 EXECUTORS = ("local", "slurm", "submitit-local")
 MANIFEST = "benchmark.json"
@@ -101,10 +103,54 @@ def read_manifest(out: str | os.PathLike) -> tuple[dict[str, Any], list[Job]]:
     if not (isinstance(manifest.get("jobs"), list) and isinstance(manifest.get("preset"), dict)
             and isinstance(manifest.get("runs", []), list)):
         raise DataError("is damaged: expected a mapping with 'preset', 'jobs' and 'runs'", file=path)
-    try:
-        return manifest, [Job(**j) for j in manifest["jobs"]]
-    except TypeError as error:  # an entry that is not a job's mapping
-        raise DataError(f"is damaged: a job entry does not fit ({error})", file=path) from None
+    # it may be hand-edited: what the status, the results table and the report read is checked here, by name
+    for number, entry in enumerate(manifest["jobs"], 1):
+        if problem := _job_problem(entry):
+            raise DataError(f"is damaged: job entry {number} {problem}", file=path)
+    for number, run in enumerate(manifest.get("runs", []), 1):
+        if not (isinstance(run, dict) and all(matches(run.get(key), hint) for key, hint in RUN_TYPES.items())):
+            raise DataError(f"is damaged: run {number} = {run!r} must be a mapping with a time 'started' (and "
+                            "'finished')", file=path)
+    preset = manifest["preset"]
+    if not matches(preset.get("name"), str):
+        raise DataError(f"is damaged: preset.name = {preset.get('name')!r} must be text", file=path)
+    fidelity = preset.get("fidelity")
+    if not (isinstance(fidelity, dict) and matches(fidelity.get("max_images"), int | None)):
+        raise DataError(f"is damaged: preset.fidelity = {fidelity!r} must be a mapping with max_images a whole "
+                        "number or null", file=path)
+    return manifest, [Job(**j) for j in manifest["jobs"]]
+
+
+# a job entry of benchmark.json (``Job.to_dict``); its labels as ``jobs.expand`` gives them: a run's five, fewer for
+# the data jobs and the label check, which are no model's
+JOB_TYPES = {"id": str, "stage": str, "params": dict[str, Any], "inputs": dict[str, str], "labels": dict[str, Any]}
+LABEL_TYPES = {"dataset": str, "dimension": str, "setting": str, "model": str, "seed": int}
+STAGE_LABELS = {"prepare": ("dataset",), "settings": ("dataset",),
+                "label-check": ("dataset", "dimension", "setting", "seed")}
+RUN_TYPES = {"started": float, "finished": float | None}  # a run's times (no 'finished' while it runs)
+
+
+def _job_problem(entry: Any) -> str | None:
+    """What is wrong with a job entry of benchmark.json, in words (to follow "job entry N"); None when nothing is."""
+    if not isinstance(entry, dict) or set(entry) != set(JOB_TYPES):
+        return f"= {entry!r} must be a mapping of {sorted(JOB_TYPES)}"
+    for key, hint in JOB_TYPES.items():
+        if not matches(entry[key], hint):
+            return f"{key} = {entry[key]!r} must be {describe(hint)}"
+    if entry["stage"] not in STAGES:
+        return f"stage = {entry['stage']!r} is not one of {sorted(STAGES)}"
+    for job_id in (entry["id"], *entry["inputs"].values()):  # each names its folder jobs/<id>: nothing outside
+        if not is_folder_name(job_id):
+            return f"names the job {job_id!r}, which is not a folder name (jobs/<id>)"
+    labels = entry["labels"]
+    for key in STAGE_LABELS.get(entry["stage"], tuple(LABEL_TYPES)):
+        if key not in labels:
+            return f"labels has no {key!r}"
+        if key == "seed" and (problem := seed_problem(labels[key])):
+            return f"labels.seed = {labels[key]!r} {problem}"
+        if not matches(labels[key], LABEL_TYPES[key]):
+            return f"labels.{key} = {labels[key]!r} must be {describe(LABEL_TYPES[key])}"
+    return None
 
 
 def load_jobs(out: str | os.PathLike) -> list[Job]:
@@ -118,7 +164,7 @@ def benchmark_status(out: str | os.PathLike) -> dict[str, Any]:
     per_stage: dict[str, Counter] = {}
     for job in jobs:
         per_stage.setdefault(job.stage, Counter())[states[job.id]] += 1
-    failed = {j: read_json(Path(out) / "jobs" / j / "failed.json")["error"] for j, s in states.items()
+    failed = {j: JobFile(Path(out) / "jobs" / j / "failed.json").get("error") for j, s in states.items()
               if s == "failed"}
     return {"total": dict(Counter(states.values())), "per_stage": {k: dict(v) for k, v in per_stage.items()},
             "states": states, "failed": failed, "order": list(STATES)}

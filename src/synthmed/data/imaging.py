@@ -251,10 +251,17 @@ def box_pyramid(base: np.ndarray, resolutions: list[int]) -> dict[int, np.ndarra
         level = level.reshape(c, h // 2, 2, w // 2, 2).mean(axis=(2, 4))
 
 
+# every image is resized to the base size in float32 before box averaging: 4096 is 64 MiB a channel in each
+# worker, 65536 would be 16 GiB (a prepare at -r 65536 was killed for memory)
+MAX_RESOLUTION = 4096
+
+
 def check_resolution(resolution: int) -> None:
-    """A store holds square images of a power of two >= 4 pixels (box averaging halves them)."""
+    """A store holds square images of a power of two >= 4 pixels (box averaging halves them), up to MAX_RESOLUTION."""
     if resolution < 4 or resolution & (resolution - 1):
         raise ValueError(f"resolution {resolution} is not a power of two >= 4")
+    if resolution > MAX_RESOLUTION:
+        raise ValueError(f"resolution {resolution} is above {MAX_RESOLUTION}, the largest a store holds")
 
 
 def base_size(resolutions: list[int]) -> int:

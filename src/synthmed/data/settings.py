@@ -43,7 +43,7 @@ from synthmed.data.imaging import check_resolution
 from synthmed.data.records import SPLITS, combination_key, combination_name
 from synthmed.data.store import Store, read_table
 from synthmed.errors import DataError
-from synthmed.output_dir import claim_output_dir, staged_dir
+from synthmed.output_dir import claim_output_dir, is_folder_name, staged_dir
 
 INDEX_FILE, SETTING_FILE, ROWS_FILE = "settings.json", "setting.json", "rows.parquet"
 
@@ -69,6 +69,11 @@ DEFAULTS: dict[str, Any] = {f.name: f.default for f in fields(SettingSpec) if f.
 _COUNTS = ("combinations", "min_images_per_combination", "train_per_combination", "val_per_combination",
            "test_per_combination", "val_total", "test_total")
 _NAME_PARTS = (("combinations", "k"), ("train_per_combination", "n"), ("resolution", "r"))
+# the largest data sets have about a million images: a count above this is a typo, and oversampling
+# would allocate that many rows (10**11 ended in numpy's MemoryError)
+MAX_COUNT = 10**7
+# the top-level keys of a preset (``name`` and ``source`` describe it; only ``dimensions`` is read)
+_PRESET_KEYS = {"name": str, "source": str, "dimensions": Any}
 
 
 # ---- presets ------------------------------------------------------------------------------------
@@ -86,11 +91,13 @@ def load_preset(name_or_path: str | os.PathLike) -> dict[str, Any]:
 
 
 def _validate_preset(preset: Any, where: object) -> None:
+    if isinstance(preset, dict):  # a typo (``dimension:``) would otherwise be ignored
+        check_values(preset, _PRESET_KEYS, str(where), DataError)
     if not isinstance(preset, dict) or not isinstance(preset.get("dimensions"), dict) or not preset["dimensions"]:
         raise DataError("a preset needs a 'dimensions' mapping", file=where, field="dimensions")
     for dimension, spec in preset["dimensions"].items():
-        if not isinstance(dimension, str):
-            raise DataError(f"dimension {dimension!r} must be a name (text)", file=where, field="dimensions")
+        if problem := _name_problem(dimension):
+            raise DataError(f"dimension {dimension!r} {problem}", file=where, field="dimensions")
         if not isinstance(spec, dict) or not isinstance(spec.get("settings"), list) or not spec["settings"]:
             raise DataError("needs a non-empty 'settings' list", file=where, field=f"dimensions.{dimension}")
         for i, setting in enumerate([spec.get("defaults") or {}] + spec["settings"]):
@@ -98,15 +105,30 @@ def _validate_preset(preset: Any, where: object) -> None:
             _check_setting(setting, f"{where}, dimensions.{dimension}.{label}")
 
 
+def _name_problem(name: Any) -> str | None:
+    """What keeps a dimension or setting name from being one folder under OUT, in words; None when nothing.
+
+    Names become folders (``OUT/<dimension>/<name>``) and ``dimension/name`` references: a separator, ``..``
+    or an absolute path would write outside OUT, a control character makes a name no one can type.
+    """
+    if not isinstance(name, str):
+        return "must be a name (text)"
+    if not is_folder_name(name):
+        return "must be a folder name: not empty, '.' or '..', without '/', '\\' or control characters"
+    return None
+
+
 def _check_setting(setting: Any, where: str) -> None:
     """The keys of one entry, their types, then their ranges (a negative count would slice rows away)."""
     if not isinstance(setting, dict):
         raise DataError(f"must be a mapping of key: value, got {setting!r}", file=where)
     check_values(setting, field_types(SettingSpec), where, DataError)
+    if setting.get("name") is not None and (problem := _name_problem(setting["name"])):
+        raise DataError(f"name = {setting['name']!r} {problem}", file=where)
     for key in _COUNTS:
         value = setting.get(key)
-        if isinstance(value, int) and value < 1:
-            raise DataError(f"{key} = {value} must be at least 1", file=where)
+        if isinstance(value, int) and not 1 <= value <= MAX_COUNT:
+            raise DataError(f"{key} = {value} must be at least 1 and at most {MAX_COUNT}", file=where)
     if "resolution" in setting:
         try:
             check_resolution(setting["resolution"])
@@ -116,14 +138,18 @@ def _check_setting(setting: Any, where: str) -> None:
 
 def expand_preset(preset: dict[str, Any]) -> list[tuple[str, str, dict[str, Any]]]:
     """(dimension, setting name, full setting spec) for every setting of the preset."""
-    _validate_preset(preset, f"preset {preset.get('name', '')}".strip() if isinstance(preset, dict) else "preset")
+    where = f"preset {preset.get('name', '')}".strip() if isinstance(preset, dict) else "preset"
+    _validate_preset(preset, where)
     out = []
     for dimension, spec in preset["dimensions"].items():
-        for override in spec["settings"]:
+        for i, override in enumerate(spec["settings"]):
             setting = {**DEFAULTS, **(spec.get("defaults") or {}), **override}
             name = setting.pop("name", None) or "_".join(
                 f"{short}{override[key]}" for key, short in _NAME_PARTS if key in override
             )
+            if not name:  # an empty name would write the setting into OUT/<dimension> itself
+                raise DataError(f"needs a 'name': it sets none of {[key for key, _ in _NAME_PARTS]} to name it by",
+                                file=f"{where}, dimensions.{dimension}.settings[{i}]")
             out.append((dimension, name, setting))
     names = [f"{d}/{n}" for d, n, _ in out]
     duplicates = sorted({n for n in names if names.count(n) > 1})

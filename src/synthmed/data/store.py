@@ -36,7 +36,7 @@ import pandas as pd
 
 from synthmed import __version__
 from synthmed._io import read_json, write_json_atomic, write_with_atomic
-from synthmed.config import seed_problem
+from synthmed.config import describe, matches, seed_problem
 from synthmed.data.imaging import SCALINGS, Decoded, base_size, decode, mask_dtype, unpack_masks
 from synthmed.data.neardup import DEFAULT_THRESHOLD, near_duplicate_groups
 from synthmed.data.records import SPLITS, Record, SourceData, combination_key
@@ -47,6 +47,9 @@ from synthmed.progress import progress_bar
 
 FORMAT_VERSION = 1
 _COPY_ROWS = 1024  # rows per chunk when turning raw files into .npy
+# decoding is CPU-bound: more processes than this per core only add memory (each holds a base-size image)
+# and start-up time; --workers 100000 forked until the machine hung
+WORKERS_PER_CORE = 4
 
 
 MANIFEST, LABELS, RECORDS, SKIPPED = "manifest.json", "labels.npy", "records.parquet", "skipped.csv"
@@ -76,6 +79,27 @@ def read_table(path: Path) -> pd.DataFrame:
         raise DataError(f"is missing or damaged ({type(failure).__name__}: {failure})", file=path) from None
 
 
+# what of a manifest is read (here and by ``data info``), and its type: a hand-edited one is refused on opening,
+# not met as a TypeError later (``lesion_masks`` may be left out: stores made before masks lack it)
+_MANIFEST_TYPES = {"source": str, "source_params": dict, "label_names": list[str], "resolutions": list[int],
+                   "n_images": int, "n_skipped": int, "channels": int, "group_method": str, "split_method": str,
+                   "content_hash": str, "lesion_masks": bool | None}
+
+
+def _check_manifest(manifest: dict[str, Any], path: Path) -> None:
+    """The keys of ``_MANIFEST_TYPES``, their types, then the ranges of the numbers."""
+    for key, hint in _MANIFEST_TYPES.items():
+        if not matches(manifest.get(key), hint):
+            problem = "is missing" if key not in manifest else f"{manifest[key]!r} must be {describe(hint)}"
+            raise DataError(f"{problem}; prepare the store again", file=path, field=key)
+    sizes = manifest["resolutions"]
+    for key, wanted, ok in (("resolutions", "one or more sizes >= 1", bool(sizes) and min(sizes) >= 1),
+                            ("n_images", "at least 0", manifest["n_images"] >= 0),
+                            ("channels", "at least 1", manifest["channels"] >= 1)):
+        if not ok:
+            raise DataError(f"{manifest[key]!r} must be {wanted}; prepare the store again", file=path, field=key)
+
+
 class Store:
     """Read access to a prepared store; image arrays are memory-mapped, not loaded."""
 
@@ -87,6 +111,7 @@ class Store:
         self.manifest: dict[str, Any] = read_json(manifest_path)
         if self.manifest.get("format_version") != FORMAT_VERSION:
             raise DataError(f"store format {self.manifest.get('format_version')} is not {FORMAT_VERSION}", file=manifest_path)
+        _check_manifest(self.manifest, manifest_path)
 
     @property
     def label_names(self) -> list[str]:
@@ -123,7 +148,12 @@ class Store:
 
     @property
     def labels(self) -> np.ndarray:
-        return read_array(self.path / LABELS)
+        labels = read_array(self.path / LABELS)
+        expected = (len(self), len(self.label_names))
+        if labels.shape != expected:  # a row per image, a column per name: else labels and names would pair wrongly
+            raise DataError(f"has shape {labels.shape}; {MANIFEST} says {expected[0]} images and {expected[1]} "
+                            "label_names; prepare the store again", file=self.path / LABELS)
+        return labels
 
     @property
     def records(self) -> pd.DataFrame:
@@ -174,9 +204,10 @@ def prepare(
         raise DataError(str(error), field="resolution") from None
     if scaling not in SCALINGS:
         raise DataError(f"unknown scaling {scaling!r}: expected one of {SCALINGS}", field="scaling")
-    if workers is not None and workers < 1:
-        raise DataError(f"workers = {workers}: give at least 1 decoding process (leave it out for one per core)",
-                        field="workers")
+    most_workers = WORKERS_PER_CORE * (os.cpu_count() or 1)
+    if workers is not None and not 1 <= workers <= most_workers:
+        raise DataError(f"workers = {workers}: give at least 1 and at most {most_workers} decoding processes "
+                        f"({WORKERS_PER_CORE} per CPU core; leave it out for one per core)", field="workers")
     if not 0 <= max_bad_fraction <= 1:
         raise DataError(f"max_bad_fraction {max_bad_fraction} is not in [0, 1]", field="max_bad_fraction")
     if problem := seed_problem(seed):

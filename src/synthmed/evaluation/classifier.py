@@ -47,11 +47,14 @@ from synthmed.device import precision_name, resolve_bf16, resolve_device
 from synthmed.errors import ConfigError, DataError, UserError
 from synthmed.metrics.auroc import auroc_per_label, undefined_labels
 from synthmed.progress import progress_bar
+from synthmed.training.config import MAX_BATCH_SIZE, MAX_THREADS
 from synthmed.training.run_dir import UNREADABLE_TORCH_FILE, unreadable_torch_file
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_SIZE = 32  # DenseNet-121 halves the input five times; below 32 px the last pooling has nothing left
+MAX_SIZE = 4096  # far above the paper's 224 (a mistyped huge size overflowed in torch's resizing)
+MAX_LR = 10.0  # Adam's step is about lr per weight: far above any useful rate (the paper's 1e-4), and finite after
 FEATURE_DIM = 1024
 # torchvision names a dense layer's parts "norm1" (or "norm.1" in the original file); MONAI "layers.norm1"
 _TORCHVISION_KEY = re.compile(r"^(.*denselayer\d+)\.(norm|relu|conv)\.?([12])\.(weight|bias|running_mean|running_var)$")
@@ -98,17 +101,21 @@ def _check_config(c: ClassifierConfig) -> None:
         raise ConfigError(f"classifier {key} = {getattr(c, key)!r} {message}")
 
     check_values(dataclasses.asdict(c), field_types(ClassifierConfig), "classifier")  # types before comparisons
-    if c.input_size is not None and c.input_size < MIN_SIZE:
-        fail("input_size", f"must be null (native size) or an integer of at least {MIN_SIZE}")
+    if c.input_size is not None and not MIN_SIZE <= c.input_size <= MAX_SIZE:
+        fail("input_size", f"must be null (native size) or an integer in [{MIN_SIZE}, {MAX_SIZE}]")
+    if c.pretrained_weights is not None and not c.pretrained_weights.strip():  # would train from scratch unsaid
+        fail("pretrained_weights", "must name a weights file (leave it out, or null, to train from scratch)")
     for key in ("batch_size", "max_images_per_epoch", "lr_patience", "stop_patience", "max_epochs"):
         if getattr(c, key) < 1:
             fail(key, "must be an integer of at least 1")
-    if c.threads < 0:
-        fail("threads", "must be an integer of at least 0 (0: torch's default)")
+    if c.batch_size > MAX_BATCH_SIZE:  # the training config's bound: torch overflows far above it
+        fail("batch_size", f"must be an integer of at most {MAX_BATCH_SIZE}")
+    if not 0 <= c.threads <= MAX_THREADS:
+        fail("threads", f"must be an integer in [0, {MAX_THREADS}] (0: torch's default)")
     if problem := seed_problem(c.seed):
         fail("seed", problem)
-    if not c.lr > 0:
-        fail("lr", "must be a number above 0")
+    if not 0 < c.lr <= MAX_LR:
+        fail("lr", f"must be a number in (0, {MAX_LR:g}]")
     if not 0 < c.lr_factor <= 1:
         fail("lr_factor", "must be a number in (0, 1]")
     try:
@@ -219,7 +226,15 @@ def load_pretrained(net: nn.Module, path: str | os.PathLike) -> None:
     """DenseNet-121 feature weights from a local state dict; the classification layer stays random (paper S.4)."""
     if not Path(path).is_file():
         raise ConfigError(f"classifier pretrained_weights = {str(path)!r}: no such file")
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except UNREADABLE_TORCH_FILE as error:
+        raise unreadable_torch_file(error, Path(path), "classifier pretrained_weights: is not a weights file "
+                                                       "(a DenseNet-121 state dict saved by torch.save)") from None
+    if not isinstance(state, dict) or not all(isinstance(k, str) and isinstance(v, torch.Tensor)
+                                              for k, v in state.items()):
+        raise DataError("classifier pretrained_weights: is not a weights file (it holds no state dict of names to "
+                        "tensors)", file=path)
     state = {_TORCHVISION_KEY.sub(r"\1.layers.\2\3.\4", k): v for k, v in state.items()}
     own = net.state_dict()
     wanted = [k for k in own if k.startswith("features.") and not k.endswith("num_batches_tracked")]

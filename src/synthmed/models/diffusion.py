@@ -79,6 +79,15 @@ def spacing_problem(spacing: str, sampler: str, steps: int, train_timesteps: int
     return None
 
 
+def levels_problem(unet_channels: Sequence[int], resolution: int) -> str | None:
+    """What is wrong with a UNet of these widths (one per level, each level halving the size) at ``resolution``,
+    or None: checked when a run starts (``training/builtin.py``) and when the model is built."""
+    levels = len(unet_channels)
+    if resolution % 2 ** (levels - 1):
+        return f"has {levels} UNet levels, which halve {resolution} px {levels - 1} times: not an integer size"
+    return None
+
+
 def noise_levels(alphas_cumprod: torch.Tensor) -> torch.Tensor:
     """sigma = sqrt((1 - alpha_bar) / alpha_bar) of every training timestep: the noise level that guidance
     intervals and karras spacing are stated in."""
@@ -137,9 +146,9 @@ class ConditionalDiffusion(nn.Module):
             raise ValueError(f"sample_spacing {sample_spacing!r} {problem}")
         if noise_schedule not in NOISE_SCHEDULES:
             raise ValueError(f"noise_schedule must be one of {NOISE_SCHEDULES}, got {noise_schedule!r}")
+        if problem := levels_problem(unet_channels, resolution):
+            raise ValueError(f"unet_channels {problem}")
         levels = len(unet_channels)
-        if resolution % 2 ** (levels - 1):
-            raise ValueError(f"{levels} UNet levels halve {resolution} px {levels - 1} times: not an integer size")
         self.resolution, self.label_dim, self.image_channels = resolution, label_dim, image_channels
         self.schedule = {"num_train_timesteps": train_timesteps, "beta_schedule": noise_schedule,
                          "prediction_type": prediction}

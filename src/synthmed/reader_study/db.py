@@ -197,6 +197,9 @@ def add_reader(conn: sqlite3.Connection, name: str) -> str:
     name = name.strip()
     if not name or len(name) > 100:
         raise ReaderStudyError("a reader name must have 1 to 100 characters", field="name")
+    if not name.isprintable():  # a line break or control character would break the one-line lists and CSV rows
+        raise ReaderStudyError(f"a reader name must be printable text, without line breaks, tabs or other control "
+                               f"characters: got {name!r}", field="name")
     token = new_token()
     with transaction(conn):
         if conn.execute("SELECT 1 FROM readers WHERE name = ?", (name,)).fetchone():

@@ -23,7 +23,7 @@ import pandas as pd
 
 from synthmed._io import read_json, write_text_atomic
 from synthmed.benchmark.jobs import Job, job_dir, job_state
-from synthmed.benchmark.results import TRAIN_FID, collect_results
+from synthmed.benchmark.results import TRAIN_FID, JobFile, collect_results
 from synthmed.benchmark.runner import read_manifest
 from synthmed.benchmark.stages import job_run, job_synthetic
 from synthmed.evaluation.eval_dir import EvalDir
@@ -217,7 +217,8 @@ def _environment(root: Path, jobs: list[Job], manifest: dict[str, Any]) -> dict[
             versions[package] = metadata.version(package)
         except metadata.PackageNotFoundError:
             continue
-    seconds = [read_json(job_dir(root, j.id) / "done.json")["seconds"] for j in jobs if job_state(root, j.id) == "done"]
+    seconds = [JobFile(job_dir(root, j.id) / "done.json").number("seconds", null=False) for j in jobs
+               if job_state(root, j.id) == "done"]
     import torch
 
     gpus = [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]

@@ -6,7 +6,7 @@
 from __future__ import annotations
 
 from synthmed.errors import ConfigError
-from synthmed.training.config import TrainConfig, growth_images
+from synthmed.training.config import MAX_WIDTH, TrainConfig, growth_images
 from synthmed.training.registry import Fail, Generator
 
 PRESETS = "synthmed/configs/train"
@@ -62,9 +62,20 @@ def _check_cpdgan(c: TrainConfig, fail: Fail) -> None:
     _check_no_growth(c, fail)
 
 
+def _check_gan_resolution(config: TrainConfig, resolution: int) -> None:
+    """The network sizes build at ``resolution`` (channels_base, start_resolution): the models' own rule."""
+    from synthmed.models import widths_problem  # imports torch: only when a run starts
+    from synthmed.training.gan import model_widths
+
+    if problem := widths_problem(resolution, model_widths(config)):
+        key, words = problem
+        raise ConfigError(f"{key} = {getattr(config, key)!r} {words} (the setting is {resolution} px)")
+
+
 def _check_proggan_resolution(config: TrainConfig, resolution: int) -> None:
     if resolution < config.start_resolution:
         raise ConfigError(f"resolution {resolution} is below start_resolution {config.start_resolution}")
+    _check_gan_resolution(config, resolution)
     resolved = config.for_resolution(resolution)
     if resolved.min_images < growth_images(resolution, resolved):
         raise ConfigError(f"min_images {resolved.min_images} ends before prog-GAN has grown to "
@@ -89,8 +100,9 @@ def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
         if getattr(c, key) not in allowed:
             fail(key, f"is not one of {allowed}")
     per_resolution = c.unet_channels.values() if isinstance(c.unet_channels, dict) else [c.unet_channels]
-    if any(not widths or any(not isinstance(v, int) or v < 8 or v % 8 for v in widths) for widths in per_resolution):
-        fail("unet_channels", "must be a list of positive multiples of 8 (one width per UNet level), "
+    if any(not widths or any(not isinstance(v, int) or not 8 <= v <= MAX_WIDTH or v % 8 for v in widths)
+           for widths in per_resolution):
+        fail("unet_channels", f"must be a list of multiples of 8 up to {MAX_WIDTH} (one width per UNet level), "
              "or a mapping resolution: list")
     for key, low, high in (("layers_per_block", 1, 8), ("train_timesteps", 2, 100_000), ("sample_steps", 1, 1000)):
         value = getattr(c, key)
@@ -109,8 +121,17 @@ def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
         fail("sample_spacing", problem)
 
 
+def _check_diffusion_resolution(config: TrainConfig, resolution: int) -> None:
+    from synthmed.models.diffusion import levels_problem  # imports torch: only when a run starts
+
+    widths = config.for_resolution(resolution).unet_channels
+    if problem := levels_problem(widths, resolution):
+        raise ConfigError(f"unet_channels = {list(widths)} {problem}")
+
+
 CPDGAN = Generator(
     method="synthmed.training.gan:GanTraining", presets=PRESETS, check_config=_check_cpdgan,
+    check_resolution=_check_gan_resolution,
     summary="cpD-GAN: conditional WGAN-GP with a projection critic, one resolution (the paper's)")
 PROGGAN = Generator(
     method="synthmed.training.gan:GanTraining", presets=PRESETS, check_config=_check_gan,
@@ -118,4 +139,5 @@ PROGGAN = Generator(
     summary="prog-GAN: progressively grown WGAN-GP with an auxiliary classifier (the paper's)")
 DIFFUSION = Generator(
     method="synthmed.training.diffusion:DiffusionTraining", presets=PRESETS, check_config=_check_diffusion,
+    check_resolution=_check_diffusion_resolution,
     summary="conditional diffusion model: diffusers UNet, classifier-free guidance, DPM-Solver++ or DDIM")

@@ -159,6 +159,19 @@ def config_from_dict(values: dict[str, Any], where: str = "config") -> TrainConf
     return config
 
 
+# Upper bounds of the sizes, far above any real run (the paper's: latent 512, channels 512, batch 256, FID on 10,000
+# images) and low enough that a mistyped value is refused here instead of overflowing torch or hanging the data order.
+MAX_WIDTH = 2**16  # latent_dim, channels_max, each of unet_channels
+MAX_CHANNELS_BASE = MAX_WIDTH * 1024  # channels at resolution r are channels_base // r (capped by channels_max)
+MAX_BATCH_SIZE = 2**16  # batch_size, batch_by_resolution's batches, mbstd_group (a group within a batch)
+MAX_FID_SAMPLES = 10**6  # FID's covariance needs 2; the standard FID takes 50,000
+MAX_THREADS = 4096  # torch's CPU threads (of training and the classifier): torch overflows on a huge number
+# (low, high) of the integer sizes, beyond the positive-integer check every one of them passes first
+_SIZE_RANGES = {"latent_dim": (1, MAX_WIDTH), "channels_max": (1, MAX_WIDTH), "channels_base": (1, MAX_CHANNELS_BASE),
+                "batch_size": (1, MAX_BATCH_SIZE), "mbstd_group": (1, MAX_BATCH_SIZE),
+                "fid_samples": (2, MAX_FID_SAMPLES)}
+
+
 def _is_power_of_two(n: int) -> bool:
     return n >= 1 and n & (n - 1) == 0
 
@@ -167,11 +180,14 @@ def _validate(c: TrainConfig, where: str) -> None:
     def fail(key: str, message: str) -> None:
         raise ConfigError(f"{where}: {key} = {getattr(c, key)!r} {message}")
 
-    for key in ("latent_dim", "channels_base", "channels_max", "batch_size", "min_images", "max_images",
-                "fid_samples", "sample_every", "checkpoint_every", "log_every", "phase_images"):
+    for key in ("latent_dim", "channels_base", "channels_max", "mbstd_group", "batch_size", "min_images",
+                "max_images", "fid_samples", "sample_every", "checkpoint_every", "log_every", "phase_images"):
         value = getattr(c, key)
         if any(not isinstance(v, int) or v < 1 for v in (value.values() if isinstance(value, dict) else [value])):
             fail(key, "must be a positive integer (or a mapping resolution: positive integer)")
+    for key, (low, high) in _SIZE_RANGES.items():
+        if not low <= getattr(c, key) <= high:
+            fail(key, f"must be an integer in [{low}, {high}]")
     if isinstance(c.snapshot_every, bool) or not isinstance(c.snapshot_every, int) or c.snapshot_every < 0:
         fail("snapshot_every", "must be a non-negative integer (0: no snapshots)")
     if isinstance(c.fid_every, bool) or not isinstance(c.fid_every, int) or c.fid_every < 0:
@@ -180,6 +196,16 @@ def _validate(c: TrainConfig, where: str) -> None:
         fail("learning_rate", "must be in (0, 1)")
     if not 0 <= c.ema_decay < 1:
         fail("ema_decay", "must be in [0, 1)")
+    # Adam's own ranges (torch.optim.Adam refuses others only once the run folder exists); eps 0 may divide by 0
+    if not 0 < c.eps < 1:
+        fail("eps", "must be in (0, 1)")
+    if not all(0 <= beta < 1 for beta in c.betas):
+        fail("betas", "must be two numbers in [0, 1)")
+    for key in ("gp_weight", "drift_weight", "ac_weight"):  # a negative weight rewards what the term penalises
+        if getattr(c, key) < 0:
+            fail(key, "must be >= 0 (0: no such term)")
+    if not 0 <= c.threads <= MAX_THREADS:  # here, not when the run starts: a resumed run's edited config too
+        fail("threads", f"must be a non-negative integer up to {MAX_THREADS} (0: torch's default)")
     if problem := seed_problem(c.seed):
         fail("seed", problem)
     if not isinstance(c.augment, str):
@@ -195,7 +221,7 @@ def _validate(c: TrainConfig, where: str) -> None:
     if not _is_power_of_two(c.start_resolution) or c.start_resolution < 4:
         fail("start_resolution", "must be a power of two >= 4")
     for resolution, batch in c.batch_by_resolution.items():
-        if not _is_power_of_two(resolution) or batch < 1:
+        if not _is_power_of_two(resolution) or not 1 <= batch <= MAX_BATCH_SIZE:
             fail("batch_by_resolution", f"has an invalid entry {resolution}: {batch}")
 
 

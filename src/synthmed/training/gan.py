@@ -29,7 +29,7 @@ from synthmed.training.losses import (
 )
 
 
-def _model_widths(config: TrainConfig) -> dict[str, Any]:
+def model_widths(config: TrainConfig) -> dict[str, Any]:
     widths = {"latent_dim": config.latent_dim, "channels_base": config.channels_base,
               "channels_max": config.channels_max, "mbstd_group": config.mbstd_group}
     if config.model == "proggan":
@@ -38,7 +38,7 @@ def _model_widths(config: TrainConfig) -> dict[str, Any]:
 
 
 def build_generator_pair(config: TrainConfig, resolution: int, label_dim: int, channels: int):
-    return build_models(config.model, resolution, label_dim, channels, **_model_widths(config))
+    return build_models(config.model, resolution, label_dim, channels, **model_widths(config))
 
 
 def gan_step(generator, discriminator, opt_g, opt_d, x_real: torch.Tensor, y: torch.Tensor, config: TrainConfig,

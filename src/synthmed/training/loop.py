@@ -35,11 +35,11 @@ from torch import nn
 from synthmed import __version__
 from synthmed._io import (
     read_json,
-    read_yaml,
     write_json_atomic,
     write_text_atomic,
     write_with_atomic,
 )
+from synthmed.config import load_mapping
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.device import precision_name, resolve_bf16, resolve_device, usable_device
 from synthmed.metrics.extractors import FeatureExtractor, make_extractor
@@ -150,19 +150,23 @@ def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os
 
 
 def check_hardware(config: TrainConfig, channels: int) -> None:
-    """The device, threads and FID feature extractor of ``config`` can be used on this machine.
+    """The device and FID feature extractor of ``config`` can be used on this machine.
 
     Only the machine can tell (a GPU, a weights file), so this runs when a run starts, not when a
     config is read (``generate`` reads a GPU run's config on a laptop)."""
-    if config.threads < 0:  # its type is checked when the config is read
-        raise ConfigError(f"threads = {config.threads!r} must be a non-negative integer (0: torch's default)")
     usable_device(config.device, f"device = {config.device!r}")  # fails here, not after the run folder is made
     if config.fid_every:
         make_extractor(config.fid_extractor, channels=channels)  # an unknown name or missing weights file
 
 
 def load_run_config(run: RunDir) -> TrainConfig:
-    return config_from_dict(read_yaml(run.config.read_text()), str(run.config))
+    """The run's config.yaml, read and checked as a ``--config`` file is: it may have been edited by hand. An empty
+    one is refused rather than read as the defaults: a run's config is written whole."""
+    values, where, _ = load_mapping(run.config, "train", presets={})
+    if not values:
+        raise ConfigError("is empty: a run's config holds its whole training config, as `synthmed train` wrote it",
+                          file=where)
+    return config_from_dict(values, where)
 
 
 def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str], None] = print) -> dict[str, Any]:
@@ -173,6 +177,7 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
         return read_json(run.summary)
     config = load_run_config(run)
     info = run.read_info()
+    validate_resolution(info["resolution"], config)  # a config.yaml edited since the run started
     env = distributed.init_from_env("cuda" if torch.cuda.is_available() and config.device != "cpu" else "cpu")
     device = resolve_device(config.device, env.local_rank)
     if config.threads:

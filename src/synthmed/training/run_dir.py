@@ -19,9 +19,13 @@ from pathlib import Path
 from typing import Any
 
 from synthmed._io import read_json
+from synthmed.config import describe, matches
 from synthmed.errors import ConfigError, DataError
 
 GENERATOR = "generator.pt"
+# what run.json holds that a run is trained and sampled from, and the type of each
+INFO_KEYS = {"setting": str, "setting_name": str, "store_content_hash": str, "resolution": int,
+             "label_names": list[str], "image_channels": int, "config_digest": str}
 
 
 class RunDir:
@@ -94,7 +98,14 @@ class RunDir:
         return self.path / f"fid_real_stats_{slug}.npz"
 
     def read_info(self) -> dict[str, Any]:
-        return read_json(self.info)
+        """run.json, with the keys that training and ``generate`` read, each of its type (it may be hand-edited)."""
+        info = read_json(self.info)
+        for key, hint in INFO_KEYS.items():
+            if key not in info:
+                raise DataError(f"is damaged: it has no {key!r} (start the run again)", file=self.info)
+            if not matches(info[key], hint):
+                raise DataError(f"is damaged: {key} = {info[key]!r} must be {describe(hint)}", file=self.info)
+        return info
 
     def read_summary(self) -> dict[str, Any] | None:
         """The summary of a finished run; None while it trains."""

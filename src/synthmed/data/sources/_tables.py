@@ -3,8 +3,9 @@
 Row numbers: a table read by ``read_table`` is indexed by the CSV *line number* of each
 row, the header being line 1 (so the first data row is line 2). That is the number a user
 sees in an editor or spreadsheet, and the index survives filtering, so every error can
-say ``row N`` without any bookkeeping. (A quoted cell that spans several lines shifts the
-count; medical label tables do not have such cells.)
+say ``row N`` without any bookkeeping. A row with every cell blank (a blank line, ``,,,``)
+names no image and is left out, keeping the numbers of the rows after it. (A quoted cell
+that spans several lines shifts the count; medical label tables do not have such cells.)
 
 Cells are read as text, never guessed into numbers, so that a label like ``yes`` or
 ``2`` is reported as written instead of being silently coerced.
@@ -13,6 +14,7 @@ Cells are read as text, never guessed into numbers, so that a label like ``yes``
 from __future__ import annotations
 
 import os
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -30,27 +32,38 @@ def read_table(path: str | Path, required: Sequence[str]) -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise DataError("CSV file not found", file=path)
+    # blank lines are read as rows (of blank cells): pandas' skipping them would shift every row number after one
+    options = {"dtype": str, "keep_default_na": False, "skip_blank_lines": False}
     try:
-        # the header as written: pandas would rename a repeated column B to B.1 and read both
-        header = [str(name).strip() for name in pd.read_csv(path, header=None, nrows=1, dtype=str,
-                                                            keep_default_na=False).iloc[0]]
-        table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        # the header as written: pandas would rename a repeated column B to B.1 and a blank one 'Unnamed: 2'
+        header = [str(name).strip() for name in pd.read_csv(path, header=None, nrows=1, **options).iloc[0]]
+        table = pd.read_csv(path, **options)
     except pd.errors.EmptyDataError:
-        raise DataError("CSV file is empty (expected a header line and rows)", file=path) from None
+        raise DataError("CSV file is empty or its line 1 is blank (expected a header line, then rows)",
+                        file=path) from None
     except (pd.errors.ParserError, UnicodeDecodeError) as error:
         raise DataError(f"cannot parse the CSV file: {error}", file=path) from None
-    repeated = sorted({name for name in header if header.count(name) > 1})
-    if repeated:
-        raise DataError(f"column {repeated[0]!r} appears {header.count(repeated[0])} times in the header",
-                        file=path, row=1, field=repeated[0])
+    if "" in header:
+        raise DataError(f"column {header.index('') + 1} of the header has no name; name every column",
+                        file=path, row=1)
+    if repeat := first_repeat(header):
+        name, count = repeat
+        raise DataError(f"column {name!r} appears {count} times in the header", file=path, row=1, field=name)
     table.columns = [str(name).strip() for name in table.columns]
     for column in required:
         if column not in table.columns:
             raise DataError(f"missing column {column!r}; the header has {list(table.columns)}", file=path, field=column)
+    table.index = pd.RangeIndex(2, len(table) + 2, name="line")
+    table = table.apply(lambda column: column.str.strip())
+    table = table[(table != "").any(axis=1)]
     if table.empty:
         raise DataError("CSV file has a header but no rows", file=path)
-    table.index = pd.RangeIndex(2, len(table) + 2, name="line")
-    return table.apply(lambda column: column.str.strip())
+    return table
+
+
+def first_repeat(names: Sequence[str]) -> tuple[str, int] | None:
+    """The first name that ``names`` holds more than once, and how many times; None when each is there once."""
+    return next(((name, count) for name, count in Counter(names).items() if count > 1), None)
 
 
 def parse_labels(

@@ -27,6 +27,7 @@ from synthmed.data.imaging import ImageFile, image_kind, parse_windows
 from synthmed.data.records import Record, SourceData
 from synthmed.data.sources._tables import (
     check_unique,
+    first_repeat,
     parse_labels,
     read_table,
     resolve_in_root,
@@ -59,6 +60,8 @@ def load(
         raise DataError(str(error), field="window") from None
     special = [c for c in (image_column, patient_column, slice_column) if c is not None]
     wanted = _column_list(label_columns) if label_columns is not None else []
+    if repeat := first_repeat(wanted):  # the store would hold the column twice, under one name
+        raise DataError(f"label column {repeat[0]!r} is listed {repeat[1]} times", field="label_columns")
     table = read_table(csv_path, special + wanted)
     names = wanted or [c for c in table.columns if c not in special]
     if not names:
