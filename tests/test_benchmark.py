@@ -6,6 +6,7 @@ import copy
 import importlib.util
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -22,7 +23,7 @@ from synthmed.benchmark.jobs import LABEL_CHECK_SEED, expand, job_state
 from synthmed.benchmark.presets import load_preset, preset_names, resolve_preset
 from synthmed.benchmark.results import read_results
 from synthmed.benchmark.runner import benchmark_status, count_jobs, load_jobs, run_benchmark
-from synthmed.errors import ConfigError
+from synthmed.errors import ConfigError, DataError
 from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.report import build_report
 from synthmed.training.config import config_from_dict
@@ -340,6 +341,18 @@ def test_a_killed_sweep_resumes_runs_every_job_once_and_reports(tmp_path):
     assert html.count("Verdict: ") == 2 * 2 and "Holm" in html  # the privacy audit in words, per model and setting
     assert html.count("label check: rows that a classifier") == 2  # cpD-GAN's cards, one per setting
     assert str(tmp_path / "br35h") not in html.split("<h3>Preset</h3>")[0]  # no real file paths in the figures
+
+    # a job file the galleries read deeply, hand-edited or from another version, is named, not a traceback
+    privacy = sorted(out.glob("jobs/privacy-*/privacy.json"))[0]
+    audit = json.loads(privacy.read_text())
+    privacy.write_text(json.dumps({key: value for key, value in audit.items() if key != "figures"}))
+    with pytest.raises(DataError, match=re.escape(f"{privacy}: is damaged: the report cannot read it (KeyError: 'figures'")):
+        build_report(out)
+    privacy.write_text(json.dumps(audit))
+    card = sorted(out.glob("jobs/generate-*/synthetic/card.md"))[0]
+    card.write_bytes(b"\xff\xfe not text")
+    with pytest.raises(DataError, match=re.escape(f"{card}: cannot be read")):
+        build_report(out)
 
 
 @pytest.mark.slow

@@ -14,6 +14,7 @@ import json
 import os
 import platform
 import time
+from collections.abc import Callable
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -26,6 +27,7 @@ from synthmed.benchmark.jobs import Job, job_dir, job_state
 from synthmed.benchmark.results import TRAIN_FID, JobFile, collect_results
 from synthmed.benchmark.runner import read_manifest
 from synthmed.benchmark.stages import job_run, job_synthetic
+from synthmed.errors import DataError
 from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.stats import SPREAD, mann_whitney, mean_std, std
@@ -154,14 +156,33 @@ def _galleries(root: Path, jobs: list[Job], order: dict[str, list[str]]) -> dict
 
     samples = [{"job": j, "image": _file_uri(p) if (p := _latest_png(job_run(d).samples)) else None}
                for j, d in done("train")]
-    privacy = [{"job": j, "report": (report := read_json(EvalDir(d).privacy)), "sentences": describe(report),
-                "images": {space: _file_uri(d / name) for space, name in report["figures"].items()}}
+    privacy = [{"job": j, **_words(EvalDir(d).privacy, "report", lambda report: {
+                    "sentences": describe(report),
+                    "images": {space: _file_uri(d / name) for space, name in report["figures"].items()}})}
                for j, d in done("privacy")]
-    maps = [{"job": j, "image": _file_uri(EvalDir(d).importance_figure), "summary": (summary := read_json(
-        EvalDir(d).importance)), "lesions": lesion_words(summary)} for j, d in done("importance")]
-    cards = [{"job": j, "markdown": (job_synthetic(d) / "card.md").read_text()}
+    maps = [{"job": j, "image": _file_uri(EvalDir(d).importance_figure),
+             **_words(EvalDir(d).importance, "summary", lambda summary: {"lesions": lesion_words(summary)})}
+            for j, d in done("importance")]
+    cards = [{"job": j, "markdown": _card_text(job_synthetic(d) / "card.md")}
              for j, d in done("generate") + done("import")]  # generated, and made elsewhere (external models)
     return {"samples": samples, "privacy": privacy, "maps": maps, "cards": cards}
+
+
+def _words(path: Path, key: str, derive: Callable[[dict[str, Any]], dict[str, Any]]) -> dict[str, Any]:
+    """A job's JSON file under ``key`` and what the report says of it (``derive``), which reads many of its keys: a
+    file hand-edited or from another version that lacks one is a DataError naming it, not a traceback."""
+    data = read_json(path)
+    try:
+        return {key: data, **derive(data)}
+    except (KeyError, TypeError, AttributeError) as error:
+        raise DataError(f"is damaged: the report cannot read it ({type(error).__name__}: {error})", file=path) from None
+
+
+def _card_text(path: Path) -> str:
+    try:
+        return path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as error:
+        raise DataError(f"cannot be read ({error})", file=path) from None
 
 
 ROLES = {"real": "real-data classifier", "synthetic": "synthetic-data classifier"}
