@@ -200,6 +200,18 @@ def test_resume_refuses_a_damaged_or_hand_edited_run(file, edit, words, tiny_set
     refused_by_cli(["train", "--resume", run, "--no-progress"], run, *words)
 
 
+def test_resume_refuses_a_config_edited_to_other_networks_than_its_checkpoint(tiny_setting, tmp_path):
+    """A config.yaml that passes every check but builds other networks (another latent_dim) than the checkpoint
+    holds is named with the checkpoint, not a load_state_dict traceback."""
+    run = start_run(config_from_dict(TINY_TRAINING), tiny_setting, tmp_path / "run")
+    train(run, progress=False, log=lambda message: None)
+    (run / "summary.json").unlink()  # as if killed after its last checkpoint
+    (run / "config.yaml").write_bytes(_edit_yaml(run / "config.yaml", latent_dim=2 * TINY_TRAINING["latent_dim"]))
+    refused_by_cli(["train", "--resume", run, "--no-progress"], run,
+                   "checkpoint.pt: does not fit the networks of config.yaml (RuntimeError: Error(s) in loading",
+                   "put it back, or start a new run")
+
+
 @pytest.mark.parametrize("model", ["cpdgan", "proggan", "diffusion"])
 def test_tiny_run_trains_logs_and_generates(model, tiny_setting, tmp_path):
     values = {**TINY_TRAINING, "model": model}

@@ -42,6 +42,7 @@ from synthmed._io import (
 from synthmed.config import load_mapping
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.device import precision_name, resolve_bf16, resolve_device, usable_device
+from synthmed.errors import DataError
 from synthmed.metrics.extractors import FeatureExtractor, make_extractor
 from synthmed.metrics.fid import RunningStats, frechet
 from synthmed.output_dir import claim_output_dir
@@ -205,8 +206,13 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
     state = RunState()
     if run.checkpoint.exists():
         checkpoint = load_torch_file(run.checkpoint, device)
-        for name, part in {**method.networks(), **method.optimizers()}.items():
-            part.load_state_dict(checkpoint[name])
+        try:
+            for name, part in {**method.networks(), **method.optimizers()}.items():
+                part.load_state_dict(checkpoint[name])
+        except (KeyError, RuntimeError, ValueError) as error:  # missing part, other shapes, other optimiser groups
+            raise DataError(f"does not fit the networks of {run.config.name} ({type(error).__name__}: "
+                            f"{str(error).splitlines()[0]}): the config was edited in a way that changes them; "
+                            "put it back, or start a new run", file=run.checkpoint) from None
         data_gen.set_state(checkpoint["data_gen"])
         noise_gen.set_state(checkpoint["noise_gen"][env.rank])
         state = checkpoint["state"]
