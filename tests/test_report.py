@@ -181,6 +181,8 @@ def _set(*path, value):
     (_set("jobs", 0, "labels", "seed", value="x"), ["job entry 1 labels.seed = 'x' must be a whole number"]),
     (_set("jobs", 0, "labels", "setting", value=7), ["job entry 1 labels.setting = 7 must be text"]),
     (_set("jobs", 0, "stage", value="bake"), ["job entry 1 stage = 'bake' is not one of"]),
+    (_set("jobs", 0, "stage", value="train"),  # a train job without the config the FID panel's caption reads
+     ["job entry 1 params.config must be a training config with fid_extractor (text), fid_samples (a whole number)"]),
     (_set("jobs", 0, "colour", value="red"), ["job entry 1 = {"]),
     (_set("preset", "fidelity", value="x"), ["preset.fidelity = 'x' must be a mapping"]),
     (_set("preset", "name", value=None), ["preset.name = None must be text"]),

@@ -127,6 +127,8 @@ JOB_TYPES = {"id": str, "stage": str, "params": dict[str, Any], "inputs": dict[s
 LABEL_TYPES = {"dataset": str, "dimension": str, "setting": str, "model": str, "seed": int}
 STAGE_LABELS = {"prepare": ("dataset",), "settings": ("dataset",),
                 "label-check": ("dataset", "dimension", "setting", "seed")}
+# what the report reads of a train job's config (the FID panel's caption)
+TRAIN_CONFIG_READ = {"fid_extractor": str, "fid_samples": int, "fid_every": int}
 RUN_TYPES = {"started": float, "finished": float | None}  # a run's times (no 'finished' while it runs)
 
 
@@ -150,6 +152,11 @@ def _job_problem(entry: Any) -> str | None:
             return f"labels.seed = {labels[key]!r} {problem}"
         if not matches(labels[key], LABEL_TYPES[key]):
             return f"labels.{key} = {labels[key]!r} must be {describe(LABEL_TYPES[key])}"
+    config = entry["params"].get("config")
+    if entry["stage"] == "train" and not (isinstance(config, dict) and all(
+            matches(config.get(key), hint) for key, hint in TRAIN_CONFIG_READ.items())):
+        wanted = ", ".join(f"{key} ({describe(hint)})" for key, hint in TRAIN_CONFIG_READ.items())
+        return f"params.config must be a training config with {wanted}"
     return None
 
 
