@@ -439,7 +439,7 @@ def test_the_manifest_check_takes_every_job_a_preset_expands_into(tmp_path):
 def test_status_names_a_damaged_failed_json(tmp_path):
     from synthmed.benchmark.jobs import Job
 
-    job = Job("train-x-s0-abc", "train", {}, {},
+    job = Job("train-x-s0-abc", "train", {"config": {"fid_extractor": "pixels", "fid_samples": 16, "fid_every": 0}}, {},
               {"dataset": "d", "dimension": "samples", "setting": "x", "model": "cpdgan", "seed": 0})
     (tmp_path / "jobs" / job.id).mkdir(parents=True)
     (tmp_path / "jobs" / job.id / "failed.json").write_text("{}")
