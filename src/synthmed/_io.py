@@ -98,11 +98,10 @@ def read_npz_member(archive: np.lib.npyio.NpzFile, key: str, path: str | os.Path
     """One array of an .npz, read now: a member cut short, pickled (objects) or not an array is named."""
     try:
         value = archive[key]
-    except ValueError as error:
-        if "allow_pickle" in str(error):  # an object array: numpy refuses to unpickle it, and so do we
-            raise DataError("holds Python objects (an object array), not numbers", file=path, field=key) from None
-        raise DataError(f"cannot be read: {error}", file=path, field=key) from None
     except _NPZ_ERRORS as error:
+        # an object array: numpy refuses to unpickle it, and so do we
+        if isinstance(error, ValueError) and "allow_pickle" in str(error):
+            raise DataError("holds Python objects (an object array), not numbers", file=path, field=key) from None
         raise DataError(f"cannot be read: {error}", file=path, field=key) from None
     if not isinstance(value, np.ndarray):  # a member that is not a .npy file comes back as its bytes
         raise DataError("is not a numpy array (.npy) inside the .npz", file=path, field=key)

@@ -43,6 +43,7 @@ from torch import nn
 
 from synthmed._io import sha256_file, write_with_atomic
 from synthmed.config import check_values, field_types, seed_problem
+from synthmed.data.imaging import MAX_RESOLUTION
 from synthmed.device import precision_name, resolve_bf16, resolve_device
 from synthmed.errors import ConfigError, DataError, UserError
 from synthmed.metrics.auroc import auroc_per_label, undefined_labels
@@ -53,7 +54,6 @@ from synthmed.training.run_dir import UNREADABLE_TORCH_FILE, unreadable_torch_fi
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 MIN_SIZE = 32  # DenseNet-121 halves the input five times; below 32 px the last pooling has nothing left
-MAX_SIZE = 4096  # far above the paper's 224 (a mistyped huge size overflowed in torch's resizing)
 MAX_LR = 10.0  # Adam's step is about lr per weight: far above any useful rate (the paper's 1e-4), and finite after
 FEATURE_DIM = 1024
 # torchvision names a dense layer's parts "norm1" (or "norm.1" in the original file); MONAI "layers.norm1"
@@ -101,8 +101,9 @@ def _check_config(c: ClassifierConfig) -> None:
         raise ConfigError(f"classifier {key} = {getattr(c, key)!r} {message}")
 
     check_values(dataclasses.asdict(c), field_types(ClassifierConfig), "classifier")  # types before comparisons
-    if c.input_size is not None and not MIN_SIZE <= c.input_size <= MAX_SIZE:
-        fail("input_size", f"must be null (native size) or an integer in [{MIN_SIZE}, {MAX_SIZE}]")
+    # up to the largest image a store holds (a mistyped huge size overflowed in torch's resizing)
+    if c.input_size is not None and not MIN_SIZE <= c.input_size <= MAX_RESOLUTION:
+        fail("input_size", f"must be null (native size) or an integer in [{MIN_SIZE}, {MAX_RESOLUTION}]")
     if c.pretrained_weights is not None and not c.pretrained_weights.strip():  # would train from scratch unsaid
         fail("pretrained_weights", "must name a weights file (leave it out, or null, to train from scratch)")
     for key in ("batch_size", "max_images_per_epoch", "lr_patience", "stop_patience", "max_epochs"):

@@ -67,7 +67,6 @@ CREATE TABLE answers (
 TABLES = set(re.findall(r"CREATE TABLE (\w+)", SCHEMA))  # what a whole study database holds
 
 
-
 @dataclass(frozen=True)
 class KeyedImage:
     """One study image as created: opaque id, PNG bytes and (private) where it came from."""
