@@ -22,7 +22,7 @@ from helpers import refused_by_cli
 from synthmed.cli import app
 from synthmed.data.imaging import ArrayImage, ImageFile, dhash
 from synthmed.data.records import SPLITS, Record, SourceData
-from synthmed.data.store import Store, prepare
+from synthmed.data.store import Store, _worker_pool, prepare
 from synthmed.errors import DataError
 
 RESOLUTIONS = [8, 16, 32]
@@ -375,6 +375,27 @@ def test_two_workers_give_identical_bytes(tmp_path):
     assert content_bytes(tmp_path / "one") == content_bytes(tmp_path / "two")
     assert one.manifest["content_hash"] == two.manifest["content_hash"]
 
+
+
+
+def _sigterm_kills(_: int) -> bool:
+    return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
+
+
+def test_workers_stop_on_sigterm_even_where_the_parent_ignores_it():
+    """A store prepared inside a submitit job (``synthmed benchmark --executor slurm``) could hang for good when the
+    pool shut down: its forked workers inherited submitit's SIGTERM handler, which logs the signal and carries on,
+    so ``Pool.terminate`` could not stop a worker left waiting for the task queue's lock."""
+    previous = signal.signal(signal.SIGTERM, lambda signum, frame: None)
+    try:
+        pool = _worker_pool(2)
+        try:
+            assert pool.map(_sigterm_kills, range(4)) == [True] * 4
+        finally:
+            pool.close()  # a clean shutdown, whatever the workers do with SIGTERM
+            pool.join()
+    finally:
+        signal.signal(signal.SIGTERM, previous)
 
 # ---- groups -------------------------------------------------------------------------------------
 

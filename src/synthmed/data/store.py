@@ -24,6 +24,7 @@ import hashlib
 import json
 import os
 import shutil
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from datetime import datetime, timezone
@@ -305,6 +306,13 @@ def _decode_one(task: tuple[Any, list[int], str, bool]) -> Decoded | str:
         return f"{type(error).__name__}: {error}".strip()
 
 
+def _default_sigterm() -> None:
+    """A worker's first act: SIGTERM kills it again. Forked workers inherit their parent's handlers, and a submitit job
+    (``synthmed benchmark --executor slurm``) logs SIGTERM and carries on, so ``Pool.terminate`` could not stop a
+    worker left waiting for the task queue's lock, and the job hung."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 def _worker_pool(workers: int):
     """Worker processes, started before any progress-bar thread exists.
 
@@ -312,7 +320,7 @@ def _worker_pool(workers: int):
     elsewhere they are spawned.
     """
     method = "fork" if sys.platform.startswith("linux") else "spawn"
-    return get_context(method).Pool(workers)
+    return get_context(method).Pool(workers, initializer=_default_sigterm)
 
 
 def _decode_all(records, partial, state, resolutions, scaling, masks, workers, batch_size, progress) -> None:
