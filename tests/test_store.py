@@ -376,8 +376,6 @@ def test_two_workers_give_identical_bytes(tmp_path):
     assert one.manifest["content_hash"] == two.manifest["content_hash"]
 
 
-
-
 def _sigterm_kills(_: int) -> bool:
     return signal.getsignal(signal.SIGTERM) is signal.SIG_DFL
 
@@ -396,6 +394,7 @@ def test_workers_stop_on_sigterm_even_where_the_parent_ignores_it():
             pool.join()
     finally:
         signal.signal(signal.SIGTERM, previous)
+
 
 # ---- groups -------------------------------------------------------------------------------------
 
