@@ -81,6 +81,8 @@ def test_pooled_gap_over_all_settings_of_an_axis(tmp_path):
     html = " ".join(build_report(tmp_path).read_text().split())
     assert (f"samples axis, all settings pooled: cpdgan AUC_real − AUC_syn {np.mean(gaps):.3f} ± "
             f"{np.std(gaps, ddof=0):.3f} (std, ddof 0, n = 6 runs over 2 settings)") in html
+    # no privacy or attribution job here, so no real image: the top still says the paths make it internal
+    assert "Internal: keep this report with the real data.</strong> It shows this machine's file paths." in html
 
 
 def stats(mean: float | None, std: float = 0.0, n: int = 0) -> dict:
@@ -117,6 +119,8 @@ def test_report_shows_the_maps_scored_against_lesion_masks_and_works_without(tmp
     (tmp_path / "benchmark.json").write_text(json.dumps({"preset": {"name": "fake", "fidelity": {"max_images": 150}},
                                                          "runs": [], "jobs": [job.to_dict() for job in jobs]}))
     html = " ".join(build_report(tmp_path).read_text().split())
+    assert ("Internal: keep this report with the real data.</strong> It shows real patient images (attribution maps over "
+            "real test images) and this machine's file paths.") in html
     assert html.count("Mean Pearson r 0.400") == 2 and html.count("Against the truth") == 1
     assert ("4 of the 5 explained images show a finding with a lesion mask (the others are not scored). Their lesions "
             "cover 10 % (± 2 %) of the image") in html

@@ -2,9 +2,11 @@
 
 Everything is read from the job directories (the results table is collected afresh), so
 the report can be rebuilt at any time, also while a sweep still runs. Images are embedded
-as data URIs: the file can be mailed or archived alone. Grids, maps and cards are shown for
-the first seed of each setting (and only the extreme settings of an axis with many), so the
-report of a 2,000-job sweep stays readable.
+as data URIs, so the file stands alone. It shows real images (the nearest real neighbours of
+synthetic ones, attribution maps over real test images) and this machine's paths, so it is for the
+data owner's team and says so at its top; a synthetic set leaves with ``synthmed release``. Grids,
+maps and cards are shown for the first seed of each setting (and only the extreme settings of an
+axis with many), so the report of a 2,000-job sweep stays readable.
 """
 
 from __future__ import annotations
@@ -271,13 +273,16 @@ def build_report(directory: str | os.PathLike, out: str | os.PathLike | None = N
         axes.append(axis)
     template = jinja2.Environment(loader=jinja2.PackageLoader("synthmed", "report/templates"),
                                   autoescape=jinja2.select_autoescape(["html"]))
+    galleries = _galleries(root, jobs, order)
+    real_images = [what for what, shown in (("the nearest real training images of synthetic ones", galleries["privacy"]),
+                                           ("attribution maps over real test images", galleries["maps"])) if shown]
     html = template.get_template("report.html").render(
         name=manifest["preset"]["name"], preset=json.dumps(manifest["preset"], indent=1),
         generated=time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), headers=[h for _, h in SUMMARY_METRICS],
         spread=SPREAD, fidelity_images=_fidelity_images(manifest["preset"]),
         summary=_summary_rows(table, order), axes=axes,
         pooled=[{"dimension": dimension, **row} for dimension in order for row in pooled_gaps(table, dimension)],
-        rows=len(table), **_galleries(root, jobs, order), readers=_reader_studies(root),
+        rows=len(table), **galleries, real_images=real_images, readers=_reader_studies(root),
         env=_environment(root, jobs, manifest))
     write_text_atomic(target, html)
     return target
