@@ -117,9 +117,10 @@ def evaluation_inputs(tmp_path_factory):
     classifiers = {}
     for name, config, labels in (("native", ClassifierConfig(), FINDING_NAMES),
                                  ("resized", ClassifierConfig(input_size=64), FINDING_NAMES),
-                                 ("other_labels", ClassifierConfig(), ["x", "y"])):
+                                 ("other_labels", ClassifierConfig(), ["x", "y"]),
+                                 ("rgb", ClassifierConfig(), FINDING_NAMES)):
         classifiers[name] = root / f"{name}.pt"
-        Classifier(config, 1, labels).save(classifiers[name])
+        Classifier(config, 3 if name == "rgb" else 1, labels).save(classifiers[name])
     return {"setting": setting, "setting16": setting16, **classifiers}
 
 
@@ -143,7 +144,12 @@ USER_ERRORS = [
     (["importance", "--patch", "40"], "patch = 40, stride = 2: need 1 <= patch <= 32"),
     (["importance", "--synthetic-classifier", "{resized}"],
      "{resized}: sees inputs of size 64, the real classifier None"),
-    (["importance", "--synthetic-classifier", "{other_labels}"], "{other_labels}: predicts ['x', 'y']"),
+    (["importance", "--synthetic-classifier", "{other_labels}"],
+     "{other_labels}: the classifier reads labels ['x', 'y']"),
+    # refused before the audit reads a feature, not minutes into it
+    (["privacy", "--classifier", "{other_labels}"], "{other_labels}: the classifier reads labels ['x', 'y']"),
+    (["privacy", "--classifier", "{rgb}"], "{rgb}: the classifier takes 3-channel images, the setting has 1-channel"),
+    (["fidelity", "--classifier", "{rgb}"], "{rgb}: the classifier takes 3-channel images, the setting has 1-channel"),
 ]
 
 

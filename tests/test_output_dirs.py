@@ -182,11 +182,17 @@ def test_replacing_a_folder_leaves_the_users_folder_named_like_its_backup_alone(
 
 
 @pytest.mark.parametrize("command", ["evaluate fidelity", "evaluate privacy", "evaluate importance"])
-@pytest.mark.parametrize("damage", ["truncated", "a generator's"])
+@pytest.mark.parametrize("damage", ["truncated", "a generator's", "channels as text"])
 def test_a_damaged_classifier_file_is_named(command, damage, inputs, tmp_path):
+    import torch
+
     classifier = tmp_path / "real_classifier.pt"
-    source = inputs["classifier"] if damage == "truncated" else inputs["run"] / "generator.pt"
-    classifier.write_bytes(source.read_bytes()[:1000] if damage == "truncated" else source.read_bytes())
+    if damage == "channels as text":  # a readable checkpoint whose fields are of the wrong kind
+        checkpoint = torch.load(inputs["classifier"], weights_only=True)
+        torch.save({**checkpoint, "image_channels": "one"}, classifier)
+    else:
+        source = inputs["classifier"] if damage == "truncated" else inputs["run"] / "generator.pt"
+        classifier.write_bytes(source.read_bytes()[:1000] if damage == "truncated" else source.read_bytes())
     args = [classifier if a == inputs["classifier"] else a for a in commands(inputs, tmp_path / "out")[command]]
     refused_by_cli(args, None, str(classifier), "is not a synthmed classifier file")
     assert not (tmp_path / "out").exists()

@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 
 from synthmed._io import sha256_file
-from synthmed.errors import ConfigError, DataError
-from synthmed.evaluation.classifier import Classifier, load_classifier
+from synthmed.errors import ConfigError
+from synthmed.evaluation.classifier import Classifier, check_fits, load_classifier
 
 DEFAULT_TRIES = 3  # generate's --label-check-tries when not given
 MAX_TRIES = 10
@@ -84,14 +84,5 @@ def load_label_check(path: str | Path, tries: int, label_names: list[str], image
     if not 1 <= tries <= MAX_TRIES:
         raise ConfigError(f"--label-check-tries {tries} must be in [1, {MAX_TRIES}]")
     classifier, _ = load_classifier(path, device=device)
-    if classifier.label_names != list(label_names):
-        raise DataError(f"the classifier reads labels {classifier.label_names}, the setting has {list(label_names)}",
-                        file=path)
-    if classifier.image_channels != image_channels:
-        raise DataError(f"the classifier takes {classifier.image_channels}-channel images, the generator makes "
-                        f"{image_channels}-channel ones", file=path)
-    try:
-        classifier.check_images(np.zeros((1, image_channels, resolution, resolution), np.uint8))
-    except ConfigError as error:
-        raise DataError(str(error), file=path) from None
+    check_fits(classifier, path, label_names, image_channels, resolution)
     return LabelCheck(classifier, sha256_file(path), tries)

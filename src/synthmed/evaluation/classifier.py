@@ -209,6 +209,9 @@ def load_classifier(path: str | os.PathLike, device: str | None = None) -> tuple
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
         config = ClassifierConfig(**checkpoint["config"])
         channels, names, state = checkpoint["image_channels"], checkpoint["label_names"], checkpoint["state_dict"]
+        if not (type(channels) is int and channels >= 1 and isinstance(names, list)
+                and all(isinstance(name, str) for name in names)):
+            raise TypeError(f"image_channels {channels!r} and label_names {names!r} are not a count and names")
     except UserError as error:  # a saved config this version refuses: named as such, not as a foreign file
         raise DataError(f"holds a classifier config this version refuses ({error})", file=path) from None
     except (*UNREADABLE_TORCH_FILE, TypeError) as error:  # TypeError: a checkpoint whose config is not a classifier's
@@ -221,6 +224,22 @@ def load_classifier(path: str | os.PathLike, device: str | None = None) -> tuple
         raise unreadable_torch_file(error, Path(path), not_ours) from None
     model.net.eval()
     return model, checkpoint
+
+
+def check_fits(classifier: Classifier, path: str | os.PathLike, label_names: Sequence[str], image_channels: int,
+               resolution: int) -> None:
+    """A loaded classifier against the images it is to read (their labels, channels and size): a misfit is a
+    DataError naming its file, raised before any image is read rather than deep inside the features."""
+    if classifier.label_names != list(label_names):
+        raise DataError(f"the classifier reads labels {classifier.label_names}, the setting has {list(label_names)}",
+                        file=path)
+    if classifier.image_channels != image_channels:
+        raise DataError(f"the classifier takes {classifier.image_channels}-channel images, the setting has "
+                        f"{image_channels}-channel ones", file=path)
+    try:
+        classifier.check_images(np.zeros((1, image_channels, resolution, resolution), np.uint8))
+    except ConfigError as error:
+        raise DataError(str(error), file=path) from None
 
 
 def load_pretrained(net: nn.Module, path: str | os.PathLike) -> None:

@@ -21,7 +21,7 @@ from synthmed._io import write_json_atomic
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting
 from synthmed.errors import ConfigError, DataError
-from synthmed.evaluation.classifier import Classifier, load_classifier
+from synthmed.evaluation.classifier import Classifier, check_fits, load_classifier
 from synthmed.evaluation.eval_dir import REAL_CLASSIFIER, SYNTHETIC_CLASSIFIER, EvalDir
 from synthmed.evaluation.fidelity import MIN_IMAGES, FeatureCache, evaluate_fidelity
 from synthmed.evaluation.importance import (
@@ -78,7 +78,7 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
             raise DataError(f"its train fold has {len(images)} images; fidelity needs at least {MIN_IMAGES}",
                             file=setting.path)
     chosen = {name: make_extractor(name, channels=real_images.shape[1]) for name in extractors}
-    chosen["in-domain"] = ClassifierFeatures(_load(classifier_path))
+    chosen["in-domain"] = ClassifierFeatures(_load(classifier_path, real))
     rng = np.random.default_rng(0)
     if max_images is not None:  # so that a CPU run fits its time
         real_images = _draw(real_images, max_images, rng)
@@ -134,7 +134,7 @@ def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_
     out = EvalDir.for_writing(out_dir)
     options = check_options(options)  # before the features, not after them
     real, synthetic = _pair(real_setting_dir, synthetic_setting_dir)
-    features = ClassifierFeatures(_load(classifier_path))
+    features = ClassifierFeatures(_load(classifier_path, real))
     train_images = real.images("train")
     holdout_images = np.concatenate([real.images("val"), real.images("test")])
     synthetic_images = np.concatenate([synthetic.images(fold) for fold in SPLITS])
@@ -179,16 +179,12 @@ def evaluate_importance_run(real_setting_dir: str | os.PathLike, real_classifier
     out = EvalDir.for_writing(out_dir)
     real = BenchmarkSetting(real_setting_dir)
     paths = {"real": real_classifier_path, "synthetic": synthetic_classifier_path}
-    models = {role: _load(path) for role, path in paths.items()}
+    models = {role: _load(path, real) for role, path in paths.items()}
     sizes = {role: model.config.input_size for role, model in models.items()}
     if sizes["real"] != sizes["synthetic"]:
         raise DataError(f"sees inputs of size {sizes['synthetic']}, the real classifier {sizes['real']} "
                         f"({real_classifier_path}): their maps cannot be compared", file=synthetic_classifier_path)
     check_importance_options(n_images, patch, stride, sizes["real"] or real.resolution)
-    for role, model in models.items():
-        if model.label_names != real.label_names:
-            raise DataError(f"predicts {model.label_names}, the setting {real.path} has {real.label_names}",
-                            file=paths[role])
     labels = real.labels("test")
     if len(labels) == 0:
         raise DataError("its test fold is empty: no image to explain", file=real.path)
@@ -255,12 +251,15 @@ def _lesions(real: BenchmarkSetting, rows: np.ndarray, labels: np.ndarray, maps:
     return _Lesions(per_image, summaries, [outline if outline.any() else None for outline in outlines])
 
 
-def _load(path: str | os.PathLike) -> Classifier:
-    """A saved classifier; a missing file is the user's error, named."""
+def _load(path: str | os.PathLike, real: BenchmarkSetting) -> Classifier:
+    """A saved classifier that fits the real setting's images; a missing or misfitting file is the user's error,
+    named."""
     if not Path(path).is_file():
         raise DataError(f"no classifier file here (`synthmed evaluate utility` writes {REAL_CLASSIFIER} and "
                         f"{SYNTHETIC_CLASSIFIER})", file=path)
-    return load_classifier(path)[0]
+    classifier = load_classifier(path)[0]
+    check_fits(classifier, path, real.label_names, real.store.manifest["channels"], real.resolution)
+    return classifier
 
 
 def format_number(value: float | None) -> str:
