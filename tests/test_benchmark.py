@@ -241,6 +241,18 @@ def test_a_label_check_adds_one_classifier_of_another_seed_read_only_by_the_chec
     ({"privacy": {"alpha": 0.9}}, r"privacy: alpha = 0.9 must be a number in \(0, 0.5\]"),
     ({"models": {"cpdgan": {"config": "cpdgan-cpu", "label_check_tries": 11}}},
      r"models.cpdgan.label_check_tries must be in \[0, 10\] \(0 = no label check\), got 11"),
+    # the sections that reach jobs late: refused before the first job, not in one job's log (or after training)
+    ({"data": {"source": "br35h", "resolutions": [33]}}, "resolution 33 is not a power of two"),
+    ({"data": {"source": "br35h", "resolution": [32]}}, r"data: unknown key\(s\) \['resolution'\]"),
+    ({"data": {"source": "mri"}}, "unknown source 'mri'"),
+    ({"data": {"source": "br35h", "options": {"colour": 1}}}, r"source 'br35h' has no option\(s\) \['colour'\]"),
+    ({"data": {"source": "br35h", "resolutions": [64]}}, r"data.resolutions \[64\] lacks \[32\]"),
+    ({"fidelity": {"extractor": ["pixels"]}}, r"fidelity: unknown key\(s\) \['extractor'\]"),
+    ({"fidelity": {"extractors": ["foo"]}}, "unknown feature extractor 'foo'"),
+    ({"importance": {"patch": "big"}}, "importance: patch = 'big' must be"),
+    ({"importance": {"images": 2, "patch": 40, "stride": 8}}, "importance: patch = 40, stride = 8: need 1 <= patch"),
+    ({"seeds": 10**12}, r"seeds for samples/.* must be a whole number in \[1, 10000\], got 1000000000000"),
+    ({"seeds": {"resolution": 2}}, "seeds has no entry for the dimension 'samples'"),
 ])
 def test_bad_presets_are_refused_with_the_field_named(tmp_path, change, message):
     values = {**yaml.safe_load(tiny_preset(tmp_path).read_text()), **change}
@@ -459,3 +471,20 @@ def test_a_presets_yaml_files_are_found_beside_it_whatever_the_case_of_their_ext
     preset = load_preset(str(tmp_path / "p" / "bench.yaml"))
     assert preset.values["settings"] == str(tmp_path / "p" / "s.YAML")
     assert preset.values["models"]["cpdgan"]["config"] == str(tmp_path / "p" / "gan.Yml")
+
+
+def test_a_sweep_with_a_failed_job_exits_1_and_names_the_status_command(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from synthmed.benchmark import stages
+    from synthmed.cli import app
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setitem(stages.STAGES, "prepare", broken)  # one worker runs the jobs in this process
+    out = tmp_path / "bench"
+    result = CliRunner().invoke(app, ["benchmark", "--preset", str(tiny_preset(tmp_path)), "--out", str(out)])
+    assert result.exit_code == 1, result.output
+    assert "failed 1, not run" in result.output and f"synthmed benchmark status {out}" in result.output
+    assert "the disk is full" in (next((out / "jobs").glob("prepare-*")) / "failed.json").read_text()

@@ -47,7 +47,17 @@ def benchmark_command(
         _print_counts(loaded.name, count_jobs(jobs))
         _print_plan(loaded.name, training_plan(loaded, jobs), jobs)
         return
-    run_benchmark(loaded, out, executor=executor, workers=jobs, log=console.print)
+    _exit_if_jobs_failed(run_benchmark(loaded, out, executor=executor, workers=jobs, log=console.print)["states"], out)
+
+
+def _exit_if_jobs_failed(states: dict[str, str], out: Path) -> None:
+    """Exit status 1 when a job failed, as ``make -k`` does: every other job has run and the results and report hold
+    what finished, but a script or a Slurm chain must not take the sweep for complete."""
+    failed = sum(state == "failed" for state in states.values())
+    if failed:
+        console.print(f"[red]{failed} job(s) failed[/]: `synthmed benchmark status {escape(str(out))}` says why; "
+                      "rerun the same command to retry them")
+        raise typer.Exit(1)
 
 
 def _print_counts(name: str, counts: dict[str, dict[str, int]]) -> None:
@@ -115,4 +125,4 @@ def demo_command(
     """The main job: br35h at 32x32, both GANs and the diffusion model, utility, FID, privacy, maps, report."""
     from synthmed.benchmark.demo import run_demo
 
-    run_demo(out, log=console.print)
+    _exit_if_jobs_failed(run_demo(out, log=console.print)["states"], out)

@@ -31,11 +31,14 @@ from typing import Any
 from synthmed.benchmark import external
 from synthmed.config import check_values, is_yaml_path, load_mapping
 from synthmed.config import preset_names as shipped_presets
+from synthmed.data.imaging import check_resolution
 from synthmed.data.settings import expand_preset
 from synthmed.data.settings import load_preset as load_settings_preset
-from synthmed.errors import ConfigError
+from synthmed.data.sources import check_source_options
+from synthmed.errors import ConfigError, UserError
 from synthmed.evaluation.privacy import DEFAULT_OPTIONS as PRIVACY_OPTIONS
 from synthmed.evaluation.privacy import check_options as check_privacy_options
+from synthmed.evaluation.suite import check_fidelity_options, check_importance_options
 from synthmed.label_check import MAX_TRIES
 
 # the keys of a preset and of each entry of its ``models``, with their types (config.check_values)
@@ -47,6 +50,14 @@ KEYS: dict[str, Any] = {
 # label_check_tries: generate with a label check (label_check.py) of that many tries per off-label row; 0 = none
 MODEL_KEYS: dict[str, Any] = {"config": str, "set": dict, "max_resolution": int | None, "label_check_tries": int}
 EXTERNAL_KEYS: dict[str, Any] = {"external": str, "max_resolution": int | None}  # a model made elsewhere
+# the sections whose values reach jobs late (prepare, fidelity, importance): checked here, so a typo or a bad value
+# stops the sweep before its first job rather than failing one job after every model has trained
+SECTION_KEYS: dict[str, dict[str, Any]] = {
+    "data": {"source": str, "root": str | None, "options": dict, "resolutions": list[int]},
+    "fidelity": {"extractors": list[str], "max_images": int | None},
+    "importance": {"images": int, "patch": int, "stride": int},
+}
+MAX_SEEDS = 10_000  # per setting; the paper's study ran 20. More is a typo, and expanding it would not end
 DEFAULTS: dict[str, Any] = {
     "classifier": {}, "fidelity": {"extractors": ["inception"], "max_images": None},
     "privacy": PRIVACY_OPTIONS, "importance": {"images": 8, "patch": 2, "stride": 2},
@@ -116,6 +127,7 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
     data.setdefault("root", None)
     data.setdefault("options", {})
     data.setdefault("resolutions", [32])
+    _check_sections(values, where)
     settings_preset = values["settings"]
     if isinstance(settings_preset, str) and is_yaml_path(settings_preset) and base is not None:
         settings_preset = values["settings"] = str((base / settings_preset).resolve())
@@ -153,9 +165,34 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
     values.setdefault("shared_stop", False)
     refs = [SettingRef(d, n, _seed_count(values["seeds"], d, n, where), int(spec["resolution"]))
             for d, n, spec in expanded if d in wanted or f"{d}/{n}" in wanted]
+    if missing := sorted({ref.resolution for ref in refs} - set(data["resolutions"])):
+        raise ConfigError(f"{where}: data.resolutions {data['resolutions']} lacks {missing}, the resolution(s) of "
+                          "the settings run; add them")
+    input_size = values["classifier"].get("input_size")
+    for resolution in sorted({ref.resolution for ref in refs}):  # the maps' patch must fit what the classifier sees
+        try:
+            check_importance_options(values["importance"]["images"], values["importance"]["patch"],
+                                     values["importance"]["stride"], input_size or resolution)
+        except ConfigError as error:
+            raise ConfigError(f"{where}: importance: {error}") from None
     preset = BenchmarkPreset(str(values["name"]), values, refs)
     _check_external_sources(preset, where)
     return preset
+
+
+def _check_sections(values: dict[str, Any], where: str) -> None:
+    """The data, fidelity and importance sections' keys and types, the source's name, options and resolutions,
+    and the fidelity options: what would otherwise surface in a job's log."""
+    for section, keys in SECTION_KEYS.items():
+        check_values(values[section], keys, f"{where}: {section}")
+    data = values["data"]
+    try:
+        check_source_options(data["source"], data["options"])
+        for resolution in data["resolutions"]:
+            check_resolution(resolution)
+        check_fidelity_options(tuple(values["fidelity"]["extractors"]), values["fidelity"]["max_images"])
+    except (UserError, ValueError) as error:
+        raise ConfigError(f"{where}: {error}") from None
 
 
 def _check_external_sources(preset: BenchmarkPreset, where: str) -> None:
@@ -173,9 +210,13 @@ def _check_external_sources(preset: BenchmarkPreset, where: str) -> None:
 
 def _seed_count(seeds: Any, dimension: str, name: str, where: str) -> int:
     """``seeds`` is a number, or per dimension a number or {setting: n, default: n}."""
+    if isinstance(seeds, dict) and dimension not in seeds:
+        raise ConfigError(f"{where}: seeds has no entry for the dimension {dimension!r} (it has {sorted(seeds)}); "
+                          "give a number for it, or one number for all")
     value = seeds.get(dimension) if isinstance(seeds, dict) else seeds
     if isinstance(value, dict):
         value = value.get(name, value.get("default"))
-    if not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{where}: seeds for {dimension}/{name} must be a whole number >= 1, got {value!r}")
+    if type(value) is not int or not 1 <= value <= MAX_SEEDS:
+        raise ConfigError(f"{where}: seeds for {dimension}/{name} must be a whole number in [1, {MAX_SEEDS}], "
+                          f"got {value!r}")
     return value

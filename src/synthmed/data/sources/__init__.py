@@ -67,6 +67,13 @@ def check_root(name: str, root: str | Path | None) -> None:
 def load_source(name: str, root: str | Path | None = None, **options: Any) -> SourceData:
     load = _source(name)
     check_root(name, root)
+    check_source_options(name, options)
+    return load(root, **options) if root is not None else load(**options)
+
+
+def check_source_options(name: str, options: dict[str, Any]) -> None:
+    """The source's name and its options' names and types, without reading any data (a benchmark preset's check)."""
+    load = _source(name)
     unknown = sorted(set(options) - set(source_options(name)))
     if unknown:
         raise DataError(
@@ -76,4 +83,3 @@ def load_source(name: str, root: str | Path | None = None, **options: Any) -> So
     check_values(options, {option: hints[option] for option in source_options(name)}, f"source {name!r}", DataError)
     if "seed" in options and (problem := seed_problem(options["seed"])):
         raise DataError(f"source {name!r}: seed = {options['seed']!r} {problem}", field="seed")
-    return load(root, **options) if root is not None else load(**options)
