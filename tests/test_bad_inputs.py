@@ -305,7 +305,7 @@ CASES = [
     ("benchmark-settings-name-escape", _benchmark("escape"), f"name = '../../escaped' {_FOLDER_NAME}"),
     # benchmark presets
     ("benchmark-shared-stop", _benchmark("stop"), "shared_stop = 'maybe' must be true or false"),
-    ("benchmark-seeds-0", _benchmark("seeds0"), "seeds for samples/n4 must be a whole number >= 1"),
+    ("benchmark-seeds-0", _benchmark("seeds0"), "seeds for samples/n4 must be a whole number in [1, 10000], got 0"),
     ("benchmark-no-seeds", _benchmark("noseeds"), "benchmark-noseeds.yaml: 'seeds' is missing"),
     ("benchmark-model-key", _benchmark("maxres"), "models.cpdgan: unknown key(s) ['max_res']"),
     ("benchmark-models-list", _benchmark("models"), "models = ['cpdgan'] must be a mapping of texts to mappings"),

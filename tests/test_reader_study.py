@@ -359,6 +359,26 @@ def test_a_damaged_study_database_is_refused_by_name(tmp_path, capsys, damage, c
     refused(args, tmp_path, f"{path}: is damaged")
 
 
+@pytest.mark.parametrize("damage, problem", [
+    ("DELETE FROM meta WHERE name = 'resolution'", "meta 'resolution' missing"),
+    ("UPDATE answers SET label = 'maybe'", "answers label 'maybe' is not one of ('real', 'synthetic')"),
+])
+def test_analyze_names_a_damaged_row_of_the_study_database(tmp_path, capsys, damage, problem):
+    """Rows that the schema cannot guard (deleted, or edited with its CHECKs off) were a KeyError in the analysis."""
+    study, _ = make_study(tmp_path, 2)
+    add_reader(study, "R1")
+    conn = db.connect(study / db.DB_NAME)
+    try:
+        image_id = conn.execute("SELECT id FROM images LIMIT 1").fetchone()[0]
+        assert db.record_answer(conn, 1, image_id, "real") == "recorded"
+        conn.execute("PRAGMA ignore_check_constraints = ON")
+        conn.execute(damage)
+    finally:
+        conn.close()
+    refused(["reader-study", "analyze", str(study), "--out", str(tmp_path / "report")], tmp_path,
+            f"{study / db.DB_NAME}: is damaged ({problem}); restore it from a backup")
+
+
 @pytest.mark.parametrize("name", ["a\nb", "a\tb", "a\x1b[31mb", "a\u2028b"])
 def test_add_reader_refuses_control_characters_in_a_name(tmp_path, capsys, name):
     """A line break would split the name in the lists and tables it is printed in."""

@@ -491,3 +491,18 @@ def test_a_hand_edited_manifest_is_named_not_a_traceback(tmp_path):
     (out / "manifest.json").write_text(json.dumps({**manifest, "label_names": ["A"]}))
     with pytest.raises(DataError, match=r"labels.npy: has shape \(40, 3\); manifest.json says 40 images and 1 "):
         Store(out).labels
+
+
+def test_a_replaced_image_array_is_named_against_the_manifest(tmp_path):
+    """A float or cut-short images_R.npy failed far away (PNG writer, index); now on opening, naming the file."""
+    out = tmp_path / "store"
+    quiet(array_source(), out, resolutions=[8], workers=1)
+    images = out / "images_8.npy"
+    original = np.load(images)
+    for replacement, found in ((original.astype(np.float32), "float32 (40, 1, 8, 8)"),
+                               (original[:10], "uint8 (10, 1, 8, 8)")):
+        np.save(images, replacement)
+        with pytest.raises(DataError) as refused:
+            Store(out).images(8)
+        assert str(refused.value) == (f"{images}: is {found}; manifest.json says uint8 (40, 1, 8, 8); "
+                                      "prepare the store again")

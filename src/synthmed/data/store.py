@@ -133,7 +133,14 @@ class Store:
                 f"prepare it again with --resolution {resolution}",
                 file=self.path,
             )
-        return read_array(self.path / images_file(resolution), memory_mapped=True)
+        path = self.path / images_file(resolution)
+        images = read_array(path, memory_mapped=True)
+        expected = (len(self), self.manifest["channels"], resolution, resolution)
+        # a replaced file (float, cut, other size) would fail far away: as a PNG, an index, or wrong pixels unseen
+        if images.dtype != np.uint8 or images.shape != expected:
+            raise DataError(f"is {images.dtype} {images.shape}; {MANIFEST} says uint8 {expected}; "
+                            "prepare the store again", file=path)
+        return images
 
     @property
     def has_masks(self) -> bool:

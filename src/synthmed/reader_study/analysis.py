@@ -101,8 +101,7 @@ def analyze_study(study: str | os.PathLike, out: str | os.PathLike | None = None
     included = {r["reader"]: counts[r["reader"]] for r in readers
                 if r["answered"] and (r["complete"] or include_incomplete)}
     result = {
-        "study": {key: meta[key] for key in ("resolution", "fold", "seed", "n_real", "n_synthetic", "label_names",
-                                             "created", "real_store", "synthetic_store")},
+        "study": {key: meta[key] for key in db.META_KEYS},
         "definitions": DEFINITIONS,
         "included": "readers with at least one answer" if include_incomplete else "readers who labelled every image",
         "readers": readers,

@@ -65,6 +65,9 @@ CREATE TABLE answers (
 );
 """
 TABLES = set(re.findall(r"CREATE TABLE (\w+)", SCHEMA))  # what a whole study database holds
+# the parameters that the analysis reports and the admin page shows: a study without one of them is damaged
+META_KEYS = ("resolution", "fold", "seed", "n_real", "n_synthetic", "label_names", "created", "real_store",
+             "synthetic_store")
 
 
 @dataclass(frozen=True)
@@ -127,11 +130,20 @@ def checked_database(study: str | os.PathLike) -> Path:
     except sqlite3.DatabaseError as error:
         problems, tables = [str(error)], set()
     if problems != ["ok"]:
-        raise ReaderStudyError(f"is damaged ({problems[0]}); restore it from a backup", file=path)
+        raise _damaged(path, problems[0])
     if not TABLES <= tables:
-        raise ReaderStudyError(f"is damaged (tables missing: {sorted(TABLES - tables)}); restore it from a backup",
-                               file=path)
+        raise _damaged(path, f"tables missing: {sorted(TABLES - tables)}")
     return path
+
+
+def _damaged(path: str | os.PathLike, problem: str) -> ReaderStudyError:
+    return ReaderStudyError(f"is damaged ({problem}); restore it from a backup", file=path)
+
+
+def _damaged_content(conn: sqlite3.Connection, problem: str) -> ReaderStudyError:
+    """What the schema cannot guard (a row deleted, a value edited with the CHECKs off) is found only when read,
+    where just the connection is at hand: SQLite knows its file."""
+    return _damaged(conn.execute("PRAGMA database_list").fetchone()[2], problem)
 
 
 def connect(path: str | os.PathLike) -> sqlite3.Connection:
@@ -177,14 +189,23 @@ def write_study(path: Path, meta: dict[str, Any], images: Sequence[KeyedImage], 
 
 
 def read_meta(conn: sqlite3.Connection) -> dict[str, Any]:
-    """The study's parameters (without the admin token hash)."""
-    rows = conn.execute("SELECT name, value FROM meta WHERE name != 'admin_token_hash'").fetchall()
-    return {name: json.loads(value) for name, value in rows}
+    """The study's parameters (without the admin token hash); a missing or unreadable one is a damaged study."""
+    rows = dict(conn.execute("SELECT name, value FROM meta WHERE name != 'admin_token_hash'").fetchall())
+    if missing := [name for name in META_KEYS if name not in rows]:
+        raise _damaged_content(conn, f"meta {missing[0]!r} missing")
+    return {name: _meta_value(conn, name, value) for name, value in rows.items()}
+
+
+def _meta_value(conn: sqlite3.Connection, name: str, value: Any) -> Any:
+    try:
+        return json.loads(value)
+    except (TypeError, ValueError):  # not JSON, or not even text
+        raise _damaged_content(conn, f"meta {name!r} is not JSON: {value!r}") from None
 
 
 def is_admin(conn: sqlite3.Connection, token: str) -> bool:
     row = conn.execute("SELECT value FROM meta WHERE name = 'admin_token_hash'").fetchone()
-    return row is not None and hmac.compare_digest(json.loads(row[0]), hash_token(token))
+    return row is not None and hmac.compare_digest(_meta_value(conn, "admin_token_hash", row[0]), hash_token(token))
 
 
 def add_reader(conn: sqlite3.Connection, name: str) -> str:
@@ -203,7 +224,7 @@ def add_reader(conn: sqlite3.Connection, name: str) -> str:
     with transaction(conn):
         if conn.execute("SELECT 1 FROM readers WHERE name = ?", (name,)).fetchone():
             raise ReaderStudyError(f"there is already a reader named {name!r}; choose another name", field="name")
-        seed = int(json.loads(conn.execute("SELECT value FROM meta WHERE name = 'seed'").fetchone()[0]))
+        seed = int(read_meta(conn)["seed"])
         number = conn.execute("SELECT COUNT(*) FROM readers").fetchone()[0] + 1
         order_seed = seed * 1_000_003 + number
         cursor = conn.execute("INSERT INTO readers (name, token_hash, order_seed, created) VALUES (?, ?, ?, ?)",
@@ -272,6 +293,12 @@ def readers_progress(conn: sqlite3.Connection) -> list[dict[str, Any]]:
 
 
 def keyed_answers(conn: sqlite3.Connection) -> list[tuple[str, str, str]]:
-    """(reader name, truth, label) for every answer: the analysis's input, joined with the key."""
-    return conn.execute("SELECT r.name, k.truth, x.label FROM answers x JOIN readers r ON r.id = x.reader_id "
+    """(reader name, truth, label) for every answer: the analysis's input, joined with the key; a truth or label
+    other than real or synthetic (written with the CHECKs off) is a damaged study."""
+    rows = conn.execute("SELECT r.name, k.truth, x.label FROM answers x JOIN readers r ON r.id = x.reader_id "
                         "JOIN answer_key k ON k.image_id = x.image_id ORDER BY r.id").fetchall()
+    for _, truth, label in rows:
+        for column, value in (("answer_key truth", truth), ("answers label", label)):
+            if value not in LABELS:
+                raise _damaged_content(conn, f"{column} {value!r} is not one of {LABELS}")
+    return rows
