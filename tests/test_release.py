@@ -21,7 +21,8 @@ from synthmed.data.imaging import ArrayImage
 from synthmed.data.records import SPLITS, Record, SourceData
 from synthmed.errors import DataError
 from synthmed.evaluation.classifier import ClassifierConfig
-from synthmed.evaluation.utility import evaluate_utility
+from synthmed.evaluation.suite import evaluate_privacy_run
+from synthmed.evaluation.utility import evaluate_utility, pair_identity
 from synthmed.release import release
 from synthmed.synthesis import generate
 from synthmed.training.config import config_from_dict
@@ -185,29 +186,50 @@ def test_bad_input_exits_2_and_writes_nothing(trained, tmp_path, capsys, args, m
     assert not (tmp_path / "o").exists()
 
 
-@pytest.mark.parametrize("damage, message", [
-    ("card", "card.json: is damaged: not valid JSON"),
-    ("card-keys", "card.json: lacks 'model'"),
-    ("utility-list", "utility.json: is damaged: it holds a JSON list, not an object"),
-    ("utility-keys", "utility.json: lacks ['auc_syn'], which the card needs"),
+def _drop(key: str):
+    return lambda data: data.pop(key)
+
+
+def _set(*keys: str, value):
+    def change(data: dict) -> None:
+        for key in keys[:-1]:
+            data = data[key]
+        data[keys[-1]] = value
+    return change
+
+
+@pytest.mark.parametrize("file, damage, message", [
+    ("synthetic/card.json", '{"generation_seed": ', "card.json: is damaged: not valid JSON"),
+    ("synthetic/card.json", _drop("model"), "card.json: is damaged: the release cannot read it (KeyError: 'model')"),
+    ("synthetic/card.json", _set("best_fid", value="abc"), "card.json: is damaged: best_fid = 'abc' must be a number"),
+    ("synthetic/card.json", _set("images_per_fold", value={"train": 5, "val": 5, "test": 5}),
+     "card.json: is damaged: images_per_fold = {'train': 5, 'val': 5, 'test': 5}, but the synthetic set holds"),
+    ("eval/utility.json", "[1, 2]\n", "utility.json: is damaged: it holds a JSON list, not an object"),
+    ("eval/utility.json", _drop("auc_syn"), "utility.json: lacks ['auc_syn'], which the card needs"),
+    ("eval/utility.json", _set("config", value=[1]), "utility.json: is damaged: config = [1] must be a mapping"),
+    ("eval/fidelity.json", _set("metrics", value=[1]), "fidelity.json: is damaged: metrics = [1] must be a mapping"),
+    ("eval/privacy.json", _set("verdict", value="maybe"),
+     "privacy.json: is damaged: verdict = 'maybe' is not one of ['fail', 'pass', 'warn']"),
+    ("eval/privacy.json", _set("tests", value="x"), "privacy.json: is damaged: the release cannot read it (TypeError"),
 ])
-def test_a_damaged_card_or_evaluation_is_named_and_nothing_is_written(trained, tmp_path, capsys, damage, message):
+def test_a_damaged_card_or_evaluation_is_named_and_nothing_is_written(trained, tmp_path, capsys, file, damage,
+                                                                     message):
     run = tmp_path / "run"
     shutil.copytree(trained["run"] / "synthetic", run / "synthetic")
     shutil.copytree(trained["run"] / "eval", run / "eval")
-    if damage == "card":
-        (run / "synthetic" / "card.json").write_text('{"generation_seed": ')
-    elif damage == "card-keys":
-        card = json.loads((run / "synthetic" / "card.json").read_text())
-        del card["model"]
-        (run / "synthetic" / "card.json").write_text(json.dumps(card))
-    elif damage == "utility-list":
-        (run / "eval" / "utility.json").write_text("[1, 2]\n")
+    if not (run / "eval" / "privacy.json").exists():  # made by the first test's release; alone, made here
+        evaluate_privacy_run(trained["setting"], run / "synthetic" / "setting", run / "eval" / "real_classifier.pt",
+                             run / "eval", log=lambda m: None)
+    path = run / file
+    if isinstance(damage, str):
+        path.write_text(damage)
     else:
-        utility = json.loads((run / "eval" / "utility.json").read_text())
-        del utility["auc_syn"]
-        (run / "eval" / "utility.json").write_text(json.dumps(utility))
+        # no fidelity.json is measured here: one that is made for this set is enough to damage
+        data = json.loads(path.read_text()) if path.exists() else pair_identity(
+            BenchmarkSetting(trained["setting"]), BenchmarkSetting(run / "synthetic" / "setting"))
+        damage(data)
+        path.write_text(json.dumps(data))
     assert run_cli(["release", str(run), "--real", str(trained["setting"]), "--out", str(tmp_path / "o")]) == 2
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and message in error, error
-    assert not (tmp_path / "o").exists()
+    assert not (tmp_path / "o").exists() and not list(tmp_path.glob(".o.*"))

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import yaml
 
-from synthmed.errors import DataError
+from synthmed.errors import DataError, UserError
 
 
 def _current_umask() -> int:
@@ -76,6 +76,19 @@ def read_json(path: str | os.PathLike) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise DataError(f"is damaged: it holds a JSON {type(data).__name__}, not an object", file=path)
     return data
+
+
+@contextmanager
+def damaged_json(path: str | os.PathLike, reader: str) -> Iterator[None]:
+    """Around code that reads many keys of a JSON file's content (hand-edited, or from another version): a missing
+    key or a value of the wrong kind is a DataError naming the file, not a traceback. Keep the block to that
+    reading: any KeyError, TypeError, AttributeError or ValueError in it is taken for damage."""
+    try:
+        yield
+    except UserError:
+        raise  # already says what and where (a UserError is a ValueError)
+    except (KeyError, TypeError, AttributeError, ValueError) as error:  # ValueError: f"{'abc':.2f}"
+        raise DataError(f"is damaged: {reader} cannot read it ({type(error).__name__}: {error})", file=path) from None
 
 
 # what numpy raises for an .npz cut short or damaged: zlib.error from a compressed member

@@ -15,8 +15,9 @@ and nothing else: no real image, key, path, patient or group id, no DICOM header
 synthetic set and real setting (their identities in ``privacy.json``), else it is run there with
 the real-data classifier (``evaluation/eval_dir.py``) found beside it. A "fail" verdict refuses the release
 (``ReleaseRefused``); ``force`` releases anyway and the card's first line says so and by whom.
-The package is written to a hidden folder beside OUT and renamed into place: it is there whole
-or not at all.
+Every value of the set's card and the evaluations that the package's card shows is checked (kind,
+verdict, the image counts against the set) before a byte is written; the package is written to a
+hidden folder beside OUT and renamed into place: it is there whole or not at all.
 """
 
 from __future__ import annotations
@@ -30,7 +31,8 @@ from typing import Any, Callable
 import numpy as np
 
 from synthmed import __version__
-from synthmed._io import read_json, sha256_file, write_json_atomic, write_text_atomic
+from synthmed._io import damaged_json, sha256_file, write_json_atomic, write_text_atomic
+from synthmed.benchmark.results import VERDICT_SCORE, JobFile
 from synthmed.data.records import SPLITS
 from synthmed.data.settings import SETTING_FILE, BenchmarkSetting
 from synthmed.errors import DataError
@@ -39,7 +41,7 @@ from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.suite import evaluate_privacy_run, format_number
 from synthmed.evaluation.utility import check_pair, pair_identity
 from synthmed.output_dir import check_output_path, staged_dir
-from synthmed.synthesis import CARD, card_markdown, export_folds
+from synthmed.synthesis import CARD, CARD_MAPPINGS, CARD_NUMBERS, card_markdown, export_folds
 
 # What of each evaluation goes on the card: numbers and method names, never a path or identity.
 PRIVACY_FIELDS = ("feature_space", "options", "confidence", "spaces", "tests", "density_attack", "verdict",
@@ -47,6 +49,8 @@ PRIVACY_FIELDS = ("feature_space", "options", "confidence", "spaces", "tests", "
 UTILITY_FIELDS = ("label_names", "test_images", "auc_real", "auc_syn", "auc_real_minus_auc_syn", "delta_syn",
                   "auc_real_on_syn")  # and images_per_row (1 where a utility.json from before the key lacks it)
 _CARD_KEYS = {PRIVACY: PRIVACY_FIELDS, UTILITY: (*UTILITY_FIELDS, "config"), FIDELITY: ("metrics",)}
+# each fidelity metric's numbers that card.md formats
+FIDELITY_NUMBERS = ("fd", "kid_mean", "precision", "recall", "density", "coverage", "n_real", "n_fake")
 
 
 class ReleaseRefused(Exception):
@@ -64,63 +68,88 @@ def synthetic_set_dir(source: str | os.PathLike) -> Path:
 
 
 def _made_for(folders: list[Path], name: str, real: BenchmarkSetting,
-              synthetic: BenchmarkSetting) -> tuple[Path, dict[str, Any]] | None:
-    """The first ``name`` in ``folders`` whose recorded settings are exactly this pair, and its content."""
+              synthetic: BenchmarkSetting) -> JobFile | None:
+    """The first ``name`` in ``folders`` whose recorded settings are exactly this pair."""
     wanted = pair_identity(real, synthetic)
     for path in (folder / name for folder in folders):
         if path.is_file():
-            data = read_json(path)
-            if all(data.get(key) == value for key, value in wanted.items()):
-                if missing := [key for key in _CARD_KEYS[name] if key not in data]:
+            file = JobFile(path)
+            if all(file.data.get(key) == value for key, value in wanted.items()):
+                if missing := [key for key in _CARD_KEYS[name] if key not in file.data]:
                     raise DataError(f"lacks {missing}, which the card needs: made by another synthmed version or "
                                     "edited; measure it again with `synthmed evaluate`", file=path)
-                return path, data
+                return file
     return None
 
 
 def _audit(folders: list[Path], real: BenchmarkSetting, synthetic: BenchmarkSetting,
-           log: Callable[[str], None]) -> dict[str, Any]:
+           log: Callable[[str], None]) -> JobFile:
     """The privacy audit of this pair: reused when made for it, else run with a real classifier found in ``folders``."""
     found = _made_for(folders, PRIVACY, real, synthetic)
     if found is not None:
-        log(f"reusing the privacy audit {found[0]}")
-        return found[1]
+        log(f"reusing the privacy audit {found.path}")
+        return found
     classifiers = [EvalDir(folder).real_classifier for folder in folders if EvalDir(folder).real_classifier.is_file()]
     if not classifiers:
         raise DataError(f"holds no privacy audit of this synthetic set and no {REAL_CLASSIFIER} to run one: run "
                         "`synthmed evaluate all` (or utility, then privacy) with --out there first, or name the "
                         "folders with --evaluation", file=", ".join(str(f) for f in folders) or "--evaluation")
     log(f"running the privacy audit with {classifiers[0]} into {folders[0]}")
-    return evaluate_privacy_run(real.path, synthetic.path, classifiers[0], folders[0], log=log)
+    evaluate_privacy_run(real.path, synthetic.path, classifiers[0], folders[0], log=log)
+    return JobFile(EvalDir(folders[0]).privacy)
 
 
-def _utility_card(utility: dict[str, Any] | None) -> dict[str, Any] | None:
-    if utility is None:
-        return None
-    config = {k: v for k, v in utility["config"].items() if k not in ("pretrained_weights", "device", "threads")}
-    return {**{k: utility[k] for k in UTILITY_FIELDS}, "images_per_row": utility.get("images_per_row", 1),
-            "classifier": config,
-            "pretrained": utility["config"]["pretrained_weights"] is not None}
+def _generation_markdown(card: JobFile, synthetic: BenchmarkSetting) -> str:
+    """The set's own card.md, once its card.json holds the kinds that it formats and counts the images packed."""
+    for key, null in CARD_NUMBERS.items():
+        if key in card.data:  # a generated or an imported set's; card_markdown names a missing one
+            card.number(key, null=null)
+    for key, null in CARD_MAPPINGS.items():
+        if key in card.data:
+            card.mapping(key, null=null)
+    packed = {fold: len(synthetic.rows(fold)) for fold in SPLITS}
+    if (claimed := card.get("images_per_fold")) != packed:  # the card would describe another set
+        raise card.damaged(("images_per_fold",), f"= {claimed!r}, but the synthetic set holds {packed} images")
+    with damaged_json(card.path, "the release"):
+        return card_markdown(card.data)
 
 
-def _card(generated: dict[str, Any], privacy: dict[str, Any], utility: dict[str, Any] | None,
-          fidelity: dict[str, Any] | None, forced_by: str | None) -> dict[str, Any]:
+def _utility_card(utility: JobFile) -> dict[str, Any]:
+    for key in ("auc_real", "auc_syn"):  # the kinds card.md formats (the rest is copied as it is)
+        utility.auroc(key)
+    utility.number("auc_real_minus_auc_syn")
+    per_row = utility.number("images_per_row", null=False) if "images_per_row" in utility.data else 1
+    config = {k: v for k, v in utility.mapping("config").items() if k not in ("pretrained_weights", "device", "threads")}
+    return {**{k: utility.data[k] for k in UTILITY_FIELDS}, "images_per_row": per_row, "classifier": config,
+            "pretrained": utility.get("config", "pretrained_weights") is not None}
+
+
+def _fidelity_card(fidelity: JobFile) -> dict[str, Any]:
+    for name in fidelity.mapping("metrics"):  # the kinds card.md formats
+        fidelity.get("metrics", name, "extractor")
+        for key in FIDELITY_NUMBERS:
+            fidelity.number("metrics", name, key, null=False)
+    return fidelity.data["metrics"]
+
+
+def _card(generated: dict[str, Any], privacy: dict[str, Any], measured: dict[str, dict[str, Any] | None],
+          forced_by: str | None) -> dict[str, Any]:
     release = {"created": datetime.now(timezone.utc).isoformat(timespec="seconds"), "synthmed": __version__,
                "privacy_verdict": privacy["verdict"], "forced_by": forced_by}
     return {"release": release, "privacy": {k: privacy[k] for k in PRIVACY_FIELDS},
-            "utility": _utility_card(utility), "fidelity": None if fidelity is None else fidelity["metrics"],
-            "generation": generated}
+            "utility": measured[UTILITY], "fidelity": measured[FIDELITY], "generation": generated}
 
 
-def _card_markdown(card: dict[str, Any], generation_markdown: str) -> str:
-    """card.md: ``generation_markdown`` (the set's own card, rendered when it was read) and what the release adds."""
-    release, privacy = card["release"], card["privacy"]
+def _card_markdown(card: dict[str, Any], generation_markdown: str, privacy_words: list[str]) -> str:
+    """card.md: ``generation_markdown`` (the set's own card) and ``privacy_words`` (``describe``, both rendered and
+    checked when read) and what the release adds."""
+    release = card["release"]
     lines = []
     if release["forced_by"] is not None:
         lines += [f"# WARNING: this set FAILED its privacy audit and was released anyway (--force) by "
                   f"{release['forced_by']} on {release['created']}", ""]
     lines += [generation_markdown.rstrip("\n"), "", "## Privacy audit", ""]
-    lines += [f"- {line}" for line in describe(privacy)]
+    lines += [f"- {line}" for line in privacy_words]
     lines += ["", "## Utility (classifiers tested on real images)", ""]
     if card["utility"] is None:
         lines.append("Not measured for this set (no utility.json made for it).")
@@ -171,35 +200,38 @@ def release(source: str | os.PathLike, real_setting: str | os.PathLike, out: str
     if out.exists():
         raise DataError("already exists: a release goes to a new folder", file=out)
     folder = synthetic_set_dir(source)
-    generated = read_json(folder / CARD)  # before the audit, which may take minutes
-    try:
-        generation_markdown = card_markdown(generated)  # reads every key of it that the package's card shows
-    except (KeyError, TypeError) as missing:
-        raise DataError(f"lacks {missing}: damaged, or edited; generate the set again", file=folder / CARD) from None
-    real, synthetic = BenchmarkSetting(real_setting), BenchmarkSetting(folder / "setting")
+    synthetic = BenchmarkSetting(folder / "setting")
+    generated = JobFile(folder / CARD)
+    generation_markdown = _generation_markdown(generated, synthetic)  # before the audit, which may take minutes
+    real = BenchmarkSetting(real_setting)
     check_pair(real, synthetic)
     folders = [Path(f) for f in evaluation] if evaluation else [folder.parent / "eval"]
     for f in folders:
         if not f.is_dir():
             raise DataError("is not a folder (--evaluation)", file=f)
-    privacy = _audit(folders, real, synthetic, log)
+    measured: dict[str, dict[str, Any] | None] = {}  # read and checked before the audit too
+    for file, card_part in ((UTILITY, _utility_card), (FIDELITY, _fidelity_card)):
+        found = _made_for(folders, file, real, synthetic)
+        if found is None:
+            log(f"no {file} made for this set in {', '.join(map(str, folders))}: the card says so")
+        measured[file] = None if found is None else card_part(found)
+    audit = _audit(folders, real, synthetic, log)
+    privacy = audit.data
+    with damaged_json(audit.path, "the release"):
+        privacy_words = describe(privacy)  # reads every key of it that card.md shows, its reason too
     forced_by = None
-    if privacy["verdict"] == "fail":
+    # pass, warn or fail only: any other verdict would be released as if it passed
+    if audit.choice("verdict", options=VERDICT_SCORE) == "fail":
         if not force:
             raise ReleaseRefused(f"{folder}: the privacy audit failed, nothing was written. {privacy['reason']}. "
                                  "Fix the generator (less training, more data) or, if a data-protection officer "
                                  "accepts the risk, release with --force --by NAME.")
         forced_by = by or getpass.getuser()
         log(f"the privacy audit failed; releasing anyway (--force) by {forced_by}")
-    measured = {}
-    for name, file in (("utility", UTILITY), ("fidelity", FIDELITY)):
-        found = _made_for(folders, file, real, synthetic)
-        if found is None:
-            log(f"no {file} made for this set in {', '.join(map(str, folders))}: the card says so")
-        measured[name] = None if found is None else found[1]
-    card = _card(generated, privacy, measured["utility"], measured["fidelity"], forced_by)
+    card = _card(generated.data, privacy, measured, forced_by)
+    markdown = _card_markdown(card, generation_markdown, privacy_words)  # all read and checked: now write
     with staged_dir(out) as tmp:
-        _write_package(tmp, synthetic, card, _card_markdown(card, generation_markdown))
+        _write_package(tmp, synthetic, card, markdown)
     log(f"released {sum(card['generation']['images_per_fold'].values())} synthetic images to {out} "
         f"(privacy verdict {privacy['verdict']})")
     return out

@@ -333,6 +333,15 @@ def _card(generator_file, generator_name, info, summary, snapshot, setting, fold
     }
 
 
+# The card.json keys that card_markdown formats as numbers or walks as mappings (a generated or an imported set
+# has some of them), with whether null is allowed: a reader of a card.json that may be hand-edited
+# (``synthmed release``) checks their kinds first, so that a wrong one is named instead of a traceback.
+CARD_NUMBERS = {"images_seen_by_generator": False, "training_images_seen": False, "best_fid": True,
+                "images_offered": False}
+CARD_MAPPINGS = {"software": False, "sampling_options": False, "label_check": True, "images_per_fold": False,
+                 "label_counts": False}
+
+
 def card_markdown(card: dict[str, Any]) -> str:
     imported = card.get("origin") == "imported"
     per_row = card.get("images_per_row", 1)  # get: cards (generated or imported) from before the key have one

@@ -27,7 +27,7 @@ and never holds a row twice. Metric names:
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -66,10 +66,17 @@ class JobFile:
             value = value[key]
         return value
 
-    def mapping(self, *keys: str) -> dict[str, Any]:
+    def mapping(self, *keys: str, null: bool = False) -> dict[str, Any] | None:
+        """A mapping; null (nothing recorded) where ``null``."""
         value = self.get(*keys)
-        if not isinstance(value, dict):
-            raise self.damaged(keys, f"= {value!r} must be a mapping")
+        if not (value is None and null or isinstance(value, dict)):
+            raise self.damaged(keys, f"= {value!r} must be a mapping{' or null' if null else ''}")
+        return value
+
+    def choice(self, *keys: str, options: Collection[str]) -> str:
+        """One of ``options`` (a verdict): any other value is damage, never a silent fourth kind."""
+        if (value := self.get(*keys)) not in options:
+            raise self.damaged(keys, f"= {value!r} is not one of {sorted(options)}")
         return value
 
     def number(self, *keys: str, null: bool = True) -> float | None:
@@ -125,9 +132,7 @@ def _metrics(job: Job, folder: Path) -> Iterator[tuple[str, float | None]]:
         yield "mia_p", p.number("tests", "membership", "p_value")
         yield "density_auc", p.number("density_attack", "auc")
         yield "dcr_median_ratio", p.number("dcr", "features", "median_ratio")
-        if (verdict := p.get("verdict")) not in VERDICT_SCORE:
-            raise p.damaged(("verdict",), f"= {verdict!r} is not one of {sorted(VERDICT_SCORE)}")
-        yield "privacy_fail", VERDICT_SCORE[verdict]
+        yield "privacy_fail", VERDICT_SCORE[p.choice("verdict", options=VERDICT_SCORE)]
     elif job.stage == "importance":
         maps = JobFile(EvalDir(folder).importance)
         yield "map_pearson", maps.number("pearson", "mean")

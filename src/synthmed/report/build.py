@@ -24,7 +24,7 @@ from typing import Any
 import jinja2
 import pandas as pd
 
-from synthmed._io import read_json, write_text_atomic
+from synthmed._io import damaged_json, read_json, write_text_atomic
 from synthmed.benchmark.jobs import Job, job_dir, job_state
 from synthmed.benchmark.results import TRAIN_FID, JobFile, collect_results
 from synthmed.benchmark.runner import read_manifest
@@ -174,10 +174,8 @@ def _words(path: Path, key: str, derive: Callable[[dict[str, Any]], dict[str, An
     """A job's JSON file under ``key`` and what the report says of it (``derive``), which reads many of its keys: a
     file hand-edited or from another version that lacks one is a DataError naming it, not a traceback."""
     data = read_json(path)
-    try:
+    with damaged_json(path, "the report"):
         return {key: data, **derive(data)}
-    except (KeyError, TypeError, AttributeError) as error:
-        raise DataError(f"is damaged: the report cannot read it ({type(error).__name__}: {error})", file=path) from None
 
 
 def _card_text(path: Path) -> str:
