@@ -164,6 +164,27 @@ def test_generate_from_a_damaged_generator_file_names_the_file(damage, inputs, t
     assert disk(tmp_path) == before
 
 
+@pytest.mark.parametrize("damage, words", [
+    ("weights of another shape", "holds weights that do not fit the network its config builds"),
+    ("a classifier's file", "is not a generator of this synthmed version"),
+])
+def test_generate_from_a_generator_file_that_does_not_fit_names_the_file(damage, words, inputs, tmp_path):
+    """Readable torch files that are not this run's generator were a RuntimeError or a KeyError from the loader."""
+    import torch
+
+    run = RunDir(shutil.copytree(inputs["run"], tmp_path / "run"))
+    if damage == "weights of another shape":
+        snapshot = torch.load(run.generator, weights_only=False)
+        name, weight = next(iter(snapshot["state_dict"].items()))
+        snapshot["state_dict"][name] = torch.zeros(*weight.shape[:-1], weight.shape[-1] + 1)
+        torch.save(snapshot, run.generator)
+    else:
+        shutil.copy(inputs["classifier"], run.generator)
+    before = disk(tmp_path)
+    refused_by_cli(["generate", run.path, "--no-progress"], None, str(run.generator), words)
+    assert disk(tmp_path) == before
+
+
 def test_generate_from_a_folder_that_is_not_a_run_names_it(tmp_path):
     refused_by_cli(["generate", tmp_path, "--out", tmp_path / "synthetic"], None, f"RUN {tmp_path}", "is not a training run")
     assert not (tmp_path / "synthetic").exists()

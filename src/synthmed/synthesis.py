@@ -47,14 +47,14 @@ from synthmed.data.records import SPLITS
 from synthmed.data.settings import BenchmarkSetting, write_setting
 from synthmed.data.store import Store, write_images, write_store
 from synthmed.device import precision_name, resolve_bf16, usable_device
-from synthmed.errors import ConfigError, DataError
+from synthmed.errors import ConfigError, DataError, UserError
 from synthmed.label_check import CHECK_COUNTS, DEFAULT_TRIES, KEEP_RULE, load_label_check
 from synthmed.models.diffusion import ConditionalDiffusion, guidance_problem, interval_problem, spacing_problem
 from synthmed.output_dir import check_output_path, claim_output_dir, staged_dir
 from synthmed.progress import progress_bar
 from synthmed.training.config import config_from_dict
 from synthmed.training.methods import load_sampler
-from synthmed.training.run_dir import GENERATOR, RunDir, load_torch_file
+from synthmed.training.run_dir import GENERATOR, RunDir, load_torch_file, unreadable_torch_file
 from synthmed.training.samples import to_uint8
 
 # rows per sampler call: the demo's diffusion model sampled 512 rows in 16.8 s at 64 against 21.1 s at 256
@@ -77,7 +77,13 @@ def load_generator(run_dir: str | os.PathLike, device: str | torch.device = "cpu
         raise DataError(f"has no {GENERATOR}: the run has not finished; continue it with "
                         f"`synthmed train --resume {shlex.quote(str(run_dir))}`", file=run_dir)
     snapshot = load_torch_file(path, device)
-    sampler = load_sampler(snapshot, config_from_dict(snapshot["config"]))
+    try:
+        sampler = load_sampler(snapshot, config_from_dict(snapshot["config"]))
+    except (KeyError, TypeError, UserError) as error:  # a classifier's file, say, or a config this version refuses
+        raise unreadable_torch_file(error, path, "is not a generator of this synthmed version") from None
+    except RuntimeError as error:  # load_state_dict: weights of other names or shapes than the config builds
+        raise unreadable_torch_file(error, path, "holds weights that do not fit the network its config builds "
+                                                 "(another synthmed version's, or edited)") from None
     return sampler.to(device), snapshot
 
 
