@@ -253,11 +253,20 @@ def test_a_label_check_adds_one_classifier_of_another_seed_read_only_by_the_chec
     ({"importance": {"images": 2, "patch": 40, "stride": 8}}, "importance: patch = 40, stride = 8: need 1 <= patch"),
     ({"seeds": 10**12}, r"seeds for samples/.* must be a whole number in \[1, 10000\], got 1000000000000"),
     ({"seeds": {"resolution": 2}}, "seeds has no entry for the dimension 'samples'"),
+    ({"classifier": {"input_size": "64"}}, "classifier: input_size = '64' must be a whole number or null"),
 ])
 def test_bad_presets_are_refused_with_the_field_named(tmp_path, change, message):
     values = {**yaml.safe_load(tiny_preset(tmp_path).read_text()), **change}
     with pytest.raises(ConfigError, match=message):
         resolve_preset(values)
+
+
+def test_the_maps_patch_is_checked_against_what_the_classifier_sees(tmp_path):
+    """A 40 px patch does not fit a 32 px setting's images, but does fit a classifier that resizes them to 64."""
+    values = {**yaml.safe_load(tiny_preset(tmp_path).read_text()), "importance": {"images": 2, "patch": 40, "stride": 8}}
+    with pytest.raises(ConfigError, match="importance: patch = 40, stride = 8: need 1 <= patch <= 32"):
+        resolve_preset(copy.deepcopy(values))
+    resolve_preset({**values, "classifier": {"input_size": 64}})
 
 
 def test_the_training_fid_at_n10000_is_a_metric_and_figure_3_uses_it(tmp_path):
@@ -471,6 +480,17 @@ def test_a_presets_yaml_files_are_found_beside_it_whatever_the_case_of_their_ext
     preset = load_preset(str(tmp_path / "p" / "bench.yaml"))
     assert preset.values["settings"] == str(tmp_path / "p" / "s.YAML")
     assert preset.values["models"]["cpdgan"]["config"] == str(tmp_path / "p" / "gan.Yml")
+
+
+def test_a_demo_with_a_failed_job_exits_1(tmp_path, monkeypatch):
+    from typer.testing import CliRunner
+
+    from synthmed.benchmark import demo
+    from synthmed.cli import app
+
+    monkeypatch.setattr(demo, "run_demo", lambda out, log: {"states": {"train-a": "done", "train-b": "failed"}})
+    result = CliRunner().invoke(app, ["demo", "--out", str(tmp_path / "demo")])
+    assert result.exit_code == 1 and "1 job(s) failed" in result.output
 
 
 def test_a_sweep_with_a_failed_job_exits_1_and_names_the_status_command(tmp_path, monkeypatch):

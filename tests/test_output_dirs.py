@@ -166,7 +166,7 @@ def test_generate_from_a_damaged_generator_file_names_the_file(damage, inputs, t
 
 @pytest.mark.parametrize("damage, words", [
     ("weights of another shape", "holds weights that do not fit the network its config builds"),
-    ("a classifier's file", "is not a generator of this synthmed version"),
+    ("a classifier's file", "is not a generator file: it lacks ['resolution']"),
 ])
 def test_generate_from_a_generator_file_that_does_not_fit_names_the_file(damage, words, inputs, tmp_path):
     """Readable torch files that are not this run's generator were a RuntimeError or a KeyError from the loader."""

@@ -63,6 +63,7 @@ from synthmed.training.samples import to_uint8
 # rounding can still move a rare pixel by one grey level (1 in 341,000 in another draw; 4 December).
 BATCH = 64
 CARD = "card.json"  # marks a synthetic set
+SNAPSHOT_KEYS = {"state_dict", "config", "resolution", "label_names", "image_channels"}  # what training saves
 
 
 def load_generator(run_dir: str | os.PathLike, device: str | torch.device = "cpu",
@@ -77,10 +78,14 @@ def load_generator(run_dir: str | os.PathLike, device: str | torch.device = "cpu
         raise DataError(f"has no {GENERATOR}: the run has not finished; continue it with "
                         f"`synthmed train --resume {shlex.quote(str(run_dir))}`", file=run_dir)
     snapshot = load_torch_file(path, device)
+    if not isinstance(snapshot, dict) or not SNAPSHOT_KEYS <= set(snapshot):  # a classifier's file, say
+        raise DataError(f"is not a generator file: it lacks {sorted(SNAPSHOT_KEYS - set(snapshot or ()))}", file=path)
     try:
-        sampler = load_sampler(snapshot, config_from_dict(snapshot["config"]))
-    except (KeyError, TypeError, UserError) as error:  # a classifier's file, say, or a config this version refuses
-        raise unreadable_torch_file(error, path, "is not a generator of this synthmed version") from None
+        config = config_from_dict(snapshot["config"])
+    except UserError as error:  # an unknown key, or a plug-in model that is not installed here
+        raise DataError(f"holds a generator config this synthmed refuses ({error})", file=path) from None
+    try:
+        sampler = load_sampler(snapshot, config)
     except RuntimeError as error:  # load_state_dict: weights of other names or shapes than the config builds
         raise unreadable_torch_file(error, path, "holds weights that do not fit the network its config builds "
                                                  "(another synthmed version's, or edited)") from None

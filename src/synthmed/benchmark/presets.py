@@ -36,6 +36,7 @@ from synthmed.data.settings import expand_preset
 from synthmed.data.settings import load_preset as load_settings_preset
 from synthmed.data.sources import check_source_options
 from synthmed.errors import ConfigError, UserError
+from synthmed.evaluation.classifier import ClassifierConfig
 from synthmed.evaluation.privacy import DEFAULT_OPTIONS as PRIVACY_OPTIONS
 from synthmed.evaluation.privacy import check_options as check_privacy_options
 from synthmed.evaluation.suite import check_fidelity_options, check_importance_options
@@ -181,11 +182,12 @@ def resolve_preset(values: dict[str, Any], where: str = "benchmark preset",
 
 
 def _check_sections(values: dict[str, Any], where: str) -> None:
-    """The data, fidelity and importance sections' keys and types, the source's name, options and resolutions,
-    and the fidelity options: what would otherwise surface in a job's log."""
+    """The data, classifier, fidelity and importance sections' keys and types, the source's name, options and
+    resolutions, and the fidelity options: what would otherwise surface in a job's log."""
     for section, keys in SECTION_KEYS.items():
         check_values(values[section], keys, f"{where}: {section}")
     data = values["data"]
+    ClassifierConfig.from_dict(values["classifier"])  # its input size sizes the maps' check below
     try:
         check_source_options(data["source"], data["options"])
         for resolution in data["resolutions"]:

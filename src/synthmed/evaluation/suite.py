@@ -77,8 +77,9 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
         if len(images) < MIN_IMAGES:
             raise DataError(f"its train fold has {len(images)} images; fidelity needs at least {MIN_IMAGES}",
                             file=setting.path)
+    in_domain = ClassifierFeatures(_load(classifier_path, real))  # a misfit before Inception's weights load
     chosen = {name: make_extractor(name, channels=real_images.shape[1]) for name in extractors}
-    chosen["in-domain"] = ClassifierFeatures(_load(classifier_path, real))
+    chosen["in-domain"] = in_domain
     rng = np.random.default_rng(0)
     if max_images is not None:  # so that a CPU run fits its time
         real_images = _draw(real_images, max_images, rng)
