@@ -167,6 +167,7 @@ def test_generate_from_a_damaged_generator_file_names_the_file(damage, inputs, t
 @pytest.mark.parametrize("damage, words", [
     ("weights of another shape", "holds weights that do not fit the network its config builds"),
     ("a classifier's file", "is not a generator file: it lacks ['resolution']"),
+    ("a bare tensor", "is not a generator file: it lacks ['config', 'image_channels', 'label_names', "),
 ])
 def test_generate_from_a_generator_file_that_does_not_fit_names_the_file(damage, words, inputs, tmp_path):
     """Readable torch files that are not this run's generator were a RuntimeError or a KeyError from the loader."""
@@ -178,6 +179,8 @@ def test_generate_from_a_generator_file_that_does_not_fit_names_the_file(damage,
         name, weight = next(iter(snapshot["state_dict"].items()))
         snapshot["state_dict"][name] = torch.zeros(*weight.shape[:-1], weight.shape[-1] + 1)
         torch.save(snapshot, run.generator)
+    elif damage == "a bare tensor":
+        torch.save(torch.zeros(3), run.generator)
     else:
         shutil.copy(inputs["classifier"], run.generator)
     before = disk(tmp_path)

@@ -78,11 +78,12 @@ def load_generator(run_dir: str | os.PathLike, device: str | torch.device = "cpu
         raise DataError(f"has no {GENERATOR}: the run has not finished; continue it with "
                         f"`synthmed train --resume {shlex.quote(str(run_dir))}`", file=run_dir)
     snapshot = load_torch_file(path, device)
-    if not isinstance(snapshot, dict) or not SNAPSHOT_KEYS <= set(snapshot):  # a classifier's file, say
-        raise DataError(f"is not a generator file: it lacks {sorted(SNAPSHOT_KEYS - set(snapshot or ()))}", file=path)
+    missing = sorted(SNAPSHOT_KEYS - set(snapshot)) if isinstance(snapshot, dict) else sorted(SNAPSHOT_KEYS)
+    if missing:  # a classifier's file, say, or a bare tensor
+        raise DataError(f"is not a generator file: it lacks {missing}", file=path)
     try:
         config = config_from_dict(snapshot["config"])
-    except UserError as error:  # an unknown key, or a plug-in model that is not installed here
+    except (UserError, TypeError) as error:  # an unknown key, a plug-in model not installed here, or not a mapping
         raise DataError(f"holds a generator config this synthmed refuses ({error})", file=path) from None
     try:
         sampler = load_sampler(snapshot, config)
