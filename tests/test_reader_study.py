@@ -14,6 +14,7 @@ import struct
 
 import numpy as np
 import pytest
+import uvicorn
 from PIL import Image
 from scipy import stats
 
@@ -359,11 +360,12 @@ def test_a_damaged_study_database_is_refused_by_name(tmp_path, capsys, damage, c
     refused(args, tmp_path, f"{path}: is damaged")
 
 
-@pytest.mark.parametrize("damage, problem", [
-    ("DELETE FROM meta WHERE name = 'resolution'", "meta 'resolution' missing"),
-    ("UPDATE answers SET label = 'maybe'", "answers label 'maybe' is not one of ('real', 'synthetic')"),
+@pytest.mark.parametrize("command, damage, problem", [
+    ("analyze", "DELETE FROM meta WHERE name = 'resolution'", "meta 'resolution' missing"),
+    ("analyze", "UPDATE answers SET label = 'maybe'", "answers label 'maybe' is not one of ('real', 'synthetic')"),
+    ("serve", "UPDATE meta SET value = '[oops' WHERE name = 'label_names'", "meta 'label_names' is not JSON"),
 ])
-def test_analyze_names_a_damaged_row_of_the_study_database(tmp_path, capsys, damage, problem):
+def test_a_damaged_row_of_the_study_database_is_named(tmp_path, capsys, monkeypatch, command, damage, problem):
     """Rows that the schema cannot guard (deleted, or edited with its CHECKs off) were a KeyError in the analysis."""
     study, _ = make_study(tmp_path, 2)
     add_reader(study, "R1")
@@ -375,8 +377,13 @@ def test_analyze_names_a_damaged_row_of_the_study_database(tmp_path, capsys, dam
         conn.execute(damage)
     finally:
         conn.close()
-    refused(["reader-study", "analyze", str(study), "--out", str(tmp_path / "report")], tmp_path,
-            f"{study / db.DB_NAME}: is damaged ({problem}); restore it from a backup")
+    def served(self, *args, **kwargs):
+        raise AssertionError("served a damaged study")  # fails here rather than serving until the test times out
+
+    monkeypatch.setattr(uvicorn.Server, "run", served)
+    options = ["--out", str(tmp_path / "report")] if command == "analyze" else []
+    refused(["reader-study", command, str(study), *options], tmp_path,
+            f"{study / db.DB_NAME}: is damaged ({problem}")
 
 
 @pytest.mark.parametrize("name", ["a\nb", "a\tb", "a\x1b[31mb", "a\u2028b"])

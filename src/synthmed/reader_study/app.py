@@ -26,7 +26,7 @@ import logging
 import os
 import socket
 from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, closing
 from typing import Annotated, Any, Literal, TypeVar
 
 import anyio
@@ -190,6 +190,8 @@ async def malformed(request: Request, error: RequestValidationError) -> JSONResp
 def create_app(study: str | os.PathLike) -> FastAPI:
     """The app for one study; its connections open when the server starts."""
     path = db.checked_database(study)  # a damaged database is refused now, not at a reader's first request
+    with closing(db.connect(path)) as conn:
+        db.read_meta(conn)  # and a damaged parameter row, not as a server error on the admin page
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
