@@ -259,6 +259,8 @@ CASES = [
      "{run}: already holds a run; continue it with `synthmed train --resume '{run}'`"),
     ("train-resume-and-config", ["train", "--resume", "{run}", "--config", "cpdgan-cpu"],
      "--resume takes the run directory only"),
+    ("train-resume-and-create-only", ["train", "--resume", "{run}", "--create-only"],
+     "--resume takes the run directory only"),
     ("train-unknown-preset", _train(config="cpdgan-gpu"), "unknown training preset 'cpdgan-gpu'"),
     # classifier settings of evaluate
     ("evaluate-batch-0", _utility("batch_size=0"), "classifier batch_size = 0 must be an integer of at least 1"),

@@ -7,15 +7,19 @@ import subprocess
 import sys
 
 import pytest
+import yaml
 
-from helpers import TINY_TRAINING
-from synthmed.training.config import config_from_dict
-from synthmed.training.loop import start_run
+from helpers import TINY_TRAINING, run_cli
 
 
 @pytest.mark.slow
 def test_two_process_run_completes_with_replicas_in_sync(tiny_setting, tmp_path):
-    run = start_run(config_from_dict({**TINY_TRAINING, "max_images": 240}), tiny_setting, tmp_path / "run")
+    """docs/compute.md's recipe: `train --create-only`, then torchrun resumes the run on every rank."""
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump({"model": "cpdgan", **TINY_TRAINING, "max_images": 240}))
+    run = tmp_path / "run"
+    assert run_cli(["train", "--config", config, "--data", tiny_setting, "--out", run, "--create-only"]) == 0
+    assert (run / "run.json").exists() and not (run / "summary.json").exists()
     result = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
          "-m", "synthmed.cli", "train", "--resume", str(run), "--no-progress"],

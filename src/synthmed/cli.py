@@ -167,6 +167,9 @@ def train_command(
     resume: Annotated[Optional[Path], typer.Option(help="continue the run in this directory")] = None,
     set_: Annotated[list[str], typer.Option("--set", help="override a config key: KEY=VALUE (repeatable)")] = [],
     progress: Annotated[bool, typer.Option(help="show a progress bar")] = True,
+    create_only: Annotated[bool, typer.Option(
+        "--create-only", help="write the new run directory and stop, e.g. to train it with "
+                              "`torchrun ... -m synthmed.cli train --resume RUN`")] = False,
 ) -> None:
     """Train a conditional generator (GAN or diffusion model) on a benchmark setting, or resume a run exactly."""
     from synthmed.errors import ConfigError
@@ -174,13 +177,16 @@ def train_command(
     from synthmed.training.loop import start_run, train
 
     if resume is not None:
-        if config or data or out or set_:
+        if config or data or out or set_ or create_only:
             raise ConfigError("--resume takes the run directory only; its config is in RUN/config.yaml")
         run = resume
     else:
         if not (config and data and out):
             raise ConfigError("a new run needs --config, --data and --out (or --resume RUN)")
         run = start_run(load_config(config, _parse_sets(set_)), data, out)
+        if create_only:
+            console.print(f"created {run}; train it with `synthmed train --resume {run}` (or under torchrun)")
+            return
     summary = train(run, progress=progress, log=console.print)
     checks = f"best FD {summary['best_fid']}, {summary['fid_extractor']}" if summary["fid_extractor"] else (
         "no FID checks, final EMA weights")
