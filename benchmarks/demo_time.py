@@ -25,7 +25,7 @@ def run_demo(out: Path) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--out", type=Path, default=Path("/tmp/synthmed-demo-bench"))
     parser.add_argument("--target-min", type=float, default=10.0)
     args = parser.parse_args()

@@ -63,7 +63,7 @@ def clean_estimate_errors(model, noising, images: torch.Tensor, labels: torch.Te
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run", type=Path, help="a finished diffusion run")
     parser.add_argument("--sigmas", type=float, nargs="+", default=[20.0, 6.63, 2.83, 1.07, 0.35, 0.1],
                         help="noise levels (default: five of diffusion-cpu's karras steps, and 0.1)")

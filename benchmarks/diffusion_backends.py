@@ -78,7 +78,7 @@ def measure(library: str, channels: tuple[int, ...], resolution: int, batch: int
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--channels", default="32,64,64", help="feature maps per UNet level")
     parser.add_argument("--resolution", type=int, default=32)
     parser.add_argument("--batch", type=int, default=32)

@@ -162,7 +162,7 @@ def noised_real_set(sampler, real: BenchmarkSetting, out: Path, seed: int, first
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", choices=list(MODELS), default="demo")
     parser.add_argument("--setting", help="the setting to train on, e.g. samples/n100 (default: the model's own)")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1], help="generation seeds")

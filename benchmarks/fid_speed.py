@@ -73,7 +73,7 @@ def compare(images: int, dims: int, repeats: int, seed: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dims", type=int, default=2048)
     parser.add_argument("--images", type=int, nargs="+", default=[150, 10_000])
     parser.add_argument("--repeats", type=int, default=3)

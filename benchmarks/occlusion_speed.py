@@ -67,7 +67,7 @@ def timed(run) -> tuple[float, object]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=224, help="input side in px (with --weights: its input_size)")
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--labels", type=int, default=2)

@@ -343,8 +343,9 @@ def tables(result: dict) -> str:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--work", type=Path, default=Path("runs/privacy-calibration"))
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--work", type=Path, default=Path("runs/privacy-calibration"),
+                        help="folder for the br35h data, the real classifier, the memorising run and the result")
     parser.add_argument("--reps", type=int, default=1000,
                         help="repetitions per size without leakage (simulated); 200 leave a rate at the level "
                              "itself reading anywhere from 2 to 8 %%")

@@ -82,7 +82,7 @@ def write_runs(path: Path, runs: list[dict]) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("setting", type=Path, help="a real benchmark setting directory")
     parser.add_argument("--fractions", type=float, nargs="+", default=[0.25, 0.5, 0.75, 1.0])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="draw and classifier seeds")

@@ -272,7 +272,7 @@ def plot(rows: list[dict], path: Path) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--work", type=Path, default=Path("runs/sample-efficiency"))
     parser.add_argument("--variants", nargs="*", default=CPU_VARIANTS, choices=list(VARIANTS),
                         help="variants on r32 (none: only the n100 rows); by default those of the CPU presets")

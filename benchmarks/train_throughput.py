@@ -136,7 +136,7 @@ def measure(model: str, widths: str, args, device: torch.device) -> dict:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--models", nargs="+", default=["cpdgan", "proggan"],
                         choices=["cpdgan", "proggan", "diffusion"])
     parser.add_argument("--widths", nargs="+", default=["cpu"], help="cpu and/or paper")

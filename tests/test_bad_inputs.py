@@ -254,6 +254,8 @@ CASES = [
     ("train-lr-range", _train("learning_rate=2"), "learning_rate = 2 must be in (0, 1)"),
     ("train-model", _train("model=stylegan"), "model = 'stylegan' is not one of"),
     ("train-unknown-key", _train("lerning_rate=0.1"), "unknown key(s) ['lerning_rate']"),
+    ("train-set-is-named", _train("ema_decay=2"),  # the bad value is the user's --set, not the preset's
+     "training preset cpdgan-cpu with --set ema_decay: ema_decay = 2"),
     ("train-over-a-run", _train("batch_size=0", out="{run}"), "batch_size = 0 must be a positive integer"),
     ("train-over-a-run-quoted", _train(out="{run}"),  # the path has a space: the command quotes it
      "{run}: already holds a run; continue it with `synthmed train --resume '{run}'`"),

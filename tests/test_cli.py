@@ -18,7 +18,7 @@ from helpers import (
     run_cli,
     write_br35h_tree,
 )
-from synthmed.cli import expand_multi_value_options
+from synthmed.cli import expand_multi_value_options, main
 from synthmed.data import Store, prepare
 
 
@@ -26,6 +26,18 @@ def test_multi_value_resolution_flag():
     assert expand_multi_value_options(["data", "prepare", "x", "--resolution", "32", "64", "--out", "o"]) == [
         "data", "prepare", "x", "--resolution", "32", "--resolution", "64", "--out", "o"]
     assert expand_multi_value_options(["-r", "8", "--seed", "3"]) == ["-r", "8", "--seed", "3"]
+
+
+def test_warnings_print_as_one_line_without_the_source_line(monkeypatch):
+    """A warning such as fidelity's small-sample FID note read with the library's code line under it."""
+    import warnings
+
+    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
+    with pytest.raises(SystemExit):
+        main(["--help"])
+    # what Python prints for a warning, here for one raised at line 83 of fidelity.py
+    printed = warnings.formatwarning("FID from 100 images", RuntimeWarning, "fidelity.py", 83)
+    assert printed == "RuntimeWarning: FID from 100 images\n"
 
 
 def test_tables_are_whole_where_output_is_not_a_terminal():

@@ -89,7 +89,7 @@ def test_a_plug_in_adds_a_model_its_presets_and_its_own_keys(tmp_path, monkeypat
 @pytest.mark.parametrize("entries, presets, message", [
     ({"broken": "toygen:MISSING"}, {}, r"generator 'broken' \(toygen-dist 1.0\) cannot be loaded from "
                                        r"'toygen:MISSING': AttributeError"),
-    ({"odd": "toygen:NOT_A_GENERATOR"}, {}, r"'toygen:NOT_A_GENERATOR' is a int, not a synthmed.training.registry"),
+    ({"odd": "toygen:NOT_A_GENERATOR"}, {}, r"'toygen:NOT_A_GENERATOR' is of type int, not a synthmed.training.registry"),
     ({"cpdgan": "toygen:TOY"}, {}, r"generator 'cpdgan' is registered twice \(built in and toygen-dist 1.0\)"),
     ({"toy": "toygen:TOY"}, {"cpdgan-cpu": "model: toy\n"}, "training preset 'cpdgan-cpu' is in both"),
 ])

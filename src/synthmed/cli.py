@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import re
 import sys
+import warnings
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -335,12 +336,13 @@ def evaluate_fidelity_command(
 PrivacyAlpha = Annotated[Optional[float], typer.Option(
     help="the verdict's false-alarm level: how often a set that leaks nothing may be flagged (default 0.05)")]
 PrivacyQuantile = Annotated[Optional[float], typer.Option(
-    help="a copy is closer to a training image than all but this share of unseen real images (default 0.005)")]
+    help="a copy is closer to a training image than all but this share of unseen patients (default 0.005)")]
 PrivacyAuc = Annotated[Optional[float], typer.Option(
     help="fail needs a significant membership-inference AUC at least this high (default 0.55) ...")]
 PrivacyExcess = Annotated[Optional[float], typer.Option(
     help="... or a significant share of copies this far above chance (default 0.005)")]
-PrivacySeed = Annotated[Optional[int], typer.Option(help="seed of the member and reference draws (default 0)")]
+PrivacySeed = Annotated[Optional[int], typer.Option(
+    help="picks the copy test's image per unseen patient and the density attack's halves (default 0)")]
 PrivacyShift = Annotated[Optional[float], typer.Option(
     help="pixel distances: the largest shift tried, a share of the image side (default 0.1)")]
 PrivacyScale = Annotated[Optional[float], typer.Option(
@@ -467,8 +469,8 @@ def _print_overview(overview: dict[str, Any]) -> None:
     console.print(f"folds: train {folds['train']}, val {folds['val']}, test {folds['test']} "
                   f"({overview['split_method']})")
     console.print(f"groups: {groups['count']} ({groups['method']}); per fold {groups['per_fold']}; "
-                  f"{groups['multi_image_groups']} groups hold {groups['images_in_multi_image_groups']} images, "
-                  f"largest {groups['largest']}")
+                  f"{groups['multi_image_groups']} groups of two or more images hold "
+                  f"{groups['images_in_multi_image_groups']} images, the largest {groups['largest']}")
     table = Table(title="label combinations")
     for column in ("combination", "train", "val", "test", "total"):
         table.add_column(column, justify="left" if column == "combination" else "right")
@@ -507,7 +509,13 @@ def expand_multi_value_options(argv: list[str]) -> list[str]:
     return out
 
 
+def warning_line(message, category, filename, lineno, line=None) -> str:
+    """A warning as one line: its kind and text, not the source line that raised it."""
+    return f"{category.__name__}: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> None:
+    warnings.formatwarning = warning_line
     args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
     app(args=args, prog_name="synthmed", standalone_mode=True)
 

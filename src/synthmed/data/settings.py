@@ -201,11 +201,12 @@ def build_setting(pool: _Pool, dimension: str, name: str, spec: dict[str, Any]) 
     else:
         if len(eligible) < k:
             raise DataError(
-                f"asks for {k} label combinations with at least {spec['min_images_per_combination']} "
-                f"images; the store has {len(eligible)}", field=where)
+                f"{where}: asks for {k} label combinations with at least {spec['min_images_per_combination']} "
+                f"images each; the store has {len(eligible)} such combination(s) (the largest has {counts.max()} "
+                "images)")
         chosen = list(eligible.index[:k])
     if not chosen:
-        raise DataError("no label combination qualifies", field=where)
+        raise DataError(f"{where}: no label combination qualifies")
 
     rows: list[tuple[str, int]] = []
     summary = []
@@ -259,15 +260,15 @@ def _pick(pool: _Pool, dimension: str, where: str, key: str, fold: str, spec: di
         extra = _rng(pool.seed, dimension, where, key).choice(ordered, wanted - len(ordered), replace=True)
         return np.concatenate([ordered, extra])
     raise DataError(
-        f"combination {_combination_label(pool, key)} has {len(ordered)} {fold} images, "
-        f"{wanted - len(ordered)} short of the {wanted} asked for", field=where)
+        f"{where}: combination {_combination_label(pool, key)} has {len(ordered)} {fold} images, "
+        f"{wanted - len(ordered)} short of the {wanted} asked for")
 
 
 def _limit_fold(table: pd.DataFrame, pool: _Pool, dimension: str, where: str, fold: str, total: int) -> pd.DataFrame:
     in_fold = table[table.fold == fold]
     if len(in_fold) < total:
-        raise DataError(f"asks for {total} {fold} images; the kept combinations have {len(in_fold)}, "
-                        f"{total - len(in_fold)} short", field=where)
+        raise DataError(f"{where}: asks for {total} {fold} images; the kept combinations have {len(in_fold)}, "
+                        f"{total - len(in_fold)} short")
     keep = _rng(pool.seed, dimension, fold, "total").permutation(in_fold.index.to_numpy())[:total]
     return pd.concat([table[table.fold != fold], table.loc[np.sort(keep)]], ignore_index=True)
 

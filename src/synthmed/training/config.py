@@ -137,6 +137,8 @@ def preset_names() -> list[str]:
 def load_config(preset_or_path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """A preset by name or a YAML file, then ``overrides`` (``--set key=value``) on top."""
     values, where, _ = load_mapping(preset_or_path, "train", presets=registry.preset_files())
+    if overrides:  # a bad value may be the user's --set, not the preset's
+        where = f"{where} with --set {', '.join(overrides)}"
     return config_from_dict({**values, **(overrides or {})}, where)
 
 

@@ -138,7 +138,7 @@ def _load(entry: metadata.EntryPoint, origin: str) -> Generator:
         raise ConfigError(f"generator {entry.name!r} ({origin}) cannot be loaded from {entry.value!r}: "
                           f"{type(error).__name__}: {error}") from None
     if not isinstance(value, Generator):
-        raise ConfigError(f"generator {entry.name!r} ({origin}): {entry.value!r} is a {type(value).__name__}, "
+        raise ConfigError(f"generator {entry.name!r} ({origin}): {entry.value!r} is of type {type(value).__name__}, "
                           "not a synthmed.training.registry.Generator")
     return value
 
