@@ -284,6 +284,12 @@ def test_analyze_cli_writes_the_tables_and_the_figure(tmp_path, capsys):
     assert result["summary"]["n_readers"] == 2 and result["readers"][2]["complete"] is False
     assert sum(result["readers"][0][c] for c in ("TR", "FR", "TS", "FS")) == 8
     assert Image.open(tmp_path / "report" / "reader_study.png").format == "PNG"
+    # the results may be passed on: the stores are named by content hash, their paths stay in the database
+    text = (tmp_path / "report" / "reader_study.json").read_text()
+    assert str(tmp_path) not in text and set(result["study"]["real_store"]) == {"content_hash"}
+    conn = db.connect(study / db.DB_NAME)
+    assert db.read_meta(conn)["real_store"]["path"].startswith(str(tmp_path))
+    conn.close()
 
 
 # ---- bad input: exit status 2, one `error:` line naming what is wrong, nothing written ----------------

@@ -65,8 +65,8 @@ def summarize(counts: dict[str, dict[str, int]]) -> dict[str, Any]:
 
 WILCOXON_VARIANTS = {
     # name -> (scipy alternative, the hypothesis in words)
-    "readers_beat_chance": ("greater", "readers tell real from synthetic better than chance (H1: accuracy > 0.5)"),
-    "paper_variant": ("less", "the paper's test (S.8): readers do no better than chance (H1: accuracy < 0.5); "
+    "readers_beat_chance": ("greater", "H1: readers tell real from synthetic better than chance (accuracy > 0.5)"),
+    "paper_variant": ("less", "H1: readers do worse than chance (accuracy < 0.5), the paper's test (S.8); "
                               "its reported p < 0.05 and p < 0.01 are this direction"),
 }
 
@@ -101,7 +101,7 @@ def analyze_study(study: str | os.PathLike, out: str | os.PathLike | None = None
     included = {r["reader"]: counts[r["reader"]] for r in readers
                 if r["answered"] and (r["complete"] or include_incomplete)}
     result = {
-        "study": {key: meta[key] for key in db.META_KEYS},
+        "study": {key: _without_path(meta[key]) for key in db.META_KEYS},
         "definitions": DEFINITIONS,
         "included": "readers with at least one answer" if include_incomplete else "readers who labelled every image",
         "readers": readers,
@@ -110,6 +110,12 @@ def analyze_study(study: str | os.PathLike, out: str | os.PathLike | None = None
     write_json_atomic(out / "reader_study.json", result)
     write_with_atomic(out / "reader_study.png", lambda tmp: _figure(result, tmp), suffix=".png")
     return result
+
+
+def _without_path(value: Any) -> Any:
+    """A store's entry without its path: the results may be passed on, the machine's paths stay in the
+    study's private database; the content hash still names the set."""
+    return {k: v for k, v in value.items() if k != "path"} if isinstance(value, dict) else value
 
 
 def confusion_table(summary: dict[str, Any]) -> list[list[str]]:
