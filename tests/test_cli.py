@@ -29,15 +29,22 @@ def test_multi_value_resolution_flag():
 
 
 def test_warnings_print_as_one_line_without_the_source_line(monkeypatch):
-    """A warning such as fidelity's small-sample FID note read with the library's code line under it."""
+    """A warning such as fidelity's small-sample FID note read with the library's code line under it.
+    While a command runs, Python formats a warning as its kind and text; afterwards as before."""
     import warnings
 
-    monkeypatch.setattr(warnings, "formatwarning", warnings.formatwarning)  # restored after the test
-    with pytest.raises(SystemExit):
-        main(["--help"])
-    # what Python prints for a warning, here for one raised at line 83 of fidelity.py
-    printed = warnings.formatwarning("FID from 100 images", RuntimeWarning, "fidelity.py", 83)
-    assert printed == "RuntimeWarning: FID from 100 images\n"
+    import synthmed.cli
+
+    printed = []
+
+    def command(args, **_):  # stands in for the app: formats a warning raised at line 83 of fidelity.py
+        printed.append(warnings.formatwarning("FID from 100 images", RuntimeWarning, "fidelity.py", 83))
+
+    python_format = warnings.formatwarning
+    monkeypatch.setattr(synthmed.cli, "app", command)
+    main(["evaluate", "fidelity"])
+    assert printed == ["RuntimeWarning: FID from 100 images\n"]
+    assert warnings.formatwarning is python_format
 
 
 def test_tables_are_whole_where_output_is_not_a_terminal():

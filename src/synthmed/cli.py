@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import shlex
 import sys
 import warnings
 from pathlib import Path
@@ -184,9 +185,10 @@ def train_command(
     else:
         if not (config and data and out):
             raise ConfigError("a new run needs --config, --data and --out (or --resume RUN)")
-        run = start_run(load_config(config, _parse_sets(set_)), data, out)
+        run = start_run(load_config(config, _parse_sets(set_), overrides_from="--set"), data, out)
         if create_only:
-            console.print(f"created {run}; train it with `synthmed train --resume {run}` (or under torchrun)")
+            console.print(f"created {escape(str(run))}; train it with "
+                          f"`synthmed train --resume {escape(shlex.quote(str(run)))}` (or under torchrun)")
             return
     summary = train(run, progress=progress, log=console.print)
     checks = f"best FD {summary['best_fid']}, {summary['fid_extractor']}" if summary["fid_extractor"] else (
@@ -515,9 +517,12 @@ def warning_line(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    warnings.formatwarning = warning_line
     args = expand_multi_value_options(list(sys.argv[1:] if argv is None else argv))
-    app(args=args, prog_name="synthmed", standalone_mode=True)
+    python_format, warnings.formatwarning = warnings.formatwarning, warning_line
+    try:
+        app(args=args, prog_name="synthmed", standalone_mode=True)
+    finally:  # main may run inside another program (the tests call it): leave its warnings as they were
+        warnings.formatwarning = python_format
 
 
 if __name__ == "__main__":  # python -m synthmed.cli (e.g. under torchrun)

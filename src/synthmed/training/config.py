@@ -134,11 +134,15 @@ def preset_names() -> list[str]:
     return sorted(registry.preset_files())
 
 
-def load_config(preset_or_path: str | Path, overrides: dict[str, Any] | None = None) -> TrainConfig:
-    """A preset by name or a YAML file, then ``overrides`` (``--set key=value``) on top."""
+def load_config(preset_or_path: str | Path, overrides: dict[str, Any] | None = None,
+                overrides_from: str | None = None) -> TrainConfig:
+    """A preset by name or a YAML file, then ``overrides`` (``--set key=value``) on top.
+
+    ``overrides_from`` names where the user gave the overrides (``"--set"``), so that an error names
+    them too: a bad value may be the user's override, not the preset's."""
     values, where, _ = load_mapping(preset_or_path, "train", presets=registry.preset_files())
-    if overrides:  # a bad value may be the user's --set, not the preset's
-        where = f"{where} with --set {', '.join(overrides)}"
+    if overrides and overrides_from:
+        where = f"{where} with {overrides_from} {', '.join(overrides)}"
     return config_from_dict({**values, **(overrides or {})}, where)
 
 
