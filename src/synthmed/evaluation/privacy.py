@@ -105,7 +105,8 @@ _RANGES = {
     "copy_excess_threshold": (lambda v: 0 <= v <= 1, "in [0, 1]", "the copy share above chance that counts as leakage"),
     "max_shift": (lambda v: 0 <= v <= 0.25, "in [0, 0.25]", "the largest shift tried in pixels, a share of the side"),
     "max_scale": (lambda v: 1 <= v <= 1.5, "in [1, 1.5]", "the largest zoom tried in pixels"),
-    "seed": (lambda v: seed_problem(v) is None, f"in [0, {MAX_SEED}]", "the seed that picks the copy test's image per unseen patient and the density attack's halves"),
+    "seed": (lambda v: seed_problem(v) is None, f"in [0, {MAX_SEED}]",
+             "the seed that picks the copy test's image per unseen patient and the density attack's halves"),
 }
 
 
