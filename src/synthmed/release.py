@@ -101,12 +101,10 @@ def _audit(folders: list[Path], real: BenchmarkSetting, synthetic: BenchmarkSett
 
 def _generation_markdown(card: JobFile, synthetic: BenchmarkSetting) -> str:
     """The set's own card.md, once its card.json holds the kinds that it formats and counts the images packed."""
-    for key, null in CARD_NUMBERS.items():
-        if key in card.data:  # a generated or an imported set's; card_markdown names a missing one
-            card.number(key, null=null)
-    for key, null in CARD_MAPPINGS.items():
-        if key in card.data:
-            card.mapping(key, null=null)
+    for kinds, check in ((CARD_NUMBERS, card.number), (CARD_MAPPINGS, card.mapping)):
+        for key, null in kinds.items():
+            if key in card.data:  # a generated or an imported set's; card_markdown names a missing one
+                check(key, null=null)
     packed = {fold: len(synthetic.rows(fold)) for fold in SPLITS}
     if (claimed := card.get("images_per_fold")) != packed:  # the card would describe another set
         raise card.damaged(("images_per_fold",), f"= {claimed!r}, but the synthetic set holds {packed} images")
