@@ -16,7 +16,7 @@ synthetic set and real setting (their identities in ``privacy.json``), else it i
 the real-data classifier (``evaluation/eval_dir.py``) found beside it. A "fail" verdict refuses the release
 (``ReleaseRefused``); ``force`` releases anyway and the card's first line says so and by whom.
 Every value of the set's card and the evaluations that the package's card shows is checked (kind,
-verdict, the image counts against the set) before a byte is written; the package is written to a
+verdict, the image and label counts against the set) before a byte is written; the package is written to a
 hidden folder beside OUT and renamed into place: it is there whole or not at all.
 """
 
@@ -41,7 +41,7 @@ from synthmed.evaluation.privacy_words import describe
 from synthmed.evaluation.suite import evaluate_privacy_run, format_number
 from synthmed.evaluation.utility import check_pair, pair_identity
 from synthmed.output_dir import check_output_path, staged_dir
-from synthmed.synthesis import CARD, CARD_MAPPINGS, CARD_NUMBERS, card_markdown, export_folds
+from synthmed.synthesis import CARD, CARD_MAPPINGS, CARD_NUMBERS, card_markdown, export_folds, label_counts
 
 # What of each evaluation goes on the card: numbers and method names, never a path or identity.
 PRIVACY_FIELDS = ("feature_space", "options", "confidence", "spaces", "tests", "density_attack", "verdict",
@@ -99,8 +99,9 @@ def _audit(folders: list[Path], real: BenchmarkSetting, synthetic: BenchmarkSett
     return JobFile(EvalDir(folders[0]).privacy)
 
 
-def _generation_markdown(card: JobFile, synthetic: BenchmarkSetting) -> str:
-    """The set's own card.md, once its card.json holds the kinds that it formats and counts the images packed."""
+def _generation_markdown(card: JobFile, synthetic: BenchmarkSetting, per_row: int) -> str:
+    """The set's own card.md, once its card.json holds the kinds that it formats and counts the images and labels
+    packed, ``per_row`` of them per real row."""
     for kinds, check in ((CARD_NUMBERS, card.number), (CARD_MAPPINGS, card.mapping)):
         for key, null in kinds.items():
             if key in card.data:  # a generated or an imported set's; card_markdown names a missing one
@@ -108,6 +109,13 @@ def _generation_markdown(card: JobFile, synthetic: BenchmarkSetting) -> str:
     packed = {fold: len(synthetic.rows(fold)) for fold in SPLITS}
     if (claimed := card.get("images_per_fold")) != packed:  # the card would describe another set
         raise card.damaged(("images_per_fold",), f"= {claimed!r}, but the synthetic set holds {packed} images")
+    counted = label_counts({fold: synthetic.labels(fold) for fold in SPLITS}, synthetic.label_names)
+    if (claimed := card.get("label_counts")) != counted:
+        raise card.damaged(("label_counts",), f"= {claimed!r}, but the synthetic set's labels count {counted}")
+    claimed = card.data.get("images_per_row", 1)  # 1: a card from before the key
+    if claimed != per_row or isinstance(claimed, bool):
+        raise card.damaged(("images_per_row",), f"= {claimed!r}, but the synthetic set holds {per_row} "
+                           f"image{'s' * (per_row != 1)} per real row")
     with damaged_json(card.path, "the release"):
         return card_markdown(card.data)
 
@@ -200,9 +208,9 @@ def release(source: str | os.PathLike, real_setting: str | os.PathLike, out: str
     folder = synthetic_set_dir(source)
     synthetic = BenchmarkSetting(folder / "setting")
     generated = JobFile(folder / CARD)
-    generation_markdown = _generation_markdown(generated, synthetic)  # before the audit, which may take minutes
     real = BenchmarkSetting(real_setting)
-    check_pair(real, synthetic)
+    per_row = check_pair(real, synthetic)
+    generation_markdown = _generation_markdown(generated, synthetic, per_row)  # before the audit (minutes)
     folders = [Path(f) for f in evaluation] if evaluation else [folder.parent / "eval"]
     for f in folders:
         if not f.is_dir():
