@@ -205,7 +205,7 @@ def _set(*keys: str, value):
     ("synthetic/card.json", _set("images_per_fold", value={"train": 5, "val": 5, "test": 5}),
      "card.json: is damaged: images_per_fold = {'train': 5, 'val': 5, 'test': 5}, but the synthetic set holds"),
     ("synthetic/card.json", _set("label_counts", "train", value={"no": 1, "yes": 2}),
-     "card.json: is damaged: label_counts = {'train': {'no': 1, 'yes': 2}, "),
+     "card.json: is damaged: label_counts.train = {'no': 1, 'yes': 2}, but the synthetic set's train labels count"),
     ("synthetic/card.json", _set("images_per_row", value=0),
      "card.json: is damaged: images_per_row = 0, but the synthetic set holds 1 image per real row"),
     ("eval/utility.json", "[1, 2]\n", "utility.json: is damaged: it holds a JSON list, not an object"),

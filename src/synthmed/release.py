@@ -110,11 +110,16 @@ def _generation_markdown(card: JobFile, synthetic: BenchmarkSetting, per_row: in
     if (claimed := card.get("images_per_fold")) != packed:  # the card would describe another set
         raise card.damaged(("images_per_fold",), f"= {claimed!r}, but the synthetic set holds {packed} images")
     counted = label_counts({fold: synthetic.labels(fold) for fold in SPLITS}, synthetic.label_names)
-    if (claimed := card.get("label_counts")) != counted:
-        raise card.damaged(("label_counts",), f"= {claimed!r}, but the synthetic set's labels count {counted}")
-    claimed = card.data.get("images_per_row", 1)  # 1: a card from before the key
-    if claimed != per_row or isinstance(claimed, bool):
-        raise card.damaged(("images_per_row",), f"= {claimed!r}, but the synthetic set holds {per_row} "
+    claimed_counts = card.get("label_counts")  # a mapping, checked above
+    for fold in [*SPLITS, *sorted(set(claimed_counts) - set(SPLITS))]:  # named by fold: a card of 14 labels is long
+        if fold not in counted:
+            raise card.damaged(("label_counts", fold), "is not a fold of a synthetic set")
+        if claimed_counts.get(fold) != counted[fold]:
+            raise card.damaged(("label_counts", fold), f"= {claimed_counts.get(fold)!r}, but the synthetic set's {fold} "
+                               f"labels count {counted[fold]}")
+    claimed_per_row = card.data.get("images_per_row", 1)  # 1: a card from before the key
+    if claimed_per_row != per_row or isinstance(claimed_per_row, bool):
+        raise card.damaged(("images_per_row",), f"= {claimed_per_row!r}, but the synthetic set holds {per_row} "
                            f"image{'s' * (per_row != 1)} per real row")
     with damaged_json(card.path, "the release"):
         return card_markdown(card.data)
