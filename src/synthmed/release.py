@@ -16,7 +16,7 @@ synthetic set and real setting (their identities in ``privacy.json``), else it i
 the real-data classifier (``evaluation/eval_dir.py``) found beside it. A "fail" verdict refuses the release
 (``ReleaseRefused``); ``force`` releases anyway and the card's first line says so and by whom.
 Every value of the set's card and the evaluations that the package's card shows is checked (kind,
-verdict, the image and label counts against the set) before a byte is written; the package is written to a
+verdict, the image and label counts and images per row against the set) before a byte is written; the package is written to a
 hidden folder beside OUT and renamed into place: it is there whole or not at all.
 """
 
@@ -100,8 +100,8 @@ def _audit(folders: list[Path], real: BenchmarkSetting, synthetic: BenchmarkSett
 
 
 def _generation_markdown(card: JobFile, synthetic: BenchmarkSetting, per_row: int) -> str:
-    """The set's own card.md, once its card.json holds the kinds that it formats and counts the images and labels
-    packed, ``per_row`` of them per real row."""
+    """The set's own card.md, once its card.json holds the kinds that it formats and agrees with the packed set:
+    its images and label counts per fold, and ``per_row`` images per real row."""
     for kinds, check in ((CARD_NUMBERS, card.number), (CARD_MAPPINGS, card.mapping)):
         for key, null in kinds.items():
             if key in card.data:  # a generated or an imported set's; card_markdown names a missing one
@@ -110,15 +110,17 @@ def _generation_markdown(card: JobFile, synthetic: BenchmarkSetting, per_row: in
     if (claimed := card.get("images_per_fold")) != packed:  # the card would describe another set
         raise card.damaged(("images_per_fold",), f"= {claimed!r}, but the synthetic set holds {packed} images")
     counted = label_counts({fold: synthetic.labels(fold) for fold in SPLITS}, synthetic.label_names)
-    claimed_counts = card.get("label_counts")  # a mapping, checked above
-    for fold in [*SPLITS, *sorted(set(claimed_counts) - set(SPLITS))]:  # named by fold: a card of 14 labels is long
+    for fold in [*SPLITS, *sorted(set(card.get("label_counts")) - set(SPLITS))]:  # by fold: 14 labels are long
         if fold not in counted:
-            raise card.damaged(("label_counts", fold), "is not a fold of a synthetic set")
-        if claimed_counts.get(fold) != counted[fold]:
-            raise card.damaged(("label_counts", fold), f"= {claimed_counts.get(fold)!r}, but the synthetic set's {fold} "
-                               f"labels count {counted[fold]}")
-    claimed_per_row = card.data.get("images_per_row", 1)  # 1: a card from before the key
-    if claimed_per_row != per_row or isinstance(claimed_per_row, bool):
+            raise card.damaged(("label_counts", fold), f"is not a fold of a synthetic set ({', '.join(SPLITS)})")
+        claimed = card.mapping("label_counts", fold)
+        if claimed != counted[fold] or any(type(count) is not int for count in claimed.values()):  # True == 1
+            raise card.damaged(("label_counts", fold), f"= {claimed!r}, but the packed {fold} fold's label counts "
+                               f"are {counted[fold]}")
+    if "images_per_row" not in card.data and per_row != 1:  # a card from before the key describes one per row
+        raise card.damaged(("images_per_row",), f"is missing, but the synthetic set holds {per_row} images per real row")
+    claimed_per_row = card.data.get("images_per_row", 1)
+    if claimed_per_row != per_row or type(claimed_per_row) is not int:  # not True, not 2.0
         raise card.damaged(("images_per_row",), f"= {claimed_per_row!r}, but the synthetic set holds {per_row} "
                            f"image{'s' * (per_row != 1)} per real row")
     with damaged_json(card.path, "the release"):
