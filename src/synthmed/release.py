@@ -16,8 +16,9 @@ synthetic set and real setting (their identities in ``privacy.json``), else it i
 the real-data classifier (``evaluation/eval_dir.py``) found beside it. A "fail" verdict refuses the release
 (``ReleaseRefused``); ``force`` releases anyway and the card's first line says so and by whom.
 Every value of the set's card and the evaluations that the package's card shows is checked (kind,
-verdict, the image and label counts and images per row against the set) before a byte is written; the package is written to a
-hidden folder beside OUT and renamed into place: it is there whole or not at all.
+verdict, the image and label counts and images per row against the set) before a byte is written;
+the package is written to a hidden folder beside OUT and renamed into place: it is there whole or
+not at all.
 """
 
 from __future__ import annotations
