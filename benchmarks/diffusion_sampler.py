@@ -11,24 +11,27 @@ Without ``--guidance-scales`` or ``--guidance-intervals``, rows use the trained 
     python benchmarks/diffusion_sampler.py --model full --spacings karras --guidance-scales 3 1 \\
         --classifier paper --classifier-seeds 0 1
     python benchmarks/diffusion_sampler.py --model samples --spacings karras --guidance-intervals 0.25,3.5
+    python benchmarks/diffusion_sampler.py --model full --spacings karras --classifier paper \\
+        --classifier-seeds 0 1 2 --seeds 0 1 2 --train-seed 1 --set appearance_clusters=16
 
 Setting: br35h at 32x32 (``resolution/r32``), or for ``phantom`` the chest phantoms' ``classes/k20_n72`` (8 labels,
 1,440 training rows), prepared under ``--work`` when missing; ``--setting`` picks another setting of the same data
-(e.g. ``samples/n100``). The model trains once (seed 0). Each synthetic set is scored on the real test fold, against
-a real classifier of the same recipe and seed, by the demo's classifier recipe (DenseNet-121, 4 epochs), the paper's
-(``--classifier paper``: at most 50 epochs, early stopping) or the model's benchmark preset's (``--classifier
-preset``), at each classifier seed: the gap AUC_real - AUC_syn, and real-on-syn (the real classifier on the
-synthetic test fold). Two statistics of the training fold, real or synthetic, say what the images look like:
-sharpness, the mean absolute difference between horizontal neighbours (0-1 scale), and the brightness cue, how well
-one number per image, its 99th-percentile pixel, separates each label (AUROC either way round, mean over labels):
-a set whose cue is far above the real one's shows its labels by brightness more than real images do. Two Fréchet
-distances say how close the whole synthetic training fold is to the real one, where the gap alone cannot tell two
-samplers apart: FD-96, in Inception features at 96 px (the stopping rule's extractor, not the standard FID), and the
-in-domain FD, in the pooled features of the real classifier of that recipe and seed, a network that has seen only
-these real images. They can disagree, as they did on trailing against karras spacing (docs/diffusion-experiments.md,
-"Trailing against karras spacing, in two feature spaces"). Both are biased upward on a fold with no more images than
-feature dimensions (2,048 and 1,024: e.g. ``samples/n100``), so compare them there only between sets of one
-setting. Every finished piece is kept under ``--work``, so a rerun continues.
+(e.g. ``samples/n100``). The model trains once (seed 0; ``--train-seed``, with ``--set KEY=VALUE`` over its config:
+each such run and its sets get folders of their own, scored by the same real classifiers). Each synthetic set is
+scored on the real test fold, against a real classifier of the same recipe and seed, by the demo's classifier recipe
+(DenseNet-121, 4 epochs), the paper's (``--classifier paper``: at most 50 epochs, early stopping) or the model's
+benchmark preset's (``--classifier preset``), at each classifier seed: the gap AUC_real - AUC_syn, and real-on-syn
+(the real classifier on the synthetic test fold). Two statistics of the training fold, real or synthetic, say what
+the images look like: sharpness, the mean absolute difference between horizontal neighbours (0-1 scale), and the
+brightness cue, how well one number per image, its 99th-percentile pixel, separates each label (AUROC either way
+round, mean over labels): a set whose cue is far above the real one's shows its labels by brightness more than real
+images do. Two Fréchet distances say how close the whole synthetic training fold is to the real one, where the gap
+alone cannot tell two samplers apart: FD-96, in Inception features at 96 px (the stopping rule's extractor, not the
+standard FID), and the in-domain FD, in the pooled features of the real classifier of that recipe and seed, a network
+that has seen only these real images. They can disagree, as they did on trailing against karras spacing
+(docs/diffusion-experiments.md, "Trailing against karras spacing, in two feature spaces"). Both are biased upward on
+a fold with no more images than feature dimensions (2,048 and 1,024: e.g. ``samples/n100``), so compare them there
+only between sets of one setting. Every finished piece is kept under ``--work``, so a rerun continues.
 
 ``--from-real-steps K ...`` asks where the gap is lost (docs/diffusion-experiments.md, "Where the gap is lost"): besides
 (or, with ``--only-from-real``, instead of) each synthetic set, a set in which every real row is noised to the K-th
@@ -52,6 +55,7 @@ from sklearn.metrics import roc_auc_score
 
 from synthmed._io import write_json_atomic
 from synthmed.benchmark.presets import load_preset
+from synthmed.config import parse_key_values
 from synthmed.data import BenchmarkSetting
 from synthmed.data.records import SPLITS
 from synthmed.evaluation.classifier import ClassifierConfig, load_classifier
@@ -178,7 +182,11 @@ def main() -> None:
     parser.add_argument("--classifier-seeds", type=int, nargs="+", default=[0])
     parser.add_argument("--work", type=Path, default=Path("runs/diffusion-sampler"))
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--train-seed", type=int, default=0, help="the training run's seed")
+    parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training config key over the model's (repeatable), e.g. appearance_clusters=16")
     args = parser.parse_args()
+    overrides = parse_key_values(args.overrides, "--set")
 
     preset, setting = MODELS[args.model]
     # everything made for another setting than the model's own is kept apart
@@ -191,10 +199,14 @@ def main() -> None:
     real_dir = prepare_setting(args.work, preset) / setting
     if not (real_dir / "setting.json").is_file():
         parser.error(f"--setting {setting}: no such setting in {real_dir.parent.parent}")
-    run = args.work / f"run-{name}"
+    # another training run (seed, keys) gets folders of its own; the real classifiers stay shared
+    trained = name + "".join(f"-{key}{value}" for key, value in sorted(overrides.items()))
+    trained += f"-train-seed{args.train_seed}" if args.train_seed else ""
+    run = args.work / f"run-{trained}"
     if not (run / "run.json").is_file():
         entry = load_preset(preset).models["diffusion"] if preset else {"config": "diffusion-cpu"}
-        config = load_config(entry["config"], {**entry.get("set", {}), "seed": 0, "threads": args.threads})
+        config = load_config(entry["config"], {**entry.get("set", {}), **overrides, "seed": args.train_seed,
+                                               "threads": args.threads})
         start_run(config, real_dir, run)
     train(run, progress=False, log=quiet)
     # loaded once for every --from-real-steps set, and only for them
@@ -211,7 +223,7 @@ def main() -> None:
             starts = args.from_real_steps + ([] if args.only_from_real else [None])
             for scale, interval, from_real in itertools.product(args.guidance_scales, args.guidance_intervals, starts):
                 sampler = set_name(spacing, scale, interval, from_real)
-                out = args.work / name / sampler / f"seed{seed}"
+                out = args.work / trained / sampler / f"seed{seed}"
                 timing = out / "sample_seconds.json"
                 if not timing.is_file():
                     started = time.time()
@@ -248,7 +260,7 @@ def main() -> None:
                         in_domain_fds[recipe] = TrainingFoldFD(
                             real, ClassifierFeatures(load_classifier(real_classifier)[0]))
                     in_domain_fd = in_domain_fds[recipe](synthetic, scores / "fd-real-classifier.json")
-                    print(f"{name} seed {seed} {sampler}, {recipe} classifier: gap "
+                    print(f"{trained} seed {seed} {sampler}, {recipe} classifier: gap "
                           f"{utility['auc_real_minus_auc_syn']:.4f}, real-on-syn "
                           f"{utility['auc_real_on_syn']['mean']:.4f}, AUC_real {utility['auc_real']['mean']:.4f}, "
                           f"in-domain FD {in_domain_fd:.1f}, " + about, flush=True)

@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+from sklearn.cluster import KMeans
+from sklearn.decomposition import PCA
 
 from synthmed.errors import ConfigError
+from synthmed.models.appearance import COMPONENTS, AppearanceClusters, pool
 from synthmed.models.diffusion import (
     KARRAS_RHO,
     KARRAS_SIGMA_MAX,
@@ -239,7 +243,81 @@ def test_guidance_combines_the_two_branches_linearly():
     torch.testing.assert_close(both[1], uncond, atol=1e-5, rtol=1e-5)
 
 
+def looks_and_labels() -> tuple[torch.Tensor, torch.Tensor]:
+    """120 8 px images of three looks (dark, bright, bright left half), 40 each, and two labels: looks 0 and 1
+    under labels [1, 0] half and half, look 2 under [0, 1] only."""
+    generator = torch.Generator().manual_seed(0)
+    images = torch.full((120, 1, 8, 8), -0.8)
+    images[40:80] = 0.8
+    images[80:, :, :, :4] = 0.8
+    images = (images + 0.05 * torch.randn(images.shape, generator=generator)).clamp(-1, 1)
+    labels = torch.tensor([[1.0, 0]] * 80 + [[0.0, 1]] * 40)
+    return images, labels
+
+
+def fitted_clusters(count: int = 3) -> AppearanceClusters:
+    clusters = AppearanceClusters(count)
+    images, labels = looks_and_labels()
+    clusters.fit(pool(images), labels, seed=0)
+    return clusters
+
+
+def test_appearance_clusters_are_sklearns_kmeans_on_the_principal_components():
+    images, labels = looks_and_labels()
+    clusters = fitted_clusters()
+    features = pool(images).double().numpy()
+    pca = PCA(min(COMPONENTS, *features.shape), svd_solver="full").fit(features)
+    kmeans = KMeans(3, n_init=10, random_state=0).fit(pca.transform(features))
+    assert torch.equal(clusters.assign(images), torch.from_numpy(kmeans.labels_))
+    assert sorted(np.bincount(kmeans.labels_).tolist()) == [40, 40, 40]  # the three looks, found
+    # the shares are the training fold's own, per label combination, and over all rows
+    look_of = {label: int(clusters.assign(images[[40 * label]])) for label in range(3)}
+    shares = dict(zip(map(tuple, clusters.fitted["combinations"].tolist()), clusters.fitted["shares"]))
+    expected = torch.zeros(3, dtype=torch.float64)
+    expected[[look_of[0], look_of[1]]] = 0.5
+    torch.testing.assert_close(shares[(1, 0)], expected)
+    torch.testing.assert_close(shares[(0, 1)], torch.eye(3, dtype=torch.float64)[look_of[2]])
+    torch.testing.assert_close(clusters.fitted["overall"], torch.full((3,), 1 / 3, dtype=torch.float64))
+
+
+def test_appearance_clusters_are_drawn_from_the_shares_of_each_rows_labels():
+    clusters = fitted_clusters()
+    images, _ = looks_and_labels()
+    look_of = [int(clusters.assign(images[[40 * label]])) for label in range(3)]
+    rows = torch.tensor([[1.0, 0]] * 3000 + [[0.0, 1]] * 10 + [[1.0, 1]] * 3000)  # [1, 1] never seen in training
+    drawn = clusters.draw(rows, torch.Generator().manual_seed(4))
+    assert torch.equal(drawn, clusters.draw(rows, torch.Generator().manual_seed(4)))  # seeded
+    assert set(drawn[:3000].tolist()) == {look_of[0], look_of[1]}
+    assert abs((drawn[:3000] == look_of[0]).float().mean().item() - 0.5) < 0.03
+    assert drawn[3000:3010].tolist() == [look_of[2]] * 10
+    assert np.bincount(drawn[3010:].numpy(), minlength=3).min() > 900  # all rows' shares: a third each
+
+
+def test_a_model_with_appearance_clusters_keeps_them_in_its_state_dict_and_needs_them():
+    model = tiny_model(label_dim=2, appearance_clusters=3)
+    images, labels = looks_and_labels()
+    model.clusters.fit(pool(images), labels, seed=0)
+    x, t = torch.randn(2, 1, 8, 8), torch.tensor([500, 500])
+    with pytest.raises(ValueError, match="pass each row's cluster"):
+        model(x, t, labels[:2])
+    # the null condition drops the cluster with the labels
+    dropped = [model(x, t, labels[:2], torch.tensor([True, True]), torch.tensor([c, c])) for c in (0, 2)]
+    torch.testing.assert_close(dropped[0], dropped[1])
+    assert not torch.allclose(model(x, t, labels[:2], None, torch.tensor([0, 0])),
+                              model(x, t, labels[:2], None, torch.tensor([2, 2])))
+    rebuilt = tiny_model(label_dim=2, appearance_clusters=3)
+    with pytest.raises(RuntimeError, match="not fitted"):
+        rebuilt.sample(labels[:4], torch.Generator().manual_seed(1))
+    rebuilt.load_state_dict(model.state_dict())
+    assert torch.equal(rebuilt.sample(labels[:4], torch.Generator().manual_seed(1)),
+                       model.sample(labels[:4], torch.Generator().manual_seed(1)))
+    with pytest.raises(RuntimeError, match="does not fit 4 clusters"):
+        tiny_model(label_dim=2, appearance_clusters=4).load_state_dict(model.state_dict(), strict=False)
+
+
 @pytest.mark.parametrize("values, message", [
+    ({"model": "diffusion", "appearance_clusters": 1}, r"appearance_clusters = 1 must be 0 \(off\) or an integer"),
+    ({"model": "diffusion", "appearance_clusters": True}, "appearance_clusters = True must be"),
     ({"model": "diffusion", "prediction": "x0"}, "prediction = 'x0' is not one of"),
     ({"model": "diffusion", "sampler": "euler"}, "sampler = 'euler' is not one of"),
     ({"model": "diffusion", "unet_channels": [32, 60]}, "unet_channels .* multiples of 8"),

@@ -131,6 +131,7 @@ def test_fid_grid_starts_at_the_minimum_as_in_the_paper():
     ({"gan_loss": "non-saturating", "gp_weight": 5.0}, "gp_weight = 5.0 applies to gan_loss: wgan-gp only"),
     ({"gan_loss": "non-saturating", "r1_every": 0}, "r1_every = 0 must be a positive integer"),
     ({"model": "diffusion", "gan_loss": "non-saturating"}, "gan_loss = 'non-saturating' applies to the GANs only"),
+    ({"appearance_clusters": 16}, "appearance_clusters = 16 applies to the diffusion model only"),
 ])
 def test_bad_configs_are_refused_by_name(values, message):
     with pytest.raises(ConfigError, match=message):
@@ -174,6 +175,13 @@ def test_train_refuses_config_values_before_writing_the_run(config, pair, messag
     written are refused by name first."""
     refused_by_cli(["train", "--config", config, "--data", tiny_setting, "--out", tmp_path / "run", "--set", pair,
                     "--no-progress"], tmp_path, message)
+
+
+def test_more_appearance_clusters_than_training_rows_are_refused_before_the_run_folder(tiny_setting, tmp_path):
+    """k-means would fail on them inside the new run."""
+    with pytest.raises(ConfigError, match=r"appearance_clusters = 4000 is more than the \d+ rows of the setting's"):
+        start_run(config_from_dict({**TINY_DIFFUSION, "appearance_clusters": 4000}), tiny_setting, tmp_path / "run")
+    assert not (tmp_path / "run").exists()
 
 
 def _edit_yaml(path: Path, **values) -> bytes:
@@ -300,8 +308,12 @@ def test_fid_stopping_with_pixel_features_runs_on_a_three_channel_setting(tmp_pa
     assert summary["fid_extractor"] == "pixels-8x8 (not FID)"
 
 
-def test_generation_is_seeded_and_leaks_no_real_identifier(tiny_setting, tiny_store, tmp_path):
-    run = start_run(config_from_dict({**TINY_TRAINING, "max_images": 160, "min_images": 160}), tiny_setting,
+@pytest.mark.parametrize("values", [TINY_TRAINING, {**TINY_DIFFUSION, "appearance_clusters": 3}],
+                         ids=["cpdgan", "diffusion-clusters"])
+def test_generation_is_seeded_and_leaks_no_real_identifier(values, tiny_setting, tiny_store, tmp_path):
+    """The same seed gives the same set (a diffusion model's appearance clusters are drawn from it too); no file of
+    the set names a real row."""
+    run = start_run(config_from_dict({**values, "max_images": 160, "min_images": 160}), tiny_setting,
                     tmp_path / "run")
     quiet_train(run)
     a = generate(run, tmp_path / "a", progress=False, log=lambda m: None)
@@ -310,6 +322,8 @@ def test_generation_is_seeded_and_leaks_no_real_identifier(tiny_setting, tiny_st
     images = lambda d: np.load(d / "store" / "images_16.npy")  # noqa: E731
     np.testing.assert_array_equal(images(a), images(b))
     assert not np.array_equal(images(a), images(c))
+    card = json.loads((a / "card.json").read_text())
+    assert card["config"].get("appearance_clusters") == values.get("appearance_clusters")
     real_keys = list(tiny_store.records["key"]) + list(tiny_store.records["path"])
     for path in a.rglob("*"):
         if path.is_file():
@@ -319,7 +333,13 @@ def test_generation_is_seeded_and_leaks_no_real_identifier(tiny_setting, tiny_st
 
 
 def _state_dict(path: Path) -> dict[str, torch.Tensor]:
-    return torch.load(path, map_location="cpu", weights_only=False)["state_dict"]
+    """A generator's weights, with what its extra state holds (a diffusion model's appearance clusters) as tensors
+    of their own."""
+    weights = {}
+    for name, value in torch.load(path, map_location="cpu", weights_only=False)["state_dict"].items():
+        weights.update({f"{name}.{key}": part for key, part in value.items()} if isinstance(value, dict)
+                       else {name: value})
+    return weights
 
 
 @pytest.mark.parametrize("values", [
@@ -331,9 +351,12 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     # bfloat16 autocast (emulated, slower, on a CPU without AVX-512 BF16): a resumed run continues in it exactly
     {**TINY_TRAINING, "bf16": True},
     TINY_DIFFUSION,
+    # the clusters are fitted when the run starts and travel in the checkpoint; the draws stay in step
+    {**TINY_DIFFUSION, "appearance_clusters": 3},
     # phases end at 240 and 480 images, after the kill: the resumed run resets Adam where the other did
     {**PROGGAN_PHASES, "phase_images": 240, "min_images": 720, "reset_adam_per_phase": True},
-], ids=["cpdgan", "cpdgan-augmented", "cpdgan-non-saturating", "cpdgan-bf16", "diffusion", "proggan-adam-reset"])
+], ids=["cpdgan", "cpdgan-augmented", "cpdgan-non-saturating", "cpdgan-bf16", "diffusion", "diffusion-clusters",
+     "proggan-adam-reset"])
 def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path):
     """A real SIGKILL in the middle of training, then --resume: the final generator equals an
     uninterrupted run's bit for bit."""

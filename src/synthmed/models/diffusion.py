@@ -13,7 +13,9 @@ our own label embedding without patching the UNet.
 Conditioning: every label has a learned embedding; a row's condition is the sum over its
 active labels, passed through a small MLP so that combinations can mean more than their
 parts, and added to the timestep embedding (scale-shift in every residual block). A learned
-null vector replaces the sum for the unconditional branch. Sampling with guidance scale w
+null vector replaces the sum for the unconditional branch. With ``appearance_clusters`` K > 0 each
+row's coarse look (one of K clusters of the training fold, ``appearance.py``) joins its labels as K
+one-hot columns; sampling draws it per row from the training fold's shares for the row's labels. Sampling with guidance scale w
 evaluates both branches in one batch: ``out = uncond + w * (cond - uncond)``. A guidance interval
 (Kynkäänniemi et al. 2024) applies guidance only at the steps whose noise level
 sigma = sqrt((1 - alpha_bar) / alpha_bar) lies in (low, high], and the conditional branch alone
@@ -36,6 +38,7 @@ import torch
 from torch import nn
 
 from synthmed.device import resolve_bf16
+from synthmed.models.appearance import AppearanceClusters
 
 # diffusers takes seconds to import, so it is imported where a model or scheduler is built
 
@@ -134,7 +137,8 @@ class ConditionalDiffusion(nn.Module):
                  prediction: str = "epsilon", noise_schedule: str = "squaredcos_cap_v2",
                  train_timesteps: int = 1000, sampler: str = "dpm-solver++", sample_steps: int = 20,
                  guidance_scale: float = 2.0, guidance_interval: tuple[float, float] | None = None,
-                 sample_bf16: bool | str = False, sample_spacing: str = "trailing") -> None:
+                 sample_bf16: bool | str = False, sample_spacing: str = "trailing",
+                 appearance_clusters: int = 0) -> None:
         from diffusers import UNet2DModel
 
         super().__init__()
@@ -167,11 +171,19 @@ class ConditionalDiffusion(nn.Module):
             resnet_time_scale_shift="scale_shift", class_embed_type="identity",
             num_train_timesteps=train_timesteps,
         )
-        self.labels = LabelEmbedding(label_dim, time_dim)
+        # the look of the image beside its labels (models/appearance.py): K one-hot columns after the labels', so the
+        # embedding sums a label row and a cluster row, and the null condition drops both
+        self.clusters = AppearanceClusters(appearance_clusters) if appearance_clusters else None
+        self.labels = LabelEmbedding(label_dim + appearance_clusters, time_dim)
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor,
-                drop: torch.Tensor | None = None) -> torch.Tensor:
-        """The network's prediction (noise or velocity, per ``prediction``) for noisy images at ``timesteps``."""
+                drop: torch.Tensor | None = None, clusters: torch.Tensor | None = None) -> torch.Tensor:
+        """The network's prediction (noise or velocity, per ``prediction``) for noisy images at ``timesteps``;
+        ``clusters`` (N,): each row's appearance cluster, which a model with appearance clusters needs."""
+        if self.clusters is not None:
+            if clusters is None:
+                raise ValueError("this model is conditioned on appearance clusters: pass each row's cluster")
+            labels = torch.cat([labels, self.clusters.one_hot(clusters, labels)], dim=1)
         return self.unet(noisy, timesteps, class_labels=self.labels(labels, drop)).sample
 
     def training_schedule(self):
@@ -204,7 +216,8 @@ class ConditionalDiffusion(nn.Module):
         "karras" (module docstring); None keeps the model's. ``start_from`` (images in [-1, 1], k): start at the k-th
         step from these images noised to its level, not from pure noise (SDEdit, Meng et al. 2022). Only
         benchmarks/diffusion_sampler.py uses it, to see which steps lose the gap: the images it makes are real
-        images partly redrawn, never a synthetic set."""
+        images partly redrawn, never a synthetic set. A model with appearance clusters draws each row's cluster
+        from ``noise`` first (models/appearance.py)."""
         steps = self.sample_steps if sample_steps is None else int(sample_steps)
         spacing = self.sample_spacing if sample_spacing is None else sample_spacing
         if problem := spacing_problem(spacing, self.sampler, steps, self.schedule["num_train_timesteps"]):
@@ -217,6 +230,8 @@ class ConditionalDiffusion(nn.Module):
             scheduler.set_timesteps(timesteps=karras_timesteps(sigmas, steps), device=labels.device)
         else:
             scheduler.set_timesteps(steps, device=labels.device)
+        clusters = None if self.clusters is None else self.clusters.draw(labels, noise)
+        both_clusters = None if clusters is None else torch.cat([clusters, clusters])
         n = len(labels)
         shape = (n, self.image_channels, self.resolution, self.resolution)
         x = torch.randn(shape, device=noise.device, generator=noise).to(labels.device)
@@ -235,16 +250,18 @@ class ConditionalDiffusion(nn.Module):
         drop = torch.arange(2 * n, device=labels.device) >= n
         bf16 = resolve_bf16(self.sample_bf16 if sample_bf16 is None else sample_bf16, labels.device)
 
-        def predict(inputs: torch.Tensor, t: torch.Tensor, y: torch.Tensor, dropped: torch.Tensor | None = None):
+        def predict(inputs: torch.Tensor, t: torch.Tensor, y: torch.Tensor, dropped: torch.Tensor | None = None,
+                    looks: torch.Tensor | None = None):
             with torch.autocast(labels.device.type, dtype=torch.bfloat16, enabled=bf16):
-                return self(inputs, t.expand(len(inputs)), y, dropped).float()
+                return self(inputs, t.expand(len(inputs)), y, dropped, looks).float()
 
         for t in timesteps:
             model_input = scheduler.scale_model_input(x, t)
             if scale == 1.0 or not low < float(sigmas[int(t)]) <= high:
-                out = predict(model_input, t, labels)
+                out = predict(model_input, t, labels, looks=clusters)
             else:  # both branches in one batch
-                cond, uncond = predict(torch.cat([model_input, model_input]), t, both_labels, drop).chunk(2)
+                cond, uncond = predict(torch.cat([model_input, model_input]), t, both_labels, drop,
+                                       both_clusters).chunk(2)
                 out = uncond + scale * (cond - uncond)
             x = scheduler.step(out, t, x).prev_sample
         return x.clamp(-1, 1)

@@ -65,6 +65,9 @@ class TrainConfig:
     # "trailing": steps evenly over the training timesteps; "karras": short steps near the clean image
     # (dpm-solver++ only; models/diffusion.py)
     sample_spacing: str = "trailing"
+    # > 0: condition on the image's coarse look too, one of this many clusters fitted on the training fold
+    # (models/appearance.py); sampling draws each row's from its labels' shares
+    appearance_clusters: int = 0
     # prog-GAN growth: each fade-in and stabilisation phase lasts phase_images real images
     start_resolution: int = 8
     phase_images: int | dict[int, int] = 1_400_000  # a number, or one per final resolution
@@ -115,6 +118,8 @@ class TrainConfig:
             del data["sample_bf16"]
         if self.sample_spacing == "trailing":  # and this one
             del data["sample_spacing"]
+        if not self.appearance_clusters:  # and this one
+            del data["appearance_clusters"]
         if self.gan_loss == "wgan-gp":  # and the R1 keys, which only the non-saturating loss reads
             for key in ("gan_loss", "r1_gamma", "r1_every"):
                 del data[key]

@@ -15,9 +15,11 @@ from typing import Any
 import torch
 
 from synthmed.device import resolve_bf16
+from synthmed.models.appearance import pool
 from synthmed.models.diffusion import ConditionalDiffusion
 from synthmed.training import distributed
 from synthmed.training.config import TrainConfig
+from synthmed.training.samples import from_uint8
 
 
 def build_diffusion(config: TrainConfig, resolution: int, label_dim: int, image_channels: int) -> ConditionalDiffusion:
@@ -27,7 +29,7 @@ def build_diffusion(config: TrainConfig, resolution: int, label_dim: int, image_
         noise_schedule=config.noise_schedule, train_timesteps=config.train_timesteps, sampler=config.sampler,
         sample_steps=config.sample_steps, guidance_scale=config.guidance_scale,
         guidance_interval=config.guidance_interval, sample_bf16=config.sample_bf16,
-        sample_spacing=config.sample_spacing)
+        sample_spacing=config.sample_spacing, appearance_clusters=config.appearance_clusters)
 
 
 class DiffusionTraining:
@@ -45,6 +47,15 @@ class DiffusionTraining:
         self.noising = self.model.training_schedule()
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate, betas=config.betas,
                                           eps=config.eps)
+
+    def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+        """Before the first step of a new run: fit the appearance clusters (if any) on the whole training fold
+        (uint8 images, multi-hot labels), for the trained network and its EMA copy alike."""
+        if self.model.clusters is None:
+            return
+        pooled = torch.cat([pool(from_uint8(images[i : i + 4096])).cpu() for i in range(0, len(images), 4096)])
+        self.model.clusters.fit(pooled, labels, self.config.seed)
+        self.sampler.clusters.load_state_dict(self.model.clusters.state_dict())
 
     @staticmethod
     def load_sampler(snapshot: dict[str, Any], config: TrainConfig) -> torch.nn.Module:
@@ -71,8 +82,9 @@ class DiffusionTraining:
         drop = torch.rand(n, device=device, generator=noise) < self.config.label_dropout
         noisy = self.noising.add_noise(x_real, eps, timesteps).contiguous(memory_format=self.memory_format)
         target = eps if self.config.prediction == "epsilon" else self.noising.get_velocity(x_real, eps, timesteps)
+        clusters = None if self.model.clusters is None else self.model.clusters.assign(x_real)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=resolve_bf16(self.config.bf16, device)):
-            prediction = self.model(noisy, timesteps, labels, drop)
+            prediction = self.model(noisy, timesteps, labels, drop, clusters)
         per_row = (prediction.float() - target.float()).square().mean(dim=(1, 2, 3))
         if self.config.snr_gamma:
             from diffusers.training_utils import compute_snr

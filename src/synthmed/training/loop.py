@@ -125,6 +125,10 @@ def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os
     setting = BenchmarkSetting(setting_dir)
     validate_resolution(setting.resolution, config)
     config = config.for_resolution(setting.resolution)
+    train_rows = int(len(setting.rows("train")))
+    if config.appearance_clusters > train_rows:
+        raise ConfigError(f"appearance_clusters = {config.appearance_clusters} is more than the {train_rows} rows of "
+                          "the setting's training fold: k-means needs a row per cluster at least")
     channels = int(setting.store.manifest["channels"])
     check_hardware(config, channels)
     run = RunDir(out)
@@ -140,7 +144,7 @@ def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os
         "resolution": setting.resolution,
         "label_names": setting.label_names,
         "image_channels": channels,
-        "train_rows": int(len(setting.rows("train"))),
+        "train_rows": train_rows,
         "model": config.model,
         "config_digest": config.digest(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -221,6 +225,8 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
             say(f"warning: the run trained in {precision_name(state.bf16)} so far and continues in "
                 f"{precision_name(bf16)} (bf16 = {config.bf16!r} on {device}): it will not match a run that never "
                 "stopped")
+    elif hasattr(method, "prepare"):  # a new run: what the method learns from the whole training fold first
+        method.prepare(reals, labels)
     state.bf16 = bf16
     if env.is_main:
         _truncate_log(run.log, state.images_seen)

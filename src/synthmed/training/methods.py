@@ -7,7 +7,10 @@ Per step the loop asks the method for the working resolution, fade-in and batch 
 current images seen (``schedule``), hands it a real batch (``step``) and logs the losses it
 returns. After each step the loop updates the sampler as an EMA of ``model`` and tells the method
 how far the step took it (``after_step``). Checkpoints hold ``networks()`` and ``optimizers()`` by
-name.
+name. A method may also have ``prepare(images, labels)``: the loop calls it once, before the first step
+of a new run, with the whole training fold (uint8 images, multi-hot labels), for what it fits on the
+data before training (the diffusion model's appearance clusters); what it fits must be in the
+networks' state dicts, as a resumed run gets it from the checkpoint and not from ``prepare``.
 
 A method class is built as ``cls(config, resolution, label_dim, image_channels, device)`` and
 has a static ``load_sampler(snapshot, config)`` that rebuilds the sampler of a generator snapshot.
