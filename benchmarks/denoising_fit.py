@@ -6,13 +6,13 @@ error of the model's clean-image estimate on the training fold against the held-
     python benchmarks/denoising_fit.py RUN --sigmas 2.83 1.07 0.35 --seed 1
     python benchmarks/denoising_fit.py RUN --snapshot snapshots/generator_0000030016.pt   # see RUN/snapshots/
 
-The folds are those of the setting the run was trained on (its run.json). Every image of each fold (train, val,
-test) is noised to each level σ = sqrt((1 - ᾱ) / ᾱ) (the nearest training timestep's), with noise drawn from
-``--seed``, the level's timestep and the fold, and the run's generator (``generator.pt``: the best-FID EMA network
-when the run made FID checks, else its final one) or ``--snapshot`` predicts it under its own label, unguided. The
-error is the mean squared difference between the clean-image estimate (unclipped, float32) and the image, both in
-[-1, 1], per image; the table gives each fold's mean with its standard error, and the held-out (val + test) mean
-over the training mean with a Welch t-test's p-value.
+The folds are those of the setting the run was trained on (its run.json). Every image of each fold (train, val, test)
+is noised to each level σ = sqrt((1 - ᾱ) / ᾱ) (the nearest training timestep's), with noise drawn from ``--seed``,
+the level's timestep and the fold, and the run's generator (``generator.pt``: the best-FID EMA network when the run
+made FID checks, else its final one) or ``--snapshot`` predicts it under its own label (and, with appearance
+clusters, its own cluster), unguided. The error is the mean squared difference between the clean-image estimate
+(unclipped, float32) and the image, both in [-1, 1], per image; the table gives each fold's mean with its standard
+error, and the held-out (val + test) mean over the training mean with a Welch t-test's p-value.
 
 Reading it: held-out over train near 1 at every level means the model has not fitted its training images more
 closely than new ones from the same source: it is limited by its size or its training, not memorising. Well above
@@ -52,8 +52,10 @@ def clean_estimate_errors(model, noising, images: torch.Tensor, labels: torch.Te
         eps = torch.randn(x.shape, generator=noise)
         t = torch.full((len(x),), timestep)
         noisy = noising.add_noise(x, eps, t)
+        # a model with appearance clusters is told each image's own, as in training
+        clusters = None if model.clusters is None else model.clusters.assign(x)
         with torch.no_grad():
-            out = model(noisy, t, y).float()
+            out = model(noisy, t, y, None, clusters).float()
         if model.schedule["prediction_type"] == "epsilon":
             estimate = (noisy - (1 - alpha_bar).sqrt() * out) / alpha_bar.sqrt()
         else:  # v = sqrt(ᾱ) eps - sqrt(1 - ᾱ) x0

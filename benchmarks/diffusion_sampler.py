@@ -45,6 +45,7 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
+import re
 import time
 from pathlib import Path
 
@@ -58,6 +59,7 @@ from synthmed.benchmark.presets import load_preset
 from synthmed.config import parse_key_values
 from synthmed.data import BenchmarkSetting
 from synthmed.data.records import SPLITS
+from synthmed.errors import ConfigError
 from synthmed.evaluation.classifier import ClassifierConfig, load_classifier
 from synthmed.evaluation.eval_dir import EvalDir
 from synthmed.evaluation.utility import evaluate_utility
@@ -76,6 +78,7 @@ MODELS = {"demo": ("demo", "resolution/r32"), "samples": ("br35h-samples", "reso
 # classifier recipes: the demo's 4 epochs, the paper's (ClassifierConfig's defaults: at most 50 epochs), or the
 # model's benchmark preset's own (br35h-samples and phantom-chest-cpu: at most 12 epochs)
 RECIPES = {"demo": {"max_epochs": 4}, "paper": {}, "preset": None}
+FOLDER_UNSAFE = re.compile(r"[^\w.]+")  # what a --set value may hold that a folder name should not (a list, a path)
 
 
 def sharpness(images: np.ndarray) -> float:
@@ -186,7 +189,12 @@ def main() -> None:
     parser.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                         help="a training config key over the model's (repeatable), e.g. appearance_clusters=16")
     args = parser.parse_args()
-    overrides = parse_key_values(args.overrides, "--set")
+    try:
+        overrides = parse_key_values(args.overrides, "--set")
+    except ConfigError as error:
+        parser.error(str(error))
+    if taken := sorted({"seed", "threads"} & set(overrides)):
+        parser.error(f"--set {taken[0]}: use --train-seed or --threads")
 
     preset, setting = MODELS[args.model]
     # everything made for another setting than the model's own is kept apart
@@ -200,14 +208,17 @@ def main() -> None:
     if not (real_dir / "setting.json").is_file():
         parser.error(f"--setting {setting}: no such setting in {real_dir.parent.parent}")
     # another training run (seed, keys) gets folders of its own; the real classifiers stay shared
-    trained = name + "".join(f"-{key}{value}" for key, value in sorted(overrides.items()))
+    trained = name + "".join(f"-{key}{FOLDER_UNSAFE.sub('_', str(value))}" for key, value in sorted(overrides.items()))
     trained += f"-train-seed{args.train_seed}" if args.train_seed else ""
     run = args.work / f"run-{trained}"
     if not (run / "run.json").is_file():
         entry = load_preset(preset).models["diffusion"] if preset else {"config": "diffusion-cpu"}
-        config = load_config(entry["config"], {**entry.get("set", {}), **overrides, "seed": args.train_seed,
-                                               "threads": args.threads})
-        start_run(config, real_dir, run)
+        try:
+            config = load_config(entry["config"], {**entry.get("set", {}), **overrides, "seed": args.train_seed,
+                                                   "threads": args.threads}, overrides_from="--set")
+            start_run(config, real_dir, run)
+        except ConfigError as error:
+            parser.error(str(error))
     train(run, progress=False, log=quiet)
     # loaded once for every --from-real-steps set, and only for them
     from_real_sampler = load_generator(run)[0] if args.from_real_steps else None

@@ -172,6 +172,10 @@ def finding_setting(root: Path, name: str, seed: int) -> Path:
 TINY_TRAINING = {"latent_dim": 8, "channels_base": 128, "channels_max": 16, "batch_size": 8, "learning_rate": 0.002,
                  "min_images": 160, "max_images": 480, "fid_every": 80, "fid_samples": 24, "fid_extractor": "pixels",
                  "patience": 50, "sample_every": 160, "checkpoint_every": 40, "log_every": 40, "threads": 1}
+# the same schedule for the diffusion model, with a two-level UNet and a 3-step sampler
+TINY_DIFFUSION = {**{k: v for k, v in TINY_TRAINING.items()
+                     if k not in ("latent_dim", "channels_base", "channels_max")},
+                  "model": "diffusion", "unet_channels": [8, 16], "sample_steps": 3, "betas": [0.9, 0.999]}
 # small and fast: one thread leaves the other core to whatever else runs; lr 1e-3 learns in few epochs
 FAST_CLASSIFIER = dict(batch_size=16, lr=1e-3, threads=1)
 

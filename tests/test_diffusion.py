@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -9,7 +11,7 @@ from sklearn.cluster import KMeans
 from sklearn.decomposition import PCA
 
 from synthmed.errors import ConfigError
-from synthmed.models.appearance import COMPONENTS, AppearanceClusters, pool
+from synthmed.models.appearance import COMPONENTS, KMEANS_RESTARTS, MIN_CLUSTER_ROWS, AppearanceClusters, pool
 from synthmed.models.diffusion import (
     KARRAS_RHO,
     KARRAS_SIGMA_MAX,
@@ -267,7 +269,7 @@ def test_appearance_clusters_are_sklearns_kmeans_on_the_principal_components():
     clusters = fitted_clusters()
     features = pool(images).double().numpy()
     pca = PCA(min(COMPONENTS, *features.shape), svd_solver="full").fit(features)
-    kmeans = KMeans(3, n_init=10, random_state=0).fit(pca.transform(features))
+    kmeans = KMeans(3, n_init=KMEANS_RESTARTS, random_state=0).fit(pca.transform(features))
     assert torch.equal(clusters.assign(images), torch.from_numpy(kmeans.labels_))
     assert sorted(np.bincount(kmeans.labels_).tolist()) == [40, 40, 40]  # the three looks, found
     # the shares are the training fold's own, per label combination, and over all rows
@@ -311,13 +313,40 @@ def test_a_model_with_appearance_clusters_keeps_them_in_its_state_dict_and_needs
     rebuilt.load_state_dict(model.state_dict())
     assert torch.equal(rebuilt.sample(labels[:4], torch.Generator().manual_seed(1)),
                        model.sample(labels[:4], torch.Generator().manual_seed(1)))
-    with pytest.raises(RuntimeError, match="does not fit 4 clusters"):
-        tiny_model(label_dim=2, appearance_clusters=4).load_state_dict(model.state_dict(), strict=False)
+    state = model.clusters.get_extra_state()
+    for damaged, words in [({**state, "shares": state["shares"][:, :2]}, "does not fit 3 clusters"),
+                           ({**state, "mean": state["mean"].tolist()}, "values that are not tensors"),
+                           ({}, "holds [], not a fit of"),
+                           ({**state, "centres": state["centres"][:0]}, "holds 0 cluster centres, the config 3")]:
+        with pytest.raises(RuntimeError, match=re.escape(words)):
+            rebuilt.clusters.set_extra_state(damaged)
+
+
+def test_clusters_of_fewer_than_the_least_rows_are_dissolved_and_each_centre_is_a_mean_of_many():
+    """k-means gives a few outliers a cluster of their own, whose centre would be nearly one real image: such a
+    cluster is dissolved into its neighbours, and every centre kept is the mean of at least MIN_CLUSTER_ROWS."""
+    images, labels = looks_and_labels()
+    outliers = torch.ones(3, 1, 8, 8)  # three white images, far from every look
+    images, labels = torch.cat([images, outliers]), torch.cat([labels, torch.tensor([[0.0, 1]] * 3)])
+    plain = KMeans(4, n_init=KMEANS_RESTARTS, random_state=0).fit(pool(images).double().numpy())
+    assert sorted(np.bincount(plain.labels_).tolist()) == [3, 40, 40, 40]  # k-means alone keeps the three apart
+    clusters = AppearanceClusters(4)
+    clusters.fit(pool(images), labels, seed=0)
+    assert clusters.fitted_count == 3
+    assigned = clusters.assign(images)
+    assert sorted(torch.bincount(assigned).tolist()) == [40, 40, 43]
+    projected = (pool(images) - clusters.fitted["mean"]) @ clusters.fitted["components"].T
+    for cluster in range(3):
+        assert (assigned == cluster).sum() >= MIN_CLUSTER_ROWS
+        torch.testing.assert_close(clusters.fitted["centres"][cluster], projected[assigned == cluster].mean(0),
+                                   atol=1e-4, rtol=1e-4)
+    assert clusters.fitted["shares"].shape == (2, 4) and clusters.fitted["overall"][3] == 0  # never drawn
 
 
 @pytest.mark.parametrize("values, message", [
     ({"model": "diffusion", "appearance_clusters": 1}, r"appearance_clusters = 1 must be 0 \(off\) or an integer"),
     ({"model": "diffusion", "appearance_clusters": True}, "appearance_clusters = True must be"),
+    ({"model": "diffusion", "appearance_clusters": 4097}, r"appearance_clusters = 4097 must be .* \[2, 4096\]"),
     ({"model": "diffusion", "prediction": "x0"}, "prediction = 'x0' is not one of"),
     ({"model": "diffusion", "sampler": "euler"}, "sampler = 'euler' is not one of"),
     ({"model": "diffusion", "unet_channels": [32, 60]}, "unet_channels .* multiples of 8"),

@@ -9,14 +9,18 @@ import sys
 import pytest
 import yaml
 
-from helpers import TINY_TRAINING, run_cli
+from helpers import TINY_DIFFUSION, TINY_TRAINING, run_cli
+
+# the diffusion model with appearance clusters: rank 0 fits them, the other rank gets its fit
+CLUSTERED = {**TINY_DIFFUSION, "appearance_clusters": 3}
 
 
 @pytest.mark.slow
-def test_two_process_run_completes_with_replicas_in_sync(tiny_setting, tmp_path):
+@pytest.mark.parametrize("values", [{"model": "cpdgan", **TINY_TRAINING}, CLUSTERED], ids=["cpdgan", "clustered"])
+def test_two_process_run_completes_with_replicas_in_sync(values, tiny_setting, tmp_path):
     """docs/compute.md's recipe: `train --create-only`, then torchrun resumes the run on every rank."""
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({"model": "cpdgan", **TINY_TRAINING, "max_images": 240}))
+    config.write_text(yaml.safe_dump({**values, "max_images": 240}))
     run = tmp_path / "run"
     assert run_cli(["train", "--config", config, "--data", tiny_setting, "--out", run, "--create-only"]) == 0
     assert (run / "run.json").exists() and not (run / "summary.json").exists()

@@ -15,7 +15,7 @@ import pytest
 import torch
 import yaml
 
-from helpers import TINY_TRAINING, array_source, one_setting, refused_by_cli
+from helpers import TINY_DIFFUSION, TINY_TRAINING, array_source, one_setting, refused_by_cli
 from synthmed.data import BenchmarkSetting
 from synthmed.data.records import SPLITS
 from synthmed.device import bf16_is_fast
@@ -27,14 +27,10 @@ from synthmed.training.config import (
     load_config,
     preset_names,
 )
+from synthmed.training.diffusion import DiffusionTraining
 from synthmed.training.gan import GanTraining
 from synthmed.training.loop import fid_due, start_run, train
 from synthmed.training.losses import non_saturating_discriminator_loss, non_saturating_generator_loss, r1_penalty
-
-# the same schedule for the diffusion model, with a two-level UNet and a 3-step sampler
-TINY_DIFFUSION = {**{k: v for k, v in TINY_TRAINING.items()
-                     if k not in ("latent_dim", "channels_base", "channels_max")},
-                  "model": "diffusion", "unet_channels": [8, 16], "sample_steps": 3, "betas": [0.9, 0.999]}
 
 
 def quiet_train(run: Path) -> dict:
@@ -179,9 +175,34 @@ def test_train_refuses_config_values_before_writing_the_run(config, pair, messag
 
 def test_more_appearance_clusters_than_training_rows_are_refused_before_the_run_folder(tiny_setting, tmp_path):
     """k-means would fail on them inside the new run."""
-    with pytest.raises(ConfigError, match=r"appearance_clusters = 4000 is more than the \d+ rows of the setting's"):
+    with pytest.raises(ConfigError, match=r"appearance_clusters = 4000 is more than the \d+ rows of the training fold"):
         start_run(config_from_dict({**TINY_DIFFUSION, "appearance_clusters": 4000}), tiny_setting, tmp_path / "run")
     assert not (tmp_path / "run").exists()
+
+
+def test_appearance_clusters_edited_past_the_training_rows_are_refused_by_name(tiny_setting, tmp_path):
+    run = start_run(config_from_dict({**TINY_DIFFUSION, "appearance_clusters": 3}), tiny_setting, tmp_path / "run")
+    (run / "config.yaml").write_bytes(_edit_yaml(run / "config.yaml", appearance_clusters=4000))
+    refused_by_cli(["train", "--resume", run, "--no-progress"], run, "appearance_clusters = 4000 is more than the")
+
+
+def test_a_generator_with_a_damaged_appearance_fit_is_refused_by_name(tiny_setting, tmp_path):
+    values = {**TINY_DIFFUSION, "appearance_clusters": 3, "min_images": 80, "max_images": 80}
+    run = start_run(config_from_dict(values), tiny_setting, tmp_path / "run")
+    # 48 training rows: one of k-means's three clusters is too small to keep
+    assert _logged_train(run)[0] == ("appearance clusters: 2 fitted on 48 training images (1 of 3 dissolved for "
+                                     "holding fewer than 20 images)")
+    snapshot = torch.load(run / "generator.pt", weights_only=False)
+    del snapshot["state_dict"]["clusters._extra_state"]["shares"]
+    torch.save(snapshot, run / "generator.pt")
+    refused_by_cli(["generate", run, "--out", tmp_path / "set", "--no-progress"], tmp_path,
+                   "generator.pt", "the appearance clusters' state holds")
+
+
+def _logged_train(run: Path) -> list[str]:
+    messages: list[str] = []
+    train(run, progress=False, log=messages.append)
+    return messages
 
 
 def _edit_yaml(path: Path, **values) -> bytes:
@@ -357,9 +378,9 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     {**PROGGAN_PHASES, "phase_images": 240, "min_images": 720, "reset_adam_per_phase": True},
 ], ids=["cpdgan", "cpdgan-augmented", "cpdgan-non-saturating", "cpdgan-bf16", "diffusion", "diffusion-clusters",
      "proggan-adam-reset"])
-def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path):
+def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path, monkeypatch):
     """A real SIGKILL in the middle of training, then --resume: the final generator equals an
-    uninterrupted run's bit for bit."""
+    uninterrupted run's bit for bit. A resumed run takes what ``prepare`` fitted from the checkpoint."""
     config = config_from_dict({**values, "max_images": 960, "patience": 2})
     reference = start_run(config, tiny_setting, tmp_path / "reference")
     expected = quiet_train(reference)
@@ -382,6 +403,7 @@ def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path)
     child.wait()
     assert not (run / "summary.json").exists()
 
+    monkeypatch.setattr(DiffusionTraining, "prepare", lambda *args: pytest.fail("prepare ran in a resumed run"))
     resumed = quiet_train(run)
     assert resumed["images_seen"] == expected["images_seen"]
     assert resumed["fid_history"] == expected["fid_history"]

@@ -11,18 +11,24 @@ fold's own shares per label, the model covers them (docs/diffusion-experiments.m
 
 Fitted once, when a run starts, on the real training fold: every image average-pooled to at most
 16 x 16 px, projected on its first 32 principal components, and split into ``count`` clusters by
-k-means (scikit-learn, seeded). Training conditions each image on its own cluster. Sampling draws
-each row's cluster from the share of each cluster among the training rows with the same labels
-(among all training rows where those labels never occur in training), with the sampling noise's
-generator, so a seed gives the same clusters.
+k-means (scikit-learn, seeded). A cluster of fewer than ``MIN_CLUSTER_ROWS`` images is dissolved
+into its neighbours (so fewer clusters may remain), and each centre is then the mean of its
+images: k-means readily gives an outlier a cluster of its own, whose centre would be that one
+image at 16 px. Training conditions each image on its own cluster. Sampling draws each row's
+cluster from the share of each cluster among the training rows with the same labels (among all
+training rows where those labels never occur in training), with the sampling noise's generator,
+so a seed gives the same clusters.
 
 What the fit keeps goes into the model's state dict (so into checkpoints and ``generator.pt``):
-the pooled pixels' mean, the components, the cluster centres and, per label combination, the
-cluster shares. All are averages over many training images; no image or row of its own.
+the pooled pixels' mean, the components, the cluster centres (each the mean of at least
+``MIN_CLUSTER_ROWS`` training images) and, per label combination of the training fold, the
+cluster shares. Like the network's weights, it is learnt from the real images: the run's files
+are as confidential as the data, and only the synthetic set is made to be shared.
 """
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -30,6 +36,7 @@ from torch import nn
 POOLED_SIZE = 16  # px: the look, not the detail
 COMPONENTS = 32  # principal components of the pooled pixels that k-means sees
 KMEANS_RESTARTS = 10  # k-means starts; the best of them is kept (scikit-learn's n_init)
+MIN_CLUSTER_ROWS = 20  # images per cluster at least: a centre is an average, never one image
 FITTED = ("mean", "components", "centres", "combinations", "shares", "overall")
 
 
@@ -47,6 +54,7 @@ class AppearanceClusters(nn.Module):
         self.count = count
         self.fitted: dict[str, torch.Tensor] = {}
         self._row_of: dict[tuple[int, ...], int] = {}  # label combination -> its row of ``shares``
+        self._on_device: dict[torch.device, dict[str, torch.Tensor]] = {}  # the fit's copies where images are
 
     def fit(self, pooled: torch.Tensor, labels: torch.Tensor, seed: int) -> None:
         """Fit on the training fold: ``pooled`` (N, D) from ``pool``, ``labels`` (N, L) multi-hot."""
@@ -54,17 +62,19 @@ class AppearanceClusters(nn.Module):
         from sklearn.decomposition import PCA
         from threadpoolctl import threadpool_limits
 
-        if len(pooled) < self.count:
-            raise ValueError(f"{self.count} appearance clusters need at least as many training rows, "
-                             f"got {len(pooled)}")
+        if problem := rows_problem(self.count, len(pooled)):
+            raise ValueError(f"appearance_clusters = {self.count} {problem}")
         features = pooled.double().cpu().numpy()
         # one thread: k-means sums its chunks in thread order, so the centres would depend on the core count
         with threadpool_limits(1):
             pca = PCA(min(COMPONENTS, *features.shape), svd_solver="full").fit(features)
-            kmeans = KMeans(self.count, n_init=KMEANS_RESTARTS, random_state=seed).fit(pca.transform(features))
+            projected = pca.transform(features)
+            kmeans = KMeans(self.count, n_init=KMEANS_RESTARTS, random_state=seed).fit(projected)
+        centres = _without_small_clusters(projected, kmeans.cluster_centers_)
         self.fitted = {"mean": torch.tensor(pca.mean_, dtype=torch.float32),
                        "components": torch.tensor(pca.components_, dtype=torch.float32),
-                       "centres": torch.tensor(kmeans.cluster_centers_, dtype=torch.float32)}
+                       "centres": torch.tensor(centres, dtype=torch.float32)}
+        self._on_device = {}
         assigned = self._nearest(pooled.float().cpu())  # as training will assign them
         combinations, row = torch.unique(labels.cpu().round().to(torch.int64), dim=0, return_inverse=True)
         counts = torch.zeros(len(combinations), self.count, dtype=torch.float64)
@@ -73,9 +83,15 @@ class AppearanceClusters(nn.Module):
                               "shares": counts / counts.sum(dim=1, keepdim=True),
                               "overall": counts.sum(dim=0) / counts.sum()})
 
+    @property
+    def fitted_count(self) -> int:
+        """How many clusters the fit kept (``count`` less those dissolved for having too few images)."""
+        self._check_fitted()
+        return len(self.fitted["centres"])
+
     def assign(self, images: torch.Tensor) -> torch.Tensor:
         """The cluster of each image (N, C, H, W) in [-1, 1]: (N,) integers on the images' device."""
-        return self._nearest(pool(images).cpu()).to(images.device)
+        return self._nearest(pool(images))
 
     def draw(self, labels: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
         """A cluster per label row, from its labels' shares in the training fold, drawn with ``generator``
@@ -92,8 +108,15 @@ class AppearanceClusters(nn.Module):
 
     def _nearest(self, pooled: torch.Tensor) -> torch.Tensor:
         self._check_fitted()
-        projected = (pooled - self.fitted["mean"]) @ self.fitted["components"].T
-        return torch.cdist(projected, self.fitted["centres"]).argmin(dim=1)
+        if pooled.device not in self._on_device:  # a copy per device, not a transfer per training step
+            self._on_device[pooled.device] = {name: self.fitted[name].to(pooled.device)
+                                              for name in ("mean", "components", "centres")}
+        fit = self._on_device[pooled.device]
+        projected = (pooled - fit["mean"]) @ fit["components"].T
+        # the direct distances: cdist's matrix-product shortcut (taken above 25 rows) could move a boundary image
+        # to another cluster in a batch than in the whole fold
+        distances = torch.cdist(projected, fit["centres"], compute_mode="donot_use_mm_for_euclid_dist")
+        return distances.argmin(dim=1)
 
     def _check_fitted(self) -> None:
         if not self.fitted:
@@ -104,11 +127,51 @@ class AppearanceClusters(nn.Module):
         return dict(self.fitted)
 
     def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        if not state:  # an unfitted model's state: nothing to load
-            self.fitted, self._row_of = {}, {}
-            return
-        if not isinstance(state, dict) or set(state) != set(FITTED) or len(state["centres"]) != self.count:
-            keys = sorted(state) if isinstance(state, dict) else type(state).__name__
-            raise RuntimeError(f"the appearance clusters' state does not fit {self.count} clusters (it holds {keys})")
+        if problem := _state_problem(state, self.count):
+            raise RuntimeError(f"the appearance clusters' state {problem}")
         self.fitted = {name: state[name].cpu() for name in FITTED}
+        self._on_device = {}
         self._row_of = {tuple(c): i for i, c in enumerate(self.fitted["combinations"].tolist())}
+
+
+def rows_problem(count: int, rows: int) -> str | None:
+    """What is wrong with ``count`` clusters of a training fold of ``rows`` images, or None."""
+    if count > rows:
+        return f"is more than the {rows} rows of the training fold: k-means needs a row per cluster at least"
+    if rows < MIN_CLUSTER_ROWS:
+        return f"needs a training fold of at least {MIN_CLUSTER_ROWS} rows (one cluster's least), got {rows}"
+    return None
+
+
+def _without_small_clusters(projected: np.ndarray, centres: np.ndarray) -> np.ndarray:
+    """The centres after dissolving, smallest first, every cluster of fewer than ``MIN_CLUSTER_ROWS`` rows (its rows
+    go to their nearest remaining centre), each then the mean of its rows: a centre is never a few images."""
+    from scipy.spatial.distance import cdist
+
+    nearest = cdist(projected, centres).argmin(axis=1)
+    while True:
+        sizes = np.bincount(nearest, minlength=len(centres))
+        if sizes.min() >= MIN_CLUSTER_ROWS or len(centres) == 1:
+            break
+        centres = np.delete(centres, sizes.argmin(), axis=0)
+        nearest = cdist(projected, centres).argmin(axis=1)
+    return np.stack([projected[nearest == c].mean(axis=0) for c in range(len(centres))])
+
+
+def _state_problem(state, count: int) -> str | None:
+    """What is wrong with a saved fit for ``count`` clusters, in words (to follow "the state"), or None."""
+    if not isinstance(state, dict) or set(state) != set(FITTED):
+        held = sorted(state) if isinstance(state, dict) else type(state).__name__
+        return f"holds {held}, not a fit of {list(FITTED)}"
+    if not all(isinstance(state[name], torch.Tensor) for name in FITTED):
+        return "holds values that are not tensors"
+    mean, components, centres = state["mean"], state["components"], state["centres"]
+    combinations, shares, overall = state["combinations"], state["shares"], state["overall"]
+    shapes_fit = (mean.dim() == 1 and components.dim() == 2 and components.shape[1] == len(mean)
+                  and centres.dim() == 2 and centres.shape[1] == len(components) and combinations.dim() == 2
+                  and shares.shape == (len(combinations), count) and overall.shape == (count,))
+    if not shapes_fit:
+        return f"does not fit {count} clusters (shapes {[tuple(state[name].shape) for name in FITTED]})"
+    if not 1 <= len(centres) <= count:
+        return f"holds {len(centres)} cluster centres, the config {count} clusters"
+    return None

@@ -13,10 +13,10 @@ our own label embedding without patching the UNet.
 Conditioning: every label has a learned embedding; a row's condition is the sum over its
 active labels, passed through a small MLP so that combinations can mean more than their
 parts, and added to the timestep embedding (scale-shift in every residual block). A learned
-null vector replaces the sum for the unconditional branch. With ``appearance_clusters`` K > 0 each
-row's coarse look (one of K clusters of the training fold, ``appearance.py``) joins its labels as K
-one-hot columns; sampling draws it per row from the training fold's shares for the row's labels. Sampling with guidance scale w
-evaluates both branches in one batch: ``out = uncond + w * (cond - uncond)``. A guidance interval
+null vector replaces the sum for the unconditional branch. With ``appearance_clusters`` K > 0
+each row's coarse look (one of K clusters of the training fold, ``appearance.py``) joins its
+labels as K one-hot columns; sampling draws it per row from the training fold's shares for the
+row's labels. Sampling with guidance scale w evaluates both branches in one batch: ``out = uncond + w * (cond - uncond)``. A guidance interval
 (Kynkäänniemi et al. 2024) applies guidance only at the steps whose noise level
 sigma = sqrt((1 - alpha_bar) / alpha_bar) lies in (low, high], and the conditional branch alone
 at the others: guidance at the noisiest steps pulls every image of a label towards one layout
@@ -217,7 +217,7 @@ class ConditionalDiffusion(nn.Module):
         step from these images noised to its level, not from pure noise (SDEdit, Meng et al. 2022). Only
         benchmarks/diffusion_sampler.py uses it, to see which steps lose the gap: the images it makes are real
         images partly redrawn, never a synthetic set. A model with appearance clusters draws each row's cluster
-        from ``noise`` first (models/appearance.py)."""
+        from ``noise`` before the starting noise (models/appearance.py), or from ``start_from``, each image's own."""
         steps = self.sample_steps if sample_steps is None else int(sample_steps)
         spacing = self.sample_spacing if sample_spacing is None else sample_spacing
         if problem := spacing_problem(spacing, self.sampler, steps, self.schedule["num_train_timesteps"]):
@@ -230,7 +230,10 @@ class ConditionalDiffusion(nn.Module):
             scheduler.set_timesteps(timesteps=karras_timesteps(sigmas, steps), device=labels.device)
         else:
             scheduler.set_timesteps(steps, device=labels.device)
-        clusters = None if self.clusters is None else self.clusters.draw(labels, noise)
+        clusters = None
+        if self.clusters is not None:  # a noised real image keeps its own look; a new image draws one
+            clusters = self.clusters.draw(labels, noise) if start_from is None else self.clusters.assign(
+                start_from[0].to(labels.device))
         both_clusters = None if clusters is None else torch.cat([clusters, clusters])
         n = len(labels)
         shape = (n, self.image_channels, self.resolution, self.resolution)

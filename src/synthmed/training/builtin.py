@@ -11,7 +11,9 @@ from synthmed.training.registry import Fail, Generator
 
 PRESETS = "synthmed/configs/train"
 GAN_LOSSES = ("wgan-gp", "non-saturating")
-# k-means' clusters; sixteen served br35h's 2,000 training images best, and each cluster needs rows of every label
+# appearance clusters (models/appearance.py) at most: far above any useful number (16 on br35h's 2,400 training images
+# did better than 64, whose label-and-cluster cells ran nearly empty), low enough that a mistyped value is refused
+# here and not after minutes of k-means
 MAX_APPEARANCE_CLUSTERS = 4096
 
 

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from synthmed.device import resolve_bf16
-from synthmed.models.appearance import pool
+from synthmed.models.appearance import MIN_CLUSTER_ROWS, pool
 from synthmed.models.diffusion import ConditionalDiffusion
 from synthmed.training import distributed
 from synthmed.training.config import TrainConfig
@@ -48,14 +48,20 @@ class DiffusionTraining:
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate, betas=config.betas,
                                           eps=config.eps)
 
-    def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> None:
+    def prepare(self, images: torch.Tensor, labels: torch.Tensor) -> str | None:
         """Before the first step of a new run: fit the appearance clusters (if any) on the whole training fold
-        (uint8 images, multi-hot labels), for the trained network and its EMA copy alike."""
-        if self.model.clusters is None:
-            return
-        pooled = torch.cat([pool(from_uint8(images[i : i + 4096])).cpu() for i in range(0, len(images), 4096)])
-        self.model.clusters.fit(pooled, labels, self.config.seed)
-        self.sampler.clusters.load_state_dict(self.model.clusters.state_dict())
+        (uint8 images, multi-hot labels), for the trained network and its EMA copy alike; a line for the log."""
+        clusters = self.model.clusters
+        if clusters is None:
+            return None
+        chunk = 4096  # images converted to float at a time: the whole fold at once may not fit in memory
+        pooled = torch.cat([pool(from_uint8(images[i : i + chunk])).cpu() for i in range(0, len(images), chunk)])
+        clusters.fit(pooled, labels, self.config.seed)
+        self.sampler.clusters.load_state_dict(clusters.state_dict())
+        dissolved = clusters.count - clusters.fitted_count
+        return (f"appearance clusters: {clusters.fitted_count} fitted on {len(images):,} training images"
+                + (f" ({dissolved} of {clusters.count} dissolved for holding fewer than {MIN_CLUSTER_ROWS} images)"
+                   if dissolved else ""))
 
     @staticmethod
     def load_sampler(snapshot: dict[str, Any], config: TrainConfig) -> torch.nn.Module:

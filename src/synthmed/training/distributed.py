@@ -66,6 +66,26 @@ def broadcast_float(value: float, env: Dist, device: torch.device) -> float:
     return float(tensor.item())
 
 
+def share_from_main(modules: dict[str, torch.nn.Module], env: Dist, device: torch.device) -> None:
+    """Rank 0's state dicts (weights, buffers and extra state, e.g. what a method fitted on the data before the
+    first step) loaded on every rank."""
+    if not env.enabled:
+        return
+    states = [{name: _on_cpu(module.state_dict()) for name, module in modules.items()} if env.is_main else None]
+    dist.broadcast_object_list(states, src=0, device=device)
+    for name, module in modules.items():
+        module.load_state_dict(states[0][name])
+
+
+def _on_cpu(value):
+    """A state dict with every tensor on the CPU (nested dicts too), so that it unpickles on any rank's device."""
+    if isinstance(value, torch.Tensor):
+        return value.cpu()
+    if isinstance(value, dict):
+        return {key: _on_cpu(item) for key, item in value.items()}
+    return value
+
+
 def barrier(env: Dist) -> None:
     if env.enabled:
         dist.barrier()

@@ -7,10 +7,12 @@ Per step the loop asks the method for the working resolution, fade-in and batch 
 current images seen (``schedule``), hands it a real batch (``step``) and logs the losses it
 returns. After each step the loop updates the sampler as an EMA of ``model`` and tells the method
 how far the step took it (``after_step``). Checkpoints hold ``networks()`` and ``optimizers()`` by
-name. A method may also have ``prepare(images, labels)``: the loop calls it once, before the first step
-of a new run, with the whole training fold (uint8 images, multi-hot labels), for what it fits on the
-data before training (the diffusion model's appearance clusters); what it fits must be in the
-networks' state dicts, as a resumed run gets it from the checkpoint and not from ``prepare``.
+name. A method may also have ``prepare(images, labels) -> str | None``: the loop calls it once, on
+rank 0, before the first step of a new run, with the whole training fold (uint8 images and
+multi-hot labels on the training device), for what it fits on the data before training (the
+diffusion model's appearance clusters), and logs the line it returns. What it fits must be in the
+networks' state dicts: the other ranks get it from rank 0's, a resumed run from the checkpoint.
+It must not draw from torch's global random generator, which no checkpoint holds.
 
 A method class is built as ``cls(config, resolution, label_dim, image_channels, device)`` and
 has a static ``load_sampler(snapshot, config)`` that rebuilds the sampler of a generator snapshot.
