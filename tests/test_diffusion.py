@@ -295,6 +295,18 @@ def test_appearance_clusters_are_drawn_from_the_shares_of_each_rows_labels():
     assert np.bincount(drawn[3010:].numpy(), minlength=3).min() > 900  # all rows' shares: a third each
 
 
+@pytest.mark.parametrize("rows", [5, 60, 120])
+def test_a_small_fold_gets_at_most_one_cluster_per_least_rows(rows):
+    """k-means looks for at most rows // MIN_CLUSTER_ROWS clusters (at least one): a fold too small for the
+    config's count trains with fewer, not with clusters of a few images or an error."""
+    images, labels = looks_and_labels()
+    clusters = AppearanceClusters(4000)
+    order = torch.randperm(120, generator=torch.Generator().manual_seed(0))[:rows]
+    clusters.fit(pool(images[order]), labels[order], seed=0)
+    assert 1 <= clusters.fitted_count <= max(1, rows // MIN_CLUSTER_ROWS)
+    assert torch.bincount(clusters.assign(images[order])).min() >= min(rows, MIN_CLUSTER_ROWS)
+
+
 def test_a_model_with_appearance_clusters_keeps_them_in_its_state_dict_and_needs_them():
     model = tiny_model(label_dim=2, appearance_clusters=3)
     images, labels = looks_and_labels()

@@ -11,10 +11,11 @@ fold's own shares per label, the model covers them (docs/diffusion-experiments.m
 
 Fitted once, when a run starts, on the real training fold: every image average-pooled to at most
 16 x 16 px, projected on its first 32 principal components, and split into ``count`` clusters by
-k-means (scikit-learn, seeded). A cluster of fewer than ``MIN_CLUSTER_ROWS`` images is dissolved
-into its neighbours (so fewer clusters may remain), and each centre is then the mean of its
-images: k-means readily gives an outlier a cluster of its own, whose centre would be that one
-image at 16 px. Training conditions each image on its own cluster. Sampling draws each row's
+k-means (scikit-learn, seeded). ``count`` is an upper bound: k-means looks for at most one
+cluster per ``MIN_CLUSTER_ROWS`` images, a cluster of fewer images than that is dissolved into its
+neighbours, and each centre is then the mean of its images (k-means readily gives an outlier a
+cluster of its own, whose centre would be that one image at 16 px). A small fold gets fewer
+clusters, down to one (the same condition for every image: no clusters in effect). Training conditions each image on its own cluster. Sampling draws each row's
 cluster from the share of each cluster among the training rows with the same labels (among all
 training rows where those labels never occur in training), with the sampling noise's generator,
 so a seed gives the same clusters.
@@ -62,14 +63,14 @@ class AppearanceClusters(nn.Module):
         from sklearn.decomposition import PCA
         from threadpoolctl import threadpool_limits
 
-        if problem := rows_problem(self.count, len(pooled)):
-            raise ValueError(f"appearance_clusters = {self.count} {problem}")
         features = pooled.double().cpu().numpy()
+        wanted = max(1, min(self.count, len(features) // MIN_CLUSTER_ROWS))
         # one thread: k-means sums its chunks in thread order, so the centres would depend on the core count
-        with threadpool_limits(1):
+        # errstate: a one-row fold has no variance to explain, which PCA reports (the components stand)
+        with threadpool_limits(1), np.errstate(invalid="ignore", divide="ignore"):
             pca = PCA(min(COMPONENTS, *features.shape), svd_solver="full").fit(features)
             projected = pca.transform(features)
-            kmeans = KMeans(self.count, n_init=KMEANS_RESTARTS, random_state=seed).fit(projected)
+            kmeans = KMeans(wanted, n_init=KMEANS_RESTARTS, random_state=seed).fit(projected)
         centres = _without_small_clusters(projected, kmeans.cluster_centers_)
         self.fitted = {"mean": torch.tensor(pca.mean_, dtype=torch.float32),
                        "components": torch.tensor(pca.components_, dtype=torch.float32),
@@ -85,7 +86,7 @@ class AppearanceClusters(nn.Module):
 
     @property
     def fitted_count(self) -> int:
-        """How many clusters the fit kept (``count`` less those dissolved for having too few images)."""
+        """How many clusters the fit kept (at most ``count``; fewer where the fold is small or has outliers)."""
         self._check_fitted()
         return len(self.fitted["centres"])
 
@@ -134,18 +135,10 @@ class AppearanceClusters(nn.Module):
         self._row_of = {tuple(c): i for i, c in enumerate(self.fitted["combinations"].tolist())}
 
 
-def rows_problem(count: int, rows: int) -> str | None:
-    """What is wrong with ``count`` clusters of a training fold of ``rows`` images, or None."""
-    if count > rows:
-        return f"is more than the {rows} rows of the training fold: k-means needs a row per cluster at least"
-    if rows < MIN_CLUSTER_ROWS:
-        return f"needs a training fold of at least {MIN_CLUSTER_ROWS} rows (one cluster's least), got {rows}"
-    return None
-
-
 def _without_small_clusters(projected: np.ndarray, centres: np.ndarray) -> np.ndarray:
     """The centres after dissolving, smallest first, every cluster of fewer than ``MIN_CLUSTER_ROWS`` rows (its rows
-    go to their nearest remaining centre), each then the mean of its rows: a centre is never a few images."""
+    go to their nearest remaining centre), each then the mean of its rows: a centre is never a few images (unless
+    the fold is that small, when the one centre left is its mean)."""
     from scipy.spatial.distance import cdist
 
     nearest = cdist(projected, centres).argmin(axis=1)

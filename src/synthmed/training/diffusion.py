@@ -58,10 +58,8 @@ class DiffusionTraining:
         pooled = torch.cat([pool(from_uint8(images[i : i + chunk])).cpu() for i in range(0, len(images), chunk)])
         clusters.fit(pooled, labels, self.config.seed)
         self.sampler.clusters.load_state_dict(clusters.state_dict())
-        dissolved = clusters.count - clusters.fitted_count
-        return (f"appearance clusters: {clusters.fitted_count} fitted on {len(images):,} training images"
-                + (f" ({dissolved} of {clusters.count} dissolved for holding fewer than {MIN_CLUSTER_ROWS} images)"
-                   if dissolved else ""))
+        return (f"appearance clusters: {clusters.fitted_count} of {clusters.count} fitted on {len(images):,} training "
+                f"images (each holds at least {MIN_CLUSTER_ROWS})")
 
     @staticmethod
     def load_sampler(snapshot: dict[str, Any], config: TrainConfig) -> torch.nn.Module:

@@ -45,7 +45,6 @@ from synthmed.device import precision_name, resolve_bf16, resolve_device, usable
 from synthmed.errors import DataError
 from synthmed.metrics.extractors import FeatureExtractor, make_extractor
 from synthmed.metrics.fid import RunningStats, frechet
-from synthmed.models.appearance import rows_problem
 from synthmed.output_dir import claim_output_dir
 from synthmed.progress import progress_bar
 from synthmed.training import distributed
@@ -126,8 +125,6 @@ def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os
     setting = BenchmarkSetting(setting_dir)
     validate_resolution(setting.resolution, config)
     config = config.for_resolution(setting.resolution)
-    train_rows = int(len(setting.rows("train")))
-    check_appearance_clusters(config, train_rows)
     channels = int(setting.store.manifest["channels"])
     check_hardware(config, channels)
     run = RunDir(out)
@@ -143,7 +140,7 @@ def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os
         "resolution": setting.resolution,
         "label_names": setting.label_names,
         "image_channels": channels,
-        "train_rows": train_rows,
+        "train_rows": int(len(setting.rows("train"))),
         "model": config.model,
         "config_digest": config.digest(),
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
@@ -151,12 +148,6 @@ def start_run(config: TrainConfig, setting_dir: str | os.PathLike, out: str | os
         "torch_version": torch.__version__,
     })
     return run.path
-
-
-def check_appearance_clusters(config: TrainConfig, train_rows: int) -> None:
-    """The training fold can be split into the config's appearance clusters (a new run fits them on it)."""
-    if config.appearance_clusters and (problem := rows_problem(config.appearance_clusters, train_rows)):
-        raise ConfigError(f"appearance_clusters = {config.appearance_clusters} {problem}")
 
 
 def check_hardware(config: TrainConfig, channels: int) -> None:
@@ -231,7 +222,6 @@ def train(run_dir: str | os.PathLike, progress: bool = True, log: Callable[[str]
                 f"{precision_name(bf16)} (bf16 = {config.bf16!r} on {device}): it will not match a run that never "
                 "stopped")
     elif hasattr(method, "prepare"):  # a new run: what the method fits on the whole training fold first
-        check_appearance_clusters(config, n_rows)  # a config.yaml edited since the run started
         if env.is_main and (note := method.prepare(reals, labels)):
             say(note)
         distributed.share_from_main(method.networks(), env, device)  # rank 0's fit on every rank
