@@ -329,6 +329,7 @@ def test_a_model_with_appearance_clusters_keeps_them_in_its_state_dict_and_needs
     for damaged, words in [({**state, "shares": state["shares"][:, :2]}, "does not fit 3 clusters"),
                            ({**state, "mean": state["mean"].tolist()}, "values that are not tensors"),
                            ({}, "holds [], not a fit of"),
+                           ({**state, "shares": state["shares"].long()}, "not finite floating-point numbers"),
                            ({**state, "centres": state["centres"][:0]}, "holds 0 cluster centres, the config 3")]:
         with pytest.raises(RuntimeError, match=re.escape(words)):
             rebuilt.clusters.set_extra_state(damaged)

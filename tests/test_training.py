@@ -177,7 +177,8 @@ def test_a_generator_with_a_damaged_appearance_fit_is_refused_by_name(tiny_setti
     values = {**TINY_DIFFUSION, "appearance_clusters": 3, "min_images": 80, "max_images": 80}
     run = start_run(config_from_dict(values), tiny_setting, tmp_path / "run")
     # 48 training rows hold at most two clusters of 20
-    assert _logged_train(run)[0] == "appearance clusters: 2 of 3 fitted on 48 training images (each holds at least 20)"
+    assert _logged_train(run)[0] == ("appearance clusters: 2 of 3 fitted on 48 training images (each centre the mean "
+                                     "of at least 20)")
     snapshot = torch.load(run / "generator.pt", weights_only=False)
     del snapshot["state_dict"]["clusters._extra_state"]["shares"]
     torch.save(snapshot, run / "generator.pt")

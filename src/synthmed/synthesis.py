@@ -60,7 +60,9 @@ from synthmed.training.samples import to_uint8
 # rows per sampler call: the demo's diffusion model sampled 512 rows in 16.8 s at 64 against 21.1 s at 256
 # (one thread; a batch of 256 outgrows the caches). The starting noise is one stream whatever the batch:
 # the demo's diffusion set and its GANs' training folds came out the same to the pixel at 64 as at 256;
-# rounding can still move a rare pixel by one grey level (1 in 341,000 in another draw; 4 December).
+# rounding can still move a rare pixel by one grey level (1 in 341,000 in another draw; 4 December). A model
+# with appearance clusters draws each batch's clusters from the stream before its noise, so its set depends on
+# the batch size too.
 BATCH = 64
 CARD = "card.json"  # marks a synthetic set
 SNAPSHOT_KEYS = {"state_dict", "config", "resolution", "label_names", "image_channels"}  # what training saves

@@ -59,7 +59,7 @@ class DiffusionTraining:
         clusters.fit(pooled, labels, self.config.seed)
         self.sampler.clusters.load_state_dict(clusters.state_dict())
         return (f"appearance clusters: {clusters.fitted_count} of {clusters.count} fitted on {len(images):,} training "
-                f"images (each holds at least {MIN_CLUSTER_ROWS})")
+                f"images (each centre the mean of at least {MIN_CLUSTER_ROWS})")
 
     @staticmethod
     def load_sampler(snapshot: dict[str, Any], config: TrainConfig) -> torch.nn.Module:
