@@ -8,20 +8,20 @@ real images do and were less varied, and the classifiers trained on them missed 
 fold's looks. The hope: told each training image's look as well, and asked at sampling for the
 looks in the real fold's own shares per label, the model covers them. Measured on br35h
 (docs/diffusion-experiments.md, "Conditioning on the look of the image"): at the full CPU
-preset's length the sets came closer to the real images but the classifiers' gap stayed level,
-and on the demo's smaller network and budget the labels were lost; so it is an option, off in
+preset's length the sets came closer in Inception features but the classifiers' gap stayed level,
+and on the demo's smaller network and budget the labels weakened; so it is an option, off in
 every preset.
 
 Fitted once, when a run starts, on the real training fold: every image average-pooled to at most
 16 x 16 px, projected on its first 32 principal components, and split into ``count`` clusters by
-k-means (scikit-learn, seeded). ``count`` is an upper bound: k-means looks for at most one
-cluster per ``MIN_CLUSTER_ROWS`` images, a cluster of fewer images than that is dissolved into its
+k-means (scikit-learn, seeded). ``count`` is an upper bound: k-means looks for at most one cluster
+per ``MIN_CLUSTER_ROWS`` images, a cluster of fewer images than that is dissolved into its
 neighbours, and each centre is then the mean of its images (k-means readily gives an outlier a
 cluster of its own, whose centre would be that one image at 16 px). A small fold gets fewer
-clusters, down to one (the same condition for every image: no clusters in effect). Training conditions each image on its own cluster. Sampling draws each row's
-cluster from the share of each cluster among the training rows with the same labels (among all
-training rows where those labels never occur in training), with the sampling noise's generator,
-so a seed gives the same clusters.
+clusters, down to one (the same condition for every image: no clusters in effect). Training
+conditions each image on its own cluster. Sampling draws each row's cluster from the share of each
+cluster among the training rows with the same labels (among all training rows where those labels
+never occur in training), with the sampling noise's generator, so a seed gives the same clusters.
 
 What the fit keeps goes into the model's state dict (so into checkpoints and ``generator.pt``):
 the pooled pixels' mean, the components, the cluster centres (each the mean of at least
