@@ -65,8 +65,8 @@ class TrainConfig:
     # "trailing": steps evenly over the training timesteps; "karras": short steps near the clean image
     # (dpm-solver++ only; models/diffusion.py)
     sample_spacing: str = "trailing"
-    # > 0: condition on the image's coarse look too, one of this many clusters fitted on the training fold
-    # (models/appearance.py); sampling draws each row's from its labels' shares
+    # > 0: condition on the image's coarse look too, one of at most this many clusters fitted on the training fold
+    # (at most one per 20 images; models/appearance.py); sampling draws each row's from its labels' shares
     appearance_clusters: int = 0
     # prog-GAN growth: each fade-in and stabilisation phase lasts phase_images real images
     start_resolution: int = 8
