@@ -74,10 +74,10 @@ class AppearanceClusters(nn.Module):
             pca = PCA(min(COMPONENTS, *features.shape), svd_solver="full").fit(features)
             projected = pca.transform(features)
             kmeans = KMeans(wanted, n_init=KMEANS_RESTARTS, random_state=seed).fit(projected)
-        centres = _without_small_clusters(projected, kmeans.cluster_centers_)
+        centres = _without_small_clusters(torch.from_numpy(projected), torch.from_numpy(kmeans.cluster_centers_))
         self.fitted = {"mean": torch.tensor(pca.mean_, dtype=torch.float32),
                        "components": torch.tensor(pca.components_, dtype=torch.float32),
-                       "centres": torch.tensor(centres, dtype=torch.float32)}
+                       "centres": centres.float()}
         self._on_device = {}
         assigned = self._nearest(pooled.float().cpu())  # as training will assign them
         combinations, row = torch.unique(labels.cpu().round().to(torch.int64), dim=0, return_inverse=True)
@@ -116,11 +116,7 @@ class AppearanceClusters(nn.Module):
             self._on_device[pooled.device] = {name: self.fitted[name].to(pooled.device)
                                               for name in ("mean", "components", "centres")}
         fit = self._on_device[pooled.device]
-        projected = (pooled - fit["mean"]) @ fit["components"].T
-        # the direct distances: cdist's matrix-product shortcut (taken above 25 rows) could move a boundary image
-        # to another cluster in a batch than in the whole fold
-        distances = torch.cdist(projected, fit["centres"], compute_mode="donot_use_mm_for_euclid_dist")
-        return distances.argmin(dim=1)
+        return _nearest_centre((pooled - fit["mean"]) @ fit["components"].T, fit["centres"])
 
     def _check_fitted(self) -> None:
         if not self.fitted:
@@ -138,20 +134,24 @@ class AppearanceClusters(nn.Module):
         self._row_of = {tuple(c): i for i, c in enumerate(self.fitted["combinations"].tolist())}
 
 
-def _without_small_clusters(projected: np.ndarray, centres: np.ndarray) -> np.ndarray:
+def _nearest_centre(points: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """The index of each point's nearest centre. Direct distances: cdist's matrix-product shortcut (taken above 25
+    rows) could move a boundary image to another cluster in a batch than in the whole fold."""
+    return torch.cdist(points, centres, compute_mode="donot_use_mm_for_euclid_dist").argmin(dim=1)
+
+
+def _without_small_clusters(projected: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
     """The centres after dissolving, smallest first, every cluster of fewer than ``MIN_CLUSTER_ROWS`` rows (its rows
     go to their nearest remaining centre), each then the mean of its rows: a centre is never a few images (unless
     the fold is that small, when the one centre left is its mean)."""
-    from scipy.spatial.distance import cdist
-
-    nearest = cdist(projected, centres).argmin(axis=1)
+    nearest = _nearest_centre(projected, centres)
     while True:
-        sizes = np.bincount(nearest, minlength=len(centres))
+        sizes = torch.bincount(nearest, minlength=len(centres))
         if sizes.min() >= MIN_CLUSTER_ROWS or len(centres) == 1:
             break
-        centres = np.delete(centres, sizes.argmin(), axis=0)
-        nearest = cdist(projected, centres).argmin(axis=1)
-    return np.stack([projected[nearest == c].mean(axis=0) for c in range(len(centres))])
+        centres = centres[torch.arange(len(centres)) != sizes.argmin()]
+        nearest = _nearest_centre(projected, centres)
+    return torch.stack([projected[nearest == c].mean(dim=0) for c in range(len(centres))])
 
 
 def _state_problem(state, count: int) -> str | None:

@@ -16,8 +16,8 @@ parts, and added to the timestep embedding (scale-shift in every residual block)
 null vector replaces the sum for the unconditional branch. With ``appearance_clusters`` K > 0
 each row's coarse look (one of K clusters of the training fold, ``appearance.py``) joins its
 labels as K one-hot columns; sampling draws it per row from the training fold's shares for the
-row's labels. Sampling with guidance scale w evaluates both branches in one batch: ``out = uncond + w * (cond - uncond)``. A guidance interval
-(Kynkäänniemi et al. 2024) applies guidance only at the steps whose noise level
+row's labels. Sampling with guidance scale w evaluates both branches in one batch:
+``out = uncond + w * (cond - uncond)``. A guidance interval (Kynkäänniemi et al. 2024) applies guidance only at the steps whose noise level
 sigma = sqrt((1 - alpha_bar) / alpha_bar) lies in (low, high], and the conditional branch alone
 at the others: guidance at the noisiest steps pulls every image of a label towards one layout
 and costs variety, and every unguided step costs one denoiser evaluation instead of two.
