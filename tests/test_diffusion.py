@@ -258,7 +258,7 @@ def looks_and_labels() -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def fitted_clusters(count: int = 3) -> AppearanceClusters:
-    clusters = AppearanceClusters(count)
+    clusters = AppearanceClusters(count, label_dim=2)
     images, labels = looks_and_labels()
     clusters.fit(pool(images), labels, seed=0)
     return clusters
@@ -300,7 +300,7 @@ def test_a_small_fold_gets_at_most_one_cluster_per_least_rows(rows):
     """k-means looks for at most rows // MIN_CLUSTER_ROWS clusters (at least one): a fold too small for the
     config's count trains with fewer, not with clusters of a few images or an error."""
     images, labels = looks_and_labels()
-    clusters = AppearanceClusters(4000)
+    clusters = AppearanceClusters(4000, label_dim=2)
     order = torch.randperm(120, generator=torch.Generator().manual_seed(0))[:rows]
     clusters.fit(pool(images[order]), labels[order], seed=0)
     assert 1 <= clusters.fitted_count <= max(1, rows // MIN_CLUSTER_ROWS)
@@ -330,7 +330,9 @@ def test_a_model_with_appearance_clusters_keeps_them_in_its_state_dict_and_needs
                            ({**state, "mean": state["mean"].tolist()}, "values that are not tensors"),
                            ({}, "holds [], not a fit of"),
                            ({**state, "shares": state["shares"].long()}, "not finite floating-point numbers"),
-                           ({**state, "centres": state["centres"][:0]}, "holds 0 cluster centres, the config 3")]:
+                           ({**state, "centres": state["centres"][:0]}, "holds 0 cluster centres, the config 3"),
+                           ({**state, "combinations": state["combinations"][:, :1]},
+                            "holds label combinations of 1 labels, the model 2")]:
         with pytest.raises(RuntimeError, match=re.escape(words)):
             rebuilt.clusters.set_extra_state(damaged)
 
@@ -343,7 +345,7 @@ def test_clusters_of_fewer_than_the_least_rows_are_dissolved_and_each_centre_is_
     images, labels = torch.cat([images, outliers]), torch.cat([labels, torch.tensor([[0.0, 1]] * 3)])
     plain = KMeans(4, n_init=KMEANS_RESTARTS, random_state=0).fit(pool(images).double().numpy())
     assert sorted(np.bincount(plain.labels_).tolist()) == [3, 40, 40, 40]  # k-means alone keeps the three apart
-    clusters = AppearanceClusters(4)
+    clusters = AppearanceClusters(4, label_dim=2)
     clusters.fit(pool(images), labels, seed=0)
     assert clusters.fitted_count == 3
     assigned = clusters.assign(images)

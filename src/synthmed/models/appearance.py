@@ -51,11 +51,12 @@ def pool(images: torch.Tensor) -> torch.Tensor:
 
 
 class AppearanceClusters(nn.Module):
-    """Assigns images to ``count`` appearance clusters and draws clusters for label rows; ``fit`` first."""
+    """Assigns images to ``count`` appearance clusters and draws clusters for rows of ``label_dim`` labels; ``fit``
+    first."""
 
-    def __init__(self, count: int) -> None:
+    def __init__(self, count: int, label_dim: int) -> None:
         super().__init__()
-        self.count = count
+        self.count, self.label_dim = count, label_dim
         self.fitted: dict[str, torch.Tensor] = {}
         self._row_of: dict[tuple[int, ...], int] = {}  # label combination -> its row of ``shares``
         self._on_device: dict[torch.device, dict[str, torch.Tensor]] = {}  # the fit's copies where images are
@@ -127,7 +128,7 @@ class AppearanceClusters(nn.Module):
         return dict(self.fitted)
 
     def set_extra_state(self, state: dict[str, torch.Tensor]) -> None:
-        if problem := _state_problem(state, self.count):
+        if problem := _state_problem(state, self.count, self.label_dim):
             raise RuntimeError(f"the appearance clusters' state {problem}")
         self.fitted = {name: state[name].cpu() for name in FITTED}
         self._on_device = {}
@@ -154,8 +155,9 @@ def _without_small_clusters(projected: torch.Tensor, centres: torch.Tensor) -> t
     return torch.stack([projected[nearest == c].mean(dim=0) for c in range(len(centres))])
 
 
-def _state_problem(state, count: int) -> str | None:
-    """What is wrong with a saved fit for ``count`` clusters, in words (to follow "the state"), or None."""
+def _state_problem(state, count: int, label_dim: int) -> str | None:
+    """What is wrong with a saved fit for ``count`` clusters and ``label_dim`` labels, in words (to follow "the
+    state"), or None."""
     if not isinstance(state, dict) or set(state) != set(FITTED):
         held = sorted(state) if isinstance(state, dict) else type(state).__name__
         return f"holds {held}, not a fit of {list(FITTED)}"
@@ -173,4 +175,6 @@ def _state_problem(state, count: int) -> str | None:
         return f"does not fit {count} clusters (shapes {[tuple(state[name].shape) for name in FITTED]})"
     if not 1 <= len(centres) <= count:
         return f"holds {len(centres)} cluster centres, the config {count} clusters"
+    if combinations.shape[1] != label_dim:  # else every row would silently fall back to the overall shares
+        return f"holds label combinations of {combinations.shape[1]} labels, the model {label_dim}"
     return None

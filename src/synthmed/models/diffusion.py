@@ -173,7 +173,7 @@ class ConditionalDiffusion(nn.Module):
         )
         # the look of the image beside its labels (models/appearance.py): K one-hot columns after the labels', so the
         # embedding sums a label row and a cluster row, and the null condition drops both
-        self.clusters = AppearanceClusters(appearance_clusters) if appearance_clusters else None
+        self.clusters = AppearanceClusters(appearance_clusters, label_dim) if appearance_clusters else None
         self.labels = LabelEmbedding(label_dim + appearance_clusters, time_dim)
 
     def forward(self, noisy: torch.Tensor, timesteps: torch.Tensor, labels: torch.Tensor,
