@@ -203,7 +203,7 @@ class PixelTable:
         self.d[:n, n:] = self.d[n:, :n].T
 
     def nearest(self, queries: np.ndarray, references: np.ndarray, max_shift: float,
-                max_scale: float, blur: float) -> tuple[np.ndarray, np.ndarray]:
+                max_scale: float, blur: float, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
         assert (max_shift, max_scale, blur) == (DEFAULT_OPTIONS["max_shift"], DEFAULT_OPTIONS["max_scale"], PIXEL_BLUR)
         d = self.d[np.ix_([self.row[x.tobytes()] for x in queries], [self.row[x.tobytes()] for x in references])]
         assert not np.isnan(d).any(), "a copy against a copy: not in the table"

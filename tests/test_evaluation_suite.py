@@ -54,6 +54,21 @@ def test_fidelity_and_privacy_runs_write_their_outputs(tmp_path):
     for space in ("features", "pixels"):
         assert Image.open(out / saved["figures"][space]).size[1] == 2 * 32 + 2
 
+    # the command line's privacy audit, with its progress bars: the same report, the bars run to their ends
+    from typer.testing import CliRunner
+
+    from synthmed.cli import app
+    shown = CliRunner().invoke(app, ["evaluate", "privacy", "--real", str(real), "--synthetic", str(synthetic),
+                                     "--classifier", str(classifier), "--out", str(out / "cli"),
+                                     "--copy-quantile", "0.02", "--progress"])
+    assert shown.exit_code == 0, shown.output
+    assert json.loads((out / "cli" / "privacy.json").read_text())["tests"] == saved["tests"]
+    bars = [line for line in shown.output.splitlines() if "100%" in line]
+    assert len(bars) == 6, shown.output  # features of the train, unseen and synthetic images; three pixel searches
+    assert all(line.startswith("densenet121-real-classifier features") for line in bars[:3]), bars
+    for searched, line in zip(["100 against 100", "100 against 60", "40 against 60"], bars[3:]):
+        assert line.startswith(f"pixel search, {searched} images") and "147/147" in line, bars
+
 
 def test_a_set_of_two_images_per_row_is_scored_on_equal_image_counts_and_says_so(tmp_path):
     real = BenchmarkSetting(finding_setting(tmp_path, "real", seed=4))

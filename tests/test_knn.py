@@ -151,6 +151,18 @@ def test_registered_distance_matches_a_brute_force_loop() -> None:
     assert len(registrations((10, 10), 0.2, 1.25)) == 3 * 25 and registrations((10, 10), 0.2, 1.25)[0] == ((1.0, (0, 0)))
 
 
+def test_the_registered_search_with_a_progress_bar_counts_every_registration_and_finds_the_same(capsys) -> None:
+    rng = np.random.default_rng(0)
+    queries, references = _smooth(rng, 4, 10), _smooth(rng, 5, 10)
+    quiet = registered_nearest(queries, references, max_shift=0.2, max_scale=1.25)
+    assert capsys.readouterr().out == ""
+    shown = registered_nearest(queries, references, max_shift=0.2, max_scale=1.25, progress=True)
+    for got, want in zip(shown, quiet):
+        np.testing.assert_array_equal(got, want)
+    bar = capsys.readouterr().out
+    assert "pixel search, 4 against 5 images" in bar and "75/75" in bar, bar
+
+
 def test_a_shifted_or_cropped_and_resized_copy_is_close_and_an_unrelated_image_is_not() -> None:
     from PIL import Image
 

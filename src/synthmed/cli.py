@@ -328,11 +328,13 @@ def evaluate_fidelity_command(
     out: Annotated[Path, typer.Option("--out", "-o", help=f"directory for {FIDELITY}")],
     extractor: Extractors = ["inception"],
     max_images: Annotated[Optional[int], typer.Option(help="compare a seeded sample of this many images")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """FD, KID, precision/recall and density/coverage; also in the real classifier's feature space."""
     from synthmed.evaluation.suite import evaluate_fidelity_run
 
-    evaluate_fidelity_run(real, synthetic, classifier, out, tuple(extractor), max_images, log=console.print)
+    evaluate_fidelity_run(real, synthetic, classifier, out, tuple(extractor), max_images, log=console.print,
+                          progress=progress)
 
 
 PrivacyAlpha = Annotated[Optional[float], typer.Option(
@@ -374,11 +376,12 @@ def evaluate_privacy_command(
     seed: PrivacySeed = None,
     max_shift: PrivacyShift = None,
     max_scale: PrivacyScale = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars")] = True,
 ) -> None:
     """Privacy audit: membership inference, copies in features and pixels, a density attack; a calibrated verdict."""
     from synthmed.evaluation.suite import evaluate_privacy_run
 
-    evaluate_privacy_run(real, synthetic, classifier, out, log=console.print,
+    evaluate_privacy_run(real, synthetic, classifier, out, log=console.print, progress=progress,
                          **_privacy_options(alpha, copy_quantile, mia_auc_threshold, copy_excess_threshold, seed,
                                            max_shift, max_scale))
 
@@ -429,8 +432,9 @@ def evaluate_all_command(
     evaluate_utility_command(real, synthetic, out, set_, progress)
     folder = EvalDir(out)
     real_classifier, synthetic_classifier = folder.real_classifier, folder.synthetic_classifier
-    evaluate_fidelity_run(real, synthetic, real_classifier, out, tuple(extractor), max_images, log=console.print)
-    evaluate_privacy_run(real, synthetic, real_classifier, out, log=console.print)
+    evaluate_fidelity_run(real, synthetic, real_classifier, out, tuple(extractor), max_images, log=console.print,
+                          progress=progress)
+    evaluate_privacy_run(real, synthetic, real_classifier, out, log=console.print, progress=progress)
     evaluate_importance_run(real, real_classifier, synthetic_classifier, out, images, patch, patch, log=console.print)
 
 
@@ -446,6 +450,7 @@ def release_command(
     force: Annotated[bool, typer.Option(help="release a set that failed its privacy audit; its card says so first")]
     = False,
     by: Annotated[Optional[str], typer.Option(help="with --force: who releases it (default: the login name)")] = None,
+    progress: Annotated[bool, typer.Option(help="show progress bars (a privacy audit run here)")] = True,
 ) -> None:
     """Audit a synthetic set's privacy and write its shareable package (PNG, CSV, npz, card, SHA256SUMS)."""
     from synthmed.errors import ConfigError
@@ -454,7 +459,7 @@ def release_command(
     if by is not None and not force:
         raise ConfigError("--by names who forces a release: it goes with --force")
     try:
-        release(source, real, out, evaluation=evaluation, force=force, by=by, log=console.print)
+        release(source, real, out, evaluation=evaluation, force=force, by=by, log=console.print, progress=progress)
     except ReleaseRefused as refusal:  # not bad input: the audit said no (exit 1, not 2)
         Console(stderr=True).print(f"[bold red]refused:[/] {refusal}", highlight=False)
         raise typer.Exit(1) from None

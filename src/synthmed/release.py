@@ -84,7 +84,7 @@ def _made_for(folders: list[Path], name: str, real: BenchmarkSetting,
 
 
 def _audit(folders: list[Path], real: BenchmarkSetting, synthetic: BenchmarkSetting,
-           log: Callable[[str], None]) -> JobFile:
+           log: Callable[[str], None], progress: bool) -> JobFile:
     """The privacy audit of this pair: reused when made for it, else run with a real classifier found in ``folders``."""
     found = _made_for(folders, PRIVACY, real, synthetic)
     if found is not None:
@@ -96,7 +96,7 @@ def _audit(folders: list[Path], real: BenchmarkSetting, synthetic: BenchmarkSett
                         "`synthmed evaluate all` (or utility, then privacy) with --out there first, or name the "
                         "folders with --evaluation", file=", ".join(str(f) for f in folders) or "--evaluation")
     log(f"running the privacy audit with {classifiers[0]} into {folders[0]}")
-    evaluate_privacy_run(real.path, synthetic.path, classifiers[0], folders[0], log=log)
+    evaluate_privacy_run(real.path, synthetic.path, classifiers[0], folders[0], log=log, progress=progress)
     return JobFile(EvalDir(folders[0]).privacy)
 
 
@@ -204,12 +204,12 @@ def _write_package(folder: Path, synthetic: BenchmarkSetting, card: dict[str, An
 
 def release(source: str | os.PathLike, real_setting: str | os.PathLike, out: str | os.PathLike, *,
             evaluation: list[str | os.PathLike] | None = None, force: bool = False, by: str | None = None,
-            log: Callable[[str], None] = print) -> Path:
+            log: Callable[[str], None] = print, progress: bool = False) -> Path:
     """Write the package of ``source``'s synthetic set to ``out`` (see the module docstring).
 
     ``evaluation``: evaluation folders (``eval_dir.py``: the privacy audit, utility, fidelity, the
     real classifier; default: ``eval/`` beside the synthetic set). ``by`` names who forces
-    a failed set out (default: the login name)."""
+    a failed set out (default: the login name). ``progress``: bars for a privacy audit run here."""
     out = check_output_path(out)
     if out.exists():
         raise DataError("already exists: a release goes to a new folder", file=out)
@@ -229,7 +229,7 @@ def release(source: str | os.PathLike, real_setting: str | os.PathLike, out: str
         if found is None:
             log(f"no {file} made for this set in {', '.join(map(str, folders))}: the card says so")
         measured[file] = None if found is None else card_part(found)
-    audit = _audit(folders, real, synthetic, log)
+    audit = _audit(folders, real, synthetic, log, progress)
     privacy = audit.data
     with damaged_json(audit.path, "the release"):
         privacy_words = describe(privacy)  # reads every key of it that card.md shows, its reason too

@@ -137,11 +137,13 @@ def pixel_images(images: np.ndarray, side: int = PIXEL_SIDE, batch: int = 1024) 
     return out
 
 
-def nearest_in_space(queries: np.ndarray, references: np.ndarray, o: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+def nearest_in_space(queries: np.ndarray, references: np.ndarray, o: Mapping[str, Any],
+                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """Each query's closest reference, ``(distances (Q,), indices (Q,))``: images (N, C, H, W) by the
-    registered, smoothed 1 - Pearson r, rows (N, D) by cosine distance."""
+    registered, smoothed 1 - Pearson r (``progress``: with a bar, the search takes minutes), rows (N, D) by cosine
+    distance."""
     if queries.ndim == 4:
-        return registered_nearest(queries, references, o["max_shift"], o["max_scale"], PIXEL_BLUR)
+        return registered_nearest(queries, references, o["max_shift"], o["max_scale"], PIXEL_BLUR, progress=progress)
     d, i = nearest_neighbours(queries, references)
     return d[:, 0], i[:, 0]
 
@@ -175,10 +177,11 @@ def _per_group(values: np.ndarray, codes: np.ndarray, reduce: np.ufunc) -> np.nd
     return out
 
 
-def _membership(sets: Sets, groups: Groups, confidence: float, o: Mapping[str, Any]) -> dict[str, Any]:
+def _membership(sets: Sets, groups: Groups, confidence: float, o: Mapping[str, Any],
+                progress: bool) -> dict[str, Any]:
     """Distance-to-closest-record attack, per patient: the closer a patient's closest image is to a
     synthetic one, the likelier the patient is a member."""
-    d = nearest_in_space(np.concatenate([sets.train, sets.holdout]), sets.synthetic, o)[0]
+    d = nearest_in_space(np.concatenate([sets.train, sets.holdout]), sets.synthetic, o, progress)[0]
     members = _per_group(d[: len(sets.train)], groups.train, np.minimum)
     others = _per_group(d[len(sets.train):], groups.holdout, np.minimum)
     result = auc_test(-members, -others, confidence)
@@ -187,11 +190,12 @@ def _membership(sets: Sets, groups: Groups, confidence: float, o: Mapping[str, A
             "p_value": result["p_value"], "n_members": len(members), "n_nonmembers": len(others)}
 
 
-def _copies(sets: Sets, picks: np.ndarray, confidence: float, o: Mapping[str, Any]) -> tuple[dict, dict]:
+def _copies(sets: Sets, picks: np.ndarray, confidence: float, o: Mapping[str, Any],
+            progress: bool) -> tuple[dict, dict]:
     """The copy test of one space against one holdout image per patient (``picks``), and the distance
     summary with the closest pairs behind it."""
-    syn_d, syn_i = nearest_in_space(sets.synthetic, sets.train, o)
-    hold_d = nearest_in_space(sets.holdout[picks], sets.train, o)[0]
+    syn_d, syn_i = nearest_in_space(sets.synthetic, sets.train, o, progress)
+    hold_d = nearest_in_space(sets.holdout[picks], sets.train, o, progress)[0]
     quantile = o["copy_quantile"]
     k = max(1, math.floor(quantile * len(hold_d)))
     result = count_below_test(syn_d, hold_d, k)
@@ -287,9 +291,10 @@ def _verdict(tests: dict[str, dict[str, Any]], alpha: float) -> tuple[str, str]:
     return verdict, min(failing or significant or list(decisive), key=lambda k: tests[k]["p_adjusted"])
 
 
-def privacy_report(features: Sets, pixels: Sets, groups: Groups | None = None,
+def privacy_report(features: Sets, pixels: Sets, groups: Groups | None = None, progress: bool = False,
                    **options: Any) -> dict[str, Any]:
-    """The audit of one synthetic set (JSON-ready); ``options`` are those of ``DEFAULT_OPTIONS``.
+    """The audit of one synthetic set (JSON-ready); ``options`` are those of ``DEFAULT_OPTIONS``; ``progress``:
+    bars for the registered pixel searches, which take most of its time.
 
     ``features`` are (N, D) rows; ``pixels`` are ``pixel_images`` (N, C, H, W), compared registered, or
     (N, D) rows, compared by cosine distance as they are.
@@ -309,11 +314,11 @@ def privacy_report(features: Sets, pixels: Sets, groups: Groups | None = None,
     rng = np.random.default_rng(o["seed"])
     reference, unseen = _halves(rng, codes.holdout)
     picks = _one_per_group(rng, codes.holdout)
-    tests = {"membership": {**_membership(spaces["pixels"], codes, confidence, o), "effect": "auc",
+    tests = {"membership": {**_membership(spaces["pixels"], codes, confidence, o, progress), "effect": "auc",
                             "effect_threshold": o["mia_auc_threshold"], "in_verdict": True}}
     dcr = {}
     for name, sets in spaces.items():
-        test, dcr[name] = _copies(sets, picks, confidence, o)
+        test, dcr[name] = _copies(sets, picks, confidence, o, progress)
         tests[f"copies/{name}"] = {"space": name, **test, "effect": "excess",
                                    "effect_threshold": o["copy_excess_threshold"], "in_verdict": name == "pixels"}
     verdict, decided_by = _verdict(tests, o["alpha"])

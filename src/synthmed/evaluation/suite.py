@@ -62,9 +62,10 @@ def _real_key(real: BenchmarkSetting, images: str) -> str:
 def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting_dir: str | os.PathLike,
                           classifier_path: str | os.PathLike, out_dir: str | os.PathLike,
                           extractors: tuple[str, ...] = ("inception",), max_images: int | None = None,
-                          log: Callable[[str], None] = print,
-                          cache_dir: str | os.PathLike | None = None) -> dict[str, Any]:
-    """FD/KID/PRDC on each named extractor plus the in-domain classifier features.
+                          log: Callable[[str], None] = print, cache_dir: str | os.PathLike | None = None,
+                          progress: bool = False) -> dict[str, Any]:
+    """FD/KID/PRDC on each named extractor plus the in-domain classifier features (``progress``: a bar per
+    feature extraction).
 
     Real features are cached in ``cache_dir`` (default ``out_dir/feature_cache``): point
     several runs of one setting at one folder and the real set is read once.
@@ -90,7 +91,7 @@ def evaluate_fidelity_run(real_setting_dir: str | os.PathLike, synthetic_setting
     cache = FeatureCache(cache_dir or out.feature_cache)
     metrics = evaluate_fidelity(real_images, fake_images, chosen, cache=cache,
                                 real_key=_real_key(real, "train" if max_images is None else f"train:{max_images}"),
-                                kid_subset_size=min(1000, len(real_images), len(fake_images)))
+                                kid_subset_size=min(1000, len(real_images), len(fake_images)), progress=progress)
     result = {"real_setting": str(real.path), "synthetic_setting": str(synthetic.path),
               **pair_identity(real, synthetic), "metrics": metrics}
     write_json_atomic(out.fidelity, result)
@@ -123,8 +124,9 @@ def check_importance_options(n_images: int, patch: int, stride: int, input_size:
 def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_dir: str | os.PathLike,
                          classifier_path: str | os.PathLike, out_dir: str | os.PathLike,
                          log: Callable[[str], None] = print, cache_dir: str | os.PathLike | None = None,
-                         **options: Any) -> dict[str, Any]:
-    """The privacy audit (``evaluation/privacy.py``; ``options`` as ``privacy.DEFAULT_OPTIONS``).
+                         progress: bool = False, **options: Any) -> dict[str, Any]:
+    """The privacy audit (``evaluation/privacy.py``; ``options`` as ``privacy.DEFAULT_OPTIONS``; ``progress``:
+    bars for the feature extractions and the pixel searches).
 
     Members are the patients of the real train fold, the generator's training data; non-members
     those of the real val and test folds, which it never saw (patients: the store's groups); the
@@ -142,13 +144,13 @@ def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_
     log(f"privacy audit: {len(train_images)} training, {len(holdout_images)} unseen real and "
         f"{len(synthetic_images)} synthetic images")
     cache = FeatureCache(cache_dir or out.feature_cache)  # "train": fidelity's key too, without max_images
-    spaces = {"features": Sets(cache.features(_real_key(real, "train"), features, train_images),
-                               cache.features(_real_key(real, "val+test"), features, holdout_images),
-                               extract_features(features, synthetic_images)),
+    spaces = {"features": Sets(cache.features(_real_key(real, "train"), features, train_images, progress),
+                               cache.features(_real_key(real, "val+test"), features, holdout_images, progress),
+                               extract_features(features, synthetic_images, progress)),
               "pixels": Sets(*(pixel_images(x) for x in (train_images, holdout_images, synthetic_images)))}
     patients = real.store.groups  # the store's groups: patient ids, or near-duplicate groups where there are none
     groups = Groups(patients[real.rows("train")], patients[np.concatenate([real.rows("val"), real.rows("test")])])
-    report = privacy_report(spaces["features"], spaces["pixels"], groups, **options)
+    report = privacy_report(spaces["features"], spaces["pixels"], groups, progress, **options)
     figures = {}
     for space, distances in report["dcr"].items():
         figures[space] = out.nn_grid(space).name

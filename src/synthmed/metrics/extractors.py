@@ -29,6 +29,7 @@ from synthmed._io import sha256_file
 from synthmed.errors import ConfigError, DataError
 from synthmed.metrics.arrays import Features
 from synthmed.metrics.fid import RunningStats
+from synthmed.progress import progress_bar
 
 DEFAULT_WEIGHTS_FILE = "default_1.pt"
 DEFAULT_WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -261,9 +262,14 @@ def image_batches(images: Features | Iterable[Features], batch_size: int) -> Ite
         yield batch if isinstance(batch, torch.Tensor) else torch.from_numpy(np.array(batch))
 
 
-def extract_features(extractor: FeatureExtractor, images: Features) -> np.ndarray:
-    """Features of uint8 (N, C, H, W) images, batch by batch (a memory-mapped store is read in slices)."""
-    out = [extractor(batch).numpy() for batch in image_batches(images, extractor.batch_size)]
+def extract_features(extractor: FeatureExtractor, images: Features, progress: bool = False) -> np.ndarray:
+    """Features of uint8 (N, C, H, W) images, batch by batch (a memory-mapped store is read in slices); with
+    ``progress``, a bar counting the images."""
+    out = []
+    with progress_bar(len(images), f"{extractor.name.split(' (')[0]} features", progress) as bar:  # the name, not its note
+        for batch in image_batches(images, extractor.batch_size):
+            out.append(extractor(batch).numpy())
+            bar.advance(len(batch))
     return np.concatenate(out) if out else np.zeros((0, extractor.dim), np.float32)
 
 

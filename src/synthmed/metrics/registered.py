@@ -33,6 +33,7 @@ import torch.nn.functional as F
 from scipy import ndimage
 
 from synthmed.metrics.knn import BLOCK, nearest_neighbours
+from synthmed.progress import progress_bar
 
 
 class Registration(NamedTuple):
@@ -107,14 +108,18 @@ def registered_pairs(queries: np.ndarray, references: np.ndarray, max_shift: flo
 
 
 def registered_nearest(queries: np.ndarray, references: np.ndarray, max_shift: float, max_scale: float,
-                       blur: float = 0.0, block: int = BLOCK) -> tuple[np.ndarray, np.ndarray]:
+                       blur: float = 0.0, block: int = BLOCK, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
     """For every query image, the smallest 1 - Pearson r to a reference image over ``registrations``,
     compared on the overlap (smoothed by ``blur`` pixels), and that reference's index: ``(distances (Q,),
     indices (Q,))``. On equal distances the earlier registration (the identity first) and then the lower
-    index win."""
+    index win. With ``progress``, a bar counting the registrations searched."""
     best_d, best_i = np.full(len(queries), np.inf), np.zeros(len(queries), np.int64)
-    for q, r in registered_pairs(queries, references, max_shift, max_scale, blur):
-        d, i = nearest_neighbours(q, r, block=block)
-        closer = d[:, 0] < best_d
-        best_d[closer], best_i[closer] = d[closer, 0], i[closer, 0]
+    total = len(registrations(np.shape(queries)[2:], max_shift, max_scale)) if progress else 0
+    title = f"pixel search, {len(queries)} against {len(references)} images"
+    with progress_bar(total, title, progress) as bar:
+        for q, r in registered_pairs(queries, references, max_shift, max_scale, blur):
+            d, i = nearest_neighbours(q, r, block=block)
+            closer = d[:, 0] < best_d
+            best_d[closer], best_i[closer] = d[closer, 0], i[closer, 0]
+            bar.advance()
     return best_d, best_i
