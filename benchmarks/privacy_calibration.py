@@ -204,6 +204,7 @@ class PixelTable:
 
     def nearest(self, queries: np.ndarray, references: np.ndarray, max_shift: float,
                 max_scale: float, blur: float, progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        # progress: only to take what registered_nearest takes (a lookup needs no bar)
         assert (max_shift, max_scale, blur) == (DEFAULT_OPTIONS["max_shift"], DEFAULT_OPTIONS["max_scale"], PIXEL_BLUR)
         d = self.d[np.ix_([self.row[x.tobytes()] for x in queries], [self.row[x.tobytes()] for x in references])]
         assert not np.isnan(d).any(), "a copy against a copy: not in the table"

@@ -332,7 +332,7 @@ def test_a_model_with_appearance_clusters_keeps_them_in_its_state_dict_and_needs
                            ({**state, "shares": state["shares"].long()}, "not finite floating-point numbers"),
                            ({**state, "centres": state["centres"][:0]}, "holds 0 cluster centres, the config 3"),
                            ({**state, "combinations": state["combinations"][:, :1]},
-                            "holds label combinations of 1 labels, the model 2")]:
+                            "holds label combinations 1 wide, for a model of 2 labels")]:
         with pytest.raises(RuntimeError, match=re.escape(words)):
             rebuilt.clusters.set_extra_state(damaged)
 

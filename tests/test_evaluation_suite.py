@@ -21,7 +21,7 @@ from synthmed.metrics.extractors import extract_features
 from synthmed.synthesis import write_set
 
 
-def test_fidelity_and_privacy_runs_write_their_outputs(tmp_path):
+def test_fidelity_and_privacy_runs_write_their_outputs(tmp_path, monkeypatch):
     real, synthetic = finding_setting(tmp_path, "real", seed=4), finding_setting(tmp_path, "synthetic", seed=5)
     out = tmp_path / "eval"
     evaluate_utility(real, synthetic, ClassifierConfig(max_epochs=1, **FAST_CLASSIFIER), out, log=lambda m: None,
@@ -58,6 +58,7 @@ def test_fidelity_and_privacy_runs_write_their_outputs(tmp_path):
     from typer.testing import CliRunner
 
     from synthmed.cli import app
+    monkeypatch.setenv("COLUMNS", "200")  # rich sizes its bars to the terminal: a narrow one would cut the counts
     shown = CliRunner().invoke(app, ["evaluate", "privacy", "--real", str(real), "--synthetic", str(synthetic),
                                      "--classifier", str(classifier), "--out", str(out / "cli"),
                                      "--copy-quantile", "0.02", "--progress"])

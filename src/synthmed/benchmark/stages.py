@@ -147,7 +147,7 @@ def fidelity(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, An
     real, synthetic, classifier = _pair(job, inputs)
     cache = EvalDir(inputs["real_classifier"]).feature_cache  # the real features: shared by the models of a seed
     evaluate_fidelity_run(real, synthetic, classifier, out, tuple(job.params["extractors"]),
-                          job.params["max_images"], log=log, cache_dir=cache)
+                          job.params["max_images"], log=log, cache_dir=cache, progress=False)
     return {"fidelity": EvalDir(out).fidelity.name}
 
 
@@ -157,7 +157,7 @@ def privacy(job: Job, out: Path, inputs: dict[str, Path], runtime: dict[str, Any
 
     real, synthetic, classifier = _pair(job, inputs)
     options = {name: job.params[name] for name in DEFAULT_OPTIONS}
-    result = evaluate_privacy_run(real, synthetic, classifier, out, log=log,
+    result = evaluate_privacy_run(real, synthetic, classifier, out, log=log, progress=False,
                                   cache_dir=EvalDir(inputs["real_classifier"]).feature_cache, **options)
     return {"verdict": result["verdict"], "decided_by": result["decided_by"]}
 

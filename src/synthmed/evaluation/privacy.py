@@ -291,7 +291,7 @@ def _verdict(tests: dict[str, dict[str, Any]], alpha: float) -> tuple[str, str]:
     return verdict, min(failing or significant or list(decisive), key=lambda k: tests[k]["p_adjusted"])
 
 
-def privacy_report(features: Sets, pixels: Sets, groups: Groups | None = None, progress: bool = False,
+def privacy_report(features: Sets, pixels: Sets, groups: Groups | None = None, *, progress: bool = False,
                    **options: Any) -> dict[str, Any]:
     """The audit of one synthetic set (JSON-ready); ``options`` are those of ``DEFAULT_OPTIONS``; ``progress``:
     bars for the registered pixel searches, which take most of its time.

@@ -150,7 +150,7 @@ def evaluate_privacy_run(real_setting_dir: str | os.PathLike, synthetic_setting_
               "pixels": Sets(*(pixel_images(x) for x in (train_images, holdout_images, synthetic_images)))}
     patients = real.store.groups  # the store's groups: patient ids, or near-duplicate groups where there are none
     groups = Groups(patients[real.rows("train")], patients[np.concatenate([real.rows("val"), real.rows("test")])])
-    report = privacy_report(spaces["features"], spaces["pixels"], groups, progress, **options)
+    report = privacy_report(spaces["features"], spaces["pixels"], groups, progress=progress, **options)
     figures = {}
     for space, distances in report["dcr"].items():
         figures[space] = out.nn_grid(space).name

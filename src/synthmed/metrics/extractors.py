@@ -266,7 +266,8 @@ def extract_features(extractor: FeatureExtractor, images: Features, progress: bo
     """Features of uint8 (N, C, H, W) images, batch by batch (a memory-mapped store is read in slices); with
     ``progress``, a bar counting the images."""
     out = []
-    with progress_bar(len(images), f"{extractor.name.split(' (')[0]} features", progress) as bar:  # the name, not its note
+    # the bar's title: the extractor's name without its note, e.g. "(not standard FID)"
+    with progress_bar(len(images), f"{extractor.name.split(' (')[0]} features", progress) as bar:
         for batch in image_batches(images, extractor.batch_size):
             out.append(extractor(batch).numpy())
             bar.advance(len(batch))

@@ -114,7 +114,8 @@ def registered_nearest(queries: np.ndarray, references: np.ndarray, max_shift: f
     indices (Q,))``. On equal distances the earlier registration (the identity first) and then the lower
     index win. With ``progress``, a bar counting the registrations searched."""
     best_d, best_i = np.full(len(queries), np.inf), np.zeros(len(queries), np.int64)
-    total = len(registrations(np.shape(queries)[2:], max_shift, max_scale)) if progress else 0
+    # counted only for a bar, and only for images: anything else is refused by registered_pairs, in its words
+    total = len(registrations(np.shape(queries)[2:], max_shift, max_scale)) if progress and np.ndim(queries) == 4 else 0
     title = f"pixel search, {len(queries)} against {len(references)} images"
     with progress_bar(total, title, progress) as bar:
         for q, r in registered_pairs(queries, references, max_shift, max_scale, blur):

@@ -176,5 +176,5 @@ def _state_problem(state, count: int, label_dim: int) -> str | None:
     if not 1 <= len(centres) <= count:
         return f"holds {len(centres)} cluster centres, the config {count} clusters"
     if combinations.shape[1] != label_dim:  # else every row would silently fall back to the overall shares
-        return f"holds label combinations of {combinations.shape[1]} labels, the model {label_dim}"
+        return f"holds label combinations {combinations.shape[1]} wide, for a model of {label_dim} labels"
     return None
