@@ -93,12 +93,18 @@ def registered_pairs(queries: np.ndarray, references: np.ndarray, max_shift: flo
                      blur: float = 0.0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
     """Per registration (``registrations``), the query and reference images as centred float64 rows of
     the pixels they share, each overlap smoothed by ``blur`` pixels: the cosine distance of two such rows
-    is their 1 - Pearson r there. Images are (N, C, H, W) arrays of one shape."""
+    is their 1 - Pearson r there. Images are (N, C, H, W) arrays of one shape, checked when called (not at the
+    first pair)."""
     queries, references = np.asarray(queries, dtype=np.float32), np.asarray(references, dtype=np.float32)
     if queries.ndim != 4 or queries.shape[1:] != references.shape[1:] or not len(queries) or not len(references):
         raise ValueError(f"queries and references must be non-empty (N, C, H, W) images of one shape, "
                          f"got {queries.shape} and {references.shape}")
-    for zoom, shift in registrations(queries.shape[2:], max_shift, max_scale):
+    return _pairs(queries, references, registrations(queries.shape[2:], max_shift, max_scale), blur)
+
+
+def _pairs(queries: np.ndarray, references: np.ndarray, tried: list[Registration],
+           blur: float) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    for zoom, shift in tried:
         if zoom >= 1:  # the query shows the reference magnified: the reference is resampled onto the query's grid
             moved, (rows, cols) = _resampled(references, zoom, shift)
             yield _centred(queries[:, :, rows, cols], blur), _centred(moved[:, :, rows, cols], blur)
@@ -114,11 +120,11 @@ def registered_nearest(queries: np.ndarray, references: np.ndarray, max_shift: f
     indices (Q,))``. On equal distances the earlier registration (the identity first) and then the lower
     index win. With ``progress``, a bar counting the registrations searched."""
     best_d, best_i = np.full(len(queries), np.inf), np.zeros(len(queries), np.int64)
-    # counted only for a bar, and only for images: anything else is refused by registered_pairs, in its words
-    total = len(registrations(np.shape(queries)[2:], max_shift, max_scale)) if progress and np.ndim(queries) == 4 else 0
+    pairs = registered_pairs(queries, references, max_shift, max_scale, blur)  # refuses other input here
+    total = len(registrations(np.shape(queries)[2:], max_shift, max_scale))
     title = f"pixel search, {len(queries)} against {len(references)} images"
     with progress_bar(total, title, progress) as bar:
-        for q, r in registered_pairs(queries, references, max_shift, max_scale, blur):
+        for q, r in pairs:
             d, i = nearest_neighbours(q, r, block=block)
             closer = d[:, 0] < best_d
             best_d[closer], best_i[closer] = d[closer, 0], i[closer, 0]
