@@ -17,10 +17,11 @@ null vector replaces the sum for the unconditional branch. With ``appearance_clu
 each row's coarse look (one of K clusters of the training fold, ``appearance.py``) joins its
 labels as K one-hot columns; sampling draws it per row from the training fold's shares for the
 row's labels. Sampling with guidance scale w evaluates both branches in one batch:
-``out = uncond + w * (cond - uncond)``. A guidance interval (Kynkäänniemi et al. 2024) applies guidance only at the steps whose noise level
-sigma = sqrt((1 - alpha_bar) / alpha_bar) lies in (low, high], and the conditional branch alone
-at the others: guidance at the noisiest steps pulls every image of a label towards one layout
-and costs variety, and every unguided step costs one denoiser evaluation instead of two.
+``out = uncond + w * (cond - uncond)``. A guidance interval (Kynkäänniemi et al. 2024) applies
+guidance only at the steps whose noise level sigma = sqrt((1 - alpha_bar) / alpha_bar) lies in
+(low, high], and the conditional branch alone at the others: guidance at the noisiest steps pulls
+every image of a label towards one layout and costs variety, and every unguided step costs one
+denoiser evaluation instead of two.
 
 Step spacing: "trailing" spreads the steps evenly over the training timesteps from the last one,
 so in 16 steps on the cosine schedule the last noisy image is at sigma 0.11, and one step from
