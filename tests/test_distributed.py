@@ -33,3 +33,24 @@ def test_two_process_run_completes_with_replicas_in_sync(values, tiny_setting, t
     summary = json.loads((run / "summary.json").read_text())
     assert summary["images_seen"] == 240  # the global batch (8) is split 4 + 4 over the two ranks
     assert (run / "generator.pt").exists()
+
+
+def test_each_rank_takes_its_own_gpu_before_nccl_starts(monkeypatch):
+    """Under torchrun on GPUs every process makes its LOCAL_RANK's GPU current before joining the NCCL group, so that
+    the collectives that take no tensor (barrier) do not all run on GPU 0 (no GPU needed: the calls are recorded)."""
+    import torch
+
+    from synthmed.training import distributed
+
+    calls = []
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    monkeypatch.setattr(torch.cuda, "set_device", lambda index: calls.append(("set_device", index)))
+    monkeypatch.setattr(distributed.dist, "is_initialized", lambda: False)
+    monkeypatch.setattr(distributed.dist, "init_process_group", lambda backend: calls.append(("init", backend)))
+    monkeypatch.setattr(distributed.dist, "get_rank", lambda: 3)
+    env = distributed.init_from_env("cuda")
+    assert calls == [("set_device", 1), ("init", "nccl")]
+    assert (env.rank, env.world_size, env.local_rank) == (3, 2, 1)
+    calls.clear()
+    assert distributed.init_from_env("cpu").local_rank == 1 and calls == [("init", "gloo")]  # gloo: no device set
