@@ -67,8 +67,10 @@ def test_fidelity_and_privacy_runs_write_their_outputs(tmp_path, monkeypatch):
     bars = [line for line in shown.output.splitlines() if "100%" in line]
     assert len(bars) == 6, shown.output  # features of the train, unseen and synthetic images; three pixel searches
     assert all(line.startswith("densenet121-real-classifier features") for line in bars[:3]), bars
-    for searched, line in zip(["100 against 100", "100 against 60", "40 against 60"], bars[3:]):
-        assert line.startswith(f"pixel search, {searched} images") and "147/147" in line, bars
+    steps = ["membership: pixel search, 100 against 100", "copies, synthetic: pixel search, 100 against 60",
+             "copies, unseen: pixel search, 40 against 60"]  # each bar names the audit step it serves
+    for step, line in zip(steps, bars[3:]):
+        assert line.startswith(f"{step} images") and "147/147" in line, bars
 
 
 def test_a_set_of_two_images_per_row_is_scored_on_equal_image_counts_and_says_so(tmp_path):

@@ -138,12 +138,13 @@ def pixel_images(images: np.ndarray, side: int = PIXEL_SIDE, batch: int = 1024) 
 
 
 def nearest_in_space(queries: np.ndarray, references: np.ndarray, o: Mapping[str, Any],
-                     progress: bool = False) -> tuple[np.ndarray, np.ndarray]:
+                     progress: bool = False, step: str = "") -> tuple[np.ndarray, np.ndarray]:
     """Each query's closest reference, ``(distances (Q,), indices (Q,))``: images (N, C, H, W) by the
-    registered, smoothed 1 - Pearson r (``progress``: with a bar, the search takes minutes), rows (N, D) by cosine
-    distance."""
+    registered, smoothed 1 - Pearson r (``progress``: a bar named after the audit ``step``, as the search takes
+    minutes), rows (N, D) by cosine distance."""
     if queries.ndim == 4:
-        return registered_nearest(queries, references, o["max_shift"], o["max_scale"], PIXEL_BLUR, progress=progress)
+        return registered_nearest(queries, references, o["max_shift"], o["max_scale"], PIXEL_BLUR, progress=progress,
+                                  purpose=f"{step}: pixel search" if step else "pixel search")
     d, i = nearest_neighbours(queries, references)
     return d[:, 0], i[:, 0]
 
@@ -181,7 +182,7 @@ def _membership(sets: Sets, groups: Groups, confidence: float, o: Mapping[str, A
                 progress: bool) -> dict[str, Any]:
     """Distance-to-closest-record attack, per patient: the closer a patient's closest image is to a
     synthetic one, the likelier the patient is a member."""
-    d = nearest_in_space(np.concatenate([sets.train, sets.holdout]), sets.synthetic, o, progress)[0]
+    d = nearest_in_space(np.concatenate([sets.train, sets.holdout]), sets.synthetic, o, progress, "membership")[0]
     members = _per_group(d[: len(sets.train)], groups.train, np.minimum)
     others = _per_group(d[len(sets.train):], groups.holdout, np.minimum)
     result = auc_test(-members, -others, confidence)
@@ -194,8 +195,8 @@ def _copies(sets: Sets, picks: np.ndarray, confidence: float, o: Mapping[str, An
             progress: bool) -> tuple[dict, dict]:
     """The copy test of one space against one holdout image per patient (``picks``), and the distance
     summary with the closest pairs behind it."""
-    syn_d, syn_i = nearest_in_space(sets.synthetic, sets.train, o, progress)
-    hold_d = nearest_in_space(sets.holdout[picks], sets.train, o, progress)[0]
+    syn_d, syn_i = nearest_in_space(sets.synthetic, sets.train, o, progress, "copies, synthetic")
+    hold_d = nearest_in_space(sets.holdout[picks], sets.train, o, progress, "copies, unseen")[0]
     quantile = o["copy_quantile"]
     k = max(1, math.floor(quantile * len(hold_d)))
     result = count_below_test(syn_d, hold_d, k)
