@@ -38,8 +38,8 @@ def init_from_env(device_type: str) -> Dist:
         return Dist()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
-        # each process's own GPU as its current device, before NCCL starts: collectives that take no tensor
-        # (barrier, broadcast_object_list) run on the current device, which is otherwise GPU 0 on every rank
+        # each process's own GPU as its current device, before NCCL starts: a collective that takes no tensor
+        # (barrier) runs on the current device, which is otherwise GPU 0 on every rank
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
