@@ -37,7 +37,7 @@ def test_two_process_run_completes_with_replicas_in_sync(values, tiny_setting, t
 
 def test_each_rank_takes_its_own_gpu_before_nccl_starts(monkeypatch):
     """Under torchrun on GPUs every process makes its LOCAL_RANK's GPU current before joining the NCCL group, so that
-    the collectives that take no tensor (barrier) do not all run on GPU 0 (no GPU needed: the calls are recorded)."""
+    no process opens a context on GPU 0 and barrier need not guess its GPU (no GPU needed: the calls are recorded)."""
     import torch
 
     from synthmed.training import distributed

@@ -38,8 +38,9 @@ def init_from_env(device_type: str) -> Dist:
         return Dist()
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if device_type == "cuda":
-        # each process's own GPU as its current device, before NCCL starts: a collective that takes no tensor
-        # (barrier) runs on the current device, which is otherwise GPU 0 on every rank
+        # each process's own GPU as its current device, before NCCL starts: otherwise every process also opens a
+        # CUDA context on GPU 0 (the default current device), and barrier, which takes no tensor, has to guess
+        # each rank's GPU (PyTorch warns that a wrong guess can hang)
         torch.cuda.set_device(local_rank)
     if not dist.is_initialized():
         dist.init_process_group("nccl" if device_type == "cuda" else "gloo")
