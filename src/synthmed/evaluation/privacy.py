@@ -143,8 +143,8 @@ def nearest_in_space(queries: np.ndarray, references: np.ndarray, o: Mapping[str
     registered, smoothed 1 - Pearson r (``progress``: a bar named after the audit ``step``, as the search takes
     minutes), rows (N, D) by cosine distance."""
     if queries.ndim == 4:
-        return registered_nearest(queries, references, o["max_shift"], o["max_scale"], PIXEL_BLUR, progress=progress,
-                                  purpose=f"{step}: pixel search" if step else "pixel search")
+        return registered_nearest(queries, references, o["max_shift"], o["max_scale"], PIXEL_BLUR,
+                                  progress=progress, step=step)
     d, i = nearest_neighbours(queries, references)
     return d[:, 0], i[:, 0]
 

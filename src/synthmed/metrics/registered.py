@@ -115,15 +115,16 @@ def _pairs(queries: np.ndarray, references: np.ndarray, tried: list[Registration
 
 def registered_nearest(queries: np.ndarray, references: np.ndarray, max_shift: float, max_scale: float,
                        blur: float = 0.0, block: int = BLOCK, progress: bool = False,
-                       purpose: str = "pixel search") -> tuple[np.ndarray, np.ndarray]:
+                       step: str = "") -> tuple[np.ndarray, np.ndarray]:
     """For every query image, the smallest 1 - Pearson r to a reference image over ``registrations``,
     compared on the overlap (smoothed by ``blur`` pixels), and that reference's index: ``(distances (Q,),
     indices (Q,))``. On equal distances the earlier registration (the identity first) and then the lower
-    index win. With ``progress``, a bar counting the registrations searched, titled by ``purpose``."""
+    index win. With ``progress``, a bar counting the registrations searched, its title led by ``step`` (the
+    caller's name for this search) when given."""
     best_d, best_i = np.full(len(queries), np.inf), np.zeros(len(queries), np.int64)
     pairs = registered_pairs(queries, references, max_shift, max_scale, blur)  # refuses other input here
     total = len(registrations(np.shape(queries)[2:], max_shift, max_scale))
-    title = f"{purpose}, {len(queries)} against {len(references)} images"
+    title = f"{step + ': ' if step else ''}pixel search, {len(queries)} against {len(references)} images"
     with progress_bar(total, title, progress) as bar:
         for q, r in pairs:
             d, i = nearest_neighbours(q, r, block=block)
