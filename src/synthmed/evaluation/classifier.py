@@ -91,7 +91,10 @@ class ClassifierConfig:
         return dataclasses.asdict(self)
 
     def identity(self) -> dict[str, Any]:
-        """Everything that shapes the trained model (the hardware keys do not)."""
+        """Everything that chooses the trained model. The hardware keys (device, threads) are left out on purpose:
+        they change only how sums are rounded, which does move the weights (seed 0 of the paper's recipe on br35h
+        32 px: another network at two CPU threads than at one; docs/compute.md), but a classifier trained on other
+        hardware is as valid, so it is reused, not trained again."""
         return {k: v for k, v in self.to_dict().items() if k not in ("device", "threads")}
 
 
