@@ -71,6 +71,9 @@ N100_PROBES = {
     "cpdgan+ns-r1-g0.1": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1}),
     "cpdgan+ns-r1-g0.1+diffaug": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1, "augment": AUGMENT}),
     "cpdgan+ns-r1-g0.1+translation": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1, "augment": "translation"}),
+    # ADA: DiffAugment's three transforms at an adaptive probability, StyleGAN2-ADA's target 0.6 and a lower one
+    "cpdgan+ns-r1-g0.1+ada": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1, "augment": AUGMENT, "ada_target": 0.6}),
+    "cpdgan+ns-r1-g0.1+ada0.3": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1, "augment": AUGMENT, "ada_target": 0.3}),
 }
 # name -> (training preset, overrides); prog-GAN's phases are cut so that it has grown to 32 px
 # by 8,000 images (5 phases), before the first snapshot of the default budget
@@ -209,7 +212,7 @@ def run_setting(label: str, real_dir: Path, variants: list[str], work: Path, arg
 def unaugmented(name: str) -> str:
     """The variant that trains as ``name`` does without augmentation (its n100 peer)."""
     preset, overrides = VARIANTS[name]
-    plain = {k: v for k, v in overrides.items() if k != "augment"}
+    plain = {k: v for k, v in overrides.items() if k not in ("augment", "ada_target")}
     return next(other for other, (p, o) in VARIANTS.items() if p == preset and o == plain)
 
 

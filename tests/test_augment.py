@@ -1,4 +1,5 @@
-"""DiffAugment: each transform against a plain reference, differentiability and seeding."""
+"""DiffAugment: each transform against a plain reference, differentiability and seeding; ADA's probability and
+its controller against StyleGAN2-ADA's rule."""
 
 from __future__ import annotations
 
@@ -6,7 +7,8 @@ import numpy as np
 import pytest
 import torch
 
-from synthmed.training.augment import color, cutout, diff_augment, parse_policy, translation
+from synthmed.training.augment import AdaptiveProbability, color, cutout, diff_augment, parse_policy, translation
+from synthmed.training.distributed import Dist
 
 
 def test_policy_parsing_names_the_bad_entry():
@@ -66,3 +68,44 @@ def test_augmentation_is_differentiable_and_seeded():
     assert not torch.equal(a, diff_augment(x, policy, torch.Generator().manual_seed(4)))
     a.sum().backward()
     assert x.grad is not None and x.grad.abs().sum() > 0
+
+
+def test_each_transform_reaches_a_share_p_of_the_images():
+    x = torch.ones(2000, 1, 8, 8)
+    policy = parse_policy("cutout")
+    assert torch.equal(diff_augment(x, policy, torch.Generator().manual_seed(5), p=0.0), x)
+    assert torch.equal(diff_augment(x, policy, torch.Generator().manual_seed(5), p=1.0),
+                       cutout(x, torch.Generator().manual_seed(5)))
+    cut = (diff_augment(x, policy, torch.Generator().manual_seed(5), p=0.3) == 0).flatten(1).any(dim=1)
+    assert abs(cut.float().mean().item() - 0.3) < 0.04  # 2000 Bernoulli(0.3) draws: 4 standard errors
+    y = torch.randn(4, 1, 8, 8, requires_grad=True)  # the images it reaches still pass gradients back
+    diff_augment(y, parse_policy("color,translation"), torch.Generator().manual_seed(6), p=0.5).sum().backward()
+    assert y.grad is not None and y.grad.abs().sum() > 0
+
+
+def _reference_ada(p: float, signs: list[float], target: float, batch: int, images: int) -> float:
+    """StyleGAN2-ADA's rule written out: every 4 steps, p += sign(mean sign - target) * 4 * batch / images, p >= 0."""
+    for start in range(0, len(signs) - len(signs) % 4, 4):
+        r_t = float(np.mean(signs[start : start + 4]))
+        p = min(max(p + float(np.sign(r_t - target)) * 4 * batch / images, 0.0), 1.0)
+    return p
+
+
+@pytest.mark.parametrize("step_means", [
+    [1.0] * 40,  # a critic sure of every real image: p climbs, and stops at 1
+    [1.0] * 12 + [-1.0] * 20,  # then unsure: p falls back, and stops at 0
+    [0.5, 0.75, 1.0, 0.25] * 6 + [0.0] * 3,  # around the target; the last three steps are not yet counted
+])
+def test_the_controller_follows_stylegan2_adas_rule(step_means):
+    batch, images = 8, 200
+    ada = AdaptiveProbability(target=0.6, images=images)
+    signs_seen = []
+    for mean in step_means:  # a batch whose share of positive outputs gives this mean sign
+        positive = round((mean + 1) / 2 * batch)
+        scores = torch.tensor([0.3] * positive + [-0.7] * (batch - positive))
+        signs_seen.append(float(scores.sign().mean()))
+        ada.observe(scores, Dist())
+    assert float(ada.p) == pytest.approx(_reference_ada(0.0, signs_seen, 0.6, batch, images))
+    last = len(step_means) - len(step_means) % 4
+    assert float(ada.r_t) == pytest.approx(np.mean(signs_seen[last - 4 : last]))  # the last adjustment's r_t
+    assert int(ada.steps) == len(step_means) % AdaptiveProbability.INTERVAL

@@ -374,6 +374,15 @@ def test_clusters_of_fewer_than_the_least_rows_are_dissolved_and_each_centre_is_
     ({"model": "diffusion", "guidance_interval": "all"}, r"guidance_interval = 'all' must be"),
     ({"model": "diffusion", "sample_bf16": "yes"}, "sample_bf16 = 'yes' must be true or false or 'auto'"),
     ({"model": "cpdgan", "augment": "color,flip"}, "augment = 'color,flip' unknown augmentation 'flip'"),
+    ({"model": "cpdgan", "ada_target": 0.6, "gan_loss": "non-saturating"}, "ada_target = 0.6 needs augment"),
+    ({"model": "cpdgan", "ada_target": 0.6, "augment": "translation"},
+     "ada_target = 0.6 needs gan_loss: non-saturating"),
+    ({"model": "cpdgan", "ada_target": 1.5, "augment": "translation", "gan_loss": "non-saturating"},
+     r"ada_target = 1.5 must be a number in \[0, 1\)"),
+    ({"model": "cpdgan", "ada_images": 5000}, "ada_images = 5000 applies with ada_target > 0 only"),
+    ({"model": "proggan", "ada_target": 0.6, "ada_images": 0, "augment": "translation", "gan_loss": "non-saturating"},
+     "ada_images = 0 must be a positive integer"),
+    ({"model": "diffusion", "ada_target": 0.6}, "ada_target = 0.6 applies to the GANs only"),
 ])
 def test_bad_diffusion_and_augmentation_keys_are_refused_by_name(values, message):
     with pytest.raises(ConfigError, match=message):

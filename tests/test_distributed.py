@@ -7,20 +7,26 @@ import subprocess
 import sys
 
 import pytest
+import torch
 import yaml
 
 from helpers import TINY_DIFFUSION, TINY_TRAINING, run_cli
 
 # the diffusion model with appearance clusters: rank 0 fits them, the other rank gets its fit
 CLUSTERED = {**TINY_DIFFUSION, "appearance_clusters": 3}
+# ADA: each rank counts its half of the batch's critic signs, and every rank adjusts p by the sum of both
+# (a low target and 960 images: the tiny critic's real outputs turn mostly positive after about 400)
+ADAPTIVE = {"model": "cpdgan", **TINY_TRAINING, "gan_loss": "non-saturating", "augment": "translation",
+            "ada_target": 0.05, "ada_images": 400, "max_images": 960}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("values", [{"model": "cpdgan", **TINY_TRAINING}, CLUSTERED], ids=["cpdgan", "clustered"])
+@pytest.mark.parametrize("values", [{"model": "cpdgan", **TINY_TRAINING}, CLUSTERED, ADAPTIVE],
+                         ids=["cpdgan", "clustered", "ada"])
 def test_two_process_run_completes_with_replicas_in_sync(values, tiny_setting, tmp_path):
     """docs/compute.md's recipe: `train --create-only`, then torchrun resumes the run on every rank."""
     config = tmp_path / "tiny.yaml"
-    config.write_text(yaml.safe_dump({**values, "max_images": 240}))
+    config.write_text(yaml.safe_dump({"max_images": 240, **values}))
     run = tmp_path / "run"
     assert run_cli(["train", "--config", config, "--data", tiny_setting, "--out", run, "--create-only"]) == 0
     assert (run / "run.json").exists() and not (run / "summary.json").exists()
@@ -31,8 +37,12 @@ def test_two_process_run_completes_with_replicas_in_sync(values, tiny_setting, t
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     summary = json.loads((run / "summary.json").read_text())
-    assert summary["images_seen"] == 240  # the global batch (8) is split 4 + 4 over the two ranks
+    assert summary["images_seen"] == values.get("max_images", 240)  # the global batch (8) is split 4 + 4
     assert (run / "generator.pt").exists()
+    if values.get("ada_target"):  # p moved, from the signs of both ranks (a rank alone would count 4 per step)
+        ada = torch.load(run / "checkpoint.pt", weights_only=False)["ada"]
+        moves = float(ada["p"]) * 400 / 32  # in whole moves of 4 steps x 8 images (one rank's count: halves)
+        assert 0 < float(ada["p"]) < 1 and moves == pytest.approx(round(moves))
 
 
 def test_each_rank_takes_its_own_gpu_before_nccl_starts(monkeypatch):

@@ -356,6 +356,10 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     {**TINY_TRAINING, "augment": "color,translation,cutout", "ema_warmup": True},
     # lazy R1 every 4th step: the kill at step 27 falls between two, and the resumed run keeps the beat
     {**TINY_TRAINING, "gan_loss": "non-saturating", "r1_every": 4, "r1_gamma": 1.0, "augment": "translation"},
+    # ADA: p and the signs counted since its last adjustment (step 27 is not a multiple of 4) resume with the run;
+    # a target this low makes p move within so short a run
+    {**TINY_TRAINING, "gan_loss": "non-saturating", "augment": "translation,cutout", "ada_target": 0.05,
+     "ada_images": 400},
     # bfloat16 autocast (emulated, slower, on a CPU without AVX-512 BF16): a resumed run continues in it exactly
     {**TINY_TRAINING, "bf16": True},
     TINY_DIFFUSION,
@@ -363,7 +367,7 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
     {**TINY_DIFFUSION, "appearance_clusters": 3},
     # phases end at 240 and 480 images, after the kill: the resumed run resets Adam where the other did
     {**PROGGAN_PHASES, "phase_images": 240, "min_images": 720, "reset_adam_per_phase": True},
-], ids=["cpdgan", "cpdgan-augmented", "cpdgan-non-saturating", "cpdgan-bf16", "diffusion", "diffusion-clusters",
+], ids=["cpdgan", "cpdgan-augmented", "cpdgan-non-saturating", "cpdgan-ada", "cpdgan-bf16", "diffusion", "diffusion-clusters",
      "proggan-adam-reset"])
 def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path, monkeypatch):
     """A real SIGKILL in the middle of training, then --resume: the final generator equals an
@@ -399,6 +403,10 @@ def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path,
         assert torch.equal(value, _state_dict(run / "generator.pt")[name]), name
     logs = [(d / "log.csv").read_text().splitlines() for d in (reference, run)]
     assert [r.split(",")[0] for r in logs[0]] == [r.split(",")[0] for r in logs[1]]  # no duplicated rows
+    if values.get("ada_target"):  # the probability is logged, it moved, and the resumed run's is the same
+        column = logs[0][0].split(",").index("augment_p")
+        assert [r.split(",")[column] for r in logs[0]] == [r.split(",")[column] for r in logs[1]]
+        assert len({r.split(",")[column] for r in logs[0][1:]}) > 1
 
 
 def test_sampler_options_apply_to_the_diffusion_model_only(tiny_setting, tmp_path, capsys):

@@ -13,12 +13,20 @@ distribution). The three transforms and their ranges are the paper's:
 
 Every random number comes from the caller's ``torch.Generator``, so a resumed run draws the
 same augmentations as an uninterrupted one.
+
+ADA (Karras et al. 2020, "Training generative adversarial networks with limited data") applies each
+transform to an image only with a probability p, and :class:`AdaptiveProbability` steers p by how
+sure the critic is of the real images: raised while the mean sign of its outputs on them exceeds
+``target`` (it starts to tell the training images apart: 0.6 means 80 % called real), lowered otherwise.
 """
 
 from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+from synthmed.training import distributed
 
 POLICIES = ("color", "translation", "cutout")
 
@@ -74,8 +82,48 @@ def cutout(x: torch.Tensor, generator: torch.Generator, ratio: float = 0.5) -> t
 _TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}
 
 
-def diff_augment(x: torch.Tensor, policy: tuple[str, ...], generator: torch.Generator) -> torch.Tensor:
-    """Apply the transforms of ``policy`` in order (the paper's order is color, translation, cutout)."""
+def diff_augment(x: torch.Tensor, policy: tuple[str, ...], generator: torch.Generator,
+                 p: float | None = None) -> torch.Tensor:
+    """Apply the transforms of ``policy`` in order (the paper's order is color, translation, cutout). With ``p``
+    (ADA) each transform reaches each image with probability ``p``, the others pass it unchanged; the draws do not
+    depend on ``p``, so the augmentations of a run are the same whatever its p was."""
     for name in policy:
-        x = _TRANSFORMS[name](x, generator)
+        transformed = _TRANSFORMS[name](x, generator)
+        if p is None:
+            x = transformed
+        else:
+            x = torch.where(_uniform(x, generator) < p, transformed, x)
     return x
+
+
+class AdaptiveProbability(nn.Module):
+    """ADA's controller, as StyleGAN2-ADA's training loop has it: every ``INTERVAL`` critic steps, r_t = the mean
+    sign of the critic's outputs on the (augmented) real images since the last adjustment; p moves by
+    sign(r_t - target) x (images in those steps) / ``images``, kept in [0, 1]. Its state is buffers, so checkpoints
+    and the other ranks of a torchrun job hold it as they hold the networks' weights."""
+
+    INTERVAL = 4  # critic steps between adjustments (StyleGAN2-ADA's ada_interval)
+
+    def __init__(self, target: float, images: int) -> None:
+        super().__init__()
+        self.target, self.images = target, images
+        self.register_buffer("p", torch.zeros((), dtype=torch.float64))
+        # sum of signs and number of outputs since the last adjustment, and the critic steps they span
+        self.register_buffer("signs", torch.zeros(2, dtype=torch.float64))
+        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+        # r_t of the last adjustment (logged beside p, as StyleGAN2-ADA's Loss/signs/real: what to set target by)
+        self.register_buffer("r_t", torch.tensor(float("nan"), dtype=torch.float64))
+
+    @torch.no_grad()
+    def observe(self, real_scores: torch.Tensor, env: distributed.Dist) -> None:
+        """Count one critic step's outputs on the real batch; adjust p after every ``INTERVAL``-th."""
+        self.signs[0] += real_scores.detach().float().sign().sum().double()
+        self.signs[1] += real_scores.numel()
+        self.steps += 1
+        if int(self.steps) < self.INTERVAL:
+            return
+        signs = distributed.sum_over_ranks(self.signs, env)  # every rank adjusts by the whole batch's signs
+        self.r_t.copy_(signs[0] / signs[1])
+        self.p.copy_((self.p + torch.sign(self.r_t - self.target) * signs[1] / self.images).clamp(0.0, 1.0))
+        self.signs.zero_()
+        self.steps.zero_()

@@ -27,6 +27,20 @@ def _check_augment(c: TrainConfig, fail: Fail) -> None:
             fail("augment", str(error))
 
 
+def _check_ada(c: TrainConfig, fail: Fail) -> None:
+    if isinstance(c.ada_target, bool) or not isinstance(c.ada_target, (int, float)) or not 0 <= c.ada_target < 1:
+        fail("ada_target", "must be a number in [0, 1) (0: augment every image; StyleGAN2-ADA uses 0.6)")
+    if isinstance(c.ada_images, bool) or not isinstance(c.ada_images, int) or c.ada_images < 1:
+        fail("ada_images", "must be a positive integer (real images over which p can move from 0 to 1)")
+    if not c.ada_target:
+        _check_defaults(c, ("ada_images",), "applies with ada_target > 0 only", fail)
+    elif not c.augment:
+        fail("ada_target", "needs augment: the transforms whose probability it adapts")
+    elif c.gan_loss != "non-saturating":
+        # the heuristic reads the sign of the critic's logit; a WGAN critic's score has no fixed zero
+        fail("ada_target", "needs gan_loss: non-saturating (ADA reads the sign of the logistic critic's output)")
+
+
 def _check_no_growth(c: TrainConfig, fail: Fail) -> None:
     _check_defaults(c, ("reset_adam_per_phase",), "applies to prog-GAN only (the only model that grows in phases)",
                     fail)
@@ -56,6 +70,7 @@ def _check_defaults(c: TrainConfig, keys: tuple[str, ...], message: str, fail: F
 def _check_gan(c: TrainConfig, fail: Fail) -> None:
     _check_augment(c, fail)
     _check_gan_loss(c, fail)
+    _check_ada(c, fail)
     if c.sample_bf16 is not False:
         fail("sample_bf16", "applies to the diffusion model only (a GAN samples in one cheap forward pass)")
     _check_defaults(c, ("sample_spacing",), "applies to the diffusion model only (a GAN samples in one step)", fail)
@@ -98,7 +113,7 @@ def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
         spacing_problem,
     )
 
-    _check_defaults(c, ("augment", "gan_loss", "r1_gamma", "r1_every"),
+    _check_defaults(c, ("augment", "gan_loss", "r1_gamma", "r1_every", "ada_target", "ada_images"),
                     "applies to the GANs only (the diffusion model has no discriminator)", fail)
     _check_no_growth(c, fail)
     for key, allowed in (("prediction", PREDICTIONS), ("sampler", SAMPLERS), ("noise_schedule", NOISE_SCHEDULES)):

@@ -45,6 +45,11 @@ class TrainConfig:
     ema_decay: float = 0.999
     ema_warmup: bool = False  # decay min(ema_decay, (1 + step) / (10 + step)): short runs forget their start
     augment: str = ""  # GANs: DiffAugment policy before the critic, e.g. "color,translation,cutout"
+    # GANs, with augment and gan_loss non-saturating: > 0 applies each transform at ADA's adaptive probability p,
+    # raised while the mean sign of the critic's outputs on real images is above this (StyleGAN2-ADA: 0.6);
+    # p can move by at most 1 per ada_images real images
+    ada_target: float = 0.0
+    ada_images: int = 20_000
     # conditional diffusion (model: diffusion): UNet widths per level (each level halves the size),
     # the noise process, the share of label-free steps (classifier-free guidance) and the sampler
     unet_channels: tuple[int, ...] | dict[int, tuple[int, ...]] = (32, 64, 64)  # or one list per resolution
@@ -120,6 +125,9 @@ class TrainConfig:
             del data["sample_spacing"]
         if not self.appearance_clusters:  # and this one
             del data["appearance_clusters"]
+        if not self.ada_target:  # and ADA's
+            for key in ("ada_target", "ada_images"):
+                del data[key]
         if self.gan_loss == "wgan-gp":  # and the R1 keys, which only the non-saturating loss reads
             for key in ("gan_loss", "r1_gamma", "r1_every"):
                 del data[key]

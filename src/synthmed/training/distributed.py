@@ -63,6 +63,15 @@ def average_gradients(module: torch.nn.Module, env: Dist) -> None:
         offset += g.numel()
 
 
+def sum_over_ranks(tensor: torch.Tensor, env: Dist) -> torch.Tensor:
+    """The sum of ``tensor`` over the ranks (itself where there is one process)."""
+    if not env.enabled:
+        return tensor
+    total = tensor.clone()
+    dist.all_reduce(total)
+    return total
+
+
 def broadcast_float(value: float, env: Dist, device: torch.device) -> float:
     """Rank 0's value on every rank (e.g. the FID that decides whether to stop)."""
     if not env.enabled:

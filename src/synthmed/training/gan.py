@@ -1,6 +1,7 @@
 """Training both GANs: one critic step and one generator step per real batch, on the same label
-vectors, optionally through DiffAugment (``augment``), and prog-GAN's growth. The critic's loss
-is the paper's WGAN-GP or, with ``gan_loss: non-saturating``, StyleGAN2's logistic loss with lazy R1.
+vectors, optionally through DiffAugment (``augment``; with ``ada_target``, each transform at ADA's
+adaptive probability), and prog-GAN's growth. The critic's loss is the paper's WGAN-GP or, with
+``gan_loss: non-saturating``, StyleGAN2's logistic loss with lazy R1.
 
 With ``augment`` empty and ``gan_loss: wgan-gp`` (the ``paper`` presets) the step draws exactly
 the random numbers it always did, so those runs are unchanged.
@@ -17,7 +18,7 @@ import torch
 from synthmed.device import resolve_bf16
 from synthmed.models import build_models
 from synthmed.training import distributed
-from synthmed.training.augment import diff_augment, parse_policy
+from synthmed.training.augment import AdaptiveProbability, diff_augment, parse_policy
 from synthmed.training.config import TrainConfig, growth_at, growth_phase
 from synthmed.training.losses import (
     discriminator_loss,
@@ -42,17 +43,20 @@ def build_generator_pair(config: TrainConfig, resolution: int, label_dim: int, c
 
 
 def gan_step(generator, discriminator, opt_g, opt_d, x_real: torch.Tensor, y: torch.Tensor, config: TrainConfig,
-             noise_gen: torch.Generator, env: distributed.Dist = distributed.Dist(), r1_due: bool = False):
+             noise_gen: torch.Generator, env: distributed.Dist = distributed.Dist(), r1_due: bool = False,
+             ada: AdaptiveProbability | None = None):
     """One critic step and one generator step on the same label vectors. The critic's loss is WGAN-GP + drift
     (``gan_loss: wgan-gp``) or the logistic loss, plus R1 where ``r1_due`` (``non-saturating``); prog-GAN adds
-    its auxiliary-classifier term. Returns the two losses and the penalty (R1: NaN where not due)."""
+    its auxiliary-classifier term. With ``ada`` the policy's transforms come at its probability, and it counts the
+    critic's outputs on the real batch. Returns the two losses and the penalty (R1: NaN where not due)."""
     device = x_real.device
     bf16 = resolve_bf16(config.bf16, device)
     policy = parse_policy(config.augment)
     wgan = config.gan_loss == "wgan-gp"
+    p = None if ada is None else float(ada.p)  # one probability for the whole step, both networks
 
     def augment(x: torch.Tensor) -> torch.Tensor:  # the critic sees every image through the same policy
-        return diff_augment(x, policy, noise_gen) if policy else x
+        return diff_augment(x, policy, noise_gen, p) if policy else x
 
     z = torch.randn(len(y), generator.latent_dim, device=device, generator=noise_gen)
     # R1 differentiates D at the real images before augmentation, as StyleGAN2-ADA does
@@ -72,6 +76,8 @@ def gan_step(generator, discriminator, opt_g, opt_d, x_real: torch.Tensor, y: to
         if r1_due:  # lazy regularisation: weighted by the interval, so its average weight is gamma / 2
             penalty = r1_penalty(d_real, x_real)
             d_loss = d_loss + config.r1_every * config.r1_gamma / 2 * penalty
+    if ada is not None:
+        ada.observe(d_real, env)
     if c_real is not None:
         d_loss = d_loss + config.ac_weight * (label_cross_entropy(c_real, y) + label_cross_entropy(c_fake, y))
     opt_d.zero_grad(set_to_none=True)
@@ -111,6 +117,10 @@ class GanTraining:
         self.opt_d = torch.optim.Adam(self.discriminator.parameters(), **adam)
         self.grows = hasattr(self.generator, "set_growth")  # prog-GAN
         self.loss_names = ("d_loss", "g_loss", "gp" if config.gan_loss == "wgan-gp" else "r1")
+        self.ada = None
+        if config.ada_target:  # ADA: p and r_t are logged beside the losses, as StyleGAN2-ADA logs them
+            self.ada = AdaptiveProbability(config.ada_target, config.ada_images).to(device)
+            self.loss_names += ("augment_p", "real_sign")
         self.r1_due = False
         self.last_r1 = torch.tensor(math.nan)  # logged between R1 steps (NaN until the first one of a session)
 
@@ -124,7 +134,8 @@ class GanTraining:
         return generator.eval().requires_grad_(False)
 
     def networks(self) -> dict[str, torch.nn.Module]:
-        return {"generator": self.generator, "discriminator": self.discriminator, "ema": self.sampler}
+        parts = {"generator": self.generator, "discriminator": self.discriminator, "ema": self.sampler}
+        return parts if self.ada is None else {**parts, "ada": self.ada}  # ADA's p and counts resume with the run
 
     def optimizers(self) -> dict[str, torch.optim.Optimizer]:
         return {"opt_g": self.opt_g, "opt_d": self.opt_d}
@@ -143,11 +154,14 @@ class GanTraining:
 
     def step(self, x_real, labels, noise, env) -> dict[str, torch.Tensor]:
         d_loss, g_loss, penalty = gan_step(self.generator, self.discriminator, self.opt_g, self.opt_d, x_real,
-                                           labels, self.config, noise, env, self.r1_due)
+                                           labels, self.config, noise, env, self.r1_due, self.ada)
         if self.config.gan_loss == "non-saturating":  # R1 is computed on some steps only: log the latest
             self.last_r1 = penalty if self.r1_due else self.last_r1
             penalty = self.last_r1
-        return dict(zip(self.loss_names, (d_loss, g_loss, penalty)))
+        values = (d_loss, g_loss, penalty)
+        if self.ada is not None:
+            values += (self.ada.p.clone(), self.ada.r_t.clone())
+        return dict(zip(self.loss_names, values))
 
     def after_step(self, images_before: int, images_after: int) -> None:
         """With ``reset_adam_per_phase``, a step that ends a growth phase clears both Adams' moments
