@@ -11,6 +11,8 @@ this machine, so that they share its state.
     python benchmarks/sample_efficiency.py --samples-n100 --variants --n100-variants cpdgan+ns-r1+diffaug  # NS loss
     python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --classifier-seeds 3 --budget 96000 \
         --snapshots 4 --variants --n100-variants cpdgan+ns-r1-g0.1+diffaug   # R1 gamma 0.1, 3 classifiers each
+    python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 5 --classifier-seeds 3 --budget 96000 \
+        --snapshots 4 --threads 1 --variants --n100-variants cpdgan+ns-r1-g0.1+ada0.3   # ADA, target 0.3
     python benchmarks/sample_efficiency.py --samples-n100 --n100-seeds 3 --classifier-seeds 3 --budget 45000 \
         --snapshots 3 --variants --n100-variants diffusion                    # the diffusion model at n100
     python benchmarks/sample_efficiency.py --device cuda --variants cpdgan-paper cpdgan-paper+diffaug+ema-warmup \

@@ -47,7 +47,8 @@ class TrainConfig:
     augment: str = ""  # GANs: DiffAugment policy before the critic, e.g. "color,translation,cutout"
     # GANs, with augment and gan_loss non-saturating: > 0 applies each transform at ADA's adaptive probability p,
     # raised while the mean sign of the critic's outputs on real images is above this (StyleGAN2-ADA: 0.6);
-    # p can move by at most 1 per ada_images real images
+    # p can move by at most 1 per ada_images real images (StyleGAN2-ADA: 500k, in runs of tens of millions; 20k lets p
+    # cross [0, 1] within a fifth of the CPU presets' 100k)
     ada_target: float = 0.0
     ada_images: int = 20_000
     # conditional diffusion (model: diffusion): UNet widths per level (each level halves the size),
