@@ -84,7 +84,7 @@ def test_each_transform_reaches_a_share_p_of_the_images():
 
 
 def _reference_ada(p: float, signs: list[float], target: float, batch: int, images: int) -> float:
-    """StyleGAN2-ADA's rule written out: every 4 steps, p += sign(mean sign - target) * 4 * batch / images, p >= 0."""
+    """StyleGAN2-ADA's rule written out: every 4 steps, p += sign(mean sign - target) * 4 * batch / images, in [0, 1]."""
     for start in range(0, len(signs) - len(signs) % 4, 4):
         r_t = float(np.mean(signs[start : start + 4]))
         p = min(max(p + float(np.sign(r_t - target)) * 4 * batch / images, 0.0), 1.0)
