@@ -76,6 +76,8 @@ N100_PROBES = {
     # ADA: DiffAugment's three transforms at an adaptive probability, StyleGAN2-ADA's target 0.6 and a lower one
     "cpdgan+ns-r1-g0.1+ada": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1, "augment": AUGMENT, "ada_target": 0.6}),
     "cpdgan+ns-r1-g0.1+ada0.3": ("cpdgan-cpu", {**NS_R1, "r1_gamma": 0.1, "augment": AUGMENT, "ada_target": 0.3}),
+    # and at StyleGAN2-ADA's own R1 weight for 32 px (0.01), whose critic is freer to overfit
+    "cpdgan+ns-r1+ada": ("cpdgan-cpu", {**NS_R1, "augment": AUGMENT, "ada_target": 0.6}),
 }
 # name -> (training preset, overrides); prog-GAN's phases are cut so that it has grown to 32 px
 # by 8,000 images (5 phases), before the first snapshot of the default budget
