@@ -28,9 +28,10 @@ def _check_augment(c: TrainConfig, fail: Fail) -> None:
 
 
 def _check_ada(c: TrainConfig, fail: Fail) -> None:
-    if isinstance(c.ada_target, bool) or not isinstance(c.ada_target, (int, float)) or not 0 <= c.ada_target < 1:
+    # their types were checked with every key's (config_from_dict's check_values): only the ranges are left
+    if not 0 <= c.ada_target < 1:
         fail("ada_target", "must be a number in [0, 1) (0: augment every image; StyleGAN2-ADA uses 0.6)")
-    if isinstance(c.ada_images, bool) or not isinstance(c.ada_images, int) or c.ada_images < 1:
+    if c.ada_images < 1:
         fail("ada_images", "must be a positive integer (real images over which p can move from 0 to 1)")
     if not c.ada_target:
         _check_defaults(c, ("ada_images",), "applies with ada_target > 0 only", fail)
