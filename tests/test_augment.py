@@ -78,6 +78,9 @@ def test_each_transform_reaches_a_share_p_of_the_images():
                        cutout(x, torch.Generator().manual_seed(5)))
     cut = (diff_augment(x, policy, torch.Generator().manual_seed(5), p=0.3) == 0).flatten(1).any(dim=1)
     assert abs(cut.float().mean().item() - 0.3) < 0.04  # 2000 Bernoulli(0.3) draws: 4 standard errors
+    # p as the controller's float64 buffer (what a training step passes) selects exactly the images a float p does
+    as_buffer = diff_augment(x, policy, torch.Generator().manual_seed(5), p=torch.tensor(0.3, dtype=torch.float64))
+    assert torch.equal(as_buffer, diff_augment(x, policy, torch.Generator().manual_seed(5), p=0.3))
     y = torch.randn(4, 1, 8, 8, requires_grad=True)  # the images it reaches still pass gradients back
     diff_augment(y, parse_policy("color,translation"), torch.Generator().manual_seed(6), p=0.5).sum().backward()
     assert y.grad is not None and y.grad.abs().sum() > 0
@@ -108,4 +111,4 @@ def test_the_controller_follows_stylegan2_adas_rule(step_means):
     assert float(ada.p) == pytest.approx(_reference_ada(0.0, signs_seen, 0.6, batch, images))
     last = len(step_means) - len(step_means) % 4
     assert float(ada.r_t) == pytest.approx(np.mean(signs_seen[last - 4 : last]))  # the last adjustment's r_t
-    assert int(ada.steps) == len(step_means) % AdaptiveProbability.INTERVAL
+    assert ada.steps == len(step_means) % AdaptiveProbability.INTERVAL

@@ -83,10 +83,11 @@ _TRANSFORMS = {"color": color, "translation": translation, "cutout": cutout}
 
 
 def diff_augment(x: torch.Tensor, policy: tuple[str, ...], generator: torch.Generator,
-                 p: float | None = None) -> torch.Tensor:
+                 p: float | torch.Tensor | None = None) -> torch.Tensor:
     """Apply the transforms of ``policy`` in order (the paper's order is color, translation, cutout). With ``p``
     (ADA) each transform reaches each image with probability ``p``, the others pass it unchanged; the draws do not
-    depend on ``p``, so the augmentations of a run are the same whatever its p was."""
+    depend on ``p``, so the augmentations of a run are the same whatever its p was. ``p`` may be a 0-dim tensor on
+    ``x``'s device, so that a GPU step never waits to read it."""
     for name in policy:
         transformed = _TRANSFORMS[name](x, generator)
         if p is None:
@@ -99,8 +100,9 @@ def diff_augment(x: torch.Tensor, policy: tuple[str, ...], generator: torch.Gene
 class AdaptiveProbability(nn.Module):
     """ADA's controller, as StyleGAN2-ADA's training loop has it: every ``INTERVAL`` critic steps, r_t = the mean
     sign of the critic's outputs on the (augmented) real images since the last adjustment; p moves by
-    sign(r_t - target) x (images in those steps) / ``images``, kept in [0, 1]. Its state is buffers, so checkpoints
-    and the other ranks of a torchrun job hold it as they hold the networks' weights."""
+    sign(r_t - target) x (images in those steps) / ``images``, kept in [0, 1]. Its state is buffers and the step
+    count's extra state, so checkpoints and the other ranks of a torchrun job hold it as they hold the networks'
+    weights."""
 
     INTERVAL = 4  # critic steps between adjustments (StyleGAN2-ADA's ada_interval)
 
@@ -108,9 +110,10 @@ class AdaptiveProbability(nn.Module):
         super().__init__()
         self.target, self.images = target, images
         self.register_buffer("p", torch.zeros((), dtype=torch.float64))
-        # sum of signs and number of outputs since the last adjustment, and the critic steps they span
+        # sum of signs and number of outputs since the last adjustment
         self.register_buffer("signs", torch.zeros(2, dtype=torch.float64))
-        self.register_buffer("steps", torch.zeros((), dtype=torch.int64))
+        # the critic steps they span: a Python int (extra state), so deciding when to adjust never reads the GPU
+        self.steps = 0
         # r_t of the last adjustment (logged beside p, as StyleGAN2-ADA's Loss/signs/real: what to set target by)
         self.register_buffer("r_t", torch.tensor(float("nan"), dtype=torch.float64))
 
@@ -120,10 +123,16 @@ class AdaptiveProbability(nn.Module):
         self.signs[0] += real_scores.detach().float().sign().sum().double()
         self.signs[1] += real_scores.numel()
         self.steps += 1
-        if int(self.steps) < self.INTERVAL:
+        if self.steps < self.INTERVAL:
             return
         signs = distributed.sum_over_ranks(self.signs, env)  # every rank adjusts by the whole batch's signs
         self.r_t.copy_(signs[0] / signs[1])
         self.p.copy_((self.p + torch.sign(self.r_t - self.target) * signs[1] / self.images).clamp(0.0, 1.0))
         self.signs.zero_()
-        self.steps.zero_()
+        self.steps = 0
+
+    def get_extra_state(self) -> dict[str, int]:
+        return {"steps": self.steps}
+
+    def set_extra_state(self, state: dict[str, int]) -> None:
+        self.steps = int(state["steps"])

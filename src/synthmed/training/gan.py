@@ -53,7 +53,8 @@ def gan_step(generator, discriminator, opt_g, opt_d, x_real: torch.Tensor, y: to
     bf16 = resolve_bf16(config.bf16, device)
     policy = parse_policy(config.augment)
     wgan = config.gan_loss == "wgan-gp"
-    p = None if ada is None else float(ada.p)  # one probability for the whole step, both networks
+    # one probability for the whole step, both networks: a copy, as observe() moves p between them
+    p = None if ada is None else ada.p.clone()
 
     def augment(x: torch.Tensor) -> torch.Tensor:  # the critic sees every image through the same policy
         return diff_augment(x, policy, noise_gen, p) if policy else x
