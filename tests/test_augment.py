@@ -112,3 +112,19 @@ def test_the_controller_follows_stylegan2_adas_rule(step_means):
     last = len(step_means) - len(step_means) % 4
     assert float(ada.r_t) == pytest.approx(np.mean(signs_seen[last - 4 : last]))  # the last adjustment's r_t
     assert ada.steps == len(step_means) % AdaptiveProbability.INTERVAL
+
+
+def test_the_controller_resumes_mid_interval_from_its_state_dict():
+    """A checkpoint taken between adjustments carries the steps already counted (extra state), so the restored
+    controller adjusts on the same step as the one it was copied from."""
+    sure = torch.ones(8)
+    ada = AdaptiveProbability(target=0.6, images=200)
+    for _ in range(6):  # one adjustment, then two steps towards the next
+        ada.observe(sure, Dist())
+    restored = AdaptiveProbability(target=0.6, images=200)
+    restored.load_state_dict(ada.state_dict())
+    assert restored.steps == 2 and torch.equal(restored.p, ada.p)
+    for controller in (ada, restored):
+        controller.observe(sure, Dist())
+        controller.observe(sure, Dist())
+    assert float(restored.p) == float(ada.p) == pytest.approx(2 * 4 * 8 / 200)
