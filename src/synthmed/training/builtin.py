@@ -53,7 +53,7 @@ def _check_gan_loss(c: TrainConfig, fail: Fail) -> None:
     if c.gan_loss == "non-saturating":
         if not c.r1_gamma >= 0:
             fail("r1_gamma", "must be >= 0 (0: no R1 penalty)")
-        if isinstance(c.r1_every, bool) or not isinstance(c.r1_every, int) or c.r1_every < 1:
+        if c.r1_every < 1:  # its type is checked with every key's, in config_from_dict
             fail("r1_every", "must be a positive integer (1: R1 on every critic step)")
         _check_defaults(c, ("gp_weight", "drift_weight"), "applies to gan_loss: wgan-gp only", fail)
     else:
