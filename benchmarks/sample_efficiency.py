@@ -79,6 +79,11 @@ N100_PROBES = {
     # and at StyleGAN2-ADA's own R1 weight for 32 px (0.01), whose critic is freer to overfit
     "cpdgan+ns-r1+ada": ("cpdgan-cpu", {**NS_R1, "augment": AUGMENT, "ada_target": 0.6}),
 }
+# Projected GAN's critic on cpD-GAN's generator (models/projected.py), with the authors' DiffAugment policy and no R1
+# (their loss is the hinge, here the logistic one), fed 64 px to EfficientNet-Lite0: the authors' 224 costs 12 times
+# as much per image. A probe, not in the default run until measured
+PROJECTED = {**NS_R1, "r1_gamma": 0.0, "augment": AUGMENT, "discriminator": "projected", "projected_input_size": 64}
+R32_PROBES = {"cpdgan+projected": ("cpdgan-cpu", PROJECTED)}
 # name -> (training preset, overrides); prog-GAN's phases are cut so that it has grown to 32 px
 # by 8,000 images (5 phases), before the first snapshot of the default budget
 VARIANTS = {
@@ -97,9 +102,10 @@ VARIANTS = {
     "cpdgan-paper+diffaug+ema-warmup": ("cpdgan-paper", {"bf16": "auto", "augment": AUGMENT, "ema_warmup": True}),
     "diffusion-paper": ("diffusion-paper", {}),
     **N100_PROBES,
+    **R32_PROBES,
 }
 CPU_VARIANTS = [name for name, (preset, _) in VARIANTS.items()
-                if not preset.endswith("-paper") and name not in N100_PROBES]
+                if not preset.endswith("-paper") and name not in N100_PROBES and name not in R32_PROBES]
 # CSV column -> where an evaluation's utility.json keeps it (evaluation/utility.py)
 UTILITY_COLUMNS = {"auc_real": lambda u: u["auc_real"]["mean"], "auc_syn": lambda u: u["auc_syn"]["mean"],
                    "gap": lambda u: u["auc_real_minus_auc_syn"], "delta_syn": lambda u: u["delta_syn"],

@@ -128,3 +128,14 @@ def test_the_controller_resumes_mid_interval_from_its_state_dict():
         controller.observe(sure, Dist())
         controller.observe(sure, Dist())
     assert float(restored.p) == float(ada.p) == pytest.approx(2 * 4 * 8 / 200)
+
+
+def test_a_critic_with_several_outputs_per_image_moves_p_by_images_not_outputs():
+    """The projected critic gives each image one logit per scale: r_t is the mean of each image's mean sign, and p
+    moves by the images seen, as with one output per image."""
+    one, four = AdaptiveProbability(target=0.6, images=200), AdaptiveProbability(target=0.6, images=200)
+    for _ in range(4):
+        one.observe(torch.tensor([1.0] * 6 + [-1.0] * 2), Dist())  # 8 images, mean sign 0.5
+        four.observe(torch.tensor([[1.0, 1, 1, 1]] * 6 + [[1.0, 1, -1, -1]] * 2), Dist())  # 8 images, mean sign 0.75
+    assert float(one.p) == 0.0 and float(one.r_t) == 0.5
+    assert float(four.p) == pytest.approx(4 * 8 / 200) and float(four.r_t) == 0.75

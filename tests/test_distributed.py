@@ -18,11 +18,14 @@ CLUSTERED = {**TINY_DIFFUSION, "appearance_clusters": 3}
 # (a low target and 960 images: the tiny critic's real outputs turn mostly positive after about 400)
 ADAPTIVE = {"model": "cpdgan", **TINY_TRAINING, "gan_loss": "non-saturating", "augment": "translation",
             "ada_target": 0.05, "ada_images": 400, "max_images": 960}
+# the projected critic: its frozen EfficientNet and random projections are buffers, shared from rank 0 like weights
+PROJECTED = {"model": "cpdgan", **TINY_TRAINING, "gan_loss": "non-saturating", "r1_gamma": 0.0, "augment": "translation",
+             "discriminator": "projected", "projected_input_size": 32}
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("values", [{"model": "cpdgan", **TINY_TRAINING}, CLUSTERED, ADAPTIVE],
-                         ids=["cpdgan", "clustered", "ada"])
+@pytest.mark.parametrize("values", [{"model": "cpdgan", **TINY_TRAINING}, CLUSTERED, ADAPTIVE, PROJECTED],
+                         ids=["cpdgan", "clustered", "ada", "projected"])
 def test_two_process_run_completes_with_replicas_in_sync(values, tiny_setting, tmp_path):
     """docs/compute.md's recipe: `train --create-only`, then torchrun resumes the run on every rank."""
     config = tmp_path / "tiny.yaml"

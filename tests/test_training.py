@@ -362,13 +362,16 @@ def _state_dict(path: Path) -> dict[str, torch.Tensor]:
      "ada_images": 400},
     # bfloat16 autocast (emulated, slower, on a CPU without AVX-512 BF16): a resumed run continues in it exactly
     {**TINY_TRAINING, "bf16": True},
+    # the projected critic: its spectral norms' vectors and batch norms' statistics resume with it
+    {**TINY_TRAINING, "gan_loss": "non-saturating", "r1_gamma": 0.0, "augment": "translation",
+     "discriminator": "projected", "projected_input_size": 32},
     TINY_DIFFUSION,
     # the clusters are fitted when the run starts and travel in the checkpoint; the draws stay in step
     {**TINY_DIFFUSION, "appearance_clusters": 3},
     # phases end at 240 and 480 images, after the kill: the resumed run resets Adam where the other did
     {**PROGGAN_PHASES, "phase_images": 240, "min_images": 720, "reset_adam_per_phase": True},
-], ids=["cpdgan", "cpdgan-augmented", "cpdgan-non-saturating", "cpdgan-ada", "cpdgan-bf16", "diffusion", "diffusion-clusters",
-     "proggan-adam-reset"])
+], ids=["cpdgan", "cpdgan-augmented", "cpdgan-non-saturating", "cpdgan-ada", "cpdgan-bf16", "cpdgan-projected",
+     "diffusion", "diffusion-clusters", "proggan-adam-reset"])
 def test_killed_run_resumes_to_identical_weights(values, tiny_setting, tmp_path, monkeypatch):
     """A real SIGKILL in the middle of training, then --resume: the final generator equals an
     uninterrupted run's bit for bit. A resumed run takes what ``prepare`` fitted from the checkpoint."""

@@ -110,7 +110,7 @@ class AdaptiveProbability(nn.Module):
         super().__init__()
         self.target, self.images = target, images
         self.register_buffer("p", torch.zeros((), dtype=torch.float64))
-        # sum of signs and number of outputs since the last adjustment
+        # sum of signs and number of images since the last adjustment
         self.register_buffer("signs", torch.zeros(2, dtype=torch.float64))
         # the critic steps they span: a Python int (extra state), so deciding when to adjust never reads the GPU
         self.steps = 0
@@ -120,8 +120,10 @@ class AdaptiveProbability(nn.Module):
     @torch.no_grad()
     def observe(self, real_scores: torch.Tensor, env: distributed.Dist) -> None:
         """Count one critic step's outputs on the real batch; adjust p after every ``INTERVAL``-th."""
-        self.signs[0] += real_scores.detach().float().sign().sum().double()
-        self.signs[1] += real_scores.numel()
+        # a critic with several outputs per image (the projected one: one per scale) counts each image's mean sign
+        signs = real_scores.detach().float().sign().reshape(len(real_scores), -1).mean(dim=1)
+        self.signs[0] += signs.sum().double()
+        self.signs[1] += len(signs)
         self.steps += 1
         if self.steps < self.INTERVAL:
             return

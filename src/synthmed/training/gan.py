@@ -108,6 +108,11 @@ class GanTraining:
                  device: torch.device) -> None:
         self.config, self.resolution = config, resolution
         generator, discriminator = build_generator_pair(config, resolution, label_dim, image_channels)
+        if config.discriminator == "projected":  # in place of the residual critic built beside the generator
+            from synthmed.models.projected import ProjectedDiscriminator  # imports the EfficientNet package
+
+            discriminator = ProjectedDiscriminator(label_dim, image_channels, config.projected_input_size,
+                                                   config.projected_weights or None)
         memory_format = torch.channels_last if config.channels_last else torch.contiguous_format
         self.generator = generator.to(device)
         self.discriminator = discriminator.to(device).to(memory_format=memory_format)
@@ -150,7 +155,7 @@ class GanTraining:
                 net.set_growth(resolution, alpha)
             batch = c.batch_at(resolution)
         # R1 on the first step and every r1_every-th after it: from images seen, so a resumed run keeps the beat
-        self.r1_due = images_seen % (c.r1_every * batch) < batch
+        self.r1_due = c.r1_gamma > 0 and images_seen % (c.r1_every * batch) < batch
         return resolution, alpha, batch
 
     def step(self, x_real, labels, noise, env) -> dict[str, torch.Tensor]:
