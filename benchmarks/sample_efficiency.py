@@ -83,7 +83,11 @@ N100_PROBES = {
 # (their loss is the hinge, here the logistic one), fed 64 px to EfficientNet-Lite0: the authors' 224 costs 12 times
 # as much per image. A probe, not in the default run until measured
 PROJECTED = {**NS_R1, "r1_gamma": 0.0, "augment": AUGMENT, "discriminator": "projected", "projected_input_size": 64}
-R32_PROBES = {"cpdgan+projected": ("cpdgan-cpu", PROJECTED)}
+R32_PROBES = {"cpdgan+projected": ("cpdgan-cpu", PROJECTED),
+              # the critic reads the images at twice the size (tumours larger in EfficientNet's maps, 2.7 times the cost)
+              "cpdgan+projected128": ("cpdgan-cpu", {**PROJECTED, "projected_input_size": 128}),
+              # without DiffAugment's colour step, which moves brightness, and brightness carries part of br35h's label
+              "cpdgan+projected-nocolor": ("cpdgan-cpu", {**PROJECTED, "augment": "translation,cutout"})}
 # name -> (training preset, overrides); prog-GAN's phases are cut so that it has grown to 32 px
 # by 8,000 images (5 phases), before the first snapshot of the default budget
 VARIANTS = {
@@ -101,6 +105,9 @@ VARIANTS = {
     "cpdgan-paper": ("cpdgan-paper", {"bf16": "auto"}),
     "cpdgan-paper+diffaug+ema-warmup": ("cpdgan-paper", {"bf16": "auto", "augment": AUGMENT, "ema_warmup": True}),
     "diffusion-paper": ("diffusion-paper", {}),
+    # and with the projected critic at the authors' input size (a GPU's variant: at 224 px the critic costs about
+    # 12 times what it does at 64)
+    "cpdgan-paper+projected": ("cpdgan-paper", {"bf16": "auto", **PROJECTED, "projected_input_size": 224}),
     **N100_PROBES,
     **R32_PROBES,
 }
