@@ -94,7 +94,7 @@ def test_missing_or_wrong_weights_are_refused_before_training_with_what_to_do(mo
         config_from_dict(PROJECTED)
 
 
-def test_the_residual_critics_configs_and_digests_are_unchanged():
+def test_the_residual_critics_configs_and_digests_are_unchanged(weights):
     # the keys are left out of a config that does not use them, so earlier runs' digests (and job keys) stay
     plain = config_from_dict(TINY_TRAINING)
     assert "discriminator" not in plain.to_dict() and "projected_input_size" not in plain.to_dict()
