@@ -87,7 +87,9 @@ R32_PROBES = {"cpdgan+projected": ("cpdgan-cpu", PROJECTED),
               # the critic reads the images at twice the size (tumours larger in EfficientNet's maps, 2.7 times the cost)
               "cpdgan+projected128": ("cpdgan-cpu", {**PROJECTED, "projected_input_size": 128}),
               # without DiffAugment's colour step, which moves brightness, and brightness carries part of br35h's label
-              "cpdgan+projected-nocolor": ("cpdgan-cpu", {**PROJECTED, "augment": "translation,cutout"})}
+              "cpdgan+projected-nocolor": ("cpdgan-cpu", {**PROJECTED, "augment": "translation,cutout"}),
+              # without augmentation: the peer of cpdgan+projected on n100 (--n100-variants cpdgan+projected)
+              "cpdgan+projected-noaug": ("cpdgan-cpu", {k: v for k, v in PROJECTED.items() if k != "augment"})}
 # name -> (training preset, overrides); prog-GAN's phases are cut so that it has grown to 32 px
 # by 8,000 images (5 phases), before the first snapshot of the default budget
 VARIANTS = {
